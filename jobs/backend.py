@@ -1,0 +1,293 @@
+"""
+The Django Tasks backend: `TASKS = {"default": {"BACKEND": "jobs.backend.PostgresBackend"}}`.
+
+Enqueue is one INSERT on the caller's own connection and transaction, so a job
+enqueued inside `transaction.atomic()` exists only if that transaction commits.
+"""
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+import uuid_utils
+from django.core import checks
+from django.db import connections
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import Task, TaskError
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from . import sql
+from .models import Job, JobStatus
+
+DEFAULT_OPTIONS = {
+    # Which database alias holds jobs_job.
+    "DATABASE": "default",
+    # Attempts per job unless the task or the enqueue says otherwise.
+    "MAX_ATTEMPTS": 3,
+    # Seconds an attempt may run before its executor is killed (None: no limit).
+    "TIMEOUT": None,
+    # Retry n (n >= 1) waits d/2 + random(0, d/2) seconds, d = min(MAX, BASE * 2 ** (n - 1)).
+    "RETRY_BACKOFF_BASE": 1.0,
+    "RETRY_BACKOFF_MAX": 3600.0,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobTask(Task):
+    """
+    A Django Task with the queue's per-task options.
+
+    `@task(max_attempts=5, timeout=30)` sets them for every call;
+    `.using(countdown=10, unique_key="...")` for one enqueue.
+    """
+
+    max_attempts: int | None = None
+    timeout: float | None = None
+    unique_key: str | None = None
+
+    def using(
+        self,
+        *,
+        countdown: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        **kwargs: Any,
+    ) -> "JobTask":
+        """Django's `using()`, plus the queue's options and a countdown in seconds."""
+        if countdown is not None:
+            if kwargs.get("run_after") is not None:
+                raise TypeError("Give countdown or run_after, not both.")
+            kwargs["run_after"] = timezone.now() + timedelta(seconds=countdown)
+        task = Task.using(self, **kwargs)
+        changes = {
+            name: value
+            for name, value in (
+                ("max_attempts", max_attempts),
+                ("timeout", timeout),
+                ("unique_key", unique_key),
+            )
+            if value is not None
+        }
+        return replace(task, **changes) if changes else task
+
+    def enqueue_many(
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[TaskResult]:
+        """Enqueue one job per (args, kwargs) pair, all in one round trip."""
+        return self.get_backend().enqueue_many(self, calls)
+
+
+def encode_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
+    """
+    The JSON text of a call's arguments, or a TypeError that names the argument.
+
+    Arguments are stored as jsonb, never pickled: what goes in must be JSON.
+    """
+    try:
+        return _dumps(list(args)), _dumps(dict(kwargs))
+    except (TypeError, ValueError):
+        pass
+    named = [(f"argument {index}", value) for index, value in enumerate(args)]
+    named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
+    for label, value in named:
+        try:
+            _dumps(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"{label} of {task.module_path} is not JSON serializable "
+                f"({type(value).__name__}: {error}). Task arguments are stored as JSON; "
+                "pass ids or plain data instead."
+            ) from None
+    raise TypeError(f"The keyword argument names of {task.module_path} must be strings.")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+
+
+class PostgresBackend(BaseTaskBackend):
+    task_class = JobTask
+
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict) -> None:
+        super().__init__(alias, params)
+        self.options = {**DEFAULT_OPTIONS, **self.options}
+        self.database = self.options["DATABASE"]
+
+    def validate_task(self, task: Task) -> None:
+        super().validate_task(task)
+        max_attempts = getattr(task, "max_attempts", None)
+        if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
+            raise InvalidTask("max_attempts must be a whole number of at least 1.")
+        timeout = getattr(task, "timeout", None)
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
+            raise InvalidTask("timeout must be a positive number of seconds.")
+
+    def enqueue(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
+        return self.enqueue_many(task, [(args, kwargs)])[0]
+
+    def enqueue_many(
+        self, task: Task, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[TaskResult]:
+        self.validate_task(task)
+        calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
+        if not calls:
+            return []
+        unique_key = getattr(task, "unique_key", None)
+        if unique_key is not None and len(calls) > 1:
+            raise InvalidTask("A unique key names one job: enqueue it with enqueue().")
+        encoded = [encode_arguments(task, args, kwargs) for args, kwargs in calls]
+        ids = [str(uuid_utils.uuid7()) for _ in calls]
+        timeout = self._option(task, "timeout")
+        params = {
+            "backend": self.alias,
+            "task_path": task.module_path,
+            "queue": task.queue_name,
+            "priority": task.priority,
+            "run_at": task.run_after,
+            "max_attempts": self._option(task, "max_attempts"),
+            "timeout": timedelta(seconds=timeout) if timeout is not None else None,
+            "ids": ids,
+            "args": [args for args, _ in encoded],
+            "kwargs": [kwargs for _, kwargs in encoded],
+            "unique_keys": [unique_key] * len(calls),
+            "due_now": task.run_after is None or task.run_after <= timezone.now(),
+        }
+        with connections[self.database].cursor() as cursor:
+            cursor.execute(sql.ENQUEUE, params)
+            inserted = {str(row[0]): (row[1], row[2]) for row in cursor.fetchall()}
+            if unique_key is not None and not inserted:
+                cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
+                row = cursor.fetchone()
+                if row is None:
+                    # The live job finished between the insert and this read:
+                    # the key is free again, so enqueue anew.
+                    return self.enqueue_many(task, calls)
+                return [self.get_result(str(row[0]))]
+
+        results = []
+        for job_id, (args, kwargs) in zip(ids, calls, strict=True):
+            enqueued_at, _ = inserted[job_id]
+            result = TaskResult(
+                task=task,
+                id=job_id,
+                status=TaskResultStatus.READY,
+                enqueued_at=enqueued_at,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=args,
+                kwargs=kwargs,
+                backend=self.alias,
+                errors=[],
+                worker_ids=[],
+            )
+            task_enqueued.send(type(self), task_result=result)
+            results.append(result)
+        return results
+
+    def get_result(self, result_id: str) -> TaskResult:
+        try:
+            job_id = uuid.UUID(str(result_id))
+        except ValueError:
+            raise TaskResultDoesNotExist(f"{result_id!r} is not a task id.") from None
+        try:
+            job = Job.objects.using(self.database).get(id=job_id)
+        except Job.DoesNotExist:
+            raise TaskResultDoesNotExist(f"No task with id {result_id}.") from None
+        return job_result(job, self.load_task(job.task_path, job))
+
+    def load_task(self, task_path: str, job: Job | None = None) -> Task:
+        """The Task that task_path names, with the job's own queue and priority."""
+        try:
+            task = import_string(task_path)
+        except ImportError as error:
+            raise InvalidTask(f"Task {task_path!r} does not import: {error}") from error
+        if not isinstance(task, Task):
+            raise InvalidTask(f"{task_path!r} is not a task: decorate it with @task.")
+        if job is None:
+            return task
+        return replace(
+            task,
+            queue_name=job.queue,
+            priority=job.priority,
+            run_after=job.run_at,
+            backend=job.backend,
+        )
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        errors = []
+        unknown = ", ".join(sorted(set(self.options) - set(DEFAULT_OPTIONS)))
+        if unknown:
+            errors.append(
+                checks.Error(
+                    f"Unknown OPTIONS for task backend {self.alias!r}: {unknown}.",
+                    hint=f"Known options: {', '.join(DEFAULT_OPTIONS)}.",
+                    id="jobs.E001",
+                )
+            )
+        if self.database not in connections.settings:
+            errors.append(
+                checks.Error(
+                    f"Task backend {self.alias!r} uses database {self.database!r}, "
+                    "which is not in DATABASES.",
+                    id="jobs.E002",
+                )
+            )
+        elif connections[self.database].vendor != "postgresql":
+            errors.append(
+                checks.Error(
+                    f"Task backend {self.alias!r} needs PostgreSQL; database "
+                    f"{self.database!r} is {connections[self.database].vendor}.",
+                    id="jobs.E003",
+                )
+            )
+        return errors
+
+    def _option(self, task: Task, name: str) -> Any:
+        value = getattr(task, name, None)
+        return self.options[name.upper()] if value is None else value
+
+
+def job_result(job: Job, task: Task) -> TaskResult:
+    """The TaskResult that Django's API shows for a job row."""
+    status = job.status
+    if status == JobStatus.CANCELLED:
+        # Django's TaskResultStatus has no CANCELLED; a cancelled job did not
+        # succeed, and its errors say why.
+        status = JobStatus.FAILED
+    result = TaskResult(
+        task=task,
+        id=str(job.id),
+        status=TaskResultStatus(status),
+        enqueued_at=job.enqueued_at,
+        started_at=job.started_at,
+        last_attempted_at=job.last_attempted_at,
+        finished_at=job.finished_at,
+        args=job.args,
+        kwargs=job.kwargs,
+        backend=job.backend,
+        errors=[
+            TaskError(
+                exception_class_path=error["exception_class_path"],
+                traceback=error["traceback"],
+            )
+            for error in job.errors
+        ],
+        worker_ids=list(job.worker_ids),
+    )
+    if job.status == JobStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", job.return_value)
+    return result

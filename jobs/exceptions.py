@@ -1,0 +1,18 @@
+"""
+Exceptions of the queue.
+
+The worker records the last three as a failed attempt's exception class when
+the attempt ended without the task raising anything itself.
+"""
+
+
+class JobTimeout(Exception):
+    """The attempt ran past its timeout; its executor process was killed."""
+
+
+class ExecutorDied(Exception):
+    """The executor process running the attempt exited (a crash, os._exit, the OOM killer)."""
+
+
+class WorkerLost(Exception):
+    """The worker running the attempt stopped heartbeating; the job was rescued."""

@@ -1,0 +1,92 @@
+import os
+
+from django.core.management.base import BaseCommand, CommandError
+from django.tasks import task_backends
+from django.tasks.exceptions import InvalidTaskBackend
+
+from jobs.backend import PostgresBackend
+from jobs.worker.coordinator import Coordinator, WorkerConfig
+
+
+def default_concurrency() -> int:
+    return max(2, os.cpu_count() or 1)
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a worker: claim due jobs from Postgres and run them in a pool of executor "
+        "processes. SIGTERM or Ctrl-C stops claiming and lets running jobs finish within "
+        "--shutdown-timeout; a second signal stops at once."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--queues",
+            default=None,
+            help="Comma-separated queues to take jobs from (default: every queue of the backend).",
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=default_concurrency(),
+            help="Executor processes, i.e. jobs run at once (default: the CPU count, at least 2).",
+        )
+        parser.add_argument(
+            "--prefetch",
+            type=int,
+            default=4,
+            help=(
+                "Jobs claimed ahead per executor, so short jobs don't wait on a round trip "
+                "(default: 4)."
+            ),
+        )
+        parser.add_argument(
+            "--backend",
+            default="default",
+            help="Alias of the TASKS backend to work for (default: 'default').",
+        )
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=5.0,
+            help="Seconds between polls when no NOTIFY arrives (default: 5).",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=30.0,
+            help="Seconds running jobs get to finish after SIGTERM (default: 30).",
+        )
+
+    def handle(self, *args, **options):
+        try:
+            backend = task_backends[options["backend"]]
+        except InvalidTaskBackend as error:
+            raise CommandError(str(error)) from error
+        if not isinstance(backend, PostgresBackend):
+            raise CommandError(
+                f"Backend {options['backend']!r} is {type(backend).__name__}; "
+                "runworker runs jobs of jobs.backend.PostgresBackend."
+            )
+        queues = sorted(backend.queues)
+        if options["queues"]:
+            queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
+            unknown = [name for name in queues if name not in backend.queues]
+            if unknown:
+                raise CommandError(
+                    f"Unknown queue(s) {', '.join(unknown)}; the backend's QUEUES are "
+                    f"{', '.join(sorted(backend.queues))}."
+                )
+        if options["concurrency"] < 1:
+            raise CommandError("--concurrency must be at least 1.")
+        if options["prefetch"] < 1:
+            raise CommandError("--prefetch must be at least 1.")
+        config = WorkerConfig(
+            queues=tuple(queues),
+            concurrency=options["concurrency"],
+            prefetch=options["prefetch"],
+            backend=options["backend"],
+            poll_interval=options["poll_interval"],
+            shutdown_timeout=options["shutdown_timeout"],
+        )
+        Coordinator(config).run()

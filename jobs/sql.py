@@ -1,0 +1,162 @@
+"""
+The queue's SQL, in one place.
+
+Every statement here is one round trip. The invariants that keep the queue
+correct under concurrency are stated beside the statement that keeps them.
+"""
+
+# Channel of the NOTIFY sent when a job becomes due now; the payload is its queue.
+READY_CHANNEL = "jobs_ready"
+
+# Enqueue one or many jobs of one task in a single INSERT on the caller's
+# connection, so the jobs exist only if the caller's transaction commits.
+#
+# NOTIFY is transactional too: it is delivered at commit, and Postgres folds
+# identical (channel, payload) notifications of one transaction into one, so a
+# transaction that enqueues 10,000 jobs on one queue wakes the workers once and
+# takes the notify queue's global lock once. Jobs that are not due yet send
+# nothing: workers sleep until the next run_at they read themselves.
+#
+# A unique key that is READY or RUNNING already makes the insert a no-op
+# (ON CONFLICT against the partial unique index, so there is no race between
+# concurrent enqueues); the caller then reads the existing job.
+ENQUEUE = f"""
+WITH job AS (
+    INSERT INTO jobs_job (
+        id, backend, task_path, queue, priority, args, kwargs, status, run_at,
+        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key
+    )
+    SELECT
+        new.id, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
+        new.args, new.kwargs, 'READY', COALESCE(%(run_at)s, clock_timestamp()),
+        0, %(max_attempts)s, %(timeout)s, clock_timestamp(), '{{}}', '[]', new.unique_key
+    FROM unnest(%(ids)s::uuid[], %(args)s::jsonb[], %(kwargs)s::jsonb[], %(unique_keys)s::text[])
+        AS new(id, args, kwargs, unique_key)
+    ON CONFLICT (unique_key) WHERE status IN ('READY', 'RUNNING') DO NOTHING
+    RETURNING id, enqueued_at, run_at
+)
+SELECT id, enqueued_at, run_at,
+       CASE WHEN %(due_now)s THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+FROM job
+"""
+
+LIVE_JOB_BY_UNIQUE_KEY = """
+SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
+"""
+
+# Claim up to `limit` due jobs of the given queues in one statement.
+#
+# FOR UPDATE SKIP LOCKED: two workers claiming at once never take the same row
+# and never wait for each other; a row another worker is claiming right now is
+# simply skipped. The row lock lasts until this statement commits (autocommit),
+# by which time the row is RUNNING and no longer matches `status = 'READY'`.
+#
+# The lateral subquery reads the partial claim index once per queue in
+# (priority DESC, run_at, id) order and stops after `limit` rows, so the cost
+# does not grow with the backlog. The caller re-sorts the returned rows, since
+# RETURNING keeps no order.
+#
+# `attempts` is incremented here, at claim: the attempt number is the fence
+# that every later write of this attempt must match (see COMPLETE).
+CLAIM = """
+WITH claimed AS (
+    SELECT candidate.id, candidate.priority, candidate.run_at
+    FROM unnest(%(queues)s::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = q.name AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+    LIMIT %(limit)s
+)
+UPDATE jobs_job AS job
+SET status = 'RUNNING',
+    attempts = job.attempts + 1,
+    started_at = COALESCE(job.started_at, now()),
+    last_attempted_at = now(),
+    worker_ids = array_append(job.worker_ids, %(worker_id)s)
+FROM claimed
+WHERE job.id = claimed.id
+RETURNING job.id::text, job.backend, job.task_path, job.queue, job.priority, job.run_at,
+          job.args::text, job.kwargs::text, job.attempts, job.max_attempts,
+          extract(epoch FROM job.timeout)::float8, job.enqueued_at, job.started_at,
+          job.last_attempted_at, job.worker_ids, job.errors::text
+"""
+
+# Seconds until the next READY job of these queues is due (None: none is).
+# One index probe per queue on the (queue, run_at) partial index.
+SECONDS_UNTIL_NEXT_DUE = """
+SELECT extract(epoch FROM min(next.run_at) - clock_timestamp())::float8
+FROM unnest(%(queues)s::text[]) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT run_at FROM jobs_job
+    WHERE status = 'READY' AND queue = q.name
+    ORDER BY run_at
+    LIMIT 1
+) AS next
+"""
+
+# Write the outcomes of many attempts in one statement.
+#
+# The fence: a row is written only while it is still RUNNING the very attempt
+# that produced the outcome (`attempts = outcome.attempt`). A worker that was
+# presumed dead, whose job was rescued and claimed again (attempts + 1), can
+# therefore never overwrite the re-run's state; RETURNING tells the caller which
+# outcomes were accepted, and the others are reported as discarded.
+#
+# status is SUCCESSFUL or FAILED (finished_at set), or READY for a retry
+# (run_at moves to the retry time; finished_at stays empty).
+COMPLETE = """
+UPDATE jobs_job AS job
+SET status = outcome.status,
+    finished_at = CASE WHEN outcome.status = 'READY' THEN NULL
+                       ELSE to_timestamp(outcome.finished_at) END,
+    run_at = COALESCE(to_timestamp(outcome.retry_at), job.run_at),
+    return_value = outcome.return_value,
+    errors = CASE WHEN outcome.error IS NULL THEN job.errors
+                  ELSE job.errors || jsonb_build_array(outcome.error) END
+FROM unnest(
+    %(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
+    %(finished_at)s::float8[], %(retry_at)s::float8[],
+    %(return_values)s::jsonb[], %(errors)s::jsonb[]
+) AS outcome(id, attempt, status, finished_at, retry_at, return_value, error)
+WHERE job.id = outcome.id
+  AND job.status = 'RUNNING'
+  AND job.attempts = outcome.attempt
+RETURNING job.id::text
+"""
+
+# Give back claimed jobs that never started (shutdown, or an executor that was
+# replaced before it reached them): READY again, the attempt not spent.
+# Fenced like COMPLETE, so only this worker's current attempt is undone.
+RELEASE = """
+UPDATE jobs_job AS job
+SET status = 'READY',
+    attempts = job.attempts - 1,
+    worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
+    started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS released(id, attempt)
+WHERE job.id = released.id
+  AND job.status = 'RUNNING'
+  AND job.attempts = released.attempt
+RETURNING job.id
+"""
+
+REGISTER_WORKER = """
+INSERT INTO jobs_worker (id, hostname, pid, queues, concurrency, started_at, last_heartbeat)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s, now(), now())
+"""
+
+# Returns no row when the worker's row is gone: another worker declared it dead
+# and rescued its jobs, so it must stop (its fenced writes would be refused).
+HEARTBEAT = """
+UPDATE jobs_worker SET last_heartbeat = now() WHERE id = %(id)s RETURNING id
+"""
+
+UNREGISTER_WORKER = """
+DELETE FROM jobs_worker WHERE id = %(id)s
+"""

@@ -1,0 +1,1 @@
+"""The worker: a coordinator process and its pool of executor processes."""

@@ -1,0 +1,128 @@
+"""
+The coordinator's own database connection.
+
+It is a plain psycopg connection in autocommit mode, apart from Django's: each
+statement of jobs/sql.py is its own short transaction, psycopg prepares the
+ones that repeat, and the same connection LISTENs for new jobs.
+"""
+
+import logging
+import socket
+from collections.abc import Sequence
+
+import psycopg
+from django.db import connections
+
+from .. import sql
+from .executor import ClaimedJob, Outcome
+
+logger = logging.getLogger("jobs.worker")
+
+
+def connection_params(alias: str) -> dict:
+    """psycopg.connect() arguments for a Django database alias."""
+    wrapper = connections[alias]
+    params = wrapper.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("server_side_binding", None)
+    params.pop("prepare_threshold", None)
+    return params
+
+
+def describe(alias: str) -> str:
+    """Where the queue lives, for the start-up summary (no password)."""
+    params = connection_params(alias)
+    host = params.get("host") or "local socket"
+    port = f":{params['port']}" if params.get("port") else ""
+    return f"{params.get('dbname')} on {host}{port}"
+
+
+class QueueDatabase:
+    def __init__(self, alias: str, queues: Sequence[str]) -> None:
+        self.alias = alias
+        self.queues = list(queues)
+        self.conn: psycopg.Connection | None = None
+
+    def connect(self) -> None:
+        params = connection_params(self.alias)
+        params.setdefault("application_name", f"jobs worker {socket.gethostname()}")
+        self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=0)
+        self.conn.execute(f"LISTEN {sql.READY_CHANNEL}")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def woken(self) -> bool:
+        """Whether a NOTIFY for one of our queues arrived since the last call."""
+        wake = False
+        for notify in self.conn.notifies(timeout=0):
+            if notify.payload in self.queues:
+                wake = True
+        return wake
+
+    def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
+        rows = self.conn.execute(
+            sql.CLAIM, {"queues": self.queues, "limit": limit, "worker_id": worker_id}
+        ).fetchall()
+        jobs = [ClaimedJob(*row) for row in rows]
+        jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
+        return jobs
+
+    def seconds_until_next_due(self) -> float | None:
+        (seconds,) = self.conn.execute(
+            sql.SECONDS_UNTIL_NEXT_DUE, {"queues": self.queues}
+        ).fetchone()
+        return None if seconds is None else float(seconds)
+
+    def complete(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """Write outcomes; return the ids the fence accepted."""
+        rows = self.conn.execute(
+            sql.COMPLETE,
+            {
+                "ids": [o.id for o in outcomes],
+                "attempts": [o.attempt for o in outcomes],
+                "statuses": [o.status for o in outcomes],
+                "finished_at": [o.finished_at for o in outcomes],
+                "retry_at": [o.retry_at for o in outcomes],
+                "return_values": [o.return_value for o in outcomes],
+                "errors": [o.error for o in outcomes],
+            },
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def release(self, jobs: Sequence[ClaimedJob]) -> int:
+        """Put claimed jobs that never ran back to READY, their attempt not spent."""
+        if not jobs:
+            return 0
+        rows = self.conn.execute(
+            sql.RELEASE,
+            {
+                "ids": [job.id for job in jobs],
+                "attempts": [job.attempt for job in jobs],
+            },
+        ).fetchall()
+        return len(rows)
+
+    def register(self, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:
+        self.conn.execute(
+            sql.REGISTER_WORKER,
+            {
+                "id": worker_id,
+                "hostname": hostname,
+                "pid": pid,
+                "queues": self.queues,
+                "concurrency": concurrency,
+            },
+        )
+
+    def heartbeat(self, worker_id: str) -> bool:
+        return self.conn.execute(sql.HEARTBEAT, {"id": worker_id}).fetchone() is not None
+
+    def unregister(self, worker_id: str) -> None:
+        self.conn.execute(sql.UNREGISTER_WORKER, {"id": worker_id})

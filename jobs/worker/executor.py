@@ -1,0 +1,269 @@
+"""
+The executor process: runs the jobs its coordinator hands it, one at a time.
+
+Jobs and outcomes cross the pipe as plain tuples with their JSON still as
+text: decoding and encoding happen here, in the executors, so the coordinator
+(one process for the whole pool) does as little per job as possible.
+"""
+
+import json
+import logging
+import os
+import random
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+from django.db import close_old_connections
+from django.tasks import TaskContext, TaskResult, TaskResultStatus
+from django.tasks.base import Task, TaskError
+from django.tasks.signals import task_finished, task_started
+from django.utils.json import normalize_json
+
+logger = logging.getLogger("jobs.worker")
+
+# Outcomes are sent at the latest this long after the first of them is ready,
+# so a burst of short jobs costs one pipe message, not one per job.
+OUTCOME_FLUSH_SECONDS = 0.005
+
+
+class ClaimedJob(NamedTuple):
+    """One claimed attempt, as CLAIM returns it (JSON columns still text)."""
+
+    id: str
+    backend: str
+    task_path: str
+    queue: str
+    priority: int
+    run_at: Any
+    args: str
+    kwargs: str
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    enqueued_at: Any
+    started_at: Any
+    last_attempted_at: Any
+    worker_ids: list[str]
+    errors: str
+
+
+class Outcome(NamedTuple):
+    """How one attempt ended, in the shape COMPLETE writes."""
+
+    id: str
+    attempt: int
+    status: str  # SUCCESSFUL, FAILED, or READY for a retry
+    finished_at: float  # epoch seconds
+    retry_at: float | None  # epoch seconds, for status READY
+    return_value: str | None  # JSON text
+    error: str | None  # JSON text of one errors entry
+    duration: float  # seconds the attempt ran
+
+
+class RetryPolicy(NamedTuple):
+    """Exponential backoff with equal jitter: the gaps never shrink."""
+
+    base: float
+    cap: float
+
+    def delay(self, attempt: int) -> float:
+        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def error_entry(
+    exception_class_path: str,
+    message: str,
+    traceback_text: str,
+    attempt: int,
+    worker_id: str,
+) -> str:
+    return json.dumps(
+        {
+            "exception_class_path": exception_class_path,
+            "message": message,
+            "traceback": traceback_text,
+            "attempt": attempt,
+            "worker_id": worker_id,
+            "at": time.time(),
+        }
+    )
+
+
+def failed_outcome(
+    job: ClaimedJob,
+    *,
+    exception_class_path: str,
+    message: str,
+    traceback_text: str,
+    worker_id: str,
+    retry: RetryPolicy | None,
+    duration: float,
+) -> Outcome:
+    """The outcome of a failed attempt: a retry while attempts remain, else FAILED."""
+    now = time.time()
+    retry_at = None
+    status = "FAILED"
+    if retry is not None and job.attempt < job.max_attempts:
+        status = "READY"
+        retry_at = now + retry.delay(job.attempt)
+    return Outcome(
+        job.id,
+        job.attempt,
+        status,
+        now,
+        retry_at,
+        None,
+        error_entry(exception_class_path, message, traceback_text, job.attempt, worker_id),
+        duration,
+    )
+
+
+class JobRunner:
+    """Runs claimed jobs in this process and says how each ended."""
+
+    def __init__(self, worker_id: str) -> None:
+        self.worker_id = worker_id
+        self._tasks: dict[str, Task] = {}
+
+    def run(self, job: ClaimedJob) -> Outcome:
+        started = time.monotonic()
+        try:
+            task = self._task(job)
+            args, kwargs = json.loads(job.args), json.loads(job.kwargs)
+        except Exception as error:
+            # The job cannot run here at all (its task no longer imports):
+            # another attempt would fail the same way.
+            return failed_outcome(
+                job,
+                exception_class_path=_class_path(type(error)),
+                message=str(error),
+                traceback_text="".join(traceback.format_exception(error)),
+                worker_id=self.worker_id,
+                retry=None,
+                duration=0.0,
+            )
+        backend = task.get_backend()
+        result = self._task_result(job, task, args, kwargs)
+        close_old_connections()
+        task_started.send(sender=type(backend), task_result=result)
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=result), *args, **kwargs)
+            else:
+                value = task.call(*args, **kwargs)
+            return_value = json.dumps(normalize_json(value), allow_nan=False)
+        except Exception as error:
+            outcome = failed_outcome(
+                job,
+                exception_class_path=_class_path(type(error)),
+                message=str(error),
+                traceback_text="".join(traceback.format_exception(error)),
+                worker_id=self.worker_id,
+                retry=RetryPolicy(
+                    backend.options["RETRY_BACKOFF_BASE"],
+                    backend.options["RETRY_BACKOFF_MAX"],
+                ),
+                duration=time.monotonic() - started,
+            )
+            self._finished(backend, result, error)
+        else:
+            outcome = Outcome(
+                job.id,
+                job.attempt,
+                "SUCCESSFUL",
+                time.time(),
+                None,
+                return_value,
+                None,
+                time.monotonic() - started,
+            )
+            self._finished(backend, result, None)
+        finally:
+            close_old_connections()
+        return outcome
+
+    def _task(self, job: ClaimedJob) -> Task:
+        task = self._tasks.get(job.task_path)
+        if task is None:
+            from django.tasks import task_backends
+
+            task = task_backends[job.backend].load_task(job.task_path)
+            self._tasks[job.task_path] = task
+        return task
+
+    def _task_result(
+        self, job: ClaimedJob, task: Task, args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult:
+        errors = json.loads(job.errors)
+        return TaskResult(
+            task=task,
+            id=job.id,
+            status=TaskResultStatus.RUNNING,
+            enqueued_at=job.enqueued_at,
+            started_at=job.started_at,
+            last_attempted_at=job.last_attempted_at,
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=job.backend,
+            errors=[
+                TaskError(
+                    exception_class_path=e["exception_class_path"],
+                    traceback=e["traceback"],
+                )
+                for e in errors
+            ],
+            worker_ids=list(job.worker_ids),
+        )
+
+    def _finished(self, backend: Any, result: TaskResult, error: Exception | None) -> None:
+        status = TaskResultStatus.SUCCESSFUL if error is None else TaskResultStatus.FAILED
+        object.__setattr__(result, "status", status)
+        if error is not None:
+            result.errors.append(
+                TaskError(
+                    exception_class_path=_class_path(type(error)),
+                    traceback="".join(traceback.format_exception(error)),
+                )
+            )
+        task_finished.send(sender=type(backend), task_result=result)
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def executor_main(conn: Connection, worker_id: str, setup: Callable[[], None]) -> None:
+    """
+    The executor process's entry point.
+
+    The coordinator sends lists of ClaimedJob tuples and finally None; this
+    sends back lists of Outcome tuples. SIGINT is ignored: a Ctrl-C in a
+    terminal reaches the whole process group, and shutdown is the
+    coordinator's to run (it lets running jobs finish, then kills us).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    setup()
+    runner = JobRunner(worker_id)
+    logger.debug("Executor %s ready", os.getpid())
+    while True:
+        batch = conn.recv()
+        if batch is None:
+            return
+        pending: list[Outcome] = []
+        first_pending_at = 0.0
+        for row in batch:
+            outcome = runner.run(ClaimedJob(*row))
+            if not pending:
+                first_pending_at = time.monotonic()
+            pending.append(tuple(outcome))
+            if time.monotonic() - first_pending_at >= OUTCOME_FLUSH_SECONDS:
+                conn.send(pending)
+                pending = []
+        if pending:
+            conn.send(pending)

@@ -1,0 +1,204 @@
+"""
+The coordinator's side of the executor processes.
+
+Each executor gets its claimed jobs in small batches over a pipe and runs them
+in order; the pool remembers what each one holds, so that when an executor is
+killed (a timeout, a cancel, a shutdown past its grace) or dies on its own, the
+pool knows exactly which job it was running and which it never reached.
+"""
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+import django
+
+from .executor import ClaimedJob, Outcome, executor_main
+
+logger = logging.getLogger("jobs.worker")
+
+
+@dataclass
+class Executor:
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    # Jobs sent and not yet answered, in the order the executor runs them.
+    assigned: deque[ClaimedJob] = field(default_factory=deque)
+    # When the head of `assigned` started, as far as the coordinator can tell:
+    # the later of its hand-off and the previous outcome.
+    head_since: float = 0.0
+    jobs_run: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+
+@dataclass
+class LostWork:
+    """What a killed or dead executor leaves: the job it ran and those it never reached."""
+
+    running: ClaimedJob | None
+    running_for: float
+    unstarted: list[ClaimedJob]
+    exitcode: int | None
+
+
+class ExecutorPool:
+    def __init__(self, size: int, prefetch: int, worker_id: str) -> None:
+        self.size = size
+        self.prefetch = prefetch
+        self.worker_id = worker_id
+        self.executors: list[Executor] = []
+        # spawn, not fork: the coordinator holds open database connections and
+        # sockets that a forked child must not share.
+        self._context = multiprocessing.get_context("spawn")
+
+    def start(self) -> None:
+        for _ in range(self.size):
+            self.executors.append(self._spawn())
+
+    def _spawn(self) -> Executor:
+        parent_conn, child_conn = self._context.Pipe()
+        process = self._context.Process(
+            target=executor_main,
+            args=(child_conn, self.worker_id, django.setup),
+            name="jobs-executor",
+            daemon=True,
+        )
+        process.start()
+        child_conn.close()
+        return Executor(process=process, conn=parent_conn)
+
+    @property
+    def capacity(self) -> int:
+        return self.size * self.prefetch
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(executor.assigned) for executor in self.executors)
+
+    @property
+    def free_slots(self) -> int:
+        return self.capacity - self.in_flight
+
+    def jobs(self) -> Iterable[ClaimedJob]:
+        for executor in self.executors:
+            yield from executor.assigned
+
+    def dispatch(self, jobs: list[ClaimedJob]) -> None:
+        """Spread jobs over the executors with room, least loaded first."""
+        now = time.monotonic()
+        pending = deque(jobs)
+        while pending:
+            executor = min(self.executors, key=lambda e: len(e.assigned))
+            room = self.prefetch - len(executor.assigned)
+            if room <= 0:
+                raise RuntimeError("dispatch() was given more jobs than free_slots")
+            batch = [pending.popleft() for _ in range(min(room, len(pending)))]
+            if not executor.assigned:
+                executor.head_since = now
+            executor.assigned.extend(batch)
+            executor.conn.send(batch)
+
+    def connections(self) -> list[Connection]:
+        return [executor.conn for executor in self.executors]
+
+    def receive(
+        self, ready: Iterable[object]
+    ) -> tuple[list[tuple[ClaimedJob, Outcome]], list[LostWork]]:
+        """Read the outcomes the ready pipes hold; replace executors that died."""
+        outcomes: list[tuple[ClaimedJob, Outcome]] = []
+        lost: list[LostWork] = []
+        ready = set(ready)
+        for executor in list(self.executors):
+            if executor.conn not in ready:
+                continue
+            try:
+                while executor.conn.poll():
+                    for row in executor.conn.recv():
+                        job = executor.assigned.popleft()
+                        executor.jobs_run += 1
+                        outcomes.append((job, Outcome(*row)))
+                    executor.head_since = time.monotonic()
+            except (EOFError, OSError):
+                lost.append(self.replace(executor))
+        return outcomes, lost
+
+    def overdue(self) -> list[tuple[Executor, ClaimedJob, float]]:
+        """Executors whose running job is past its timeout, with how long it ran."""
+        now = time.monotonic()
+        late = []
+        for executor in self.executors:
+            if executor.assigned:
+                job = executor.assigned[0]
+                running_for = now - executor.head_since
+                if job.timeout is not None and running_for >= job.timeout:
+                    late.append((executor, job, running_for))
+        return late
+
+    def next_deadline(self) -> float | None:
+        """The monotonic time at which the next running job times out."""
+        deadlines = [
+            executor.head_since + executor.assigned[0].timeout
+            for executor in self.executors
+            if executor.assigned and executor.assigned[0].timeout is not None
+        ]
+        return min(deadlines, default=None)
+
+    def replace(self, executor: Executor) -> LostWork:
+        """Kill an executor (if it still runs), start a fresh one, return its work."""
+        running_for = time.monotonic() - executor.head_since
+        self._kill(executor)
+        index = self.executors.index(executor)
+        self.executors[index] = self._spawn()
+        assigned = list(executor.assigned)
+        return LostWork(
+            running=assigned[0] if assigned else None,
+            running_for=running_for,
+            unstarted=assigned[1:],
+            exitcode=executor.process.exitcode,
+        )
+
+    def _kill(self, executor: Executor) -> None:
+        if executor.process.is_alive():
+            os.kill(executor.process.pid, signal.SIGKILL)
+        executor.process.join()
+        executor.conn.close()
+
+    def idle(self) -> bool:
+        return self.in_flight == 0
+
+    def stop(self) -> list[LostWork]:
+        """Stop every executor: idle ones politely, busy ones by SIGKILL."""
+        lost = []
+        for executor in self.executors:
+            if executor.assigned:
+                running_for = time.monotonic() - executor.head_since
+                self._kill(executor)
+                assigned = list(executor.assigned)
+                lost.append(
+                    LostWork(
+                        assigned[0],
+                        running_for,
+                        assigned[1:],
+                        executor.process.exitcode,
+                    )
+                )
+            else:
+                try:
+                    executor.conn.send(None)
+                except OSError:
+                    pass
+        for executor in self.executors:
+            executor.process.join(timeout=5)
+            if executor.process.is_alive():
+                self._kill(executor)
+        self.executors = []
+        return lost

@@ -1,0 +1,48 @@
+"""Tasks the tests enqueue and the worker subprocesses run."""
+
+import os
+import time
+
+from django.db import connection
+from django.tasks import task
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def noop() -> None:
+    return None
+
+
+@task(takes_context=True)
+def record_run(context, label: str = "") -> int:
+    """Count this run in the ledger: one row per job, runs += 1 on every run."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO test_ledger (job_id, runs, last_attempt, pid) VALUES (%s, 1, %s, %s)
+            ON CONFLICT (job_id) DO UPDATE SET runs = test_ledger.runs + 1,
+                last_attempt = EXCLUDED.last_attempt, pid = EXCLUDED.pid
+            """,
+            [context.task_result.id, context.attempt, os.getpid()],
+        )
+    return context.attempt
+
+
+@task
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task(max_attempts=1)
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+@task
+async def async_add(a: int, b: int) -> int:
+    return a + b
