@@ -36,6 +36,10 @@ DEFAULT_OPTIONS = {
     # Retry n (n >= 1) waits d/2 + random(0, d/2) seconds, d = min(MAX, BASE * 2 ** (n - 1)).
     "RETRY_BACKOFF_BASE": 1.0,
     "RETRY_BACKOFF_MAX": 3600.0,
+    # Seconds between a worker's polls, its safety net when no NOTIFY arrives.
+    # Jobs due sooner than that are announced by NOTIFY; later ones are found
+    # by the poll that precedes them.
+    "POLL_INTERVAL": 5.0,
 }
 
 
@@ -163,7 +167,8 @@ class PostgresBackend(BaseTaskBackend):
             "args": [args for args, _ in encoded],
             "kwargs": [kwargs for _, kwargs in encoded],
             "unique_keys": [unique_key] * len(calls),
-            "due_now": task.run_after is None or task.run_after <= timezone.now(),
+            "notify": task.run_after is None
+            or task.run_after <= timezone.now() + timedelta(seconds=self.options["POLL_INTERVAL"]),
         }
         with connections[self.database].cursor() as cursor:
             cursor.execute(sql.ENQUEUE, params)

@@ -14,8 +14,9 @@ READY_CHANNEL = "jobs_ready"
 # NOTIFY is transactional too: it is delivered at commit, and Postgres folds
 # identical (channel, payload) notifications of one transaction into one, so a
 # transaction that enqueues 10,000 jobs on one queue wakes the workers once and
-# takes the notify queue's global lock once. Jobs that are not due yet send
-# nothing: workers sleep until the next run_at they read themselves.
+# takes the notify queue's global lock once. Only jobs due before the workers'
+# next poll notify (the backend decides): a worker woken for one that is not
+# due yet reads its run_at and sleeps until then; later ones wake nobody.
 #
 # A unique key that is READY or RUNNING already makes the insert a no-op
 # (ON CONFLICT against the partial unique index, so there is no race between
@@ -36,7 +37,7 @@ WITH job AS (
     RETURNING id, enqueued_at, run_at
 )
 SELECT id, enqueued_at, run_at,
-       CASE WHEN %(due_now)s THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+       CASE WHEN %(notify)s THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
 FROM job
 """
 

@@ -46,3 +46,8 @@ def fail(message: str = "boom") -> None:
 @task
 async def async_add(a: int, b: int) -> int:
     return a + b
+
+
+@task(max_attempts=5, timeout=30)
+def patient() -> None:
+    return None

@@ -6,11 +6,13 @@ text: decoding and encoding happen here, in the executors, so the coordinator
 (one process for the whole pool) does as little per job as possible.
 """
 
+import ctypes
 import json
 import logging
 import os
 import random
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -28,6 +30,8 @@ logger = logging.getLogger("jobs.worker")
 # Outcomes are sent at the latest this long after the first of them is ready,
 # so a burst of short jobs costs one pipe message, not one per job.
 OUTCOME_FLUSH_SECONDS = 0.005
+
+PR_SET_PDEATHSIG = 1
 
 
 class ClaimedJob(NamedTuple):
@@ -238,7 +242,26 @@ def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def executor_main(conn: Connection, worker_id: str, setup: Callable[[], None]) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """
+    Have the kernel kill this process when its coordinator dies.
+
+    A coordinator killed with SIGKILL has its jobs rescued and run again
+    elsewhere; an orphaned executor that went on running its job would run it
+    a second time in parallel.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        # The coordinator died before prctl took effect.
+        os._exit(1)
+
+
+def executor_main(
+    conn: Connection, worker_id: str, setup: Callable[[], None], parent_pid: int
+) -> None:
     """
     The executor process's entry point.
 
@@ -248,11 +271,15 @@ def executor_main(conn: Connection, worker_id: str, setup: Callable[[], None]) -
     coordinator's to run (it lets running jobs finish, then kills us).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent_pid)
     setup()
     runner = JobRunner(worker_id)
     logger.debug("Executor %s ready", os.getpid())
     while True:
-        batch = conn.recv()
+        try:
+            batch = conn.recv()
+        except EOFError:
+            return
         if batch is None:
             return
         pending: list[Outcome] = []

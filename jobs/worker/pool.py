@@ -68,7 +68,7 @@ class ExecutorPool:
         parent_conn, child_conn = self._context.Pipe()
         process = self._context.Process(
             target=executor_main,
-            args=(child_conn, self.worker_id, django.setup),
+            args=(child_conn, self.worker_id, django.setup, os.getpid()),
             name="jobs-executor",
             daemon=True,
         )

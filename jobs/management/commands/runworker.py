@@ -46,12 +46,6 @@ class Command(BaseCommand):
             help="Alias of the TASKS backend to work for (default: 'default').",
         )
         parser.add_argument(
-            "--poll-interval",
-            type=float,
-            default=5.0,
-            help="Seconds between polls when no NOTIFY arrives (default: 5).",
-        )
-        parser.add_argument(
             "--shutdown-timeout",
             type=float,
             default=30.0,
@@ -86,7 +80,7 @@ class Command(BaseCommand):
             concurrency=options["concurrency"],
             prefetch=options["prefetch"],
             backend=options["backend"],
-            poll_interval=options["poll_interval"],
+            poll_interval=backend.options["POLL_INTERVAL"],
             shutdown_timeout=options["shutdown_timeout"],
         )
         Coordinator(config).run()

@@ -1,0 +1,160 @@
+"""
+Fixtures for tests against real Postgres and real worker processes.
+
+Workers are `python manage.py runworker` subprocesses pointed at the test
+database through DATABASE_URL; tests that use them need committed data, so
+they use the `transactional_db` fixture.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval: float = 0.02):
+    """Return the first truthy value of condition(), or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"condition not met within {timeout} s: {condition.__doc__ or condition}"
+            )
+        time.sleep(interval)
+
+
+def database_url_for_subprocesses() -> str:
+    """A DATABASE_URL that reaches the test database, for subprocesses."""
+    params = connection.get_connection_params()
+    host = quote(str(params.get("host") or ""), safe="")
+    port = f":{params['port']}" if params.get("port") else ""
+    password = f":{quote(params['password'], safe='')}" if params.get("password") else ""
+    return f"postgres://{params.get('user', 'postgres')}{password}@{host}{port}/{params['dbname']}"
+
+
+def fetch(sql: str, params: object = None) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def fetch_value(sql: str, params: object = None):
+    rows = fetch(sql, params)
+    return rows[0][0] if rows else None
+
+
+class WorkerProcess:
+    """One `runworker` subprocess, its output kept in a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, args: list[str]) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runworker", *args],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_registered(self, timeout: float = 30.0) -> str:
+        """Wait until the worker has its jobs_worker row; return the worker id."""
+
+        def registered():
+            """the worker registered in jobs_worker"""
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited early:\n{self.output()}")
+            return fetch_value("SELECT id FROM jobs_worker WHERE pid = %s", [self.pid])
+
+        return wait_until(registered, timeout)
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self.log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.wait()
+
+
+@pytest.fixture
+def worker_env(transactional_db) -> dict[str, str]:
+    env = {**os.environ, "DATABASE_URL": database_url_for_subprocesses(), "PYTHONUNBUFFERED": "1"}
+    env.setdefault("JOBS_LOG_LEVEL", "INFO")
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start runworker subprocesses; all are killed at the end of the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(*args: str, wait: bool = True, env: dict[str, str] | None = None) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(workers)}.log"
+        worker = WorkerProcess(env or worker_env, log_path, list(args))
+        workers.append(worker)
+        if wait:
+            worker.wait_registered()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    connection.close()
+
+
+@pytest.fixture
+def ledger(transactional_db) -> None:
+    """test_ledger: one row per job that ran, with how many times it ran."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE TABLE IF NOT EXISTS test_ledger (
+                job_id uuid PRIMARY KEY,
+                runs int NOT NULL,
+                last_attempt int NOT NULL,
+                pid int NOT NULL,
+                seq bigserial
+            )
+            """
+        )
+        cursor.execute("TRUNCATE test_ledger RESTART IDENTITY")
+
+
+@pytest.fixture
+def embedded_only() -> None:
+    if os.environ.get("DATABASE_URL"):
+        pytest.skip("runs only on the embedded Postgres (DATABASE_URL is set)")
+
+
+def pytest_report_header(config) -> str:
+    database = (
+        os.environ.get("DATABASE_URL") or f"embedded Postgres in {settings.EMBEDDED_POSTGRES_DIR}"
+    )
+    return f"database: {database}"

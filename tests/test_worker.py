@@ -1,0 +1,193 @@
+"""runworker as real subprocesses against the test database."""
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.tasks import TaskResultStatus, default_task_backend
+from django.utils import timezone
+
+from jobs.models import Job
+from tests.conftest import BASE_DIR, fetch, fetch_value, wait_until
+from tests.tasks import add, async_add, fail, noop, record_run, sleep_for
+
+
+def job_status(job_id: str) -> str:
+    return fetch_value("SELECT status FROM jobs_job WHERE id = %s", [job_id])
+
+
+def wait_finished(job_id: str, timeout: float = 30.0) -> str:
+    def finished():
+        """the job reached a final status"""
+        status = job_status(job_id)
+        return status if status in ("SUCCESSFUL", "FAILED", "CANCELLED") else None
+
+    return wait_until(finished, timeout)
+
+
+def test_committed_job_runs_and_its_status_goes_ready_running_successful(start_worker):
+    result = sleep_for.enqueue(0.5)
+    assert default_task_backend.get_result(result.id).status == TaskResultStatus.READY
+    start_worker("--concurrency", "1")
+
+    def running():
+        """the job is RUNNING"""
+        return job_status(result.id) == "RUNNING"
+
+    wait_until(running)
+    fetched = default_task_backend.get_result(result.id)
+    assert fetched.status == TaskResultStatus.RUNNING
+    assert fetched.attempts == 1 and fetched.started_at is not None
+
+    assert wait_finished(result.id) == "SUCCESSFUL"
+    fetched = sleep_for.get_result(result.id)
+    assert fetched.status == TaskResultStatus.SUCCESSFUL
+    assert fetched.return_value == 0.5
+    assert fetched.finished_at >= fetched.started_at
+    assert len(fetched.worker_ids) == 1
+
+
+def test_failed_job_keeps_its_traceback(start_worker):
+    result = fail.enqueue("the printer is on fire")
+    start_worker("--concurrency", "1")
+    assert wait_finished(result.id) == "FAILED"
+    fetched = default_task_backend.get_result(result.id)
+    assert fetched.status == TaskResultStatus.FAILED
+    [error] = fetched.errors
+    assert error.exception_class is ValueError
+    assert "the printer is on fire" in error.traceback
+    assert 'tests/tasks.py", line' in error.traceback
+    with pytest.raises(ValueError, match="failed"):
+        _ = fetched.return_value
+
+
+def test_rolled_back_enqueue_never_runs_and_committed_one_does(start_worker, ledger):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        rolled_back = record_run.enqueue("rolled back")
+        raise RuntimeError("user creation failed")
+    with transaction.atomic():
+        committed = record_run.enqueue("committed")
+    start_worker("--concurrency", "1")
+    assert wait_finished(committed.id) == "SUCCESSFUL"
+    assert fetch("SELECT job_id::text FROM test_ledger") == [(committed.id,)]
+    assert not Job.objects.filter(id=rolled_back.id).exists()
+
+
+def test_async_task_and_context_attempt(start_worker):
+    async_result = async_add.enqueue(20, 22)
+    context_result = record_run.enqueue("context")
+    start_worker("--concurrency", "1")
+    assert wait_finished(async_result.id) == "SUCCESSFUL"
+    assert wait_finished(context_result.id) == "SUCCESSFUL"
+    assert async_add.get_result(async_result.id).return_value == 42
+    # record_run returns context.attempt.
+    assert record_run.get_result(context_result.id).return_value == 1
+
+
+def test_job_whose_task_no_longer_imports_fails_clearly_and_the_worker_goes_on(start_worker):
+    orphan = noop.enqueue()
+    Job.objects.filter(id=orphan.id).update(task_path="tests.tasks.deleted_in_a_refactor")
+    after = add.enqueue(1, 1)
+    worker = start_worker("--concurrency", "1")
+    assert wait_finished(orphan.id) == "FAILED"
+    assert wait_finished(after.id) == "SUCCESSFUL"
+    job = Job.objects.get(id=orphan.id)
+    assert job.attempts == 1, "an import error is not retried: every attempt would fail alike"
+    assert "does not import" in job.errors[0]["message"]
+    assert worker.process.poll() is None
+
+
+def test_countdown_job_starts_after_run_after_and_soon_after(start_worker):
+    start_worker("--concurrency", "1")
+    enqueued = timezone.now()
+    result = add.using(countdown=2).enqueue(1, 2)
+    assert wait_finished(result.id, timeout=10) == "SUCCESSFUL"
+    job = Job.objects.get(id=result.id)
+    assert job.started_at >= job.run_at >= enqueued + timedelta(seconds=2)
+    late = (job.started_at - job.run_at).total_seconds()
+    assert late < 0.5, f"started {late:.3f} s after run_at"
+
+
+def test_priority_order_holds_across_one_claim_batch(start_worker, ledger):
+    priorities = [0, 50, -20, 100, 10, -100, 50, 0]
+    ids = {}
+    for priority in priorities:
+        result = record_run.using(priority=priority).enqueue(str(priority))
+        ids[result.id] = priority
+    # One executor with room for all eight: a single claim takes them all, and
+    # the executor runs them in the order the claim sorted them.
+    start_worker("--concurrency", "1", "--prefetch", "8")
+    wait_until(lambda: fetch_value("SELECT count(*) FROM test_ledger") == len(priorities))
+    ran = [ids[str(row[0])] for row in fetch("SELECT job_id FROM test_ledger ORDER BY seq")]
+    assert ran == sorted(priorities, reverse=True)
+    claims = fetch_value("SELECT count(DISTINCT last_attempted_at) FROM jobs_job")
+    assert claims == 1, "all eight jobs were claimed in one statement"
+
+
+def test_four_workers_drain_5000_jobs_each_exactly_once(start_worker, ledger):
+    record_run.enqueue_many([(("drain",), {})] * 5000)
+    started = time.monotonic()
+    workers = [start_worker("--concurrency", "2", wait=False) for _ in range(4)]
+
+    def drained():
+        """every job finished"""
+        return not Job.objects.exclude(status="SUCCESSFUL").exists()
+
+    wait_until(drained, timeout=120, interval=0.1)
+    elapsed = time.monotonic() - started
+    assert fetch_value("SELECT count(*) FROM test_ledger") == 5000
+    assert fetch_value("SELECT count(*) FROM test_ledger WHERE runs > 1") == 0
+    assert fetch_value("SELECT count(DISTINCT pid) FROM test_ledger") > 4, "every worker took part"
+    print(f"\n4 workers drained 5,000 jobs in {elapsed:.2f} s ({5000 / elapsed:,.0f} jobs/s)")
+    for worker in workers:
+        worker.signal(signal.SIGTERM)
+    assert [worker.wait() for worker in workers] == [0, 0, 0, 0]
+    assert fetch_value("SELECT count(*) FROM jobs_worker") == 0
+
+
+def test_idle_worker_picks_a_job_up_within_milliseconds(start_worker):
+    start_worker("--concurrency", "1")
+    latencies = []
+    for _ in range(20):
+        result = noop.enqueue()
+        wait_finished(result.id)
+        job = Job.objects.get(id=result.id)
+        latencies.append((job.started_at - job.enqueued_at).total_seconds() * 1000)
+    latencies.sort()
+    p50, worst = latencies[10], latencies[-1]
+    print(f"\nenqueue->start on an idle worker: p50 {p50:.1f} ms, max {worst:.1f} ms")
+    assert p50 < 100, "woken by NOTIFY, not by the 5 s poll"
+
+
+def test_runworker_rejects_a_queue_that_is_not_configured(worker_env):
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "runworker", "--queues", "default,nope"],
+        cwd=BASE_DIR,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert completed.returncode == 1
+    assert "Unknown queue(s) nope" in completed.stderr
+
+
+def test_worker_logs_a_summary_at_start_and_one_line_per_job(start_worker):
+    result = add.enqueue(1, 2)
+    worker = start_worker("--concurrency", "1", "--queues", "default")
+    wait_finished(result.id)
+
+    def logged():
+        """the job's line is in the log"""
+        return result.id in worker.output()
+
+    wait_until(logged)
+    output = worker.output()
+    assert "started: queues default, concurrency 1" in output
+    assert f"Job {result.id} tests.tasks.add SUCCESSFUL" in output
+    assert str(uuid.UUID(result.id)) in output
