@@ -16,3 +16,11 @@ class ExecutorDied(Exception):
 
 class WorkerLost(Exception):
     """The worker running the attempt stopped heartbeating; the job was rescued."""
+
+
+class JobCancelled(Exception):
+    """The job was cancelled before it finished."""
+
+
+class JobStateError(Exception):
+    """The job is not in a state that allows the operation (retry a READY job, say)."""

@@ -161,3 +161,58 @@ UPDATE jobs_worker SET last_heartbeat = now() WHERE id = %(id)s RETURNING id
 UNREGISTER_WORKER = """
 DELETE FROM jobs_worker WHERE id = %(id)s
 """
+
+# Channel of the NOTIFY that asks workers to stop running a cancelled job;
+# the payload is the job id.
+CANCEL_CHANNEL = "jobs_cancel"
+
+# Cancel a job that has not finished. A READY job simply never runs. A RUNNING
+# one is marked CANCELLED here and its worker is told to kill the executor; the
+# worker's own outcome write is then refused by the COMPLETE fence
+# (status = 'RUNNING'), so the cancel always wins.
+#
+# The row is locked first (FOR UPDATE returns its latest committed version), so
+# the status we act on is the one we replace: a job claimed a moment ago is
+# seen as RUNNING and its worker is told.
+CANCEL = f"""
+WITH target AS (
+    SELECT id, status FROM jobs_job WHERE id = %(id)s FOR UPDATE
+),
+cancelled AS (
+    UPDATE jobs_job AS job
+    SET status = 'CANCELLED',
+        finished_at = now(),
+        errors = job.errors || jsonb_build_array(jsonb_build_object(
+            'exception_class_path', 'jobs.exceptions.JobCancelled',
+            'message', %(reason)s::text,
+            'traceback', %(reason)s::text,
+            'attempt', job.attempts,
+            'at', extract(epoch FROM now())
+        ))
+    FROM target
+    WHERE job.id = target.id AND target.status IN ('READY', 'RUNNING')
+    RETURNING job.id
+)
+SELECT target.status,
+       CASE WHEN target.status = 'RUNNING' AND EXISTS (SELECT 1 FROM cancelled)
+            THEN pg_notify('{CANCEL_CHANNEL}', target.id::text) END
+FROM target
+"""
+
+# Send a FAILED or CANCELLED job round again, with one more attempt to spend.
+RETRY = f"""
+UPDATE jobs_job
+SET status = 'READY',
+    run_at = now(),
+    finished_at = NULL,
+    max_attempts = GREATEST(max_attempts, attempts + 1)
+WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED')
+RETURNING pg_notify('{READY_CHANNEL}', queue)
+"""
+
+# Make a scheduled READY job due now.
+RUN_NOW = f"""
+UPDATE jobs_job SET run_at = now()
+WHERE id = %(id)s AND status = 'READY'
+RETURNING pg_notify('{READY_CHANNEL}', queue)
+"""

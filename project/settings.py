@@ -81,6 +81,10 @@ else:
         }
     }
 
+# Lets several test runs share one server: each names its own test database.
+if os.environ.get("TEST_DATABASE_NAME"):
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["TEST_DATABASE_NAME"]}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TASKS = {
