@@ -40,6 +40,14 @@ DEFAULT_OPTIONS = {
     # Jobs due sooner than that are announced by NOTIFY; later ones are found
     # by the poll that precedes them.
     "POLL_INTERVAL": 5.0,
+    # Workers heartbeat this often; one silent for WORKER_DEAD_AFTER seconds is
+    # dead and its RUNNING jobs are rescued (within 30 s by default).
+    "HEARTBEAT_INTERVAL": 5.0,
+    "WORKER_DEAD_AFTER": 20.0,
+    # Finished jobs are deleted this many seconds after they finished
+    # (None: kept for ever), by the workers, in small batches.
+    "RETAIN_SUCCESSFUL": 7 * 24 * 3600.0,
+    "RETAIN_FAILED": 30 * 24 * 3600.0,
 }
 
 

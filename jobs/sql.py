@@ -101,6 +101,12 @@ CROSS JOIN LATERAL (
 ) AS next
 """
 
+# Channel of the NOTIFY sent when jobs finish; the payload is their ids,
+# comma-separated, at most WAITER_CHUNK of them per notification (Postgres
+# caps a payload at 8000 bytes).
+FINISHED_CHANNEL = "jobs_finished"
+WAITER_CHUNK = 200
+
 # Write the outcomes of many attempts in one statement.
 #
 # The fence: a row is written only while it is still RUNNING the very attempt
@@ -111,24 +117,38 @@ CROSS JOIN LATERAL (
 #
 # status is SUCCESSFUL or FAILED (finished_at set), or READY for a retry
 # (run_at moves to the retry time; finished_at stays empty).
-COMPLETE = """
-UPDATE jobs_job AS job
-SET status = outcome.status,
-    finished_at = CASE WHEN outcome.status = 'READY' THEN NULL
-                       ELSE to_timestamp(outcome.finished_at) END,
-    run_at = COALESCE(to_timestamp(outcome.retry_at), job.run_at),
-    return_value = outcome.return_value,
-    errors = CASE WHEN outcome.error IS NULL THEN job.errors
-                  ELSE job.errors || jsonb_build_array(outcome.error) END
-FROM unnest(
-    %(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
-    %(finished_at)s::float8[], %(retry_at)s::float8[],
-    %(return_values)s::jsonb[], %(errors)s::jsonb[]
-) AS outcome(id, attempt, status, finished_at, retry_at, return_value, error)
-WHERE job.id = outcome.id
-  AND job.status = 'RUNNING'
-  AND job.attempts = outcome.attempt
-RETURNING job.id::text
+#
+# Jobs that finished are announced on FINISHED_CHANNEL, so that code waiting
+# for a result wakes at once instead of polling.
+COMPLETE = f"""
+WITH done AS (
+    UPDATE jobs_job AS job
+    SET status = outcome.status,
+        finished_at = CASE WHEN outcome.status = 'READY' THEN NULL
+                           ELSE to_timestamp(outcome.finished_at) END,
+        run_at = COALESCE(to_timestamp(outcome.retry_at), job.run_at),
+        return_value = outcome.return_value,
+        errors = CASE WHEN outcome.error IS NULL THEN job.errors
+                      ELSE job.errors || jsonb_build_array(outcome.error) END
+    FROM unnest(
+        %(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],
+        %(finished_at)s::float8[], %(retry_at)s::float8[],
+        %(return_values)s::jsonb[], %(errors)s::jsonb[]
+    ) AS outcome(id, attempt, status, finished_at, retry_at, return_value, error)
+    WHERE job.id = outcome.id
+      AND job.status = 'RUNNING'
+      AND job.attempts = outcome.attempt
+    RETURNING job.id, job.status
+),
+announced AS (
+    SELECT pg_notify('{FINISHED_CHANNEL}', string_agg(id::text, ','))
+    FROM (
+        SELECT id, (row_number() OVER () - 1) / {WAITER_CHUNK} AS chunk
+        FROM done WHERE status <> 'READY'
+    ) AS finished
+    GROUP BY chunk
+)
+SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements
 """
 
 # Give back claimed jobs that never started (shutdown, or an executor that was
@@ -215,4 +235,74 @@ RUN_NOW = f"""
 UPDATE jobs_job SET run_at = now()
 WHERE id = %(id)s AND status = 'READY'
 RETURNING pg_notify('{READY_CHANNEL}', queue)
+"""
+
+# Rescue the jobs of dead workers. Any live worker runs this now and then.
+#
+# A worker is dead when its heartbeat is older than `dead_after` seconds; its
+# row is deleted, and every RUNNING job whose latest attempt belongs to a
+# worker that is not alive (dead now, or gone before) goes back to READY, or to
+# FAILED when its attempts are spent, with a "worker lost" error entry. The
+# attempt stays counted, so the fence of COMPLETE refuses whatever the lost
+# worker might still write should it wake up.
+#
+# Two rescuers at once are harmless: the second blocks on the rows the first
+# updates and, once the first commits, re-checks `status = 'RUNNING'` and skips
+# them.
+RESCUE = f"""
+WITH dead AS (
+    DELETE FROM jobs_worker
+    WHERE last_heartbeat < now() - make_interval(secs => %(dead_after)s)
+    RETURNING id
+),
+rescued AS (
+    UPDATE jobs_job AS job
+    SET status = CASE WHEN job.attempts >= job.max_attempts THEN 'FAILED' ELSE 'READY' END,
+        run_at = now(),
+        finished_at = CASE WHEN job.attempts >= job.max_attempts THEN now() END,
+        errors = job.errors || jsonb_build_array(jsonb_build_object(
+            'exception_class_path', 'jobs.exceptions.WorkerLost',
+            'message', 'Worker lost: ' || job.worker_ids[cardinality(job.worker_ids)]
+                       || ' stopped heartbeating while running this attempt',
+            'traceback', '',
+            'attempt', job.attempts,
+            'worker_id', job.worker_ids[cardinality(job.worker_ids)],
+            'at', extract(epoch FROM now())
+        ))
+    WHERE job.status = 'RUNNING'
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs_worker AS alive
+          WHERE alive.id = job.worker_ids[cardinality(job.worker_ids)]
+            AND alive.last_heartbeat >= now() - make_interval(secs => %(dead_after)s)
+      )
+    RETURNING job.id, job.status, job.queue
+),
+woken AS (
+    SELECT pg_notify('{READY_CHANNEL}', queue)
+    FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'READY') AS queues
+)
+SELECT (SELECT count(*) FROM dead),
+       (SELECT count(*) FROM rescued WHERE status = 'READY'),
+       (SELECT count(*) FROM rescued WHERE status = 'FAILED'),
+       (SELECT count(*) FROM woken)
+"""
+
+# Delete finished jobs older than their retention, one small batch at a time:
+# SKIP LOCKED and a LIMIT keep every batch short, so pruning never holds locks
+# that the claim or the admin would wait on.
+PRUNE_BATCH = """
+WITH old AS (
+    SELECT id FROM jobs_job
+    WHERE status = ANY(%(statuses)s::text[])
+      AND finished_at < now() - make_interval(secs => %(older_than)s)
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM jobs_job AS job USING old WHERE job.id = old.id
+"""
+
+COUNT_PRUNABLE = """
+SELECT count(*) FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
 """

@@ -5,6 +5,11 @@ It claims due jobs in one statement, hands them to its executor processes,
 writes their outcomes back in batches, and sleeps on LISTEN/NOTIFY, the next
 run_at, or a slow poll, whichever comes first. Executors never touch the
 queue's tables; only the coordinator does.
+
+When the database goes away the executors go on; the coordinator holds the
+outcomes they produce, reconnects with capped backoff, and writes them when
+the database is back. The fence of every write makes that safe even when the
+jobs were rescued in the meantime.
 """
 
 import logging
@@ -16,6 +21,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
+import psycopg
 from django.tasks import task_backends
 
 from .database import QueueDatabase, describe
@@ -24,6 +30,10 @@ from .pool import ExecutorPool, LostWork
 
 logger = logging.getLogger("jobs.worker")
 
+DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+RECONNECT_BACKOFF_MAX = 10.0
+PRUNE_BATCH_SIZE = 500
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -31,36 +41,51 @@ class WorkerConfig:
     concurrency: int
     prefetch: int = 4
     backend: str = "default"
-    # Safety net for a lost NOTIFY (a restarted database, a pooler between us).
-    poll_interval: float = 5.0
-    heartbeat_interval: float = 5.0
     shutdown_timeout: float = 30.0
+    max_tasks_per_child: int | None = None
+    max_memory_per_child: int | None = None  # bytes of resident memory
 
 
 class Coordinator:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.backend = task_backends[config.backend]
+        options = self.backend.options
+        self.poll_interval = options["POLL_INTERVAL"]
+        self.heartbeat_interval = options["HEARTBEAT_INTERVAL"]
+        self.dead_after = options["WORKER_DEAD_AFTER"]
+        self.retention = [
+            (("SUCCESSFUL",), options["RETAIN_SUCCESSFUL"]),
+            (("FAILED", "CANCELLED"), options["RETAIN_FAILED"]),
+        ]
+        self.retry = RetryPolicy(options["RETRY_BACKOFF_BASE"], options["RETRY_BACKOFF_MAX"])
         self.hostname = socket.gethostname()
         self.worker_id = f"{self.hostname[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self.db = QueueDatabase(self.backend.database, config.queues)
-        self.pool = ExecutorPool(config.concurrency, config.prefetch, self.worker_id)
-        self.retry = RetryPolicy(
-            self.backend.options["RETRY_BACKOFF_BASE"],
-            self.backend.options["RETRY_BACKOFF_MAX"],
+        self.pool = ExecutorPool(
+            config.concurrency,
+            config.prefetch,
+            self.worker_id,
+            max_tasks_per_child=config.max_tasks_per_child,
+            max_memory_per_child=config.max_memory_per_child,
         )
         self.stopping = False
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
         self.next_heartbeat_at = 0.0
+        # Writes the database could not take yet, kept until it is back.
+        self.held_outcomes: list[tuple[ClaimedJob, Outcome]] = []
+        self.held_releases: list[ClaimedJob] = []
+        self.disconnected_since: float | None = None
+        self.reconnect_at = 0.0
+        self.reconnect_delay = 0.5
         self._signal_reader, self._signal_writer = os.pipe()
 
     def run(self) -> None:
         self._install_signal_handlers()
         self.db.connect()
         self.pool.start()
-        self.db.register(self.worker_id, self.hostname, os.getpid(), self.config.concurrency)
-        self.next_heartbeat_at = time.monotonic() + self.config.heartbeat_interval
+        self._register()
         logger.info(
             "Worker %s started: queues %s, concurrency %d (processes), prefetch %d, database %s",
             self.worker_id,
@@ -70,38 +95,67 @@ class Coordinator:
             describe(self.backend.database),
         )
         try:
-            while not (self.stopping and self.pool.idle()):
+            while not (self.stopping and self.pool.idle() and not self._holding()):
                 self._step()
                 if self.stopping and time.monotonic() >= self.stop_deadline:
                     break
         finally:
             self._shut_down()
 
-    def _step(self) -> None:
-        now = time.monotonic()
-        if not self.stopping and now >= self.claim_due_at and self.pool.free_slots > 0:
-            self._claim()
+    # The loop.
 
-        waitables = [*self.pool.connections(), self.db.conn, self._signal_reader]
+    def _step(self) -> None:
+        if self.db.connected and not self.stopping and self.pool.free_slots > 0:
+            if time.monotonic() >= self.claim_due_at:
+                self._with_database(self._claim)
+
+        waitables = [*self.pool.connections(), self._signal_reader]
+        if self.db.connected:
+            waitables.append(self.db.conn)
         ready = wait(waitables, timeout=self._wait_timeout())
         if self._signal_reader in ready:
             os.read(self._signal_reader, 64)
 
-        outcomes, lost = self.pool.receive(ready)
+        finished, lost = self.pool.receive(ready)
         for work in lost:
-            outcomes.extend(self._handle_lost(work, "died"))
+            finished.extend(self._fail_lost(work, "died"))
         for executor, job, running_for in self.pool.overdue():
             logger.warning("Job %s %s timed out after %.1f s", job.id, job.task_path, running_for)
-            work = self.pool.replace(executor)
-            outcomes.extend(self._handle_lost(work, "timeout"))
-        if outcomes:
-            self._complete(outcomes)
+            finished.extend(self._fail_lost(self.pool.replace(executor), "timeout"))
+        self.pool.recycle()
+        self.held_outcomes.extend(finished)
 
-        if self.db.woken():
-            self.claim_due_at = 0.0
+        if not self.db.connected:
+            self._reconnect()
+        if self.db.connected:
+            self._with_database(self._write_held)
+            self._with_database(self._read_notifications)
+        if self.db.connected and time.monotonic() >= self.next_heartbeat_at:
+            self._with_database(self._heartbeat)
 
-        if time.monotonic() >= self.next_heartbeat_at:
-            self._heartbeat()
+    def _with_database(self, operation) -> None:
+        try:
+            operation()
+        except DATABASE_ERRORS as error:
+            self._lost_database(error)
+
+    def _wait_timeout(self) -> float:
+        now = time.monotonic()
+        deadlines = [self.next_heartbeat_at]
+        if not self.db.connected:
+            deadlines.append(self.reconnect_at)
+        elif self._holding():
+            deadlines.append(now)
+        if self.stopping:
+            deadlines.append(self.stop_deadline)
+        elif self.pool.free_slots > 0:
+            deadlines.append(self.claim_due_at)
+        timeout_at = self.pool.next_deadline()
+        if timeout_at is not None:
+            deadlines.append(timeout_at)
+        return max(0.0, min(deadlines) - now)
+
+    # Claiming.
 
     def _claim(self) -> None:
         limit = self.pool.free_slots
@@ -114,38 +168,64 @@ class Coordinator:
             self.claim_due_at = 0.0
             return
         seconds = self.db.seconds_until_next_due()
-        wait_for = self.config.poll_interval
+        wait_for = self.poll_interval
         if seconds is not None:
             wait_for = min(wait_for, max(seconds, 0.0))
         self.claim_due_at = time.monotonic() + wait_for
 
-    def _wait_timeout(self) -> float:
-        now = time.monotonic()
-        deadlines = [self.next_heartbeat_at]
-        if self.stopping:
-            deadlines.append(self.stop_deadline)
-        elif self.pool.free_slots > 0:
-            deadlines.append(self.claim_due_at)
-        timeout_at = self.pool.next_deadline()
-        if timeout_at is not None:
-            deadlines.append(timeout_at)
-        return max(0.0, min(deadlines) - now)
+    def _read_notifications(self) -> None:
+        wake, cancelled = self.db.notifications()
+        if wake:
+            self.claim_due_at = 0.0
+        for job_id in cancelled:
+            self._stop_cancelled(job_id)
+
+    def _stop_cancelled(self, job_id: str) -> None:
+        located = self.pool.locate(job_id)
+        if located is None:
+            return
+        executor, position = located
+        if position == 0:
+            logger.info("Job %s cancelled while running: stopping its executor", job_id)
+            work = self.pool.replace(executor)
+            # The cancel already wrote CANCELLED; the jobs behind it never started.
+            self.held_releases.extend(work.unstarted)
+        else:
+            self.pool.skip(executor, job_id)
+
+    # Writing outcomes.
+
+    def _holding(self) -> bool:
+        return bool(self.held_outcomes or self.held_releases)
+
+    def _write_held(self) -> None:
+        if self.held_releases:
+            self.db.release(self.held_releases)
+            self.held_releases = []
+        if self.held_outcomes:
+            finished, self.held_outcomes = self.held_outcomes, []
+            try:
+                self._complete(finished)
+            except DATABASE_ERRORS:
+                self.held_outcomes = finished + self.held_outcomes
+                raise
 
     def _complete(self, finished: list[tuple[ClaimedJob, Outcome]]) -> None:
-        accepted = self.db.complete([outcome for _, outcome in finished])
-        retry_times = [
-            o.retry_at for _, o in finished if o.retry_at is not None and o.id in accepted
-        ]
+        outcomes = [outcome for _, outcome in finished if outcome.status != "SKIPPED"]
+        accepted = self.db.complete(outcomes) if outcomes else set()
+        retry_times = [o.retry_at for o in outcomes if o.retry_at is not None and o.id in accepted]
         if retry_times:
             # A retry may be due before the next claim we had planned.
             retry_in = min(retry_times) - time.time()
             self.claim_due_at = min(self.claim_due_at, time.monotonic() + max(retry_in, 0.0))
         log_each = logger.isEnabledFor(logging.INFO)
         for job, outcome in finished:
+            if outcome.status == "SKIPPED":
+                continue
             if outcome.id not in accepted:
                 logger.warning(
-                    "Job %s attempt %d: result discarded, the job was rescued and re-run "
-                    "while this worker was unresponsive",
+                    "Job %s attempt %d: result discarded, the job was cancelled, or rescued "
+                    "and re-run while this worker was unreachable",
                     outcome.id,
                     outcome.attempt,
                 )
@@ -160,9 +240,9 @@ class Coordinator:
                     job.max_attempts,
                 )
 
-    def _handle_lost(self, work: LostWork, reason: str) -> list[tuple[ClaimedJob, Outcome]]:
+    def _fail_lost(self, work: LostWork, reason: str) -> list[tuple[ClaimedJob, Outcome]]:
         """Fail the attempt a dead or killed executor was running; give back the rest."""
-        self.db.release(work.unstarted)
+        self.held_releases.extend(work.unstarted)
         if work.running is None:
             return []
         job = work.running
@@ -175,26 +255,83 @@ class Coordinator:
             path = "jobs.exceptions.ExecutorDied"
             message = f"The executor process died (exit code {work.exitcode}) while running the job"
             logger.error("Job %s %s: %s", job.id, job.task_path, message)
-        return [
-            (
-                job,
-                failed_outcome(
-                    job,
-                    exception_class_path=path,
-                    message=message,
-                    traceback_text=message,
-                    worker_id=self.worker_id,
-                    retry=self.retry,
-                    duration=work.running_for,
-                ),
-            )
-        ]
+        outcome = failed_outcome(
+            job,
+            exception_class_path=path,
+            message=message,
+            traceback_text=message,
+            worker_id=self.worker_id,
+            retry=self.retry,
+            duration=work.running_for,
+        )
+        return [(job, outcome)]
+
+    # Heartbeat, rescue, retention.
+
+    def _register(self) -> None:
+        self.db.register(self.worker_id, self.hostname, os.getpid(), self.config.concurrency)
+        self.next_heartbeat_at = time.monotonic() + self.heartbeat_interval
 
     def _heartbeat(self) -> None:
         if not self.db.heartbeat(self.worker_id):
-            logger.warning("Worker %s had been declared dead; registering again", self.worker_id)
-            self.db.register(self.worker_id, self.hostname, os.getpid(), self.config.concurrency)
-        self.next_heartbeat_at = time.monotonic() + self.config.heartbeat_interval
+            logger.warning(
+                "Worker %s had been declared dead (its jobs were rescued); registering again",
+                self.worker_id,
+            )
+            self._register()
+        self.next_heartbeat_at = time.monotonic() + self.heartbeat_interval
+        dead, ready, failed = self.db.rescue(self.dead_after)
+        if dead or ready or failed:
+            logger.warning(
+                "Rescued the jobs of %d dead worker(s): %d READY again, %d FAILED (attempts spent)",
+                dead,
+                ready,
+                failed,
+            )
+        if not self.stopping:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Delete one small batch of expired jobs per status group, per heartbeat."""
+        for statuses, retain in self.retention:
+            if retain is not None:
+                self.db.prune_batch(statuses, retain, PRUNE_BATCH_SIZE)
+
+    # Losing and regaining the database.
+
+    def _lost_database(self, error: Exception) -> None:
+        if self.disconnected_since is None:
+            self.disconnected_since = time.monotonic()
+            logger.error(
+                "Database unreachable (%s); executors go on, outcomes are held, "
+                "reconnecting with backoff up to %.0f s",
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                RECONNECT_BACKOFF_MAX,
+            )
+        self.db.close()
+        self.reconnect_at = time.monotonic() + self.reconnect_delay
+
+    def _reconnect(self) -> None:
+        if time.monotonic() < self.reconnect_at:
+            return
+        try:
+            self.db.connect()
+        except DATABASE_ERRORS:
+            self.db.close()
+            self.reconnect_delay = min(self.reconnect_delay * 2, RECONNECT_BACKOFF_MAX)
+            self.reconnect_at = time.monotonic() + self.reconnect_delay
+            return
+        logger.info(
+            "Database reachable again after %.1f s; writing %d held outcome(s)",
+            time.monotonic() - (self.disconnected_since or time.monotonic()),
+            len(self.held_outcomes),
+        )
+        self.disconnected_since = None
+        self.reconnect_delay = 0.5
+        self.claim_due_at = 0.0
+        self.next_heartbeat_at = 0.0
+
+    # Stopping.
 
     def _install_signal_handlers(self) -> None:
         os.set_blocking(self._signal_writer, False)
@@ -210,22 +347,31 @@ class Coordinator:
         self.stopping = True
         self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
         logger.info(
-            "%s: no more claims; waiting up to %.0f s for %d running job(s)",
+            "%s: no more claims; waiting up to %.0f s for %d claimed job(s)",
             name,
             self.config.shutdown_timeout,
             self.pool.in_flight,
         )
 
     def _shut_down(self) -> None:
-        lost = self.pool.stop()
-        unfinished: list[ClaimedJob] = []
-        for work in lost:
+        for work in self.pool.stop():
             if work.running is not None:
-                unfinished.append(work.running)
-            unfinished.extend(work.unstarted)
-        if unfinished:
-            released = self.db.release(unfinished)
-            logger.info("Put %d unfinished job(s) back to READY", released)
-        self.db.unregister(self.worker_id)
-        self.db.close()
+                self.held_releases.append(work.running)
+            self.held_releases.extend(work.unstarted)
+        released = len(self.held_releases)
+        try:
+            if not self.db.connected:
+                self.db.connect()
+            self._write_held()
+            self.db.unregister(self.worker_id)
+        except DATABASE_ERRORS as error:
+            logger.error(
+                "Database unreachable at shutdown (%s): the rescue will put this worker's "
+                "jobs back",
+                error,
+            )
+        finally:
+            self.db.close()
+        if released:
+            logger.info("Put %d unfinished job(s) back to READY, attempts not spent", released)
         logger.info("Worker %s stopped", self.worker_id)

@@ -47,8 +47,14 @@ class QueueDatabase:
     def connect(self) -> None:
         params = connection_params(self.alias)
         params.setdefault("application_name", f"jobs worker {socket.gethostname()}")
+        params.setdefault("connect_timeout", 5)
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=0)
         self.conn.execute(f"LISTEN {sql.READY_CHANNEL}")
+        self.conn.execute(f"LISTEN {sql.CANCEL_CHANNEL}")
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed
 
     def close(self) -> None:
         if self.conn is not None:
@@ -58,13 +64,16 @@ class QueueDatabase:
     def fileno(self) -> int:
         return self.conn.fileno()
 
-    def woken(self) -> bool:
-        """Whether a NOTIFY for one of our queues arrived since the last call."""
+    def notifications(self) -> tuple[bool, set[str]]:
+        """Whether a NOTIFY woke one of our queues, and which jobs were cancelled."""
         wake = False
+        cancelled = set()
         for notify in self.conn.notifies(timeout=0):
-            if notify.payload in self.queues:
+            if notify.channel == sql.CANCEL_CHANNEL:
+                cancelled.add(notify.payload)
+            elif notify.payload in self.queues:
                 wake = True
-        return wake
+        return wake, cancelled
 
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
         rows = self.conn.execute(
@@ -126,3 +135,17 @@ class QueueDatabase:
 
     def unregister(self, worker_id: str) -> None:
         self.conn.execute(sql.UNREGISTER_WORKER, {"id": worker_id})
+
+    def rescue(self, dead_after: float) -> tuple[int, int, int]:
+        """Rescue the jobs of dead workers: (dead workers, jobs READY again, jobs FAILED)."""
+        dead, ready, failed, _ = self.conn.execute(
+            sql.RESCUE, {"dead_after": dead_after}
+        ).fetchone()
+        return dead, ready, failed
+
+    def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
+        cursor = self.conn.execute(
+            sql.PRUNE_BATCH,
+            {"statuses": list(statuses), "older_than": older_than, "limit": limit},
+        )
+        return cursor.rowcount

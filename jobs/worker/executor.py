@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
@@ -26,10 +27,6 @@ from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 logger = logging.getLogger("jobs.worker")
-
-# Outcomes are sent at the latest this long after the first of them is ready,
-# so a burst of short jobs costs one pipe message, not one per job.
-OUTCOME_FLUSH_SECONDS = 0.005
 
 PR_SET_PDEATHSIG = 1
 
@@ -60,7 +57,9 @@ class Outcome(NamedTuple):
 
     id: str
     attempt: int
-    status: str  # SUCCESSFUL, FAILED, or READY for a retry
+    # SUCCESSFUL, FAILED, READY for a retry, or SKIPPED for a job cancelled
+    # before it started (nothing to write: the cancel wrote CANCELLED).
+    status: str
     finished_at: float  # epoch seconds
     retry_at: float | None  # epoch seconds, for status READY
     return_value: str | None  # JSON text
@@ -265,8 +264,9 @@ def executor_main(
     """
     The executor process's entry point.
 
-    The coordinator sends lists of ClaimedJob tuples and finally None; this
-    sends back lists of Outcome tuples. SIGINT is ignored: a Ctrl-C in a
+    The coordinator sends ("run", [ClaimedJob tuples]), ("skip", job id) for a
+    job cancelled before it started, and finally None; this sends back lists of
+    Outcome tuples, one per job, in the order the jobs came. SIGINT is ignored: a Ctrl-C in a
     terminal reaches the whole process group, and shutdown is the
     coordinator's to run (it lets running jobs finish, then kills us).
     """
@@ -274,23 +274,28 @@ def executor_main(
     die_with_parent(parent_pid)
     setup()
     runner = JobRunner(worker_id)
-    logger.debug("Executor %s ready", os.getpid())
+    queue: deque[ClaimedJob] = deque()
+    skipped: set[str] = set()
     while True:
-        try:
-            batch = conn.recv()
-        except EOFError:
-            return
-        if batch is None:
-            return
-        pending: list[Outcome] = []
-        first_pending_at = 0.0
-        for row in batch:
-            outcome = runner.run(ClaimedJob(*row))
-            if not pending:
-                first_pending_at = time.monotonic()
-            pending.append(tuple(outcome))
-            if time.monotonic() - first_pending_at >= OUTCOME_FLUSH_SECONDS:
-                conn.send(pending)
-                pending = []
-        if pending:
-            conn.send(pending)
+        # Each outcome is sent the moment its job ends, so the coordinator
+        # always knows which job runs now (its timeout clock depends on it);
+        # it reads whatever has arrived in one go and writes it in one batch.
+        while not queue or conn.poll():
+            try:
+                message = conn.recv()
+            except EOFError:
+                return
+            if message is None:
+                return
+            kind, body = message
+            if kind == "run":
+                queue.extend(ClaimedJob(*row) for row in body)
+            else:
+                skipped.add(body)
+        job = queue.popleft()
+        if job.id in skipped:
+            skipped.discard(job.id)
+            outcome = Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0)
+        else:
+            outcome = runner.run(job)
+        conn.send([tuple(outcome)])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 import django
+import psutil
 
 from .executor import ClaimedJob, Outcome, executor_main
 
@@ -34,6 +35,9 @@ class Executor:
     # the later of its hand-off and the previous outcome.
     head_since: float = 0.0
     jobs_run: int = 0
+    # Set when the executor has run its share (--max-tasks-per-child) or grown
+    # past its memory ceiling: it gets no more jobs and is replaced once idle.
+    retiring: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -51,10 +55,21 @@ class LostWork:
 
 
 class ExecutorPool:
-    def __init__(self, size: int, prefetch: int, worker_id: str) -> None:
+    def __init__(
+        self,
+        size: int,
+        prefetch: int,
+        worker_id: str,
+        *,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+    ) -> None:
         self.size = size
         self.prefetch = prefetch
         self.worker_id = worker_id
+        self.max_tasks_per_child = max_tasks_per_child
+        self.max_memory_per_child = max_memory_per_child
+        self.next_memory_check = 0.0
         self.executors: list[Executor] = []
         # spawn, not fork: the coordinator holds open database connections and
         # sockets that a forked child must not share.
@@ -77,16 +92,20 @@ class ExecutorPool:
         return Executor(process=process, conn=parent_conn)
 
     @property
-    def capacity(self) -> int:
-        return self.size * self.prefetch
-
-    @property
     def in_flight(self) -> int:
         return sum(len(executor.assigned) for executor in self.executors)
 
     @property
     def free_slots(self) -> int:
-        return self.capacity - self.in_flight
+        return sum(self._room(executor) for executor in self.executors)
+
+    def _room(self, executor: Executor) -> int:
+        if executor.retiring:
+            return 0
+        room = self.prefetch - len(executor.assigned)
+        if self.max_tasks_per_child is not None:
+            room = min(room, self.max_tasks_per_child - executor.jobs_run - len(executor.assigned))
+        return max(room, 0)
 
     def jobs(self) -> Iterable[ClaimedJob]:
         for executor in self.executors:
@@ -97,15 +116,59 @@ class ExecutorPool:
         now = time.monotonic()
         pending = deque(jobs)
         while pending:
-            executor = min(self.executors, key=lambda e: len(e.assigned))
-            room = self.prefetch - len(executor.assigned)
+            executor = max(self.executors, key=self._room)
+            room = self._room(executor)
             if room <= 0:
                 raise RuntimeError("dispatch() was given more jobs than free_slots")
             batch = [pending.popleft() for _ in range(min(room, len(pending)))]
             if not executor.assigned:
                 executor.head_since = now
             executor.assigned.extend(batch)
-            executor.conn.send(batch)
+            executor.conn.send(("run", batch))
+
+    def locate(self, job_id: str) -> tuple[Executor, int] | None:
+        """The executor that holds a job, and its place in that executor's queue."""
+        for executor in self.executors:
+            for position, job in enumerate(executor.assigned):
+                if job.id == job_id:
+                    return executor, position
+        return None
+
+    def skip(self, executor: Executor, job_id: str) -> None:
+        """Tell an executor not to start a job it holds (it answers SKIPPED)."""
+        executor.conn.send(("skip", job_id))
+
+    def recycle(self) -> None:
+        """Replace idle executors that ran their share or outgrew their memory ceiling."""
+        now = time.monotonic()
+        check_memory = self.max_memory_per_child is not None and now >= self.next_memory_check
+        if check_memory:
+            self.next_memory_check = now + 1.0
+        for executor in list(self.executors):
+            if not executor.retiring:
+                if (
+                    self.max_tasks_per_child is not None
+                    and executor.jobs_run >= self.max_tasks_per_child
+                ):
+                    executor.retiring = True
+                elif check_memory and self._resident_memory(executor) > self.max_memory_per_child:
+                    logger.info(
+                        "Executor %s is past its memory ceiling: replacing it once idle",
+                        executor.pid,
+                    )
+                    executor.retiring = True
+            if executor.retiring and not executor.assigned:
+                executor.conn.send(None)
+                executor.process.join(timeout=5)
+                self._kill(executor)
+                self.executors[self.executors.index(executor)] = self._spawn()
+
+    @staticmethod
+    def _resident_memory(executor: Executor) -> int:
+        try:
+            return psutil.Process(executor.pid).memory_info().rss
+        except psutil.Error:
+            return 0
 
     def connections(self) -> list[Connection]:
         return [executor.conn for executor in self.executors]

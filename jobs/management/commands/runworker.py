@@ -46,6 +46,19 @@ class Command(BaseCommand):
             help="Alias of the TASKS backend to work for (default: 'default').",
         )
         parser.add_argument(
+            "--max-tasks-per-child",
+            type=int,
+            default=None,
+            help="Replace an executor after it ran this many jobs (default: never).",
+        )
+        parser.add_argument(
+            "--max-memory-per-child",
+            type=int,
+            default=None,
+            metavar="MB",
+            help="Replace an executor, once idle, when its resident memory passes this many MB.",
+        )
+        parser.add_argument(
             "--shutdown-timeout",
             type=float,
             default=30.0,
@@ -73,6 +86,9 @@ class Command(BaseCommand):
                 )
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1.")
+        for name in ("max_tasks_per_child", "max_memory_per_child"):
+            if options[name] is not None and options[name] < 1:
+                raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
         if options["prefetch"] < 1:
             raise CommandError("--prefetch must be at least 1.")
         config = WorkerConfig(
@@ -80,7 +96,12 @@ class Command(BaseCommand):
             concurrency=options["concurrency"],
             prefetch=options["prefetch"],
             backend=options["backend"],
-            poll_interval=backend.options["POLL_INTERVAL"],
             shutdown_timeout=options["shutdown_timeout"],
+            max_tasks_per_child=options["max_tasks_per_child"],
+            max_memory_per_child=(
+                options["max_memory_per_child"] * 1024 * 1024
+                if options["max_memory_per_child"]
+                else None
+            ),
         )
         Coordinator(config).run()
