@@ -24,3 +24,19 @@ class JobCancelled(Exception):
 
 class JobStateError(Exception):
     """The job is not in a state that allows the operation (retry a READY job, say)."""
+
+
+class RetryJob(Exception):
+    """
+    Raised by a task to ask for another attempt, after `countdown` seconds if
+    given (else the backoff's delay). Attempts are still counted: once
+    max_attempts is spent the job ends FAILED.
+    """
+
+    def __init__(self, message: str = "Retry requested", *, countdown: float | None = None) -> None:
+        super().__init__(message)
+        self.countdown = countdown
+
+
+class DoNotRetry(Exception):
+    """Raised by a task to fail the job now, whether attempts are left or not."""

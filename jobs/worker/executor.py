@@ -26,6 +26,8 @@ from django.tasks.base import Task, TaskError
 from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
+from ..exceptions import DoNotRetry, RetryJob
+
 logger = logging.getLogger("jobs.worker")
 
 PR_SET_PDEATHSIG = 1
@@ -106,6 +108,7 @@ def failed_outcome(
     worker_id: str,
     retry: RetryPolicy | None,
     duration: float,
+    retry_in: float | None = None,
 ) -> Outcome:
     """The outcome of a failed attempt: a retry while attempts remain, else FAILED."""
     now = time.time()
@@ -113,7 +116,7 @@ def failed_outcome(
     status = "FAILED"
     if retry is not None and job.attempt < job.max_attempts:
         status = "READY"
-        retry_at = now + retry.delay(job.attempt)
+        retry_at = now + (retry.delay(job.attempt) if retry_in is None else retry_in)
     return Outcome(
         job.id,
         job.attempt,
@@ -161,17 +164,18 @@ class JobRunner:
                 value = task.call(*args, **kwargs)
             return_value = json.dumps(normalize_json(value), allow_nan=False)
         except Exception as error:
+            retry = RetryPolicy(
+                backend.options["RETRY_BACKOFF_BASE"], backend.options["RETRY_BACKOFF_MAX"]
+            )
             outcome = failed_outcome(
                 job,
                 exception_class_path=_class_path(type(error)),
                 message=str(error),
                 traceback_text="".join(traceback.format_exception(error)),
                 worker_id=self.worker_id,
-                retry=RetryPolicy(
-                    backend.options["RETRY_BACKOFF_BASE"],
-                    backend.options["RETRY_BACKOFF_MAX"],
-                ),
+                retry=None if isinstance(error, DoNotRetry) else retry,
                 duration=time.monotonic() - started,
+                retry_in=error.countdown if isinstance(error, RetryJob) else None,
             )
             self._finished(backend, result, error)
         else:
