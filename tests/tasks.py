@@ -51,3 +51,28 @@ async def async_add(a: int, b: int) -> int:
 @task(max_attempts=5, timeout=30)
 def patient() -> None:
     return None
+
+
+@task(takes_context=True, max_attempts=3)
+def slow_on_first_attempt(context, seconds: float) -> int:
+    """Sleep on attempt 1 only, then count a completed run in the ledger."""
+    if context.attempt == 1:
+        time.sleep(seconds)
+    record_run.call(context, "completed")
+    return context.attempt
+
+
+@task(takes_context=True, max_attempts=4)
+def always_fails(context) -> None:
+    record_run.call(context, "failed")
+    raise RuntimeError(f"attempt {context.attempt} failed")
+
+
+@task(max_attempts=2, timeout=1)
+def sleeps_past_timeout() -> None:
+    time.sleep(30)
+
+
+@task(max_attempts=1)
+def exits_the_process() -> None:
+    os._exit(3)

@@ -1,0 +1,262 @@
+"""What operators rely on: rescue, fencing, shutdown, retries, timeouts, cancel, pruning."""
+
+import itertools
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+
+import psutil
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from jobs import operations, results
+from jobs.models import Job
+from tests.conftest import fetch, fetch_value, wait_until
+from tests.tasks import (
+    add,
+    always_fails,
+    exits_the_process,
+    noop,
+    record_run,
+    sleep_for,
+    sleeps_past_timeout,
+    slow_on_first_attempt,
+)
+
+DEAD_AFTER = 2.0  # tests/worker_settings.py
+
+
+@pytest.fixture
+def fast_env(worker_env):
+    return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings"}
+
+
+def executors_of(pid: int) -> list[psutil.Process]:
+    """The executor processes of a worker (not multiprocessing's resource tracker)."""
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if "spawn_main" in " ".join(child.cmdline())
+    ]
+
+
+def gone(process: psutil.Process) -> bool:
+    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+
+
+def job(job_id: str) -> Job:
+    return Job.objects.get(id=job_id)
+
+
+def status_is(job_id: str, *statuses: str):
+    def check():
+        """the job reached the expected status"""
+        return Job.objects.filter(id=job_id, status__in=statuses).exists()
+
+    return check
+
+
+def test_kill_9_of_a_worker_mid_job_is_rescued_and_run_once(start_worker, fast_env, ledger):
+    result = slow_on_first_attempt.enqueue(30)
+    first = start_worker("--concurrency", "1", env=fast_env)
+    wait_until(status_is(result.id, "RUNNING"))
+    executors = executors_of(first.pid)
+    assert len(executors) == 1
+    killed_at = time.monotonic()
+    first.signal(signal.SIGKILL)
+    first.wait()
+    # The kernel kills the orphaned executor too, so the first run never completes.
+    wait_until(lambda: all(gone(p) for p in executors))
+
+    start_worker("--concurrency", "1", env=fast_env)
+    wait_until(status_is(result.id, "SUCCESSFUL"), timeout=30)
+    rescued_in = time.monotonic() - killed_at
+    row = job(result.id)
+    assert row.attempts == 2
+    assert row.errors[0]["exception_class_path"] == "jobs.exceptions.WorkerLost"
+    assert fetch("SELECT runs, last_attempt FROM test_ledger") == [(1, 2)]
+    assert rescued_in < DEAD_AFTER + 10
+    print(f"\nre-run {rescued_in:.1f} s after kill -9 (dead after {DEAD_AFTER} s)")
+
+
+def test_a_frozen_worker_that_wakes_cannot_overwrite_the_rerun(start_worker, fast_env, ledger):
+    result = slow_on_first_attempt.enqueue(3)
+    frozen = start_worker("--concurrency", "1", env=fast_env)
+    wait_until(status_is(result.id, "RUNNING"))
+    frozen.signal(signal.SIGSTOP)
+    try:
+        start_worker("--concurrency", "1", env=fast_env)
+        wait_until(status_is(result.id, "SUCCESSFUL"), timeout=30)
+        # The frozen worker's executor finishes attempt 1 meanwhile (its outcome
+        # waits in the pipe of the frozen coordinator).
+        wait_until(lambda: fetch_value("SELECT runs FROM test_ledger") == 2, timeout=10)
+    finally:
+        frozen.signal(signal.SIGCONT)
+
+    def discarded():
+        """the woken worker logged that its result was discarded"""
+        return "result discarded" in frozen.output()
+
+    wait_until(discarded, timeout=15)
+    row = job(result.id)
+    assert (row.status, row.attempts, row.return_value) == ("SUCCESSFUL", 2, 2)
+
+
+def test_sigterm_lets_running_jobs_finish_and_exits_0(start_worker, ledger):
+    ids = [r.id for r in sleep_for.enqueue_many([((1.0,), {})] * 2)]
+    worker = start_worker("--concurrency", "2", "--prefetch", "1", "--shutdown-timeout", "20")
+    wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert set(Job.objects.filter(id__in=ids).values_list("status", flat=True)) == {"SUCCESSFUL"}
+    assert fetch_value("SELECT count(*) FROM jobs_worker") == 0
+
+
+def test_sigterm_past_the_grace_puts_jobs_back_without_spending_an_attempt(start_worker):
+    ids = [r.id for r in sleep_for.enqueue_many([((60,), {})] * 3)]
+    worker = start_worker("--concurrency", "2", "--prefetch", "2", "--shutdown-timeout", "1")
+    wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 3)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    rows = Job.objects.filter(id__in=ids)
+    assert [(r.status, r.attempts, r.worker_ids) for r in rows] == [("READY", 0, [])] * 3
+    assert "Put 3 unfinished job(s) back to READY" in worker.output()
+
+
+def test_a_task_that_always_raises_runs_max_attempts_with_growing_gaps(
+    start_worker, fast_env, ledger
+):
+    result = always_fails.enqueue()
+    start_worker("--concurrency", "1", env=fast_env)
+    wait_until(status_is(result.id, "FAILED"), timeout=30)
+    row = job(result.id)
+    assert row.attempts == 4
+    assert fetch_value("SELECT runs FROM test_ledger") == 4
+    assert [e["message"] for e in row.errors] == [f"attempt {n} failed" for n in range(1, 5)]
+    assert all("RuntimeError" in e["traceback"] for e in row.errors)
+    times = [e["at"] for e in row.errors]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert gaps == sorted(gaps), f"backoff gaps must grow: {gaps}"
+
+
+def test_a_task_past_its_timeout_is_killed_on_time_and_retried(start_worker, fast_env):
+    result = sleeps_past_timeout.enqueue()
+    start_worker("--concurrency", "1", env=fast_env)
+    wait_until(status_is(result.id, "FAILED"), timeout=30)
+    row = job(result.id)
+    assert row.attempts == 2
+    assert [e["exception_class_path"] for e in row.errors] == ["jobs.exceptions.JobTimeout"] * 2
+    elapsed = (row.finished_at - row.started_at).total_seconds()
+    assert elapsed < 6, f"two 1 s attempts took {elapsed:.1f} s"
+
+
+def test_an_executor_that_dies_fails_only_its_own_job(start_worker):
+    doomed = exits_the_process.enqueue()
+    fine = [r.id for r in add.enqueue_many([((1, 2), {})] * 5)]
+    start_worker("--concurrency", "1", "--prefetch", "6")
+    wait_until(status_is(doomed.id, "FAILED"))
+    wait_until(lambda: Job.objects.filter(id__in=fine, status="SUCCESSFUL").count() == 5)
+    assert "exit code 3" in job(doomed.id).errors[0]["message"]
+
+
+def test_cancel_before_start_never_runs(start_worker, ledger):
+    result = record_run.enqueue("cancelled")
+    operations.cancel(result.id)
+    after = noop.enqueue()
+    start_worker("--concurrency", "1")
+    wait_until(status_is(after.id, "SUCCESSFUL"))
+    assert job(result.id).status == "CANCELLED"
+    assert fetch_value("SELECT count(*) FROM test_ledger") == 0
+
+
+def test_cancel_while_running_stops_the_executor(start_worker, ledger):
+    result = slow_on_first_attempt.enqueue(60)
+    worker = start_worker("--concurrency", "1")
+    wait_until(status_is(result.id, "RUNNING"))
+    [executor] = executors_of(worker.pid)
+    assert operations.cancel(result.id) == "RUNNING"
+    wait_until(lambda: gone(executor), timeout=10)
+    after = noop.enqueue()
+    wait_until(status_is(after.id, "SUCCESSFUL"))
+    assert job(result.id).status == "CANCELLED"
+    assert fetch_value("SELECT count(*) FROM test_ledger") == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_concurrent_enqueues_of_one_unique_key_make_one_job():
+    barrier = threading.Barrier(50)
+    ids, errors = [], []
+
+    def enqueue():
+        try:
+            barrier.wait()
+            ids.append(add.using(unique_key="report:2026-11-24").enqueue(1, 2).id)
+        except Exception as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=enqueue) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(ids)) == 1
+    assert Job.objects.filter(unique_key="report:2026-11-24").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pruning_removes_exactly_the_finished_jobs_past_their_age(capsys):
+    old = timezone.now() - timedelta(days=40)
+    recent = timezone.now() - timedelta(days=1)
+    ids = {}
+    for name, status, finished in [
+        ("old_ok", "SUCCESSFUL", old),
+        ("old_failed", "FAILED", old),
+        ("old_cancelled", "CANCELLED", old),
+        ("recent_ok", "SUCCESSFUL", recent),
+        ("old_ready", "READY", None),
+        ("old_running", "RUNNING", None),
+    ]:
+        result = add.enqueue(1, 2)
+        Job.objects.filter(id=result.id).update(
+            status=status, finished_at=finished, enqueued_at=old, run_at=old
+        )
+        ids[name] = result.id
+
+    call_command("prunejobs", "--dry-run")
+    out = capsys.readouterr().out
+    assert "SUCCESSFUL: 1 job(s)" in out and "FAILED/CANCELLED: 2 job(s)" in out
+    assert Job.objects.count() == 6
+
+    call_command("prunejobs")
+    left = set(Job.objects.values_list("id", flat=True))
+    assert {str(i) for i in left} == {ids["recent_ok"], ids["old_ready"], ids["old_running"]}
+
+
+def test_waiting_on_a_job_returns_within_milliseconds_of_its_completion(start_worker):
+    start_worker("--concurrency", "1")
+    result = sleep_for.enqueue(0.5)
+    fetched = results.wait(result.id, timeout=30)
+    returned_at = timezone.now()
+    assert fetched.status == "SUCCESSFUL"
+    lag = (returned_at - fetched.finished_at).total_seconds() * 1000
+    print(f"\nwait() returned {lag:.1f} ms after the job finished")
+    assert lag < 200
+
+    pending = sleep_for.using(countdown=3600).enqueue(1)
+    with pytest.raises(TimeoutError):
+        results.wait(pending.id, timeout=0.3)
+
+
+def test_max_tasks_per_child_recycles_executors(start_worker, ledger):
+    record_run.enqueue_many([(("recycle",), {})] * 6)
+    start_worker("--concurrency", "1", "--prefetch", "1", "--max-tasks-per-child", "2")
+    wait_until(lambda: fetch_value("SELECT count(*) FROM test_ledger") == 6)
+    assert fetch_value("SELECT count(DISTINCT pid) FROM test_ledger") == 3
+    assert os.getpid() not in [row[0] for row in fetch("SELECT pid FROM test_ledger")]

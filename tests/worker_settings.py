@@ -1,0 +1,16 @@
+"""Settings for worker subprocesses in tests: heartbeats and backoff in fractions of a second."""
+
+from project.settings import *  # noqa: F403
+from project.settings import TASKS
+
+TASKS = {
+    **TASKS,
+    "default": {
+        **TASKS["default"],
+        "OPTIONS": {
+            "HEARTBEAT_INTERVAL": 0.5,
+            "WORKER_DEAD_AFTER": 2.0,
+            "RETRY_BACKOFF_BASE": 0.2,
+        },
+    },
+}
