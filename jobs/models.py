@@ -53,6 +53,13 @@ class Job(models.Model):
     class Meta:
         db_table = "jobs_job"
         ordering = ["-id"]
+        # Each operation in the admin is granted on its own: an operator may
+        # be allowed to retry failed jobs without being allowed to cancel.
+        permissions = [
+            ("retry_job", "Can retry a failed or cancelled job"),
+            ("cancel_job", "Can cancel a ready or running job"),
+            ("run_job_now", "Can run a scheduled job now"),
+        ]
         indexes = [
             # The claim reads only READY rows: this index stays as small as the
             # backlog, however much history the table keeps.

@@ -81,6 +81,11 @@ class Migration(migrations.Migration):
             options={
                 "db_table": "jobs_job",
                 "ordering": ["-id"],
+                "permissions": [
+                    ("retry_job", "Can retry a failed or cancelled job"),
+                    ("cancel_job", "Can cancel a ready or running job"),
+                    ("run_job_now", "Can run a scheduled job now"),
+                ],
                 "indexes": [
                     models.Index(
                         models.F("queue"),
