@@ -5,5 +5,13 @@ from . import views
 app_name = "accounts"
 
 urlpatterns = [
+    path("signup/", views.signup_page, name="signup"),
+    path("signup/<int:user_id>/", views.signup_status_page, name="signup-status"),
+    path("api/v1/signup", views.api_signup, name="api-signup"),
+    path(
+        "api/v1/signup/<int:user_id>/communications",
+        views.api_communications,
+        name="communications",
+    ),
     path("api/v1/tasks/<str:task_id>", views.task_status, name="task-status"),
 ]

@@ -1,0 +1,39 @@
+"""
+The signup's three communications, one task per channel.
+
+Each channel is its own job, so a text message provider that is down retries
+the text message alone and never re-sends the e-mail that already went out.
+"""
+
+from typing import Any
+
+from django.tasks import task
+
+from .models import Channel
+from .sending import deliver
+
+# Five attempts spread over about half a minute with the default backoff; an
+# attempt that hangs on a provider is killed after 30 s and counts as failed.
+SEND_OPTIONS = {"queue_name": "communications", "max_attempts": 5, "timeout": 30}
+
+
+@task(**SEND_OPTIONS)
+def send_welcome_email(delivery_id: int) -> dict[str, Any]:
+    return deliver(delivery_id)
+
+
+@task(**SEND_OPTIONS)
+def send_welcome_sms(delivery_id: int) -> dict[str, Any]:
+    return deliver(delivery_id)
+
+
+@task(**SEND_OPTIONS)
+def send_welcome_push(delivery_id: int) -> dict[str, Any]:
+    return deliver(delivery_id)
+
+
+SEND_TASKS = {
+    Channel.EMAIL: send_welcome_email,
+    Channel.SMS: send_welcome_sms,
+    Channel.PUSH: send_welcome_push,
+}
