@@ -118,6 +118,25 @@ MAILERS = {
     }
 }
 
+# Signup (accounts/): one provider class per channel, each overridable from the
+# environment. The local text and push providers record messages in the
+# accounts_outboxmessage table; DJANGO_EMAIL_BACKEND=accounts.outbox.OutboxEmailBackend
+# records e-mail there too.
+SIGNUP_PROVIDERS = {
+    channel: os.environ.get(f"SIGNUP_{channel.upper()}_PROVIDER", default)
+    for channel, default in (
+        ("email", "accounts.providers.EmailProvider"),
+        ("sms", "accounts.providers.LocalSMSProvider"),
+        ("push", "accounts.providers.LocalPushProvider"),
+    )
+}
+# Seconds every send waits first, "0.3-1.0" for a range: a real provider's
+# round trip, for measuring. 0 outside benchmarks.
+SIGNUP_PROVIDER_DELAY = os.environ.get("SIGNUP_PROVIDER_DELAY", "0")
+# Send in the request, the old way, instead of enqueueing; or allow `?inline=1`.
+SIGNUP_SEND_INLINE = os.environ.get("SIGNUP_SEND_INLINE", "0") == "1"
+SIGNUP_ALLOW_INLINE_FLAG = os.environ.get("SIGNUP_ALLOW_INLINE_FLAG", "0") == "1"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
