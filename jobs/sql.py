@@ -306,3 +306,54 @@ SELECT count(*) FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
 """
+
+# Channel of the NOTIFY sent when a schedule is saved or deleted: it wakes every
+# runscheduler to re-read when the next tick is due.
+SCHEDULES_CHANNEL = "jobs_schedules"
+
+# Claim the schedules whose next tick has come, for one scheduling pass.
+#
+# The invariant: a tick is enqueued only by the transaction that holds its
+# schedule's row lock and moves next_run_at past it (ADVANCE_SCHEDULE, same
+# transaction). So any number of schedulers enqueue exactly one job per tick:
+#
+# - FOR UPDATE SKIP LOCKED: a row another scheduler is working on is skipped,
+#   never waited for and never taken twice.
+# - A row that another scheduler advanced and committed after this statement's
+#   snapshot is re-read at its latest version before it is locked (READ
+#   COMMITTED re-checks the WHERE clause against it): it is returned only if
+#   its new next_run_at is due too, and then with that new next_run_at.
+# - An admin save of a locked row waits for the pass to commit, then writes its
+#   own next_run_at (Schedule.save never writes next_run_at unless the timing
+#   changed), so an open form cannot undo a tick.
+#
+# `now` is the database's clock unless a test injects one: every scheduler
+# reads the same clock, whatever the skew between their hosts.
+CLAIM_SCHEDULES = """
+SELECT *, COALESCE(%(now)s, statement_timestamp()) AS claimed_at
+FROM jobs_schedule
+WHERE enabled AND next_run_at <= COALESCE(%(now)s, statement_timestamp())
+ORDER BY next_run_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+# Move the claimed schedules past the ticks this pass enqueued: one statement
+# for every schedule of the pass, run in the claim's transaction while its row
+# locks are held.
+ADVANCE_SCHEDULES = """
+UPDATE jobs_schedule AS schedule
+SET next_run_at = advance.next_run_at,
+    last_run_at = COALESCE(advance.last_run_at, schedule.last_run_at)
+FROM unnest(%(ids)s::bigint[], %(next_run_at)s::timestamptz[], %(last_run_at)s::timestamptz[])
+    AS advance(id, next_run_at, last_run_at)
+WHERE schedule.id = advance.id
+"""
+
+# Seconds until the next enabled schedule is due (None: none is), from the
+# partial index on next_run_at.
+SECONDS_UNTIL_NEXT_TICK = """
+SELECT extract(epoch FROM min(next_run_at) - clock_timestamp())::float8
+FROM jobs_schedule
+WHERE enabled
+"""
