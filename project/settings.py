@@ -95,6 +95,9 @@ TASKS = {
     }
 }
 
+# The bearer token of the Prometheus endpoint at /metrics; unset, it answers 404.
+JOBS_METRICS_TOKEN = os.environ.get("JOBS_METRICS_TOKEN")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

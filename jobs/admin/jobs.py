@@ -1,0 +1,533 @@
+"""
+Jobs and workers in the admin.
+
+The job list must stay fast on a table of millions of rows: it is always
+sorted by the primary key (UUIDv7, so newest first is an index scan), its
+count is an estimate, its time filter is a primary key range, and its filters
+offer choices without scanning the table.
+"""
+
+import json
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
+
+from .. import operations
+from ..exceptions import JobStateError
+from ..models import Job, JobStatus, Worker
+from . import dashboard
+from .charts import duration_text
+
+# Above this many rows the list shows an estimate rather than counting.
+EXACT_COUNT_LIMIT = 10_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """
+    A paginator that never counts a large table.
+
+    The planner's row estimate (free) decides: below EXACT_COUNT_LIMIT the
+    rows are counted, at most EXACT_COUNT_LIMIT + 1 of them; above it the
+    estimate is the count. An unfiltered list of a million jobs is paged from
+    the planner's statistics instead of a sequential scan.
+    """
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        estimate = _planner_estimate(queryset)
+        if estimate > EXACT_COUNT_LIMIT:
+            return estimate
+        return queryset[: EXACT_COUNT_LIMIT + 1].count()
+
+
+def _planner_estimate(queryset: QuerySet) -> int:
+    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    with connections[queryset.db].cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest UUIDv7 of a moment: job ids at or above it were enqueued since."""
+    return uuid.UUID(int=int(moment.timestamp() * 1000) << 80)
+
+
+class EnqueuedFilter(admin.SimpleListFilter):
+    """Jobs enqueued recently, as a range of the time-ordered primary key."""
+
+    title = "enqueued"
+    parameter_name = "enqueued"
+    periods = {
+        "15m": ("Last 15 minutes", timedelta(minutes=15)),
+        "1h": ("Last hour", timedelta(hours=1)),
+        "24h": ("Last 24 hours", timedelta(days=1)),
+        "7d": ("Last 7 days", timedelta(days=7)),
+    }
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [(key, label) for key, (label, _) in self.periods.items()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        period = self.periods.get(self.value())
+        if period is None:
+            return queryset
+        return queryset.filter(id__gte=uuid7_floor(timezone.now() - period[1]))
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """The queues the backend declares: no scan of the table to find them."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        from django.tasks import task_backends
+
+        queues = set(task_backends["default"].queues or ())
+        if self.value():
+            queues.add(self.value())
+        return [(queue, queue) for queue in sorted(queues)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class TaskFilter(admin.SimpleListFilter):
+    """The tasks of the most recent jobs, read from the end of the primary key index."""
+
+    title = "task"
+    parameter_name = "task"
+    sample_size = 10_000
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        recent = Job.objects.order_by("-id").values_list("task_path", flat=True)
+        tasks = set(recent[: self.sample_size])
+        if self.value():
+            tasks.add(self.value())
+        return [(task_path, task_path) for task_path in sorted(tasks)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(task_path=self.value()) if self.value() else queryset
+
+
+_ID_PREFIX = re.compile(r"^[0-9a-f]{8}[0-9a-f-]*$", re.IGNORECASE)
+
+
+def task_id_range(term: str) -> tuple[uuid.UUID, uuid.UUID | None] | None:
+    """
+    The range of ids a task id or id prefix covers, or None if the term is no id.
+
+    At least the first eight hex digits are needed: shorter terms are read as
+    task names ("add" and "cafe" are hex too).
+    """
+    if not _ID_PREFIX.match(term):
+        return None
+    digits = term.replace("-", "").lower()
+    if len(digits) > 32:
+        return None
+    shift = 4 * (32 - len(digits))
+    low = int(digits, 16) << shift
+    high = (int(digits, 16) + 1) << shift
+    return uuid.UUID(int=low), uuid.UUID(int=high) if high < 2**128 else None
+
+
+def _pretty_json(value: object) -> SafeString:
+    return format_html(
+        '<pre class="jobs-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False)
+    )
+
+
+def _moment(value: object) -> datetime | None:
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return value if isinstance(value, datetime) else None
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    """The job browser: read-only rows, changed only through the queue's operations."""
+
+    list_display = (
+        "id",
+        "status_label",
+        "task_path",
+        "queue",
+        "priority",
+        "attempts_label",
+        "run_at",
+        "enqueued",
+        "started_at",
+        "finished_at",
+        "duration",
+    )
+    list_filter = ("status", QueueFilter, TaskFilter, EnqueuedFilter)
+    search_fields = ("task_path",)
+    search_help_text = "A task id, its first 8 or more characters, or part of a task name."
+    # Only the primary key is sorted on: every other column would sort the table.
+    sortable_by = ("enqueued",)
+    ordering = ("-id",)
+    show_full_result_count = False
+    paginator = EstimatedCountPaginator
+    list_per_page = 50
+    actions = ("retry_jobs", "cancel_jobs", "run_jobs_now", "delete_selected")
+    change_form_template = "admin/jobs/job/change_form.html"
+    change_list_template = "admin/jobs/job/change_list.html"
+    fieldsets = (
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "status_label",
+                    "task_link",
+                    "queue",
+                    "priority",
+                    "attempts_label",
+                    "timeout",
+                    "unique_key",
+                    "backend",
+                )
+            },
+        ),
+        ("Timeline", {"fields": ("timeline", "duration")}),
+        ("Workers", {"fields": ("worker_link", "worker_history")}),
+        ("Arguments", {"fields": ("args_json", "kwargs_json")}),
+        ("Result", {"fields": ("return_value_json", "errors_html")}),
+    )
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        return False
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.cancel_job")
+
+    def has_run_now_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("jobs.run_job_now")
+
+    # The list's columns.
+
+    @admin.display(description="status")
+    def status_label(self, job: Job) -> SafeString:
+        return format_html(
+            '<span class="jobs-status jobs-status-{}">{}</span>', job.status.lower(), job.status
+        )
+
+    @admin.display(description="attempts")
+    def attempts_label(self, job: Job) -> str:
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="enqueued at", ordering="id")
+    def enqueued(self, job: Job) -> datetime:
+        return job.enqueued_at
+
+    @admin.display(description="duration")
+    def duration(self, job: Job) -> str:
+        if job.started_at is None:
+            return "—"
+        end = job.finished_at or (timezone.now() if job.status == JobStatus.RUNNING else None)
+        return duration_text((end - job.started_at).total_seconds()) if end else "—"
+
+    # The detail's fields.
+
+    @admin.display(description="task")
+    def task_link(self, job: Job) -> SafeString:
+        url = reverse("admin:jobs_job_changelist") + "?" + urlencode({"task": job.task_path})
+        return format_html('{} (<a href="{}">jobs of this task</a>)', job.task_path, url)
+
+    @admin.display(description="worker")
+    def worker_link(self, job: Job) -> SafeString | str:
+        worker_id = job.worker_id
+        if worker_id is None:
+            return "—"
+        if Worker.objects.filter(id=worker_id).exists():
+            url = reverse("admin:jobs_worker_change", args=[worker_id])
+            return format_html('<a href="{}">{}</a>', url, worker_id)
+        return format_html("{} (stopped)", worker_id)
+
+    @admin.display(description="all attempts' workers")
+    def worker_history(self, job: Job) -> str:
+        return ", ".join(job.worker_ids) or "—"
+
+    @admin.display(description="args")
+    def args_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.kwargs)
+
+    @admin.display(description="return value")
+    def return_value_json(self, job: Job) -> SafeString:
+        return _pretty_json(job.return_value)
+
+    @admin.display(description="errors")
+    def errors_html(self, job: Job) -> SafeString | str:
+        if not job.errors:
+            return "—"
+        return format_html_join(
+            "",
+            '<div class="jobs-error"><p><strong>Attempt {}</strong> · {} · {} · worker {}</p>'
+            "<p>{}</p><pre>{}</pre></div>",
+            (
+                (
+                    error.get("attempt", "?"),
+                    _moment(error.get("at")) or "—",
+                    error.get("exception_class_path", ""),
+                    error.get("worker_id") or "—",
+                    error.get("message", ""),
+                    error.get("traceback") or "(no traceback)",
+                )
+                for error in job.errors
+            ),
+        )
+
+    @admin.display(description="timeline")
+    def timeline(self, job: Job) -> SafeString:
+        events: list[tuple[datetime, str]] = [(job.enqueued_at, "enqueued")]
+        if job.run_at > job.enqueued_at and job.started_at is None:
+            events.append((job.run_at, "due"))
+        if job.started_at:
+            events.append((job.started_at, "attempt 1 started"))
+        for error in job.errors:
+            moment = _moment(error.get("at"))
+            if moment:
+                name = error.get("exception_class_path", "").rsplit(".", 1)[-1]
+                events.append((moment, f"attempt {error.get('attempt', '?')} ended: {name}"))
+        if job.last_attempted_at and job.attempts > 1:
+            events.append((job.last_attempted_at, f"attempt {job.attempts} started"))
+        if job.finished_at:
+            events.append((job.finished_at, job.status.lower()))
+        elif job.status == JobStatus.READY and job.attempts:
+            events.append((job.run_at, f"attempt {job.attempts + 1} due"))
+        events.sort(key=lambda event: event[0])
+        return format_html(
+            '<ol class="jobs-timeline">{}</ol>',
+            format_html_join(
+                "",
+                "<li><time>{}</time> <span>+{}</span> {}</li>",
+                (
+                    (moment, duration_text((moment - job.enqueued_at).total_seconds()), label)
+                    for moment, label in events
+                ),
+            ),
+        )
+
+    # Operations, on a selection, on everything the filter matches, or on one job.
+
+    def _apply(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        operation: Callable[[str], Any],
+        done: str,
+    ) -> None:
+        """Run the operation job by job, log each change, and tell the operator."""
+        changed: list[uuid.UUID] = []
+        skipped = 0
+        for job_id in queryset.order_by().values_list("id", flat=True).iterator(chunk_size=2000):
+            try:
+                operation(str(job_id))
+            except (JobStateError, Job.DoesNotExist):
+                skipped += 1
+            else:
+                changed.append(job_id)
+        for start in range(0, len(changed), 2000):
+            LogEntry.objects.log_actions(
+                request.user.pk,
+                Job.objects.filter(id__in=changed[start : start + 2000]),
+                CHANGE,
+                done,
+            )
+        message = f"{done}: {len(changed)} job{'s' if len(changed) != 1 else ''}."
+        if skipped:
+            message += f" {skipped} skipped: their status does not allow it."
+        self.message_user(request, message, messages.SUCCESS if changed else messages.WARNING)
+
+    @admin.action(description="Retry selected jobs", permissions=["retry"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        finished = queryset.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELLED))
+        self._apply(request, finished, operations.retry, "Retried")
+
+    @admin.action(description="Cancel selected jobs", permissions=["cancel"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
+        live = queryset.filter(status__in=(JobStatus.READY, JobStatus.RUNNING))
+        self._apply(request, live, self._cancel, "Cancelled")
+
+    @admin.action(description="Run selected jobs now", permissions=["run_now"])
+    def run_jobs_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._apply(request, queryset.filter(status=JobStatus.READY), operations.run_now, "Run now")
+
+    @staticmethod
+    def _cancel(job_id: str) -> None:
+        operations.cancel(job_id, reason="Cancelled from the admin")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
+        """Refuse with 403, not a quiet redirect, an action this user may not run."""
+        name = request.POST.get("action") if request.method == "POST" else None
+        if name and name not in self.get_actions(request):
+            known = hasattr(self, name) or name in dict(self.admin_site.actions)
+            if known:
+                raise PermissionDenied
+        extra_context = {**(extra_context or {}), "dashboard_url": self._dashboard_url()}
+        return super().changelist_view(request, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ):
+        job = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if job is not None:
+            context["job_operations"] = [
+                (name, label)
+                for name, label, allowed, permitted in (
+                    (
+                        "retry",
+                        "Retry",
+                        job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+                        self.has_retry_permission(request),
+                    ),
+                    (
+                        "cancel",
+                        "Cancel",
+                        job.status in (JobStatus.READY, JobStatus.RUNNING),
+                        self.has_cancel_permission(request),
+                    ),
+                    (
+                        "run-now",
+                        "Run now",
+                        job.status == JobStatus.READY and job.run_at > timezone.now(),
+                        self.has_run_now_permission(request),
+                    ),
+                )
+                if allowed and permitted
+            ]
+        return super().change_view(request, object_id, form_url, context)
+
+    def get_urls(self) -> list:
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
+            path(
+                "<path:object_id>/operation/<slug:name>/",
+                wrap(require_POST(self.operation_view)),
+                name=f"{info}_operation",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _dashboard_url(self) -> str:
+        return reverse("admin:jobs_job_dashboard", current_app=self.admin_site.name)
+
+    def dashboard_view(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return dashboard.render(self, request)
+
+    @staticmethod
+    def _operations() -> dict[str, tuple[str, Callable[[str], Any], str]]:
+        return {
+            "retry": ("retry", operations.retry, "Retried"),
+            "cancel": ("cancel", JobAdmin._cancel, "Cancelled"),
+            "run-now": ("run_now", operations.run_now, "Run now"),
+        }
+
+    def operation_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
+        """Retry, cancel or run now one job from its page (POST only)."""
+        permission, operation, done = self._operations().get(name, (None, None, None))
+        if permission is None:
+            raise PermissionDenied
+        if not getattr(self, f"has_{permission}_permission")(request):
+            raise PermissionDenied
+        job = get_object_or_404(Job, pk=object_id)
+        try:
+            operation(str(job.pk))
+        except JobStateError as error:
+            self.message_user(request, str(error), messages.ERROR)
+        else:
+            self.log_change(request, job, done)
+            self.message_user(request, f"{done}: {job}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:jobs_job_change", args=[job.pk]))
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """A task id, a prefix of one (a primary key range), or part of a task name."""
+        term = search_term.strip()
+        id_range = task_id_range(term) if term else None
+        if id_range is None:
+            return super().get_search_results(request, queryset, term)
+        low, high = id_range
+        queryset = queryset.filter(id__gte=low)
+        return (queryset.filter(id__lt=high) if high else queryset), False
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """The registered workers, read-only: a worker's row is its own to write."""
+
+    list_display = (
+        "id",
+        "hostname",
+        "pid",
+        "queues",
+        "concurrency",
+        "in_flight",
+        "started_at",
+        "last_heartbeat",
+    )
+    ordering = ("started_at",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        running = RawSQL(
+            "SELECT count(*) FROM jobs_job WHERE status = 'RUNNING'"
+            " AND worker_ids[cardinality(worker_ids)] = jobs_worker.id",
+            (),
+        )
+        return super().get_queryset(request).annotate(running=running)
+
+    @admin.display(description="jobs in flight")
+    def in_flight(self, worker: Worker) -> int:
+        return worker.running
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
+        return False
