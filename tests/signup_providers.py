@@ -59,3 +59,13 @@ class HangingSMSProvider(HangAfterSend, LocalSMSProvider):
 
 class HangingPushProvider(HangAfterSend, LocalPushProvider):
     pass
+
+
+class CountingSMSProvider(LocalSMSProvider):
+    """Counts its calls in this process, for tests that call the tasks in-process."""
+
+    calls: list[str] = []
+
+    def transmit(self, message: Message) -> str:
+        self.calls.append(message.idempotency_key)
+        return super().transmit(message)

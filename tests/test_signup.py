@@ -11,10 +11,15 @@ import pytest
 from django.core import mail
 
 from accounts.models import Delivery, OutboxMessage, Profile
+from accounts.tasks import send_welcome_sms
 from jobs.models import Job
 from tests.conftest import fetch, wait_until
+from tests.signup_providers import CountingSMSProvider
 
 STRONG_PASSWORD = "correct-horse-battery-staple-42"
+
+# The three channels of a signup in parallel: one job per executor at a time.
+ONE_JOB_PER_EXECUTOR = ("--concurrency", "3", "--prefetch", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -260,6 +265,25 @@ def test_the_inline_setting_records_a_failed_send_and_still_signs_up(
     assert Job.objects.count() == 0
 
 
+def test_a_rerun_of_a_sent_delivery_does_not_call_the_provider_again(
+    client, transactional_db, settings
+):
+    settings.SIGNUP_PROVIDERS = {
+        **settings.SIGNUP_PROVIDERS,
+        "sms": "tests.signup_providers.CountingSMSProvider",
+    }
+    CountingSMSProvider.calls.clear()
+    body = sign_up(client)
+    sms = Delivery.objects.get(user_id=body["user_id"], channel="sms")
+    first = send_welcome_sms.call(sms.id)
+    second = send_welcome_sms.call(sms.id)
+    assert first == second
+    assert first["status"] == "sent"
+    assert CountingSMSProvider.calls == [str(sms.idempotency_key)]
+    sms.refresh_from_db()
+    assert sms.attempts == 1
+
+
 # With a worker.
 
 
@@ -273,7 +297,7 @@ def test_with_a_worker_every_channel_is_sent_once_and_the_endpoints_follow(
     assert {e["status"] for e in channels(client, user_id).values()} == {"queued"}
 
     # Sends that take a second, to see them RUNNING.
-    start_worker("--concurrency", "3", env={**signup_env, "SIGNUP_PROVIDER_DELAY": "1"})
+    start_worker(*ONE_JOB_PER_EXECUTOR, env={**signup_env, "SIGNUP_PROVIDER_DELAY": "1"})
 
     def running():
         """the e-mail job is RUNNING"""
@@ -320,7 +344,7 @@ def test_a_provider_that_fails_twice_then_succeeds_sends_one_message_in_3_attemp
 ):
     body = sign_up(client)
     env = {**signup_env, "SIGNUP_SMS_PROVIDER": "tests.signup_providers.FailsTwiceSMSProvider"}
-    start_worker("--concurrency", "3", env=env)
+    start_worker(*ONE_JOB_PER_EXECUTOR, env=env)
     wait_until(all_sent(body["user_id"]), timeout=20)
 
     sms = Delivery.objects.get(user_id=body["user_id"], channel="sms")
@@ -344,7 +368,7 @@ def test_a_provider_that_rejects_fails_the_job_and_shows_no_traceback_to_anonymo
 ):
     body = sign_up(client)
     env = {**signup_env, "SIGNUP_PUSH_PROVIDER": "tests.signup_providers.RejectingPushProvider"}
-    start_worker("--concurrency", "3", env=env)
+    start_worker(*ONE_JOB_PER_EXECUTOR, env=env)
     push_task = body["task_ids"]["push"]
 
     def failed():
@@ -381,7 +405,7 @@ def test_a_worker_killed_after_the_providers_took_the_messages_sends_each_once(
         "SIGNUP_SMS_PROVIDER": "tests.signup_providers.HangingSMSProvider",
         "SIGNUP_PUSH_PROVIDER": "tests.signup_providers.HangingPushProvider",
     }
-    first = start_worker("--concurrency", "3", env=hanging)
+    first = start_worker(*ONE_JOB_PER_EXECUTOR, env=hanging)
 
     def all_taken():
         """the providers took all three messages"""
@@ -392,7 +416,7 @@ def test_a_worker_killed_after_the_providers_took_the_messages_sends_each_once(
     first.signal(signal.SIGKILL)
     first.wait()
 
-    start_worker("--concurrency", "3", env=signup_env)
+    start_worker(*ONE_JOB_PER_EXECUTOR, env=signup_env)
     wait_until(all_sent(user_id), timeout=30)
     for delivery in Delivery.objects.filter(user_id=user_id):
         [message] = outbox_of(delivery)
