@@ -5,12 +5,16 @@ once by a real worker whatever fails or crashes, and the endpoints that say so.
 
 import json
 import signal
+import threading
 import uuid
 
 import pytest
 from django.core import mail
+from django.db import connections
+from django.test import Client
 
 from accounts.models import Delivery, OutboxMessage, Profile
+from accounts.signup import SignupForm
 from accounts.tasks import send_welcome_sms
 from jobs.models import Job
 from tests.conftest import fetch, wait_until
@@ -140,6 +144,33 @@ def test_a_duplicate_email_answers_400_and_enqueues_nothing(client):
     assert set(Job.objects.values_list("id", flat=True)) == {
         uuid.UUID(task_id) for task_id in first["task_ids"].values()
     }
+
+
+def test_two_signups_racing_for_one_email_make_one_user_and_three_jobs(
+    transactional_db, monkeypatch
+):
+    # Both pass the form's duplicate check, as two requests at the same instant
+    # can: the unique username decides.
+    monkeypatch.setattr(SignupForm, "clean_email", lambda form: form.cleaned_data["email"])
+    barrier = threading.Barrier(2)
+    statuses = []
+
+    def sign_up_once():
+        try:
+            barrier.wait()
+            statuses.append(post_signup(Client(), signup_payload(email="race@example.com")))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=sign_up_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(response.status_code for response in statuses) == [201, 400]
+    [refused] = [response for response in statuses if response.status_code == 400]
+    assert refused.json()["errors"]["email"][0]["code"] == "duplicate"
+    assert Job.objects.count() == 3
 
 
 @pytest.mark.django_db
