@@ -106,7 +106,8 @@ def bar_chart(
                 )
                 x += bar
         total = sum(s.value for s in segments)
-        body.append(_text(x + 6, y + 17, _format(total, unit), "start", "value"))
+        text = _format(total, unit) if total or unit != "s" else "—"
+        body.append(_text(x + 6, y + 17, text, "start", "value"))
     return _svg(width, height, label, body)
 
 

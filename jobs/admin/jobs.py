@@ -126,8 +126,13 @@ class TaskFilter(admin.SimpleListFilter):
     sample_size = 10_000
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        recent = Job.objects.order_by("-id").values_list("task_path", flat=True)
-        tasks = set(recent[: self.sample_size])
+        with connections[Job.objects.db].cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT task_path FROM"
+                " (SELECT task_path FROM jobs_job ORDER BY id DESC LIMIT %s) AS recent",
+                [self.sample_size],
+            )
+            tasks = {task_path for (task_path,) in cursor.fetchall()}
         if self.value():
             tasks.add(self.value())
         return [(task_path, task_path) for task_path in sorted(tasks)]
@@ -163,6 +168,10 @@ def _pretty_json(value: object) -> SafeString:
     )
 
 
+def _when(moment: datetime) -> str:
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S.%f}"[:-3]
+
+
 def _moment(value: object) -> datetime | None:
     if isinstance(value, int | float):
         return datetime.fromtimestamp(value, tz=UTC)
@@ -193,6 +202,8 @@ class JobAdmin(admin.ModelAdmin):
     sortable_by = ("enqueued",)
     ordering = ("-id",)
     show_full_result_count = False
+    # Facet counts would count every filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     paginator = EstimatedCountPaginator
     list_per_page = 50
     actions = ("retry_jobs", "cancel_jobs", "run_jobs_now", "delete_selected")
@@ -304,7 +315,7 @@ class JobAdmin(admin.ModelAdmin):
             (
                 (
                     error.get("attempt", "?"),
-                    _moment(error.get("at")) or "—",
+                    _when(_moment(error.get("at"))) if error.get("at") else "—",
                     error.get("exception_class_path", ""),
                     error.get("worker_id") or "—",
                     error.get("message", ""),
@@ -328,18 +339,23 @@ class JobAdmin(admin.ModelAdmin):
                 events.append((moment, f"attempt {error.get('attempt', '?')} ended: {name}"))
         if job.last_attempted_at and job.attempts > 1:
             events.append((job.last_attempted_at, f"attempt {job.attempts} started"))
+        events.sort(key=lambda event: event[0])
+        # The outcome comes last even when an error entry was stamped a moment later.
         if job.finished_at:
             events.append((job.finished_at, job.status.lower()))
         elif job.status == JobStatus.READY and job.attempts:
             events.append((job.run_at, f"attempt {job.attempts + 1} due"))
-        events.sort(key=lambda event: event[0])
         return format_html(
             '<ol class="jobs-timeline">{}</ol>',
             format_html_join(
                 "",
                 "<li><time>{}</time> <span>+{}</span> {}</li>",
                 (
-                    (moment, duration_text((moment - job.enqueued_at).total_seconds()), label)
+                    (
+                        _when(moment),
+                        duration_text((moment - job.enqueued_at).total_seconds()),
+                        label,
+                    )
                     for moment, label in events
                 ),
             ),

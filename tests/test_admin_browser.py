@@ -1,0 +1,109 @@
+"""
+The job browser and the dashboard in a real browser: Chromium driven by
+Playwright against a live server, with a real worker running the jobs.
+
+The run also refreshes the README's screenshots in docs/screenshots/.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connection
+
+from jobs.models import Job, JobStatus
+from tests import tasks
+from tests.conftest import BASE_DIR, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = BASE_DIR / "docs" / "screenshots"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+)
+
+
+@pytest.fixture
+def page(monkeypatch, live_server) -> Iterator:
+    """A logged-out Chromium page, 1280 pixels wide."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's synchronous API runs an event loop in this thread, which
+    # Django's ORM takes for an async context; the test's own queries are
+    # plain synchronous code, so they are allowed explicitly.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-background-networking"],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        browser.close()
+
+
+def job_status(job_id: str) -> str:
+    return Job.objects.values_list("status", flat=True).get(id=job_id)
+
+
+def screenshot(page, name: str, full_page: bool = False) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
+
+
+def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboard(
+    page, live_server, start_worker, request
+):
+    from playwright.sync_api import expect
+
+    # A job that fails for real: the table it writes to does not exist yet.
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS test_ledger")
+    broken = tasks.record_run.using(max_attempts=1).enqueue("browser")
+    done = [tasks.add.enqueue(n, n) for n in range(6)]
+    worker = start_worker("--concurrency", "2")
+    wait_until(lambda: job_status(broken.id) == JobStatus.FAILED)
+    wait_until(lambda: all(job_status(r.id) == JobStatus.SUCCESSFUL for r in done))
+    request.getfixturevalue("ledger")  # now the table exists: a retry can succeed
+    waiting = tasks.noop.using(countdown=3600).enqueue()
+    User.objects.create_superuser("admin", "admin@example.com", "correct horse")
+
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "correct horse")
+    page.click("input[type=submit]")
+    page.click("a[href='/admin/jobs/job/']")
+    expect(page.locator("#result_list tbody tr")).to_have_count(8)
+    screenshot(page, "job-list")
+
+    page.locator("#changelist-filter").get_by_role("link", name="Failed", exact=True).click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    page.locator("#result_list tbody tr th a").click()
+    expect(page.locator(".jobs-error pre")).to_contain_text('relation "test_ledger" does not exist')
+    expect(page.locator(".jobs-error pre")).to_contain_text("Traceback (most recent call last)")
+    screenshot(page, "job-detail", full_page=True)
+
+    page.click("#job-retry")
+    expect(page.locator(".messagelist")).to_contain_text("Retried")
+    wait_until(lambda: job_status(broken.id) == JobStatus.SUCCESSFUL)
+    page.reload()
+    expect(page.locator(".field-status_label .jobs-status")).to_have_text("SUCCESSFUL")
+    expect(page.locator(".field-return_value_json pre")).to_have_text("2")
+
+    page.goto(f"{live_server.url}/admin/jobs/job/?status__exact=READY")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    page.check(f"input[name=_selected_action][value='{waiting.id}']")
+    page.select_option("select[name=action]", "cancel_jobs")
+    page.click("button[name=index]")
+    expect(page.locator(".messagelist")).to_contain_text("Cancelled: 1 job.")
+    assert job_status(waiting.id) == JobStatus.CANCELLED
+
+    page.goto(f"{live_server.url}/admin/")
+    page.locator("#jobs-dashboard-link").get_by_role("link", name="Dashboard").click()
+    expect(page.locator("svg.jobs-chart")).to_have_count(4)
+    expect(page.locator("svg.jobs-chart rect.bar.successful").first).to_be_visible()
+    expect(page.locator("svg.jobs-chart rect.bar.latency")).to_have_count(3)
+    expect(page.locator("#jobs-workers tbody")).to_contain_text(str(worker.pid))
+    screenshot(page, "dashboard", full_page=True)
