@@ -13,6 +13,7 @@ from django.contrib.auth import password_validation
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.tasks import default_task_backend
 
 from jobs.models import Job, JobStatus
 
@@ -164,7 +165,9 @@ FINISHED_STATES = ("sent", "failed")
 def communications(user: User, *, reveal: bool) -> list[dict[str, Any]]:
     """Each channel's delivery with its job's state; recipients masked unless `reveal`."""
     deliveries = list(user.deliveries.order_by("id"))
-    jobs = Job.objects.in_bulk([d.task_id for d in deliveries if d.task_id])
+    jobs = Job.objects.using(default_task_backend.database).in_bulk(
+        [delivery.task_id for delivery in deliveries if delivery.task_id]
+    )
     report = []
     for delivery in deliveries:
         job = jobs.get(delivery.task_id)
