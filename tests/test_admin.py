@@ -14,8 +14,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs import metrics
-from jobs.admin.jobs import EXACT_COUNT_LIMIT, EstimatedCountPaginator, task_id_range
-from jobs.models import Job, JobStatus, Worker
+from jobs.admin.ids import task_id_range
+from jobs.admin.jobs import EXACT_COUNT_LIMIT, EstimatedCountPaginator
+from jobs.models import Job, JobStatus, Schedule, Worker
+from jobs.scheduler.runner import unique_key
 
 CHANGELIST = "/admin/jobs/job/"
 DASHBOARD = "/admin/jobs/job/dashboard/"
@@ -370,6 +372,59 @@ class TestDashboard:
         assert DASHBOARD.encode() in admin_client.get("/admin/").content
         assert DASHBOARD.encode() in admin_client.get("/admin/jobs/").content
         assert DASHBOARD.encode() in admin_client.get(CHANGELIST).content
+
+
+class TestDashboardSchedules:
+    def test_each_schedule_in_words_with_next_runs_and_last_outcome(self, admin_client, db):
+        nightly = Schedule.objects.create(
+            name="nightly-report", task_path="tests.tasks.noop", cron="30 3 * * *"
+        )
+        tick = timezone.now().replace(microsecond=0) - timedelta(minutes=10)
+        Schedule.objects.filter(pk=nightly.pk).update(last_run_at=tick)
+        make_job(
+            task_path="tests.tasks.noop",
+            status=JobStatus.FAILED,
+            enqueued_at=tick + timedelta(seconds=1),
+            unique_key=unique_key(nightly.pk, tick),
+        )
+        Schedule.objects.create(name="often", task_path="tests.tasks.noop", interval=90)
+
+        body = admin_client.get(DASHBOARD).content.decode()
+        section = body[body.index('id="jobs-schedules"') :]
+        assert "At 03:30 (UTC)" in section
+        assert "Every 90 seconds" in section
+        nightly_row = section[section.index("nightly-report") : section.index("often")]
+        assert nightly_row.count("03:30:00</div>") == 3
+        assert 'class="jobs-status jobs-status-failed">FAILED' in nightly_row
+        assert section.count("Run now</button>") == 2
+
+    def test_run_now_enqueues_one_extra_job(self, admin_client, db):
+        schedule = Schedule.objects.create(
+            name="cleanup", task_path="tests.tasks.add", args=[2, 3], cron="0 4 * * *"
+        )
+        url = reverse("admin:jobs_job_run_schedule_now", args=[schedule.pk])
+        assert admin_client.get(url).status_code == 405
+        response = admin_client.post(url)
+        assert response.status_code == 302
+        job = Job.objects.get()
+        assert (job.task_path, job.args, job.status) == ("tests.tasks.add", [2, 3], "READY")
+        assert job.run_at <= timezone.now()
+        entry = LogEntry.objects.get()
+        assert (entry.object_id, entry.change_message) == (
+            str(schedule.pk),
+            f"Ran now: job {job.id}",
+        )
+
+    def test_run_now_needs_its_permission(self, client, db):
+        schedule = Schedule.objects.create(
+            name="cleanup", task_path="tests.tasks.noop", cron="0 4 * * *"
+        )
+        client.force_login(staff("view_job", "view_schedule"))
+        body = client.get(DASHBOARD).content.decode()
+        assert "cleanup" in body and "Run now</button>" not in body
+        url = reverse("admin:jobs_job_run_schedule_now", args=[schedule.pk])
+        assert client.post(url).status_code == 403
+        assert not Job.objects.exists()
 
 
 class TestMetrics:

@@ -6,18 +6,36 @@ endpoint, so the page and the alerts never disagree. It is an admin view of
 the job admin (admin/jobs/job/dashboard/), linked from the admin index.
 """
 
-from django.contrib import admin
-from django.http import HttpRequest
+from datetime import datetime, timedelta
+from itertools import islice
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.tasks import task_backends
+from django.tasks.exceptions import InvalidTask
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
 
 from .. import metrics
-from ..models import JobStatus
+from ..models import Job, JobStatus, Schedule
+from ..scheduler.runner import unique_key
+from ..scheduler.timing import TimingError
 from .charts import Segment, bar_chart, duration_text, throughput_chart
+from .ids import uuid7_floor
 
 # Seconds between the page's reloads.
 REFRESH_SECONDS = 10
+
+# Upcoming ticks shown per schedule.
+NEXT_RUNS = 3
+
+# A tick's job is enqueued as soon as a scheduler sees the tick due: its id
+# (UUIDv7, the enqueue time) falls shortly after the tick, which bounds the
+# search for it to a primary key range.
+TICK_JOB_WINDOW = timedelta(hours=1)
 
 # The admin's own index template comes before any app's (django.contrib.admin
 # is listed first), so the link to the dashboard is added by a template of
@@ -109,6 +127,82 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
             for worker in snapshot.workers
         ],
         "changelist_url": _changelist(),
+        "schedules": _schedules(request),
+        "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/jobs/dashboard.html", context)
+
+
+def _tick_job(schedule: Schedule) -> Job | None:
+    """The job of the schedule's latest tick, found by its unique key near the tick."""
+    tick = schedule.last_run_at
+    if tick is None:
+        return None
+    return (
+        Job.objects.filter(
+            id__gte=uuid7_floor(tick - timedelta(minutes=1)),
+            id__lt=uuid7_floor(tick + TICK_JOB_WINDOW),
+            unique_key=unique_key(schedule.id, tick),
+        )
+        .only("id", "status")
+        .first()
+    )
+
+
+def _schedules(request: HttpRequest) -> list[dict]:
+    """Each schedule in words, with its next ticks and its latest tick's outcome."""
+    if not request.user.has_perm("jobs.view_schedule"):
+        return []
+    rows = []
+    for schedule in Schedule.objects.order_by("name"):
+        next_runs: list[datetime] = []
+        try:
+            timing = schedule.timing()
+            when = timing.describe()
+        except TimingError as error:
+            when = f"Invalid: {error}"
+        else:
+            if schedule.enabled and schedule.next_run_at:
+                upcoming = timing.ticks_after(schedule.next_run_at, schedule.next_run_at)
+                next_runs = [schedule.next_run_at, *islice(upcoming, NEXT_RUNS - 1)]
+        job = _tick_job(schedule)
+        rows.append(
+            {
+                "schedule": schedule,
+                "when": when,
+                "next_runs": next_runs,
+                "last_job": job,
+                "last_job_url": job and reverse("admin:jobs_job_change", args=[job.pk]),
+                "url": reverse("admin:jobs_schedule_change", args=[schedule.pk]),
+            }
+        )
+    return rows
+
+
+def run_schedule_now(
+    model_admin: admin.ModelAdmin, request: HttpRequest, schedule_id: int
+) -> HttpResponseRedirect:
+    """
+    Enqueue one extra run of a schedule's task, due now (POST only).
+
+    The schedule's own ticks are untouched: this job has no tick and no
+    unique key, so the next tick still runs as planned.
+    """
+    if not request.user.has_perm("jobs.run_job_now"):
+        raise PermissionDenied
+    schedule = get_object_or_404(Schedule, pk=schedule_id)
+    backend = task_backends["default"]
+    try:
+        task = backend.load_task(schedule.task_path).using(
+            queue_name=schedule.queue, priority=schedule.priority
+        )
+        result = task.enqueue(*schedule.args, **schedule.kwargs)
+    except (InvalidTask, TypeError) as error:
+        model_admin.message_user(request, f"{schedule}: not enqueued: {error}", messages.ERROR)
+    else:
+        model_admin.log_change(request, schedule, f"Ran now: job {result.id}")
+        model_admin.message_user(
+            request, f"{schedule}: enqueued job {result.id}, due now.", messages.SUCCESS
+        )
+    return HttpResponseRedirect(reverse("admin:jobs_job_dashboard") + "#jobs-schedules")

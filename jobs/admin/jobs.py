@@ -8,7 +8,6 @@ offer choices without scanning the table.
 """
 
 import json
-import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from ..exceptions import JobStateError
 from ..models import Job, JobStatus, Worker
 from . import dashboard
 from .charts import duration_text
+from .ids import task_id_range, uuid7_floor
 
 # Above this many rows the list shows an estimate rather than counting.
 EXACT_COUNT_LIMIT = 10_000
@@ -71,11 +71,6 @@ def _planner_estimate(queryset: QuerySet) -> int:
     if isinstance(plan, str):
         plan = json.loads(plan)
     return int(plan[0]["Plan"]["Plan Rows"])
-
-
-def uuid7_floor(moment: datetime) -> uuid.UUID:
-    """The smallest UUIDv7 of a moment: job ids at or above it were enqueued since."""
-    return uuid.UUID(int=int(moment.timestamp() * 1000) << 80)
 
 
 class EnqueuedFilter(admin.SimpleListFilter):
@@ -139,27 +134,6 @@ class TaskFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(task_path=self.value()) if self.value() else queryset
-
-
-_ID_PREFIX = re.compile(r"^[0-9a-f]{8}[0-9a-f-]*$", re.IGNORECASE)
-
-
-def task_id_range(term: str) -> tuple[uuid.UUID, uuid.UUID | None] | None:
-    """
-    The range of ids a task id or id prefix covers, or None if the term is no id.
-
-    At least the first eight hex digits are needed: shorter terms are read as
-    task names ("add" and "cafe" are hex too).
-    """
-    if not _ID_PREFIX.match(term):
-        return None
-    digits = term.replace("-", "").lower()
-    if len(digits) > 32:
-        return None
-    shift = 4 * (32 - len(digits))
-    low = int(digits, 16) << shift
-    high = (int(digits, 16) + 1) << shift
-    return uuid.UUID(int=low), uuid.UUID(int=high) if high < 2**128 else None
 
 
 def _pretty_json(value: object) -> SafeString:
@@ -458,6 +432,11 @@ class JobAdmin(admin.ModelAdmin):
         return [
             path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
             path(
+                "dashboard/schedules/<int:schedule_id>/run-now/",
+                wrap(require_POST(self.run_schedule_now_view)),
+                name=f"{info}_run_schedule_now",
+            ),
+            path(
                 "<path:object_id>/operation/<slug:name>/",
                 wrap(require_POST(self.operation_view)),
                 name=f"{info}_operation",
@@ -472,6 +451,9 @@ class JobAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return dashboard.render(self, request)
+
+    def run_schedule_now_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
+        return dashboard.run_schedule_now(self, request, schedule_id)
 
     @staticmethod
     def _operations() -> dict[str, tuple[str, Callable[[str], Any], str]]:
