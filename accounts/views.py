@@ -37,6 +37,8 @@ SIGNUP_FIELDS = ("email", "phone", "password")
 
 SESSION_KEY = "signup_user_id"
 
+TOO_LARGE = f"The body is larger than {MAX_BODY_BYTES} bytes."
+
 
 def errors_response(errors: dict[str, list[dict[str, str]]], status: int = 400) -> JsonResponse:
     return JsonResponse({"errors": errors}, status=status)
@@ -60,13 +62,13 @@ def api_signup(request: HttpRequest) -> JsonResponse:
     except ValueError:
         return body_error("Content-Length is not a number.")
     if declared > MAX_BODY_BYTES:
-        return body_error(f"The body is larger than {MAX_BODY_BYTES} bytes.", "too_large")
+        return body_error(TOO_LARGE, "too_large")
     try:
         body = request.body
     except RequestDataTooBig:
-        return body_error(f"The body is larger than {MAX_BODY_BYTES} bytes.", "too_large")
+        return body_error(TOO_LARGE, "too_large")
     if len(body) > MAX_BODY_BYTES:
-        return body_error(f"The body is larger than {MAX_BODY_BYTES} bytes.", "too_large")
+        return body_error(TOO_LARGE, "too_large")
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
@@ -74,7 +76,7 @@ def api_signup(request: HttpRequest) -> JsonResponse:
     if not isinstance(payload, dict):
         return body_error('The body must be a JSON object: {"email", "phone", "password"}.')
 
-    type_errors = {
+    field_errors = {
         name: [{"message": "Must be a string.", "code": "invalid_type"}]
         for name in SIGNUP_FIELDS
         if name in payload and not isinstance(payload[name], str)
@@ -82,16 +84,16 @@ def api_signup(request: HttpRequest) -> JsonResponse:
     try:
         inline = send_inline(request.GET.get("inline"))
     except ValidationError as error:
-        type_errors["inline"] = [{"message": error.message, "code": error.code}]
+        field_errors["inline"] = [{"message": error.message, "code": error.code}]
     form = SignupForm(
         {
             name: payload[name]
             for name in SIGNUP_FIELDS
-            if name in payload and name not in type_errors
+            if name in payload and name not in field_errors
         }
     )
-    if type_errors or not form.is_valid():
-        return errors_response({**form.errors.get_json_data(), **type_errors})
+    if field_errors or not form.is_valid():
+        return errors_response({**form.errors.get_json_data(), **field_errors})
     signup = form.save(inline=inline)
     if signup is None:
         return errors_response(form.errors.get_json_data())

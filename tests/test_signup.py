@@ -224,6 +224,8 @@ def test_a_phone_number_is_stored_in_e164_form(client):
         (json.dumps(signup_payload(password=None)).encode(), "password"),
         (json.dumps(signup_payload(password={"$gt": ""})).encode(), "password"),
         (json.dumps(signup_payload(email="a" * 200 + "@example.com")).encode(), "email"),
+        (json.dumps(signup_payload(email="nul\u0000@example.com")).encode(), "email"),
+        (json.dumps(signup_payload(phone="+1" * 5000)).encode(), "phone"),
     ],
 )
 def test_bad_input_answers_400_with_the_field_at_fault(client, body, field):
