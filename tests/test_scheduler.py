@@ -3,11 +3,12 @@ Periodic tasks: tick arithmetic (DST without sleeping), catch-up, the admin,
 code-declared schedules and their check, and runscheduler processes racing.
 """
 
-import os
+import itertools
 import re
 import signal
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,10 +16,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.core.management.base import SystemCheckError
 from django.tasks import default_task_backend
 from django.utils import timezone
 
+from accounts.reports import send_signup_report
 from jobs.checks import check_declared_schedules
 from jobs.models import Job, Schedule
 from jobs.scheduler.declared import sync_declared
@@ -85,7 +89,7 @@ def test_hourly_ticks_through_both_repeated_hours_and_skips_the_missing_one():
         "10-25 02:00 CET",
         "10-25 03:00 CET",
     ]
-    assert all(b - a == timedelta(hours=1) for a, b in zip(fall, fall[1:], strict=False))
+    assert all(b - a == timedelta(hours=1) for a, b in itertools.pairwise(fall))
     spring = ticks(hourly, berlin(2026, 3, 29, 0, 30), 3)
     assert local(spring) == ["03-29 01:00 CET", "03-29 03:00 CEST", "03-29 04:00 CEST"]
     day = [t for t in ticks(hourly, berlin(2026, 10, 25, 0, 0) - timedelta(seconds=1), 30)]
@@ -261,3 +265,361 @@ def test_an_unknown_task_is_logged_and_its_tick_passes(scheduler, caplog):
     assert "tests.tasks.renamed_away" in caplog.text and "does not import" in caplog.text
     schedule.refresh_from_db()
     assert schedule.next_run_at == T0 + timedelta(minutes=5)
+
+
+# The admin: validated form, nothing half-saved.
+
+ADD_URL = "/admin/jobs/schedule/add/"
+
+
+def form_data(schedule: Schedule | None = None, **changes) -> dict[str, str]:
+    data = {
+        "name": "nightly",
+        "task_path": "tests.tasks.add",
+        "args": "[1, 2]",
+        "kwargs": "{}",
+        "cron": "0 3 * * *",
+        "interval": "",
+        "time_zone": "Europe/Berlin",
+        "queue": "default",
+        "priority": "0",
+        "enabled": "on",
+        "catch_up": "latest",
+        "catch_up_window": "86400",
+    }
+    if schedule is not None:
+        data.update(
+            name=schedule.name,
+            task_path=schedule.task_path,
+            args=str(schedule.args).replace("'", '"'),
+            cron=schedule.cron,
+            interval="" if schedule.interval is None else str(schedule.interval),
+            time_zone=schedule.time_zone,
+        )
+    data.update(changes)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    "changes, field, message",
+    [
+        (
+            {"cron": "0 25 * * *"},
+            "cron",
+            "&#x27;0 25 * * *&#x27; is not a valid cron expression (Bad hour)",
+        ),
+        ({"cron": "at noon"}, "cron", "Expected five fields"),
+        ({"cron": "", "interval": ""}, "cron", "Give either a cron expression or an interval"),
+        ({"interval": "90"}, "cron", "not both"),
+        ({"task_path": "tests.tasks.no_such_task"}, "task_path", "does not import"),
+        ({"task_path": "tests.conftest.wait_until"}, "task_path", "is not a task"),
+        (
+            {"time_zone": "Mars/Olympus_Mons"},
+            "time_zone",
+            "Unknown time zone &#x27;Mars/Olympus_Mons&#x27;",
+        ),
+        ({"queue": "nowhere"}, "queue", "Unknown queue &#x27;nowhere&#x27;"),
+        ({"args": '{"a": 1}'}, "args", "Arguments must be a JSON list"),
+    ],
+)
+def test_admin_refuses_a_bad_schedule_with_a_clear_message(admin_client, changes, field, message):
+    response = admin_client.post(ADD_URL, form_data(**changes))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert field in errors, errors
+    assert message in response.content.decode()
+    assert not Schedule.objects.exists()
+
+
+def test_admin_edit_with_a_bad_expression_changes_nothing(admin_client):
+    schedule = make_schedule(name="nightly", cron="0 3 * * *")
+    before = Schedule.objects.filter(id=schedule.id).values().get()
+    url = f"/admin/jobs/schedule/{schedule.id}/change/"
+    response = admin_client.post(url, form_data(schedule, cron="0 3 * *", priority="50"))
+    assert response.status_code == 200 and "Wrong number of fields" in response.content.decode()
+    assert Schedule.objects.filter(id=schedule.id).values().get() == before
+
+
+def test_admin_adds_a_schedule_and_shows_it_in_words_with_its_next_runs(admin_client):
+    response = admin_client.post(ADD_URL, form_data(cron="0 18 * * 1-5"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    schedule = Schedule.objects.get(name="nightly")
+    assert schedule.next_run_at > timezone.now()
+    assert schedule.next_run_at.astimezone(BERLIN).hour == 18
+    listing = admin_client.get("/admin/jobs/schedule/").content.decode()
+    assert "At 18:00, Monday through Friday (Europe/Berlin)" in listing
+    page = admin_client.get(f"/admin/jobs/schedule/{schedule.id}/change/").content.decode()
+    assert len(re.findall(r"<div>\w{3} \d{4}-\d\d-\d\d 18:00:00 CES?T</div>", page)) == 5
+
+
+# Schedules declared in code.
+
+REPORT = {"task": "accounts.reports.send_signup_report", "cron": "0 18 * * 1-5"}
+
+
+def test_declared_schedule_is_created_with_the_tasks_queue(db, settings):
+    settings.JOBS_SCHEDULES = {"signup-report": REPORT}
+    report = sync_declared()
+    assert report.created == ["signup-report"]
+    schedule = Schedule.objects.get(name="signup-report")
+    assert (schedule.task_path, schedule.cron, schedule.queue) == (
+        "accounts.reports.send_signup_report",
+        "0 18 * * 1-5",
+        "reports",
+    )
+    assert schedule.time_zone == settings.TIME_ZONE and schedule.enabled
+    assert sync_declared().created == []  # idempotent
+    assert Schedule.objects.count() == 1
+
+
+def test_admin_edits_stand_until_the_code_changes_the_same_field(db, settings):
+    settings.JOBS_SCHEDULES = {"signup-report": REPORT}
+    sync_declared()
+    schedule = Schedule.objects.get(name="signup-report")
+    schedule.enabled = False  # a holiday
+    schedule.cron = "30 17 * * 1-5"
+    schedule.save()
+
+    sync_declared()  # a restart with the same code: the admin's edits stand
+    schedule.refresh_from_db()
+    assert (schedule.enabled, schedule.cron) == (False, "30 17 * * 1-5")
+
+    settings.JOBS_SCHEDULES = {"signup-report": {**REPORT, "cron": "0 19 * * 1-5"}}
+    assert sync_declared().updated == ["signup-report"]  # a deploy changes the cron
+    schedule.refresh_from_db()
+    assert (schedule.enabled, schedule.cron) == (False, "0 19 * * 1-5")
+
+    settings.JOBS_SCHEDULES = {}
+    assert sync_declared().disabled == ["signup-report"]
+    schedule.refresh_from_db()
+    assert schedule.declared is None and not schedule.enabled
+
+
+def test_check_and_sync_refuse_bad_declarations_and_save_nothing(db, settings):
+    settings.JOBS_SCHEDULES = {
+        "fine": REPORT,
+        "bad-cron": {**REPORT, "cron": "0 18 * * 8"},
+        "bad-task": {**REPORT, "task": "accounts.reports.send_sigup_report"},
+        "bad-zone": {**REPORT, "time_zone": "Berlin"},
+        "typo": {**REPORT, "crn": "0 18 * * *"},
+    }
+    messages = [error.msg for error in check_declared_schedules()]
+    assert len(messages) == 4
+    assert messages[0].startswith("JOBS_SCHEDULES['bad-cron']: cron: '0 18 * * 8' is not a valid")
+    assert (
+        "JOBS_SCHEDULES['bad-task']: task: Task 'accounts.reports.send_sigup_report' "
+        "does not import" in messages[1]
+    )
+    assert messages[2] == (
+        "JOBS_SCHEDULES['bad-zone']: time_zone: Unknown time zone 'Berlin': use an IANA name "
+        "such as 'Europe/Berlin', 'America/New_York' or 'UTC'."
+    )
+    assert messages[3].startswith(
+        "JOBS_SCHEDULES['typo']: unknown key(s) crn; known keys: task, cron"
+    )
+    with pytest.raises(ImproperlyConfigured, match="bad-cron"):
+        sync_declared()
+    with pytest.raises(SystemCheckError, match="JOBS_SCHEDULES\\['bad-zone'\\]"):
+        call_command("runscheduler")
+    assert not Schedule.objects.exists()
+
+
+# The seed's example, and the listing.
+
+
+def test_signup_report_mails_todays_signups_to_the_admins(db, settings):
+    settings.ADMINS = ["ops@example.com"]
+    users = get_user_model().objects
+    users.create_user("early", date_joined=timezone.now() - timedelta(days=2))
+    users.create_user("today-1")
+    users.create_user("today-2")
+    assert send_signup_report.call() == {
+        "day": timezone.localdate().isoformat(),
+        "signups": 2,
+        "total": 3,
+    }
+    [message] = mail.outbox
+    assert message.to == ["ops@example.com"]
+    assert message.subject.endswith(": 2")
+    assert "2 new account(s)" in message.body
+
+
+def test_listing_shows_each_schedule_in_words_with_its_next_five_runs(db, settings, capsys):
+    settings.JOBS_SCHEDULES = {"signup-report": {**REPORT, "time_zone": "Europe/Berlin"}}
+    make_schedule(name="every-90", interval=90)
+    call_command("schedules", "--sync")
+    out = capsys.readouterr().out
+    assert "Synced JOBS_SCHEDULES: 1 created" in out
+    assert "At 18:00, Monday through Friday (Europe/Berlin)" in out
+    assert "Every 90 seconds" in out
+    report_block = out[out.index("signup-report") :]
+    assert len(re.findall(r"\w{3} \d{4}-\d\d-\d\d 18:00:00 CES?T", report_block)) == 5
+    assert "from code" in report_block and "from admin" in out
+
+
+# runscheduler processes against the test database.
+
+ENQUEUED_LINE = re.compile(r"Schedule '(?P<name>[^']+)': enqueued job \S+ for tick (?P<tick>\S+)")
+
+
+class SchedulerProcess:
+    """One `runscheduler` subprocess, its output kept in a log file."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "runscheduler", "--poll-interval", "5"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        def started():
+            """the scheduler logged its start"""
+            if self.process.poll() is not None:
+                raise AssertionError(f"scheduler exited early:\n{self.output()}")
+            return " started: " in self.output()
+
+        wait_until(started, timeout)
+
+    def enqueued(self) -> list[tuple[str, str]]:
+        """(schedule name, tick) of every enqueue this scheduler logged."""
+        return [(m["name"], m["tick"]) for m in ENQUEUED_LINE.finditer(self.output())]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(30)
+        finally:
+            self.log.close()
+
+
+@pytest.fixture
+def start_scheduler(worker_env, tmp_path):
+    """Start runscheduler subprocesses; all are stopped at the end of the test."""
+    schedulers: list[SchedulerProcess] = []
+
+    def start() -> SchedulerProcess:
+        scheduler = SchedulerProcess(worker_env, tmp_path / f"scheduler-{len(schedulers)}.log")
+        schedulers.append(scheduler)
+        scheduler.wait_started()
+        return scheduler
+
+    yield start
+    for scheduler in schedulers:
+        if scheduler.process.poll() is None:
+            scheduler.process.kill()
+        scheduler.stop()
+
+
+def ticks_of(name: str, after: datetime | None = None) -> list[datetime]:
+    """The run_at (= tick) of every job of a schedule, oldest first."""
+    rows = fetch(
+        """
+        SELECT job.run_at FROM jobs_job AS job JOIN jobs_schedule AS schedule
+          ON job.unique_key LIKE 'schedule:' || schedule.id || ':%%'
+        WHERE schedule.name = %s AND job.run_at > %s ORDER BY job.run_at
+        """,
+        [name, after or datetime(2000, 1, 1, tzinfo=UTC)],
+    )
+    return [row[0] for row in rows]
+
+
+def add_schedule(name: str, cron: str) -> Schedule:
+    schedule = Schedule(name=name, task_path="tests.tasks.noop", cron=cron, time_zone="UTC")
+    schedule.full_clean()
+    schedule.save()
+    return schedule
+
+
+@pytest.mark.slow
+def test_three_schedulers_and_a_per_second_schedule_for_60_s_one_job_per_tick(
+    start_scheduler, start_worker
+):
+    schedulers = [start_scheduler() for _ in range(3)]
+    # A worker runs the jobs as they come, so a tick enqueued twice would be
+    # two rows (the unique key only folds jobs that are still live).
+    start_worker("--concurrency", "1")
+    schedule = add_schedule("every-second", "* * * * * *")
+    started = schedule.next_run_at
+
+    def minute_passed():
+        """60 ticks of the per-second schedule were enqueued"""
+        last = fetch_value("SELECT last_run_at FROM jobs_schedule WHERE id = %s", [schedule.id])
+        return last is not None and last >= started + timedelta(seconds=59)
+
+    wait_until(minute_passed, timeout=90, interval=0.5)
+    assert all(scheduler.stop() == 0 for scheduler in schedulers)
+
+    keys = fetch(
+        "SELECT unique_key, count(*) FROM jobs_job WHERE unique_key LIKE %s GROUP BY unique_key",
+        [f"schedule:{schedule.id}:%"],
+    )
+    assert keys, "no job was enqueued"
+    assert [key for key, count in keys if count != 1] == [], "a tick has more than one job"
+    ticks = sorted(datetime.fromisoformat(key.split(":", 2)[2]) for key, _ in keys)
+    assert ticks[0] == started
+    assert ticks == [started + timedelta(seconds=n) for n in range(len(ticks))], "a tick is missing"
+    assert len(ticks) >= 60
+
+    logged = Counter(
+        tick
+        for scheduler in schedulers
+        for name, tick in scheduler.enqueued()
+        if name == "every-second"
+    )
+    assert [tick for tick, count in logged.items() if count != 1] == []
+    assert sorted(datetime.fromisoformat(tick) for tick in logged) == ticks
+    shares = [sum(1 for name, _ in s.enqueued() if name == "every-second") for s in schedulers]
+    lateness = fetch(
+        """
+        SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY late), max(late)
+        FROM (SELECT extract(epoch FROM enqueued_at - run_at) AS late
+              FROM jobs_job WHERE unique_key LIKE %s) AS jobs
+        """,
+        [f"schedule:{schedule.id}:%"],
+    )[0]
+    print(
+        f"{len(ticks)} ticks; enqueued by each scheduler: {shares}; "
+        f"enqueued after the tick: median {lateness[0] * 1000:.0f} ms, "
+        f"max {lateness[1] * 1000:.0f} ms"
+    )
+
+
+def test_admin_disable_stops_a_schedule_at_once_and_an_edit_fires_on_the_new_expression(
+    start_scheduler, admin_client
+):
+    start_scheduler()
+    target = add_schedule("target", "* * * * * *")
+    # The witness keeps ticking every second: once it has ticked after a
+    # change, the scheduler has had its chance to (wrongly) fire the target.
+    add_schedule("witness", "* * * * * *")
+    wait_until(lambda: len(ticks_of("target")) >= 2)
+
+    url = f"/admin/jobs/schedule/{target.id}/change/"
+    response = admin_client.post(url, form_data(target, enabled=None, queue="default"))
+    assert response.status_code == 302
+    disabled_at = timezone.now()
+    wait_until(lambda: len(ticks_of("witness", after=disabled_at)) >= 3)
+    assert ticks_of("target", after=disabled_at) == []
+
+    response = admin_client.post(url, form_data(target, cron="*/3 * * * * *"))
+    assert response.status_code == 302
+    edited_at = timezone.now()
+    wait_until(lambda: len(ticks_of("target", after=edited_at)) >= 3, timeout=20)
+    fired = ticks_of("target", after=edited_at)
+    assert all(tick.second % 3 == 0 for tick in fired)
+    assert all(b - a == timedelta(seconds=3) for a, b in itertools.pairwise(fired))
+
+
+def test_runscheduler_stops_cleanly_on_sigterm(start_scheduler):
+    scheduler = start_scheduler()
+    assert scheduler.stop() == 0
+    assert "Scheduler stopped" in scheduler.output()
