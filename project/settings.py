@@ -164,3 +164,17 @@ LOGGING = {
         },
     },
 }
+
+# Periodic tasks declared in code. runscheduler syncs them into jobs_schedule at
+# start; an admin's edit of a field stands until the code changes that field
+# (README, "Periodic tasks").
+JOBS_SCHEDULES = {
+    "signup-report": {
+        "task": "accounts.reports.send_signup_report",
+        "cron": "0 18 * * 1-5",  # 18:00 Monday to Friday, in TIME_ZONE
+    },
+}
+
+# Who receives mail_admins(), the end-of-day signup report among it:
+# DJANGO_ADMINS="ops@example.com,founder@example.com".
+ADMINS = [address for address in os.environ.get("DJANGO_ADMINS", "").split(",") if address]
