@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from jobs.models import Job, JobStatus
+from jobs.models import Job, JobStatus, Schedule
 from tests import tasks
 from tests.conftest import BASE_DIR, wait_until
 
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def page(monkeypatch, live_server) -> Iterator:
-    """A logged-out Chromium page, 1280 pixels wide."""
+    """A logged-out Chromium page, wide enough for every column of the job list."""
     sync_api = pytest.importorskip("playwright.sync_api")
     # Playwright's synchronous API runs an event loop in this thread, which
     # Django's ORM takes for an async context; the test's own queries are
@@ -38,7 +38,7 @@ def page(monkeypatch, live_server) -> Iterator:
             headless=True,
             args=["--no-sandbox", "--disable-background-networking"],
         )
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context = browser.new_context(viewport={"width": 1680, "height": 900})
         context.set_default_timeout(15_000)
         yield context.new_page()
         browser.close()
@@ -68,6 +68,7 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     wait_until(lambda: all(job_status(r.id) == JobStatus.SUCCESSFUL for r in done))
     request.getfixturevalue("ledger")  # now the table exists: a retry can succeed
     waiting = tasks.noop.using(countdown=3600).enqueue()
+    Schedule.objects.create(name="signup-report", task_path="tests.tasks.noop", cron="0 18 * * 1-5")
     User.objects.create_superuser("admin", "admin@example.com", "correct horse")
 
     page.goto(f"{live_server.url}/admin/")
@@ -106,4 +107,5 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     expect(page.locator("svg.jobs-chart rect.bar.successful").first).to_be_visible()
     expect(page.locator("svg.jobs-chart rect.bar.latency")).to_have_count(3)
     expect(page.locator("#jobs-workers tbody")).to_contain_text(str(worker.pid))
+    expect(page.locator("#jobs-schedules")).to_contain_text("At 18:00, Monday through Friday")
     screenshot(page, "dashboard", full_page=True)
