@@ -60,7 +60,7 @@ class EstimatedCountPaginator(Paginator):
         estimate = _planner_estimate(queryset)
         if estimate > EXACT_COUNT_LIMIT:
             return estimate
-        return queryset[: EXACT_COUNT_LIMIT + 1].count()
+        return queryset.order_by()[: EXACT_COUNT_LIMIT + 1].count()
 
 
 def _planner_estimate(queryset: QuerySet) -> int:
