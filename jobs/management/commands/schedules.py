@@ -3,7 +3,7 @@ from datetime import UTC
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from jobs.models import Schedule
+from jobs.models import CatchUp, Schedule
 from jobs.scheduler.declared import sync_declared
 from jobs.scheduler.timing import TimingError, zone
 
@@ -59,9 +59,14 @@ class Command(BaseCommand):
             return
         expression = schedule.cron or f"every {schedule.interval} s"
         self.stdout.write(f"  when      {expression}: {timing.describe()}")
-        self.stdout.write(
-            f"  catch-up  {schedule.catch_up} (missed ticks up to {schedule.catch_up_window} s old)"
-        )
+        if schedule.catch_up == CatchUp.SKIP:
+            catch_up = "skip (ticks missed while no scheduler ran never run)"
+        else:
+            catch_up = (
+                "latest (after an outage, the latest missed tick runs once if under "
+                f"{schedule.catch_up_window} s old)"
+            )
+        self.stdout.write(f"  catch-up  {catch_up}")
         if schedule.last_run_at:
             self.stdout.write(f"  last run  {self._at(schedule.last_run_at, schedule.time_zone)}")
         if not schedule.enabled or runs == 0:
