@@ -76,3 +76,9 @@ def sleeps_past_timeout() -> None:
 @task(max_attempts=1)
 def exits_the_process() -> None:
     os._exit(3)
+
+
+@task(takes_context=True, max_attempts=10)
+def record_run_patiently(context, label: str = "") -> int:
+    """record_run with attempts to spare for a database that goes away."""
+    return record_run.call(context, label)

@@ -127,9 +127,10 @@ class Coordinator:
 
         if not self.db.connected:
             self._reconnect()
-        if self.db.connected:
-            self._with_database(self._write_held)
-            self._with_database(self._read_notifications)
+        # Each operation may lose the connection: look again before the next.
+        for operation in (self._write_held, self._read_notifications):
+            if self.db.connected:
+                self._with_database(operation)
         if self.db.connected and time.monotonic() >= self.next_heartbeat_at:
             self._with_database(self._heartbeat)
 

@@ -30,11 +30,16 @@ def _server_module():
 def ensure_running(pgdata: Path) -> Path:
     """Start the server for pgdata unless it runs; return its socket directory."""
     pgdata = Path(pgdata).resolve()
-    if pgdata not in _socket_dirs:
+    # postmaster.pid exists exactly while a server runs on pgdata: checking it
+    # lets a long-lived process start the server again after someone stopped it.
+    if pgdata not in _socket_dirs or not (pgdata / "postmaster.pid").exists():
         pgserver = _server_module()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            server = pgserver.get_server(pgdata, cleanup_mode=None)
+            # The library caches one handle per pgdata that believes it is
+            # running; start() on it checks and starts the server if needed.
+            server = pgserver.get_server(pgdata, cleanup_mode=None, start=False)
+            server.start()
         _socket_dirs[pgdata] = server.get_postmaster_info().socket_dir
     return _socket_dirs[pgdata]
 
