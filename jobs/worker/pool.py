@@ -112,18 +112,23 @@ class ExecutorPool:
             yield from executor.assigned
 
     def dispatch(self, jobs: list[ClaimedJob]) -> None:
-        """Spread jobs over the executors with room, least loaded first."""
+        """
+        Deal jobs one at a time to the executor with the most room.
+
+        Dealing, rather than filling one executor's prefetch first, starts a
+        small claim (a signup's three messages) on as many executors at once.
+        """
         now = time.monotonic()
-        pending = deque(jobs)
-        while pending:
+        batches: dict[int, tuple[Executor, list[ClaimedJob]]] = {}
+        for job in jobs:
             executor = max(self.executors, key=self._room)
-            room = self._room(executor)
-            if room <= 0:
+            if self._room(executor) <= 0:
                 raise RuntimeError("dispatch() was given more jobs than free_slots")
-            batch = [pending.popleft() for _ in range(min(room, len(pending)))]
             if not executor.assigned:
                 executor.head_since = now
-            executor.assigned.extend(batch)
+            executor.assigned.append(job)
+            batches.setdefault(id(executor), (executor, []))[1].append(job)
+        for executor, batch in batches.values():
             executor.conn.send(("run", batch))
 
     def locate(self, job_id: str) -> tuple[Executor, int] | None:
