@@ -33,13 +33,18 @@ logger = logging.getLogger("jobs.worker")
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 RECONNECT_BACKOFF_MAX = 10.0
 PRUNE_BATCH_SIZE = 500
+# Outcomes are written together: at once when nothing else is running (an
+# idle worker reports its one job without delay), otherwise at most this many
+# seconds after the first of them arrived, or when this many are held.
+OUTCOME_DELAY = 0.005
+OUTCOME_BATCH = 1000
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
     queues: tuple[str, ...]
     concurrency: int
-    prefetch: int = 4
+    prefetch: int | None = None  # None: adaptive
     backend: str = "default"
     shutdown_timeout: float = 30.0
     max_tasks_per_child: int | None = None
@@ -76,6 +81,7 @@ class Coordinator:
         # Writes the database could not take yet, kept until it is back.
         self.held_outcomes: list[tuple[ClaimedJob, Outcome]] = []
         self.held_releases: list[ClaimedJob] = []
+        self.held_since = 0.0
         self.disconnected_since: float | None = None
         self.reconnect_at = 0.0
         self.reconnect_delay = 0.5
@@ -87,11 +93,11 @@ class Coordinator:
         self.pool.start()
         self._register()
         logger.info(
-            "Worker %s started: queues %s, concurrency %d (processes), prefetch %d, database %s",
+            "Worker %s started: queues %s, concurrency %d (processes), prefetch %s, database %s",
             self.worker_id,
             ",".join(self.config.queues),
             self.config.concurrency,
-            self.config.prefetch,
+            self.config.prefetch or "adaptive",
             describe(self.backend.database),
         )
         try:
@@ -105,7 +111,7 @@ class Coordinator:
     # The loop.
 
     def _step(self) -> None:
-        if self.db.connected and not self.stopping and self.pool.free_slots > 0:
+        if self.db.connected and not self.stopping and self.pool.claim_size() > 0:
             if time.monotonic() >= self.claim_due_at:
                 self._with_database(self._claim)
 
@@ -123,14 +129,17 @@ class Coordinator:
             logger.warning("Job %s %s timed out after %.1f s", job.id, job.task_path, running_for)
             finished.extend(self._fail_lost(self.pool.replace(executor), "timeout"))
         self.pool.recycle()
+        if finished and not self.held_outcomes:
+            self.held_since = time.monotonic()
         self.held_outcomes.extend(finished)
 
         if not self.db.connected:
             self._reconnect()
         # Each operation may lose the connection: look again before the next.
-        for operation in (self._write_held, self._read_notifications):
-            if self.db.connected:
-                self._with_database(operation)
+        if self.db.connected and time.monotonic() >= self._write_due_at():
+            self._with_database(self._write_held)
+        if self.db.connected:
+            self._with_database(self._read_notifications)
         if self.db.connected and time.monotonic() >= self.next_heartbeat_at:
             self._with_database(self._heartbeat)
 
@@ -146,10 +155,10 @@ class Coordinator:
         if not self.db.connected:
             deadlines.append(self.reconnect_at)
         elif self._holding():
-            deadlines.append(now)
+            deadlines.append(self._write_due_at())
         if self.stopping:
             deadlines.append(self.stop_deadline)
-        elif self.pool.free_slots > 0:
+        elif self.pool.claim_size() > 0:
             deadlines.append(self.claim_due_at)
         timeout_at = self.pool.next_deadline()
         if timeout_at is not None:
@@ -198,6 +207,17 @@ class Coordinator:
 
     def _holding(self) -> bool:
         return bool(self.held_outcomes or self.held_releases)
+
+    def _write_due_at(self) -> float:
+        """When the held writes are due (see OUTCOME_DELAY)."""
+        if (
+            self.held_releases
+            or self.stopping
+            or self.pool.idle()
+            or len(self.held_outcomes) >= OUTCOME_BATCH
+        ):
+            return 0.0
+        return self.held_since + OUTCOME_DELAY
 
     def _write_held(self) -> None:
         if self.held_releases:

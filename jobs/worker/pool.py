@@ -24,6 +24,15 @@ from .executor import ClaimedJob, Outcome, executor_main
 
 logger = logging.getLogger("jobs.worker")
 
+# With the adaptive prefetch, each executor holds about this many seconds of
+# work, judged by how long recent jobs ran: a thousand no-op jobs travel in
+# one claim, while a one-second job is claimed only when an executor is free
+# for it (and so stays claimable by a worker that is idle).
+PREFETCH_WINDOW = 0.1
+PREFETCH_LIMIT = 1000
+# Weight of the newest job in the running average of job durations.
+DURATION_SMOOTHING = 0.05
+
 
 @dataclass
 class Executor:
@@ -58,14 +67,16 @@ class ExecutorPool:
     def __init__(
         self,
         size: int,
-        prefetch: int,
+        prefetch: int | None,
         worker_id: str,
         *,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
     ) -> None:
         self.size = size
+        # None: adaptive, see PREFETCH_WINDOW.
         self.prefetch = prefetch
+        self.average_duration: float | None = None
         self.worker_id = worker_id
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
@@ -99,10 +110,32 @@ class ExecutorPool:
     def free_slots(self) -> int:
         return sum(self._room(executor) for executor in self.executors)
 
+    def jobs_per_executor(self) -> int:
+        """How many jobs each executor may hold: the running one and those queued behind it."""
+        if self.prefetch is not None:
+            return self.prefetch
+        if self.average_duration is None:
+            return 1
+        return max(1, min(PREFETCH_LIMIT, int(PREFETCH_WINDOW / max(self.average_duration, 1e-6))))
+
+    def claim_size(self) -> int:
+        """
+        How many jobs to claim now: none while the pool is more than half full.
+
+        Waiting for half the room to free up turns a stream of short jobs into
+        a few large claims instead of one round trip per finished job; an
+        executor with nothing to do is never kept waiting.
+        """
+        free = self.free_slots
+        capacity = self.jobs_per_executor() * len(self.executors)
+        if free * 2 >= capacity or any(self._room(e) and not e.assigned for e in self.executors):
+            return free
+        return 0
+
     def _room(self, executor: Executor) -> int:
         if executor.retiring:
             return 0
-        room = self.prefetch - len(executor.assigned)
+        room = self.jobs_per_executor() - len(executor.assigned)
         if self.max_tasks_per_child is not None:
             room = min(room, self.max_tasks_per_child - executor.jobs_run - len(executor.assigned))
         return max(room, 0)
@@ -193,11 +226,20 @@ class ExecutorPool:
                     for row in executor.conn.recv():
                         job = executor.assigned.popleft()
                         executor.jobs_run += 1
-                        outcomes.append((job, Outcome(*row)))
+                        outcome = Outcome(*row)
+                        outcomes.append((job, outcome))
+                        if outcome.status != "SKIPPED":
+                            self._observe(outcome.duration)
                     executor.head_since = time.monotonic()
             except (EOFError, OSError):
                 lost.append(self.replace(executor))
         return outcomes, lost
+
+    def _observe(self, duration: float) -> None:
+        if self.average_duration is None:
+            self.average_duration = duration
+        else:
+            self.average_duration += DURATION_SMOOTHING * (duration - self.average_duration)
 
     def overdue(self) -> list[tuple[Executor, ClaimedJob, float]]:
         """Executors whose running job is past its timeout, with how long it ran."""
@@ -224,6 +266,8 @@ class ExecutorPool:
         """Kill an executor (if it still runs), start a fresh one, return its work."""
         running_for = time.monotonic() - executor.head_since
         self._kill(executor)
+        if executor.assigned:
+            self._observe(running_for)
         index = self.executors.index(executor)
         self.executors[index] = self._spawn()
         assigned = list(executor.assigned)

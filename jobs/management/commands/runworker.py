@@ -34,10 +34,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prefetch",
             type=int,
-            default=4,
+            default=None,
             help=(
-                "Jobs claimed ahead per executor, so short jobs don't wait on a round trip "
-                "(default: 4)."
+                "Jobs each executor holds: the running one and those queued behind it. "
+                "Default: adaptive, about 0.1 s of work judged by recent jobs (one slow "
+                "job, up to 1000 short ones). 1 gives the fairest spread of long jobs "
+                "over workers."
             ),
         )
         parser.add_argument(
@@ -89,7 +91,7 @@ class Command(BaseCommand):
         for name in ("max_tasks_per_child", "max_memory_per_child"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
-        if options["prefetch"] < 1:
+        if options["prefetch"] is not None and options["prefetch"] < 1:
             raise CommandError("--prefetch must be at least 1.")
         config = WorkerConfig(
             queues=tuple(queues),
