@@ -9,7 +9,6 @@ exit) stops it.
 """
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -68,24 +67,3 @@ def default_pgdata() -> Path:
     from django.conf import settings
 
     return Path(settings.EMBEDDED_POSTGRES_DIR)
-
-
-if __name__ == "__main__":
-    import sys
-
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    import django
-
-    django.setup()
-    command = sys.argv[1] if len(sys.argv) > 1 else "status"
-    data_dir = default_pgdata()
-    if command == "start":
-        print(f"Embedded Postgres running: {url(data_dir)}")
-    elif command == "stop":
-        print(
-            "Embedded Postgres stopped." if stop(data_dir) else "Embedded Postgres was not running."
-        )
-    elif command == "url":
-        print(url(data_dir))
-    else:
-        sys.exit("usage: python -m project.embedded_postgres start|stop|url")
