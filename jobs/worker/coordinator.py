@@ -66,7 +66,11 @@ class Coordinator:
         self.retry = RetryPolicy(options["RETRY_BACKOFF_BASE"], options["RETRY_BACKOFF_MAX"])
         self.hostname = socket.gethostname()
         self.worker_id = f"{self.hostname[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.db = QueueDatabase(self.backend.database, config.queues)
+        self.db = QueueDatabase(
+            self.backend.database,
+            config.queues,
+            prepared_statements=options["PREPARED_STATEMENTS"],
+        )
         self.pool = ExecutorPool(
             config.concurrency,
             config.prefetch,

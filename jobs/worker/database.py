@@ -39,16 +39,20 @@ def describe(alias: str) -> str:
 
 
 class QueueDatabase:
-    def __init__(self, alias: str, queues: Sequence[str]) -> None:
+    def __init__(
+        self, alias: str, queues: Sequence[str], *, prepared_statements: bool = True
+    ) -> None:
         self.alias = alias
         self.queues = list(queues)
+        self.prepared_statements = prepared_statements
         self.conn: psycopg.Connection | None = None
 
     def connect(self) -> None:
         params = connection_params(self.alias)
         params.setdefault("application_name", f"jobs worker {socket.gethostname()}")
         params.setdefault("connect_timeout", 5)
-        self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=0)
+        prepare_threshold = 0 if self.prepared_statements else None
+        self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
         self.conn.execute(f"LISTEN {sql.READY_CHANNEL}")
         self.conn.execute(f"LISTEN {sql.CANCEL_CHANNEL}")
 
