@@ -1,0 +1,106 @@
+"""
+The driver of this queue: `python -m bench.ours --dsn ...`, with the project's Python.
+
+Its workers are the project's own `manage.py runworker` with default settings,
+started as processes like any peer's, so whatever the worker becomes is what
+is measured. Besides the phases every queue goes through, two are ours alone:
+history (throughput with a million finished jobs in jobs_job) and scale
+(throughput with 1, 2, 4 and 8 runworker processes).
+"""
+
+import os
+import sys
+import time
+
+from bench import driver
+
+# A million SUCCESSFUL jobs of the last six days, ids time-ordered like
+# uuid7 (48 bits of milliseconds first), so new jobs land at the index's right
+# edge as they do in production, and too young for the workers' pruning.
+HISTORY = """
+INSERT INTO jobs_job (id, backend, task_path, queue, priority, args, kwargs, status, run_at,
+    attempts, max_attempts, enqueued_at, started_at, last_attempted_at, finished_at,
+    worker_ids, return_value, errors)
+SELECT
+    (lpad(to_hex((extract(epoch FROM t.at) * 1000)::bigint), 12, '0')
+        || '7' || substr(md5(i::text), 1, 3) || '8' || substr(md5(i::text), 5, 15))::uuid,
+    'default', 'bench.tasks.noop', 'default', 0, '[]', '{}', 'SUCCESSFUL', t.at,
+    1, 3, t.at, t.at, t.at, t.at + interval '5 milliseconds',
+    ARRAY['bench-history']::varchar[], 'null', '[]'
+FROM generate_series(1, %(rows)s) AS i
+CROSS JOIN LATERAL (
+    SELECT now() - interval '6 days' + (i * interval '6 days' / %(rows)s) - interval '1 hour'
+        AS at
+) AS t
+"""
+
+
+class Ours(driver.Queue):
+    name = "ours"
+    remaining_sql = "SELECT count(*) FROM jobs_job WHERE status IN ('READY', 'RUNNING')"
+    tables = ("jobs_job", "jobs_worker")
+    workers = 1
+    has_batch = True
+
+    def prepare(self) -> None:
+        os.environ["DATABASE_URL"] = self.options.dsn
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+        sys.path.insert(0, str(driver.ROOT))
+        import django
+        from django.core.management import call_command
+
+        django.setup()
+        call_command("migrate", verbosity=0)
+        from bench import tasks
+
+        self.tasks = tasks
+
+    def enqueue_one(self) -> None:
+        self.tasks.noop.enqueue()
+
+    def enqueue_batch(self, count: int) -> None:
+        self.tasks.noop.enqueue_many([((), {})] * count)
+
+    def enqueue_probe(self, n: int) -> None:
+        self.tasks.record_start.enqueue(n)
+
+    def worker_command(self) -> list[str]:
+        return [sys.executable, "manage.py", "runworker"]
+
+    def worker_env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.options.dsn, "JOBS_LOG_LEVEL": "WARNING"}
+
+    def run(self) -> dict[str, list[float | None]]:
+        figures = super().run()
+        count = self.options.jobs
+        if "history" in self.options.phases:
+            rows = self.options.history_rows
+            driver.say(f"history: {rows:,} finished jobs")
+            self.reset()
+            started = time.perf_counter()
+            self.connection.execute(HISTORY, {"rows": rows})
+            self.connection.execute("VACUUM ANALYZE jobs_job")
+            driver.say(f"  inserted and vacuumed in {time.perf_counter() - started:.0f} s")
+            for _ in range(self.options.repeat):
+                self.connection.execute(
+                    "DELETE FROM jobs_job "
+                    "WHERE worker_ids IS DISTINCT FROM ARRAY['bench-history']::varchar[]"
+                )
+                self.fill(count)
+                figures.setdefault("history_jobs_per_s", []).append(
+                    self.measure_process(count)["jobs_per_s"]
+                )
+        if "scale" in self.options.phases:
+            for workers in self.options.scale:
+                driver.say(f"scale: {workers} runworker processes")
+                for _ in range(self.options.repeat):
+                    self.reset()
+                    self.fill(count)
+                    figures.setdefault(f"scale_{workers}_jobs_per_s", []).append(
+                        self.measure_process(count, workers)["jobs_per_s"]
+                    )
+        return figures
+
+
+if __name__ == "__main__":
+    driver.main(Ours)

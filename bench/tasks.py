@@ -1,0 +1,19 @@
+"""
+The benchmark's tasks for this queue: bench.probe's two jobs behind `@task`.
+
+runworker imports them by path (bench.tasks.noop), from the project root.
+"""
+
+from django.tasks import task
+
+from bench import probe
+
+
+@task
+def noop() -> None:
+    probe.noop()
+
+
+@task
+def record_start(n: int) -> None:
+    probe.record_start(n)
