@@ -4,8 +4,16 @@
 source "$(dirname "$0")/bootstrap.sh"
 
 python manage.py migrate --noinput
-if [ -z "${DATABASE_URL:-}" ]; then
-    trap 'python -m project.embedded_postgres stop' EXIT
-fi
 echo "Starting web, worker and scheduler; the site is at http://127.0.0.1:8000 (Ctrl-C stops all)."
-honcho start "$@"
+honcho start "$@" &
+honcho_pid=$!
+# Ctrl-C reaches honcho itself; a SIGTERM sent to this script alone is passed on.
+# Either way the database is stopped only after every process has exited, so a
+# worker that is finishing its jobs keeps it until the end.
+trap 'kill -TERM "$honcho_pid" 2>/dev/null || true' TERM INT
+while kill -0 "$honcho_pid" 2>/dev/null; do
+    wait "$honcho_pid" || true
+done
+if [ -z "${DATABASE_URL:-}" ]; then
+    python -m project.embedded_postgres stop
+fi

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from jobs import operations, results
 from jobs.models import Job
+from jobs.worker.coordinator import REPEATED_SIGNAL_WINDOW
 from tests.conftest import fetch, fetch_value, wait_until
 from tests.tasks import (
     add,
@@ -114,6 +115,33 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(start_worker, ledger):
     assert worker.wait() == 0
     assert set(Job.objects.filter(id__in=ids).values_list("status", flat=True)) == {"SUCCESSFUL"}
     assert fetch_value("SELECT count(*) FROM jobs_worker") == 0
+
+
+def test_ctrl_c_under_a_process_manager_is_one_stop_request(start_worker):
+    """SIGINT from the terminal and SIGTERM from honcho at once: still a graceful stop."""
+    result = sleep_for.enqueue(1.0)
+    worker = start_worker("--concurrency", "1", "--shutdown-timeout", "20")
+    wait_until(status_is(result.id, "RUNNING"))
+    worker.signal(signal.SIGINT)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert job(result.id).status == "SUCCESSFUL"
+    assert "stopping now" not in worker.output()
+
+
+def test_a_second_signal_later_stops_at_once(start_worker):
+    result = sleep_for.enqueue(60)
+    worker = start_worker("--concurrency", "1", "--shutdown-timeout", "60")
+    wait_until(status_is(result.id, "RUNNING"))
+    worker.signal(signal.SIGTERM)
+    wait_until(lambda: "no more claims" in worker.output())
+    # The gap is the point: a signal within the window would be the same request.
+    time.sleep(REPEATED_SIGNAL_WINDOW + 0.2)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(timeout=10) == 0
+    assert "SIGTERM again: stopping now" in worker.output()
+    # Killed without waiting for the grace, and put back like any job left at shutdown.
+    assert (job(result.id).status, job(result.id).attempts) == ("READY", 0)
 
 
 def test_sigterm_past_the_grace_puts_jobs_back_without_spending_an_attempt(start_worker):

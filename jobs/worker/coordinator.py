@@ -38,6 +38,8 @@ PRUNE_BATCH_SIZE = 500
 # seconds after the first of them arrived, or when this many are held.
 OUTCOME_DELAY = 0.005
 OUTCOME_BATCH = 1000
+# A second stop signal within this many seconds of the first is the same request.
+REPEATED_SIGNAL_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Coordinator:
             max_memory_per_child=config.max_memory_per_child,
         )
         self.stopping = False
+        self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
         self.next_heartbeat_at = 0.0
@@ -367,10 +370,16 @@ class Coordinator:
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if self.stopping:
+            # Ctrl-C under a process manager (honcho, foreman) arrives twice:
+            # SIGINT from the terminal and SIGTERM from the manager. Only a
+            # signal sent on purpose, a moment later, means "stop now".
+            if time.monotonic() - self.stop_requested_at < REPEATED_SIGNAL_WINDOW:
+                return
             logger.warning("%s again: stopping now", name)
             raise SystemExit(0)
         self.stopping = True
-        self.stop_deadline = time.monotonic() + self.config.shutdown_timeout
+        self.stop_requested_at = time.monotonic()
+        self.stop_deadline = self.stop_requested_at + self.config.shutdown_timeout
         logger.info(
             "%s: no more claims; waiting up to %.0f s for %d claimed job(s)",
             name,
