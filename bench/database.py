@@ -1,0 +1,45 @@
+"""
+The benchmark's databases: one per queue, bench_<name>, made afresh for each
+run and dropped after it, on the server of BENCH_DATABASE_URL.
+"""
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+def server_info(url: str) -> str:
+    """The server's version line, which also checks that it answers."""
+    with psycopg.connect(admin_dsn(url), autocommit=True) as connection:
+        return connection.execute("SELECT version()").fetchone()[0]
+
+
+def admin_dsn(url: str) -> str:
+    return make_conninfo(url, dbname="postgres")
+
+
+def dsn_for(url: str, name: str) -> str:
+    """A libpq URL of the bench database of a queue (psycopg, Django and asyncpg all take it)."""
+    parts = conninfo_to_dict(url)
+    user = parts.get("user", "postgres")
+    password = f":{parts['password']}" if parts.get("password") else ""
+    host = parts.get("host", "127.0.0.1")
+    port = parts.get("port", "5432")
+    return f"postgresql://{user}{password}@{host}:{port}/bench_{name}"
+
+
+def recreate(url: str, name: str) -> str:
+    """Drop and create bench_<name>; its DSN."""
+    drop(url, name)
+    with psycopg.connect(admin_dsn(url), autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(f"bench_{name}")))
+    return dsn_for(url, name)
+
+
+def drop(url: str, name: str) -> None:
+    with psycopg.connect(admin_dsn(url), autocommit=True) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(f"bench_{name}")
+            )
+        )

@@ -1,0 +1,208 @@
+"""
+The results as Markdown tables (printed, and saved as latest.md) and as JSON
+(latest.json): medians per queue, their spread, our figures over each peer's.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stats import Summary, ratio, summarize
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    format: str
+    # Whether a larger figure is the better one (throughput) or not (latency, cost).
+    higher_is_better: bool
+
+
+COLUMNS = (
+    Column("enqueue_per_s", "enqueue/s", "{:,.0f}", True),
+    Column("batch_per_s", "batch/s", "{:,.0f}", True),
+    Column("jobs_per_s", "processed/s", "{:,.0f}", True),
+    Column("steady_per_s", "steady/s", "{:,.0f}", True),
+    Column("latency_p50_ms", "p50 ms", "{:.1f}", False),
+    Column("latency_p95_ms", "p95 ms", "{:.1f}", False),
+    Column("latency_p99_ms", "p99 ms", "{:.1f}", False),
+    Column("commits_per_job", "commits/job", "{:.3f}", False),
+    Column("write_xacts_per_job", "write xacts/job", "{:.3f}", False),
+    Column("wal_bytes_per_job", "WAL bytes/job", "{:,.0f}", False),
+)
+
+RATIO_COLUMNS = tuple(
+    column
+    for column in COLUMNS
+    if column.key not in {"latency_p95_ms", "steady_per_s", "write_xacts_per_job"}
+)
+
+
+@dataclass
+class QueueResult:
+    """One queue's run: its figures, or why it has none."""
+
+    name: str
+    title: str
+    setup: str
+    status: str = "ok"  # ok, skipped, failed
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    figures: dict[str, Summary] = field(default_factory=dict)
+
+    @classmethod
+    def from_driver(
+        cls, name: str, title: str, setup: str, output: dict[str, Any]
+    ) -> "QueueResult":
+        figures = {
+            key: summary
+            for key, values in output["figures"].items()
+            if (summary := summarize(values)) is not None
+        }
+        return cls(name, title, setup, notes=output.get("notes", []), figures=figures)
+
+
+def cell(summary: Summary | None, format: str) -> str:
+    return "–" if summary is None else format.format(summary.median)
+
+
+def spread(summary: Summary | None, format: str) -> str:
+    if summary is None:
+        return "–"
+    return f"{format.format(summary.min)}–{format.format(summary.max)}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render(results: list[QueueResult], context: dict[str, Any]) -> str:
+    """The whole report in Markdown."""
+    measured = [result for result in results if result.status == "ok"]
+    header = ["queue", "setup", *(column.label for column in COLUMNS)]
+    parts = [
+        f"{context['date']}, {context['machine']}, {context['postgres']}.",
+        f"{context['jobs']:,} no-op jobs per figure, median of {context['repeat']}"
+        f" (`{context['command']}`).",
+        "",
+        table(
+            header,
+            [
+                [result.title, result.setup]
+                + [cell(result.figures.get(column.key), column.format) for column in COLUMNS]
+                for result in measured
+            ],
+        ),
+    ]
+    if context["repeat"] > 1:
+        parts += [
+            "",
+            "Min–max of the repeats:",
+            "",
+            table(
+                ["queue", *(column.label for column in COLUMNS)],
+                [
+                    [result.title]
+                    + [spread(result.figures.get(column.key), column.format) for column in COLUMNS]
+                    for result in measured
+                ],
+            ),
+        ]
+    ours = next((result for result in measured if result.name == "ours"), None)
+    peers = [result for result in measured if result.name != "ours"]
+    if ours is not None and peers:
+        parts += [
+            "",
+            "Ours over each peer (medians): above 1 is better for throughput, below 1 for"
+            " latency and cost.",
+            "",
+            table(
+                ["peer", *(column.label for column in RATIO_COLUMNS)],
+                [
+                    [peer.title]
+                    + [
+                        format_ratio(
+                            ratio(ours.figures.get(column.key), peer.figures.get(column.key))
+                        )
+                        for column in RATIO_COLUMNS
+                    ]
+                    for peer in peers
+                ],
+            ),
+        ]
+    if ours is not None:
+        parts += ours_only(ours, context)
+    for result in results:
+        if result.status != "ok":
+            parts += ["", f"{result.title}: {result.status}, {result.reason}"]
+        for note in result.notes:
+            parts += ["", f"{result.title}: {note}"]
+    parts += [
+        "",
+        "processed/s counts from the workers' start until the last job is done, read from"
+        " the database; steady/s is the rate from 10% to 90% done. Latency: start of the"
+        " enqueue call to the job's first line, 200 jobs 20 ms apart on an idle worker."
+        " commits/job: pg_stat_database.xact_commit of the bench database over the run,"
+        " read-only ones included; write xacts/job: transaction ids assigned and WAL"
+        " bytes/job, both server-wide.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
+    lines = []
+    history = ours.figures.get("history_jobs_per_s")
+    if history is not None:
+        empty = ours.figures.get("jobs_per_s")
+        change = ""
+        if empty is not None:
+            change = f" ({(history.median / empty.median - 1) * 100:+.0f}% against an empty table)"
+        lines.append(
+            f"- with {context['history_rows']:,} finished jobs in jobs_job:"
+            f" {history.median:,.0f} jobs/s ({spread(history, '{:,.0f}')}){change}"
+        )
+    scale = [
+        (int(key.split("_")[1]), summary)
+        for key, summary in ours.figures.items()
+        if key.startswith("scale_")
+    ]
+    if scale:
+        lines.append(
+            "- runworker processes → jobs/s: "
+            + ", ".join(
+                f"{workers} → {summary.median:,.0f} ({spread(summary, '{:,.0f}')})"
+                for workers, summary in sorted(scale)
+            )
+        )
+    return ["", "This queue alone:", "", *lines] if lines else []
+
+
+def format_ratio(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
+
+
+def save(results: list[QueueResult], context: dict[str, Any], markdown: str, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "latest.md").write_text(markdown)
+    document = {
+        **context,
+        "queues": [
+            {
+                "name": result.name,
+                "title": result.title,
+                "setup": result.setup,
+                "status": result.status,
+                "reason": result.reason,
+                "notes": result.notes,
+                "figures": {key: summary.as_dict() for key, summary in result.figures.items()},
+            }
+            for result in results
+        ],
+    }
+    (folder / "latest.json").write_text(json.dumps(document, indent=2) + "\n")

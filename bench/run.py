@@ -1,0 +1,222 @@
+"""
+The benchmark: this queue and its peers through the same work, one after
+another, on the same Postgres. `./scripts/bench.sh --help` says how.
+
+Each queue runs in a database of its own (bench_<name>, made afresh and
+dropped after), through its driver, a process of the queue's own Python:
+bench/ours.py with the project's, bench/peers/<name>.py with the peer's
+virtualenv. The drivers print their figures as JSON; this module sums them up
+into bench/results/latest.md and latest.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from bench import database, venvs
+from bench.peers import PEERS
+from bench.report import QueueResult, render, save
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+QUEUE_PHASES = ("enqueue", "process", "latency")
+OUR_PHASES = ("history", "scale")
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench.sh",
+        description=(
+            "Put this queue and its peers through the same work on the same Postgres "
+            "(BENCH_DATABASE_URL, default %s) and print a table; the results go to "
+            "bench/results/latest.md and latest.json. Each peer runs from a virtualenv "
+            "of its own under bench/.peers/, made on first use. With --signup, measure the "
+            "signup's latency instead (see bench/signup.py)." % DEFAULT_URL
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run to try things out: 1,000 jobs, 1 repeat, 100,000 history rows",
+    )
+    parser.add_argument(
+        "--peers",
+        default=",".join(PEERS),
+        help="comma-separated peers to compare with, or 'none' for this queue alone",
+    )
+    parser.add_argument("--jobs", type=int, help="jobs per figure (default: 10000)")
+    parser.add_argument("--repeat", type=int, help="runs of each figure (default: 3)")
+    parser.add_argument(
+        "--phases",
+        default=",".join(QUEUE_PHASES + OUR_PHASES),
+        help=(
+            "what to measure: enqueue (one at a time, and batches), process (queued jobs, "
+            "workers started, until all are done; cost), latency (enqueue→start); for this "
+            "queue only: history (with finished jobs in the table), scale (1, 2, 4, 8 "
+            "runworker processes)"
+        ),
+    )
+    parser.add_argument(
+        "--history-rows", type=int, help="finished jobs in the history phase (default: 1000000)"
+    )
+    parser.add_argument("--scale", default="1,2,4,8", help="runworker processes to try")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds a processing run may take"
+    )
+    parser.add_argument(
+        "--signup", action="store_true", help="run the signup latency benchmark instead"
+    )
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.signup:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.signup_args = rest
+    defaults = (1_000, 1, 100_000) if args.quick else (10_000, 3, 1_000_000)
+    for name, default in zip(("jobs", "repeat", "history_rows"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.peers = [] if args.peers == "none" else [name for name in args.peers.split(",") if name]
+    unknown = [name for name in args.peers if name not in PEERS]
+    if unknown:
+        parser.error(f"unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
+    args.phases = args.phases.split(",")
+    unknown = [name for name in args.phases if name not in QUEUE_PHASES + OUR_PHASES]
+    if unknown:
+        parser.error(f"unknown phase(s) {', '.join(unknown)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.signup:
+        from bench import signup
+
+        return signup.main(args.signup_args)
+    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    try:
+        postgres = database.server_info(url)
+    except Exception as error:
+        print(f"Postgres does not answer at {url}: {error}", file=sys.stderr)
+        print("Set BENCH_DATABASE_URL to a server where databases may be created.", file=sys.stderr)
+        return 1
+    context = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": shlex.join(["./scripts/bench.sh", *(argv or sys.argv[1:])]),
+        "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "postgres": " ".join(postgres.split()[:2]),
+        "jobs": args.jobs,
+        "repeat": args.repeat,
+        "history_rows": args.history_rows,
+        "phases": args.phases,
+    }
+    results = [run_ours(args, url)]
+    results += [run_peer(name, args, url) for name in args.peers]
+    markdown = render(results, context)
+    save(results, context, markdown, RESULTS)
+    print()
+    print(markdown)
+    print(f"Saved {RESULTS / 'latest.md'} and {RESULTS / 'latest.json'}.")
+    return 0 if all(result.status != "failed" for result in results) else 1
+
+
+def run_ours(args: argparse.Namespace, url: str) -> QueueResult:
+    return run_driver(
+        name="ours",
+        title="this queue",
+        setup="1 runworker, defaults",
+        python=sys.executable,
+        module="bench.ours",
+        args=args,
+        url=url,
+        phases=args.phases,
+    )
+
+
+def run_peer(name: str, args: argparse.Namespace, url: str) -> QueueResult:
+    peer = PEERS[name]
+    if peer.needs == "redis" and not redis_answers():
+        return QueueResult(
+            name, peer.title, peer.setup, status="skipped", reason="no Redis answers"
+        )
+    try:
+        python = venvs.ensure(peer, log=lambda message: print(message, file=sys.stderr))
+    except venvs.SetupError as error:
+        return QueueResult(name, peer.title, peer.setup, status="failed", reason=str(error))
+    return run_driver(
+        name=name,
+        title=peer.title,
+        setup=peer.setup,
+        python=str(python),
+        module=f"bench.peers.{name}",
+        args=args,
+        url=url,
+        phases=[phase for phase in args.phases if phase in QUEUE_PHASES],
+    )
+
+
+def run_driver(
+    *,
+    name: str,
+    title: str,
+    setup: str,
+    python: str,
+    module: str,
+    args: argparse.Namespace,
+    url: str,
+    phases: list[str],
+) -> QueueResult:
+    """Run one driver in a fresh database; its progress shows as it goes."""
+    print(f"{title} ({setup})", file=sys.stderr, flush=True)
+    dsn = database.recreate(url, name)
+    command = [
+        python,
+        "-m",
+        module,
+        f"--jobs={args.jobs}",
+        f"--repeat={args.repeat}",
+        f"--phases={','.join(phases)}",
+        f"--timeout={args.timeout}",
+        f"--history-rows={args.history_rows}",
+        f"--scale={args.scale}",
+    ]
+    env = {**os.environ, "BENCH_DSN": dsn, "PYTHONPATH": str(ROOT)}
+    tail: deque[str] = deque(maxlen=20)
+    try:
+        with subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as process:
+            for line in process.stderr:
+                print(line, end="", file=sys.stderr, flush=True)
+                tail.append(line)
+            output = process.stdout.read()
+        if process.returncode != 0:
+            return QueueResult(
+                name, title, setup, status="failed", reason="the driver failed:\n" + "".join(tail)
+            )
+        return QueueResult.from_driver(name, title, setup, json.loads(output.splitlines()[-1]))
+    finally:
+        database.drop(url, name)
+
+
+def redis_answers() -> bool:
+    parts = urlsplit(os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379"))
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 6379), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
