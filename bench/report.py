@@ -64,14 +64,19 @@ class QueueResult:
         return cls(name, title, setup, notes=output.get("notes", []), figures=figures)
 
 
+# A figure the queue does not have (no batch API, say), and a range.
+MISSING = DASH = "\N{EN DASH}"
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
 def cell(summary: Summary | None, format: str) -> str:
-    return "–" if summary is None else format.format(summary.median)
+    return MISSING if summary is None else format.format(summary.median)
 
 
 def spread(summary: Summary | None, format: str) -> str:
     if summary is None:
-        return "–"
-    return f"{format.format(summary.min)}–{format.format(summary.max)}"
+        return MISSING
+    return f"{format.format(summary.min)}{DASH}{format.format(summary.max)}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -101,7 +106,7 @@ def render(results: list[QueueResult], context: dict[str, Any]) -> str:
     if context["repeat"] > 1:
         parts += [
             "",
-            "Min–max of the repeats:",
+            f"Min{DASH}max of the repeats:",
             "",
             table(
                 ["queue", *(column.label for column in COLUMNS)],
@@ -183,8 +188,8 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
 
 def format_ratio(value: float | None) -> str:
     if value is None:
-        return "–"
-    return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
+        return MISSING
+    return f"{value:.2f}{TIMES}" if value < 10 else f"{value:,.0f}{TIMES}"
 
 
 def save(results: list[QueueResult], context: dict[str, Any], markdown: str, folder: Path) -> None:

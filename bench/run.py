@@ -38,10 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="scripts/bench.sh",
         description=(
             "Put this queue and its peers through the same work on the same Postgres "
-            "(BENCH_DATABASE_URL, default %s) and print a table; the results go to "
+            f"(BENCH_DATABASE_URL, default {DEFAULT_URL}) and print a table; the results go to "
             "bench/results/latest.md and latest.json. Each peer runs from a virtualenv "
             "of its own under bench/.peers/, made on first use. With --signup, measure the "
-            "signup's latency instead (see bench/signup.py)." % DEFAULT_URL
+            "signup's latency instead (see bench/signup.py)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
