@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 from django.db import connections
-from django.tasks import task_backends
 
 from jobs import sql
+from jobs.management.backends import queue_backend
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        backend = task_backends[options["backend"]]
+        backend = queue_backend(options["backend"], "prunejobs")
         groups = [
             (("SUCCESSFUL",), backend.options["RETAIN_SUCCESSFUL"]),
             (("FAILED", "CANCELLED"), backend.options["RETAIN_FAILED"]),

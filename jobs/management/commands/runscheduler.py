@@ -1,10 +1,8 @@
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
-from django.tasks import task_backends
-from django.tasks.exceptions import InvalidTaskBackend
 
-from jobs.backend import PostgresBackend
+from jobs.management.backends import queue_backend
 from jobs.scheduler.runner import DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, Scheduler
 
 
@@ -45,15 +43,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        try:
-            backend = task_backends[options["backend"]]
-        except InvalidTaskBackend as error:
-            raise CommandError(str(error)) from error
-        if not isinstance(backend, PostgresBackend):
-            raise CommandError(
-                f"Backend {options['backend']!r} is {type(backend).__name__}; "
-                "runscheduler enqueues into jobs.backend.PostgresBackend."
-            )
+        backend = queue_backend(options["backend"], "runscheduler")
         if options["grace"] < 0:
             raise CommandError("--grace must be 0 or more seconds.")
         if options["poll_interval"] <= 0:

@@ -1,10 +1,8 @@
 import os
 
 from django.core.management.base import BaseCommand, CommandError
-from django.tasks import task_backends
-from django.tasks.exceptions import InvalidTaskBackend
 
-from jobs.backend import PostgresBackend
+from jobs.management.backends import queue_backend
 from jobs.worker.coordinator import Coordinator, WorkerConfig
 
 
@@ -68,15 +66,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        try:
-            backend = task_backends[options["backend"]]
-        except InvalidTaskBackend as error:
-            raise CommandError(str(error)) from error
-        if not isinstance(backend, PostgresBackend):
-            raise CommandError(
-                f"Backend {options['backend']!r} is {type(backend).__name__}; "
-                "runworker runs jobs of jobs.backend.PostgresBackend."
-            )
+        backend = queue_backend(options["backend"], "runworker")
         queues = sorted(backend.queues)
         if options["queues"]:
             queues = [name.strip() for name in options["queues"].split(",") if name.strip()]

@@ -1,0 +1,21 @@
+"""What the queue's management commands share: finding the backend they serve."""
+
+from django.core.management.base import CommandError
+from django.tasks import task_backends
+from django.tasks.exceptions import InvalidTaskBackend
+
+from ..backend import PostgresBackend
+
+
+def queue_backend(alias: str, command: str) -> PostgresBackend:
+    """The TASKS backend named alias, or a CommandError saying why it can't serve command."""
+    try:
+        backend = task_backends[alias]
+    except InvalidTaskBackend as error:
+        raise CommandError(str(error)) from error
+    if not isinstance(backend, PostgresBackend):
+        raise CommandError(
+            f"Backend {alias!r} is {type(backend).__name__}; "
+            f"{command} works with jobs.backend.PostgresBackend."
+        )
+    return backend
