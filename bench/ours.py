@@ -87,18 +87,18 @@ class Ours(driver.Queue):
                     "WHERE worker_ids IS DISTINCT FROM ARRAY['bench-history']::varchar[]"
                 )
                 self.fill(count)
-                figures.setdefault("history_jobs_per_s", []).append(
-                    self.measure_process(count)["jobs_per_s"]
-                )
+                measured = self.measure_process(count)
+                figures.setdefault("history_jobs_per_s", []).append(measured["jobs_per_s"])
+                figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
         if "scale" in self.options.phases:
             for workers in self.options.scale:
                 driver.say(f"scale: {workers} runworker processes")
                 for _ in range(self.options.repeat):
                     self.reset()
                     self.fill(count)
-                    figures.setdefault(f"scale_{workers}_jobs_per_s", []).append(
-                        self.measure_process(count, workers)["jobs_per_s"]
-                    )
+                    measured = self.measure_process(count, workers)
+                    for figure in ("jobs_per_s", "steady_per_s"):
+                        figures.setdefault(f"scale_{workers}_{figure}", []).append(measured[figure])
         return figures
 
 

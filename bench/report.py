@@ -159,37 +159,47 @@ def render(results: list[QueueResult], context: dict[str, Any]) -> str:
 
 
 def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
+    """The history and scale figures: processed/s and steady/s, each median (min-max)."""
+
+    def rates(prefix: str) -> str | None:
+        total = ours.figures.get(f"{prefix}jobs_per_s")
+        steady = ours.figures.get(f"{prefix}steady_per_s")
+        if total is None:
+            return None
+        text = f"{with_spread(total)} processed/s"
+        if steady is not None:
+            text += f", {with_spread(steady)} steady/s"
+        return text
+
     lines = []
-    history = ours.figures.get("history_jobs_per_s")
+    history = rates("history_")
     if history is not None:
-        empty = ours.figures.get("jobs_per_s")
-        change = ""
-        if empty is not None:
-            change = f" ({(history.median / empty.median - 1) * 100:+.0f}% against an empty table)"
-        lines.append(
-            f"- with {context['history_rows']:,} finished jobs in jobs_job:"
-            f" {history.median:,.0f} jobs/s ({spread(history, '{:,.0f}')}){change}"
-        )
-    scale = [
-        (int(key.split("_")[1]), summary)
-        for key, summary in ours.figures.items()
-        if key.startswith("scale_")
+        lines.append(f"- with {context['history_rows']:,} finished jobs in jobs_job: {history}")
+        empty, full = ours.figures.get("steady_per_s"), ours.figures.get("history_steady_per_s")
+        if empty is not None and full is not None:
+            lines[-1] += f" ({(full.median / empty.median - 1) * 100:+.0f}% steady against empty)"
+    workers = sorted({int(key.split("_")[1]) for key in ours.figures if key.startswith("scale_")})
+    lines += [
+        f"- {count} runworker process{'es' if count > 1 else ''}: {rates(f'scale_{count}_')}"
+        for count in workers
     ]
-    if scale:
-        lines.append(
-            "- runworker processes → jobs/s: "
-            + ", ".join(
-                f"{workers} → {summary.median:,.0f} ({spread(summary, '{:,.0f}')})"
-                for workers, summary in sorted(scale)
-            )
-        )
     return ["", "This queue alone:", "", *lines] if lines else []
+
+
+def with_spread(summary: Summary) -> str:
+    """The median, and the range of the repeats when there were several."""
+    text = f"{summary.median:,.0f}"
+    if len(summary.values) > 1:
+        text += f" ({spread(summary, '{:,.0f}')})"
+    return text
 
 
 def format_ratio(value: float | None) -> str:
     if value is None:
         return MISSING
-    return f"{value:.2f}{TIMES}" if value < 10 else f"{value:,.0f}{TIMES}"
+    if value >= 10:
+        return f"{value:,.0f}{TIMES}"
+    return f"{value:.2f}{TIMES}" if value >= 0.1 else f"{value:.2g}{TIMES}"
 
 
 def save(results: list[QueueResult], context: dict[str, Any], markdown: str, folder: Path) -> None:

@@ -23,6 +23,11 @@ DATABASES = {
         "PASSWORD": _database.get("password", ""),
         "HOST": _database.get("host", ""),
         "PORT": _database.get("port", ""),
+        # As the project's own settings: persistent connections. Django's
+        # default (0) closes the connection that django-q2's broker reopens on
+        # every enqueue.
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
     }
 }
 LOGGING = {
