@@ -92,7 +92,7 @@ class Ours(driver.Queue):
                 figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
         if "scale" in self.options.phases:
             for workers in self.options.scale:
-                driver.say(f"scale: {workers} runworker processes")
+                driver.say(f"scale: {workers} runworker process{'es' if workers > 1 else ''}")
                 for _ in range(self.options.repeat):
                     self.reset()
                     self.fill(count)
