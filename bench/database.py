@@ -3,9 +3,18 @@ The benchmark's databases: one per queue, bench_<name>, made afresh for each
 run and dropped after it, on the server of BENCH_DATABASE_URL.
 """
 
+import os
+
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def server_url() -> str:
+    """The server the benchmark runs on: BENCH_DATABASE_URL, else the local one."""
+    return os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
 
 
 def server_info(url: str) -> str:

@@ -16,21 +16,19 @@ class Column:
     key: str
     label: str
     format: str
-    # Whether a larger figure is the better one (throughput) or not (latency, cost).
-    higher_is_better: bool
 
 
 COLUMNS = (
-    Column("enqueue_per_s", "enqueue/s", "{:,.0f}", True),
-    Column("batch_per_s", "batch/s", "{:,.0f}", True),
-    Column("jobs_per_s", "processed/s", "{:,.0f}", True),
-    Column("steady_per_s", "steady/s", "{:,.0f}", True),
-    Column("latency_p50_ms", "p50 ms", "{:.1f}", False),
-    Column("latency_p95_ms", "p95 ms", "{:.1f}", False),
-    Column("latency_p99_ms", "p99 ms", "{:.1f}", False),
-    Column("commits_per_job", "commits/job", "{:.3f}", False),
-    Column("write_xacts_per_job", "write xacts/job", "{:.3f}", False),
-    Column("wal_bytes_per_job", "WAL bytes/job", "{:,.0f}", False),
+    Column("enqueue_per_s", "enqueue/s", "{:,.0f}"),
+    Column("batch_per_s", "batch/s", "{:,.0f}"),
+    Column("jobs_per_s", "processed/s", "{:,.0f}"),
+    Column("steady_per_s", "steady/s", "{:,.0f}"),
+    Column("latency_p50_ms", "p50 ms", "{:.1f}"),
+    Column("latency_p95_ms", "p95 ms", "{:.1f}"),
+    Column("latency_p99_ms", "p99 ms", "{:.1f}"),
+    Column("commits_per_job", "commits/job", "{:.3f}"),
+    Column("write_xacts_per_job", "write xacts/job", "{:.3f}"),
+    Column("wal_bytes_per_job", "WAL bytes/job", "{:,.0f}"),
 )
 
 RATIO_COLUMNS = tuple(

@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 QUEUE_PHASES = ("enqueue", "process", "latency")
 OUR_PHASES = ("history", "scale")
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,10 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="scripts/bench.sh",
         description=(
             "Put this queue and its peers through the same work on the same Postgres "
-            f"(BENCH_DATABASE_URL, default {DEFAULT_URL}) and print a table; the results go to "
-            "bench/results/latest.md and latest.json. Each peer runs from a virtualenv "
-            "of its own under bench/.peers/, made on first use. With --signup, measure the "
-            "signup's latency instead (see bench/signup.py)."
+            f"(BENCH_DATABASE_URL, default {database.DEFAULT_URL}) and print a table; the "
+            "results go to bench/results/latest.md and latest.json. Each peer runs from a "
+            "virtualenv of its own under bench/.peers/, made on first use. With --signup, "
+            "measure the signup's latency instead (see bench/signup.py)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -75,12 +74,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=900.0, help="seconds a processing run may take"
     )
     parser.add_argument(
-        "--signup", action="store_true", help="run the signup latency benchmark instead"
+        "--signup",
+        action="store_true",
+        help="run the signup latency benchmark instead (--signup --help for its options)",
     )
-    args, rest = parser.parse_known_args(argv)
-    if rest and not args.signup:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.signup_args = rest
+    args = parser.parse_args(argv)
     defaults = (1_000, 1, 100_000) if args.quick else (10_000, 3, 1_000_000)
     for name, default in zip(("jobs", "repeat", "history_rows"), defaults, strict=True):
         if getattr(args, name) is None:
@@ -97,12 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.signup:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--signup" in argv:
         from bench import signup
 
-        return signup.main(args.signup_args)
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+        return signup.main([arg for arg in argv if arg != "--signup"])
+    args = parse_args(argv)
+    url = database.server_url()
     try:
         postgres = database.server_info(url)
     except Exception as error:
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     context = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "command": shlex.join(["./scripts/bench.sh", *(argv or sys.argv[1:])]),
+        "command": shlex.join(["./scripts/bench.sh", *argv]),
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "postgres": " ".join(postgres.split()[:2]),
         "jobs": args.jobs,

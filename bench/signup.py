@@ -41,7 +41,6 @@ from bench.driver import percentile, run_checked
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "a long and unusual pass phrase 7"
 
 DELIVERED = """
@@ -83,7 +82,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
-    url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL)
+    url = database.server_url()
     dsn = database.recreate(url, "signup")
     env = {
         **os.environ,
