@@ -196,6 +196,8 @@ class PostgresBackend(BaseTaskBackend):
                     return self.enqueue_many(task, calls)
                 return [self.get_result(str(row[0]))]
 
+        # Asked once: a signal with no receivers still costs a lookup per send.
+        announce = task_enqueued.has_listeners(type(self))
         results = []
         for job_id, (args, kwargs) in zip(ids, calls, strict=True):
             enqueued_at, _ = inserted[job_id]
@@ -213,7 +215,8 @@ class PostgresBackend(BaseTaskBackend):
                 errors=[],
                 worker_ids=[],
             )
-            task_enqueued.send(type(self), task_result=result)
+            if announce:
+                task_enqueued.send(type(self), task_result=result)
             results.append(result)
         return results
 
