@@ -41,7 +41,7 @@ def executors_of(pid: int) -> list[psutil.Process]:
     return [
         child
         for child in psutil.Process(pid).children()
-        if "spawn_main" in " ".join(child.cmdline())
+        if "resource_tracker" not in " ".join(child.cmdline())
     ]
 
 

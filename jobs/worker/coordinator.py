@@ -95,9 +95,10 @@ class Coordinator:
         self._signal_reader, self._signal_writer = os.pipe()
 
     def run(self) -> None:
+        # The pool first: its executors may be forked only while nothing is open.
+        self.pool.start()
         self._install_signal_handlers()
         self.db.connect()
-        self.pool.start()
         self._register()
         logger.info(
             "Worker %s started: queues %s, concurrency %d (processes), prefetch %s, database %s",

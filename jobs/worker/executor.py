@@ -263,7 +263,7 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def executor_main(
-    conn: Connection, worker_id: str, setup: Callable[[], None], parent_pid: int
+    conn: Connection, worker_id: str, setup: Callable[[], None] | None, parent_pid: int
 ) -> None:
     """
     The executor process's entry point.
@@ -275,8 +275,12 @@ def executor_main(
     coordinator's to run (it lets running jobs finish, then kills us).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked executor inherits the coordinator's handlers and wake-up pipe.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
     die_with_parent(parent_pid)
-    setup()
+    if setup is not None:
+        setup()
     runner = JobRunner(worker_id)
     queue: deque[ClaimedJob] = deque()
     skipped: set[str] = set()

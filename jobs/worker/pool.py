@@ -19,6 +19,7 @@ from multiprocessing.connection import Connection
 
 import django
 import psutil
+from django.db import connections
 
 from .executor import ClaimedJob, Outcome, executor_main
 
@@ -82,19 +83,36 @@ class ExecutorPool:
         self.max_memory_per_child = max_memory_per_child
         self.next_memory_check = 0.0
         self.executors: list[Executor] = []
-        # spawn, not fork: the coordinator holds open database connections and
-        # sockets that a forked child must not share.
+        # Replacements are spawned, never forked: by then the coordinator holds
+        # open database connections and sockets that a forked child would share.
         self._context = multiprocessing.get_context("spawn")
 
     def start(self) -> None:
-        for _ in range(self.size):
-            self.executors.append(self._spawn())
+        """
+        Start the first executors: forked when nothing is open yet, else spawned.
 
-    def _spawn(self) -> Executor:
-        parent_conn, child_conn = self._context.Pipe()
-        process = self._context.Process(
+        A forked executor starts in milliseconds with Django already set up;
+        a spawned one imports and sets up Django anew, most of a second on a
+        small machine. Forking is safe only while the coordinator has no
+        database connection (the caller starts the pool before it connects)
+        and on a platform that forks.
+        """
+        context = self._context
+        if "fork" in multiprocessing.get_all_start_methods() and not any(
+            wrapper.connection is not None for wrapper in connections.all(initialized_only=True)
+        ):
+            context = multiprocessing.get_context("fork")
+        for _ in range(self.size):
+            self.executors.append(self._spawn(context))
+
+    def _spawn(self, context: multiprocessing.context.BaseContext | None = None) -> Executor:
+        context = context or self._context
+        parent_conn, child_conn = context.Pipe()
+        # A forked child has Django set up already; a spawned one sets it up.
+        setup = None if context.get_start_method() == "fork" else django.setup
+        process = context.Process(
             target=executor_main,
-            args=(child_conn, self.worker_id, django.setup, os.getpid()),
+            args=(child_conn, self.worker_id, setup, os.getpid()),
             name="jobs-executor",
             daemon=True,
         )
