@@ -231,6 +231,7 @@ class PostgresBackend(BaseTaskBackend):
         query logging and execute wrappers still see the statement.
         """
         wrapper = connections[self.database]
+        wrapper.close_if_health_check_failed()
         wrapper.ensure_connection()
         raw = wrapper.connection
         cursor = psycopg.Cursor(raw)

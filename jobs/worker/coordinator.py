@@ -159,15 +159,18 @@ class Coordinator:
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
-        deadlines = [self.next_heartbeat_at]
-        if not self.db.connected:
-            deadlines.append(self.reconnect_at)
-        elif self._holding():
-            deadlines.append(self._write_due_at())
+        if self.db.connected:
+            deadlines = [self.next_heartbeat_at]
+            if self._holding():
+                deadlines.append(self._write_due_at())
+            if not self.stopping and self.pool.claim_size() > 0:
+                deadlines.append(self.claim_due_at)
+        else:
+            # Heartbeats and claims wait for the connection: their deadlines,
+            # long past, would make this loop spin through the outage.
+            deadlines = [self.reconnect_at]
         if self.stopping:
             deadlines.append(self.stop_deadline)
-        elif self.pool.claim_size() > 0:
-            deadlines.append(self.claim_due_at)
         timeout_at = self.pool.next_deadline()
         if timeout_at is not None:
             deadlines.append(timeout_at)

@@ -13,11 +13,13 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from queue import SimpleQueue
 from typing import Any, NamedTuple
 
 from django.db import close_old_connections
@@ -282,17 +284,15 @@ def executor_main(
     if setup is not None:
         setup()
     runner = JobRunner(worker_id)
+    inbox = start_reader(conn)
     queue: deque[ClaimedJob] = deque()
     skipped: set[str] = set()
     while True:
         # Each outcome is sent the moment its job ends, so the coordinator
         # always knows which job runs now (its timeout clock depends on it);
         # it reads whatever has arrived in one go and writes it in one batch.
-        while not queue or conn.poll():
-            try:
-                message = conn.recv()
-            except EOFError:
-                return
+        while not queue or not inbox.empty():
+            message = inbox.get()
             if message is None:
                 return
             kind, body = message
@@ -307,3 +307,29 @@ def executor_main(
         else:
             outcome = runner.run(job)
         conn.send([tuple(outcome)])
+
+
+def start_reader(conn: Connection) -> SimpleQueue:
+    """
+    Read the coordinator's messages in a thread of their own, as they come.
+
+    Both ends of the pipe write blocking: were this process to read only
+    between jobs, a coordinator sending a large claim and an executor sending
+    outcomes could each wait, for ever, for the other to read. The reader
+    keeps this end drained; None in the inbox means the coordinator is gone
+    or said stop.
+    """
+    inbox: SimpleQueue = SimpleQueue()
+
+    def read() -> None:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                message = None
+            inbox.put(message)
+            if message is None:
+                return
+
+    threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
+    return inbox

@@ -26,11 +26,13 @@ from .executor import ClaimedJob, Outcome, executor_main
 logger = logging.getLogger("jobs.worker")
 
 # With the adaptive prefetch, each executor holds about this many seconds of
-# work, judged by how long recent jobs ran: a thousand no-op jobs travel in
+# work, judged by how long recent jobs ran: 250 no-op jobs per executor travel in
 # one claim, while a one-second job is claimed only when an executor is free
 # for it (and so stays claimable by a worker that is idle).
 PREFETCH_WINDOW = 0.1
-PREFETCH_LIMIT = 1000
+# The cap bounds what one executor holds: the jobs a killed worker leaves to
+# the rescue, each with an attempt spent, and the size of one hand-off.
+PREFETCH_LIMIT = 250
 # Weight of the newest job in the running average of job durations.
 DURATION_SMOOTHING = 0.05
 
@@ -180,7 +182,12 @@ class ExecutorPool:
             executor.assigned.append(job)
             batches.setdefault(id(executor), (executor, []))[1].append(job)
         for executor, batch in batches.values():
-            executor.conn.send(("run", batch))
+            try:
+                executor.conn.send(("run", batch))
+            except OSError:
+                # The executor died since the last receive(); the next one
+                # finds its pipe closed and hands its jobs back as lost work.
+                pass
 
     def locate(self, job_id: str) -> tuple[Executor, int] | None:
         """The executor that holds a job, and its place in that executor's queue."""

@@ -36,7 +36,7 @@ class Command(BaseCommand):
             help=(
                 "Jobs each executor holds: the running one and those queued behind it. "
                 "Default: adaptive, about 0.1 s of work judged by recent jobs (one slow "
-                "job, up to 1000 short ones). 1 gives the fairest spread of long jobs "
+                "job, up to 250 short ones). 1 gives the fairest spread of long jobs "
                 "over workers."
             ),
         )
