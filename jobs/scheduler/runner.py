@@ -26,6 +26,7 @@ from django.tasks.exceptions import InvalidTask
 from .. import sql
 from ..backend import PostgresBackend
 from ..models import CatchUp, Schedule
+from ..stop_signals import StopSignals
 from ..worker.database import connection_params, describe
 from .declared import sync_declared
 from .timing import Timing, TimingError
@@ -115,7 +116,7 @@ class Scheduler:
         self.listener: psycopg.Connection | None = None
         self.stopping = False
         self.reconnect_delay = 0.5
-        self._signal_reader, self._signal_writer = os.pipe()
+        self.stop_signals = StopSignals()
 
     # One pass; tests call it with an injected `now`.
 
@@ -204,7 +205,7 @@ class Scheduler:
     # The loop.
 
     def run(self) -> None:
-        self._install_signal_handlers()
+        self.stop_signals.install(self._on_stop_signal)
         report = sync_declared(self.database)
         logger.info(
             "Scheduler %s-%d started: %d schedule(s), %d enabled; declared in code: "
@@ -264,12 +265,11 @@ class Scheduler:
     def _wait(self, timeout: float) -> None:
         if timeout <= 0 or self.stopping:
             return
-        waitables = [self._signal_reader]
+        waitables = [self.stop_signals.reader]
         if self.listener is not None:
             waitables.append(self.listener.fileno())
         ready, _, _ = select.select(waitables, [], [], timeout)
-        if self._signal_reader in ready:
-            os.read(self._signal_reader, 64)
+        self.stop_signals.drain(ready)
 
     def _lost_database(self, error: Exception) -> float:
         message = str(error).strip().splitlines()
@@ -288,12 +288,6 @@ class Scheduler:
             self.listener.close()
             self.listener = None
         connections[self.database].close()
-
-    def _install_signal_handlers(self) -> None:
-        os.set_blocking(self._signal_writer, False)
-        signal.set_wakeup_fd(self._signal_writer)
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         logger.info("%s: stopping after this pass", signal.Signals(signum).name)

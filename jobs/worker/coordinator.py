@@ -24,6 +24,7 @@ from multiprocessing.connection import wait
 import psycopg
 from django.tasks import task_backends
 
+from ..stop_signals import StopSignals
 from .database import QueueDatabase, describe
 from .executor import ClaimedJob, Outcome, RetryPolicy, failed_outcome
 from .pool import ExecutorPool, LostWork
@@ -92,12 +93,12 @@ class Coordinator:
         self.disconnected_since: float | None = None
         self.reconnect_at = 0.0
         self.reconnect_delay = 0.5
-        self._signal_reader, self._signal_writer = os.pipe()
+        self.stop_signals = StopSignals()
 
     def run(self) -> None:
         # The pool first: its executors may be forked only while nothing is open.
         self.pool.start()
-        self._install_signal_handlers()
+        self.stop_signals.install(self._on_stop_signal)
         self.db.connect()
         self._register()
         logger.info(
@@ -123,12 +124,11 @@ class Coordinator:
             if time.monotonic() >= self.claim_due_at:
                 self._with_database(self._claim)
 
-        waitables = [*self.pool.connections(), self._signal_reader]
+        waitables = [*self.pool.connections(), self.stop_signals.reader]
         if self.db.connected:
             waitables.append(self.db.conn)
         ready = wait(waitables, timeout=self._wait_timeout())
-        if self._signal_reader in ready:
-            os.read(self._signal_reader, 64)
+        self.stop_signals.drain(ready)
 
         finished, lost = self.pool.receive(ready)
         for work in lost:
@@ -364,12 +364,6 @@ class Coordinator:
         self.next_heartbeat_at = 0.0
 
     # Stopping.
-
-    def _install_signal_handlers(self) -> None:
-        os.set_blocking(self._signal_writer, False)
-        signal.set_wakeup_fd(self._signal_writer)
-        signal.signal(signal.SIGTERM, self._on_stop_signal)
-        signal.signal(signal.SIGINT, self._on_stop_signal)
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
