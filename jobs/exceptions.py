@@ -1,8 +1,8 @@
 """
 Exceptions of the queue.
 
-The worker records the last three as a failed attempt's exception class when
-the attempt ended without the task raising anything itself.
+The queue records the first five as a failed or cancelled attempt's exception
+class when the attempt ended without the task raising anything itself.
 """
 
 
@@ -12,6 +12,13 @@ class JobTimeout(Exception):
 
 class ExecutorDied(Exception):
     """The executor process running the attempt exited (a crash, os._exit, the OOM killer)."""
+
+
+class JobInterrupted(Exception):
+    """
+    The attempt ran in an executor with threads that was killed because
+    another of its jobs timed out or was cancelled.
+    """
 
 
 class WorkerLost(Exception):

@@ -82,3 +82,26 @@ def exits_the_process() -> None:
 def record_run_patiently(context, label: str = "") -> int:
     """record_run with attempts to spare for a database that goes away."""
     return record_run.call(context, label)
+
+
+@task(takes_context=True)
+def rendezvous(context, count: int) -> int:
+    """
+    Count this run in the ledger, then wait until `count` runs are counted:
+    it returns only if that many jobs run at the same time.
+    """
+    record_run.call(context, "rendezvous")
+    deadline = time.monotonic() + 20
+    with connection.cursor() as cursor:
+        while True:
+            cursor.execute("SELECT count(*) FROM test_ledger")
+            if cursor.fetchone()[0] >= count:
+                return os.getpid()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} jobs ran at once")
+            time.sleep(0.01)
+
+
+@task(max_attempts=1, timeout=1)
+def times_out() -> None:
+    time.sleep(30)

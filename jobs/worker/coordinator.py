@@ -48,6 +48,7 @@ class WorkerConfig:
     queues: tuple[str, ...]
     concurrency: int
     prefetch: int | None = None  # None: adaptive
+    threads: int = 1  # per executor process
     backend: str = "default"
     shutdown_timeout: float = 30.0
     max_tasks_per_child: int | None = None
@@ -78,6 +79,7 @@ class Coordinator:
             config.concurrency,
             config.prefetch,
             self.worker_id,
+            threads=config.threads,
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
         )
@@ -102,10 +104,12 @@ class Coordinator:
         self.db.connect()
         self._register()
         logger.info(
-            "Worker %s started: queues %s, concurrency %d (processes), prefetch %s, database %s",
+            "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
+            "prefetch %s, database %s",
             self.worker_id,
             ",".join(self.config.queues),
             self.config.concurrency,
+            self.config.threads,
             self.config.prefetch or "adaptive",
             describe(self.backend.database),
         )
@@ -131,15 +135,13 @@ class Coordinator:
         self.stop_signals.drain(ready)
 
         finished, lost = self.pool.receive(ready)
+        self._hold(finished)
         for work in lost:
-            finished.extend(self._fail_lost(work, "died"))
-        for executor, job, running_for in self.pool.overdue():
-            logger.warning("Job %s %s timed out after %.1f s", job.id, job.task_path, running_for)
-            finished.extend(self._fail_lost(self.pool.replace(executor), "timeout"))
+            self._hold(self._fail_lost(work))
+        for executor, late in self.pool.overdue():
+            work = self.pool.replace(executor)
+            self._hold(self._fail_lost(work, timed_out={job.id for job in late}))
         self.pool.recycle()
-        if finished and not self.held_outcomes:
-            self.held_since = time.monotonic()
-        self.held_outcomes.extend(finished)
 
         if not self.db.connected:
             self._reconnect()
@@ -205,16 +207,21 @@ class Coordinator:
         located = self.pool.locate(job_id)
         if located is None:
             return
-        executor, position = located
-        if position == 0:
+        executor, running = located
+        if running:
             logger.info("Job %s cancelled while running: stopping its executor", job_id)
-            work = self.pool.replace(executor)
             # The cancel already wrote CANCELLED; the jobs behind it never started.
-            self.held_releases.extend(work.unstarted)
+            self._hold(self._fail_lost(self.pool.replace(executor), cancelled=job_id))
         else:
             self.pool.skip(executor, job_id)
 
     # Writing outcomes.
+
+    def _hold(self, finished: list[tuple[ClaimedJob, Outcome]]) -> None:
+        """Keep outcomes until they are written together (see OUTCOME_DELAY)."""
+        if finished and not self.held_outcomes:
+            self.held_since = time.monotonic()
+        self.held_outcomes.extend(finished)
 
     def _holding(self) -> bool:
         return bool(self.held_outcomes or self.held_releases)
@@ -272,43 +279,73 @@ class Coordinator:
                     job.max_attempts,
                 )
 
-    def _fail_lost(self, work: LostWork, reason: str) -> list[tuple[ClaimedJob, Outcome]]:
-        """Fail the attempt a dead or killed executor was running; give back the rest."""
+    def _fail_lost(
+        self,
+        work: LostWork,
+        *,
+        timed_out: set[str] | frozenset[str] = frozenset(),
+        cancelled: str | None = None,
+    ) -> list[tuple[ClaimedJob, Outcome]]:
+        """
+        Fail the attempts a dead or killed executor was running; give back the rest.
+
+        An executor is killed whole: when one of its threads runs past its
+        timeout or is cancelled, the jobs running beside it are interrupted
+        too, and fail their attempt like the jobs of an executor that died.
+        """
         self.held_releases.extend(work.unstarted)
-        if work.running is None:
-            return []
-        job = work.running
-        if reason == "timeout":
-            path, message = (
-                "jobs.exceptions.JobTimeout",
-                f"Timed out after {work.running_for:.1f} s",
+        finished = []
+        for job, running_for in work.running:
+            if job.id == cancelled:
+                continue
+            if job.id in timed_out:
+                path, message = "jobs.exceptions.JobTimeout", f"Timed out after {running_for:.1f} s"
+                logger.warning(
+                    "Job %s %s timed out after %.1f s", job.id, job.task_path, running_for
+                )
+            elif timed_out or cancelled:
+                cause = (
+                    f"job {cancelled} was cancelled"
+                    if cancelled
+                    else f"job {', '.join(sorted(timed_out))} timed out"
+                )
+                path = "jobs.exceptions.JobInterrupted"
+                message = f"Interrupted after {running_for:.1f} s: {cause} in the same executor"
+                logger.warning("Job %s %s: %s", job.id, job.task_path, message)
+            else:
+                path = "jobs.exceptions.ExecutorDied"
+                message = (
+                    f"The executor process died (exit code {work.exitcode}) while running the job"
+                )
+                logger.error("Job %s %s: %s", job.id, job.task_path, message)
+            outcome = failed_outcome(
+                job,
+                exception_class_path=path,
+                message=message,
+                traceback_text=message,
+                worker_id=self.worker_id,
+                retry=self.retry,
+                duration=running_for,
             )
-        else:
-            path = "jobs.exceptions.ExecutorDied"
-            message = f"The executor process died (exit code {work.exitcode}) while running the job"
-            logger.error("Job %s %s: %s", job.id, job.task_path, message)
-        outcome = failed_outcome(
-            job,
-            exception_class_path=path,
-            message=message,
-            traceback_text=message,
-            worker_id=self.worker_id,
-            retry=self.retry,
-            duration=work.running_for,
-        )
-        return [(job, outcome)]
+            finished.append((job, outcome))
+        return finished
 
     # Heartbeat, rescue, retention.
 
     def _register(self) -> None:
-        self.db.register(self.worker_id, self.hostname, os.getpid(), self.config.concurrency)
+        slots = self.config.concurrency * self.config.threads
+        self.db.register(self.worker_id, self.hostname, os.getpid(), slots)
         self.next_heartbeat_at = time.monotonic() + self.heartbeat_interval
 
     def _heartbeat(self) -> None:
         if not self.db.heartbeat(self.worker_id):
+            # The rescue gave this worker's jobs back to the queue: the ones
+            # not started yet are someone else's to run now.
             logger.warning(
-                "Worker %s had been declared dead (its jobs were rescued); registering again",
+                "Worker %s had been declared dead (its jobs were rescued); skipping its "
+                "%d unstarted job(s) and registering again",
                 self.worker_id,
+                self.pool.skip_unstarted(),
             )
             self._register()
         self.next_heartbeat_at = time.monotonic() + self.heartbeat_interval
@@ -387,8 +424,7 @@ class Coordinator:
 
     def _shut_down(self) -> None:
         for work in self.pool.stop():
-            if work.running is not None:
-                self.held_releases.append(work.running)
+            self.held_releases.extend(job for job, _ in work.running)
             self.held_releases.extend(work.unstarted)
         released = len(self.held_releases)
         try:

@@ -1,5 +1,6 @@
 """
-The executor process: runs the jobs its coordinator hands it, one at a time.
+The executor process: runs the jobs its coordinator hands it, in order, one at
+a time or, with threads, as many at once.
 
 Jobs and outcomes cross the pipe as plain tuples with their JSON still as
 text: decoding and encoding happen here, in the executors, so the coordinator
@@ -16,7 +17,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from queue import SimpleQueue
@@ -265,15 +265,21 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def executor_main(
-    conn: Connection, worker_id: str, setup: Callable[[], None] | None, parent_pid: int
+    conn: Connection,
+    worker_id: str,
+    setup: Callable[[], None] | None,
+    parent_pid: int,
+    threads: int = 1,
 ) -> None:
     """
     The executor process's entry point.
 
     The coordinator sends ("run", [ClaimedJob tuples]), ("skip", job id) for a
-    job cancelled before it started, and finally None; this sends back lists of
-    Outcome tuples, one per job, in the order the jobs came. SIGINT is ignored: a Ctrl-C in a
-    terminal reaches the whole process group, and shutdown is the
+    job cancelled before it started, and finally None; this sends back one
+    Outcome per job, the moment the job ends, so the coordinator always knows
+    which jobs run now (their timeout clocks depend on it). Jobs start in the
+    order they came, each on the next free thread. SIGINT is ignored: a Ctrl-C
+    in a terminal reaches the whole process group, and shutdown is the
     coordinator's to run (it lets running jobs finish, then kills us).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -284,42 +290,41 @@ def executor_main(
     if setup is not None:
         setup()
     runner = JobRunner(worker_id)
-    inbox = start_reader(conn)
-    queue: deque[ClaimedJob] = deque()
-    skipped: set[str] = set()
-    while True:
-        # Each outcome is sent the moment its job ends, so the coordinator
-        # always knows which job runs now (its timeout clock depends on it);
-        # it reads whatever has arrived in one go and writes it in one batch.
-        while not queue or not inbox.empty():
-            message = inbox.get()
-            if message is None:
-                return
-            kind, body = message
-            if kind == "run":
-                queue.extend(ClaimedJob(*row) for row in body)
+    jobs, skipped = start_reader(conn, threads)
+    send_lock = threading.Lock()
+
+    def run_jobs() -> None:
+        # A thread answers its job before it takes the next: the coordinator
+        # counts on it to tell running jobs from waiting ones.
+        while (job := jobs.get()) is not None:
+            if job.id in skipped:
+                skipped.discard(job.id)
+                outcome = Outcome(
+                    job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0
+                )
             else:
-                skipped.add(body)
-        job = queue.popleft()
-        if job.id in skipped:
-            skipped.discard(job.id)
-            outcome = Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0)
-        else:
-            outcome = runner.run(job)
-        conn.send([tuple(outcome)])
+                outcome = runner.run(job)
+            with send_lock:
+                conn.send([tuple(outcome)])
+
+    for number in range(1, threads):
+        threading.Thread(target=run_jobs, name=f"jobs-executor-{number}", daemon=True).start()
+    run_jobs()
 
 
-def start_reader(conn: Connection) -> SimpleQueue:
+def start_reader(conn: Connection, threads: int) -> tuple[SimpleQueue, set[str]]:
     """
     Read the coordinator's messages in a thread of their own, as they come.
 
     Both ends of the pipe write blocking: were this process to read only
     between jobs, a coordinator sending a large claim and an executor sending
     outcomes could each wait, for ever, for the other to read. The reader
-    keeps this end drained; None in the inbox means the coordinator is gone
-    or said stop.
+    keeps this end drained. It returns the queue of jobs to run, where one
+    None per thread means the coordinator is gone or said stop, and the set of
+    job ids not to start.
     """
-    inbox: SimpleQueue = SimpleQueue()
+    jobs: SimpleQueue = SimpleQueue()
+    skipped: set[str] = set()
 
     def read() -> None:
         while True:
@@ -327,9 +332,16 @@ def start_reader(conn: Connection) -> SimpleQueue:
                 message = conn.recv()
             except (EOFError, OSError):
                 message = None
-            inbox.put(message)
             if message is None:
+                for _ in range(threads):
+                    jobs.put(None)
                 return
+            kind, body = message
+            if kind == "run":
+                for row in body:
+                    jobs.put(ClaimedJob(*row))
+            else:
+                skipped.add(body)
 
     threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
-    return inbox
+    return jobs, skipped

@@ -1,10 +1,11 @@
 """
 The coordinator's side of the executor processes.
 
-Each executor gets its claimed jobs in small batches over a pipe and runs them
-in order; the pool remembers what each one holds, so that when an executor is
-killed (a timeout, a cancel, a shutdown past its grace) or dies on its own, the
-pool knows exactly which job it was running and which it never reached.
+Each executor gets its claimed jobs in small batches over a pipe and starts
+them in order, as many at once as it has threads; the pool remembers what
+each one holds, so that when an executor is killed (a timeout, a cancel, a
+shutdown past its grace) or dies on its own, the pool knows exactly which jobs
+it was running and which it never reached.
 """
 
 import logging
@@ -12,9 +13,9 @@ import multiprocessing
 import os
 import signal
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from multiprocessing.connection import Connection
 
 import django
@@ -41,11 +42,16 @@ DURATION_SMOOTHING = 0.05
 class Executor:
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    # Jobs sent and not yet answered, in the order the executor runs them.
-    assigned: deque[ClaimedJob] = field(default_factory=deque)
-    # When the head of `assigned` started, as far as the coordinator can tell:
-    # the later of its hand-off and the previous outcome.
-    head_since: float = 0.0
+    # Jobs it runs at once, each in a thread of its own.
+    threads: int = 1
+    # Jobs sent and not yet answered, by id, in the order the executor starts
+    # them. Its threads take the next job only after answering the last, so
+    # the first `threads` of them are exactly the ones running now.
+    assigned: dict[str, ClaimedJob] = field(default_factory=dict)
+    # When each running job started, as far as the coordinator can tell: the
+    # moment it moved into the first `threads` (its hand-off, or an outcome
+    # that freed a thread for it).
+    started: dict[str, float] = field(default_factory=dict)
     jobs_run: int = 0
     # Set when the executor has run its share (--max-tasks-per-child) or grown
     # past its memory ceiling: it gets no more jobs and is replaced once idle.
@@ -55,13 +61,33 @@ class Executor:
     def pid(self) -> int | None:
         return self.process.pid
 
+    def running(self) -> list[ClaimedJob]:
+        return list(islice(self.assigned.values(), self.threads))
+
+    def unstarted(self) -> list[ClaimedJob]:
+        return list(islice(self.assigned.values(), self.threads, None))
+
+    def note_starts(self, now: float) -> None:
+        for job in islice(self.assigned.values(), self.threads):
+            self.started.setdefault(job.id, now)
+
+    def lost_work(self) -> "LostWork":
+        now = time.monotonic()
+        return LostWork(
+            running=[(job, now - self.started.get(job.id, now)) for job in self.running()],
+            unstarted=self.unstarted(),
+            exitcode=self.process.exitcode,
+        )
+
 
 @dataclass
 class LostWork:
-    """What a killed or dead executor leaves: the job it ran and those it never reached."""
+    """
+    What a killed or dead executor leaves: the jobs it was running, with how
+    long each had run, and those it never reached.
+    """
 
-    running: ClaimedJob | None
-    running_for: float
+    running: list[tuple[ClaimedJob, float]]
     unstarted: list[ClaimedJob]
     exitcode: int | None
 
@@ -73,12 +99,14 @@ class ExecutorPool:
         prefetch: int | None,
         worker_id: str,
         *,
+        threads: int = 1,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
     ) -> None:
         self.size = size
         # None: adaptive, see PREFETCH_WINDOW.
         self.prefetch = prefetch
+        self.threads = threads
         self.average_duration: float | None = None
         self.worker_id = worker_id
         self.max_tasks_per_child = max_tasks_per_child
@@ -114,13 +142,13 @@ class ExecutorPool:
         setup = None if context.get_start_method() == "fork" else django.setup
         process = context.Process(
             target=executor_main,
-            args=(child_conn, self.worker_id, setup, os.getpid()),
+            args=(child_conn, self.worker_id, setup, os.getpid(), self.threads),
             name="jobs-executor",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        return Executor(process=process, conn=parent_conn)
+        return Executor(process=process, conn=parent_conn, threads=self.threads)
 
     @property
     def in_flight(self) -> int:
@@ -131,24 +159,30 @@ class ExecutorPool:
         return sum(self._room(executor) for executor in self.executors)
 
     def jobs_per_executor(self) -> int:
-        """How many jobs each executor may hold: the running one and those queued behind it."""
+        """
+        How many jobs each executor may hold: those running and those queued
+        behind them; never fewer than its threads, so none of them idles.
+        """
         if self.prefetch is not None:
-            return self.prefetch
+            return max(self.prefetch, self.threads)
         if self.average_duration is None:
-            return 1
-        return max(1, min(PREFETCH_LIMIT, int(PREFETCH_WINDOW / max(self.average_duration, 1e-6))))
+            return self.threads
+        window = self.threads * PREFETCH_WINDOW / max(self.average_duration, 1e-6)
+        return max(self.threads, min(PREFETCH_LIMIT, int(window)))
 
     def claim_size(self) -> int:
         """
         How many jobs to claim now: none while the pool is more than half full.
 
         Waiting for half the room to free up turns a stream of short jobs into
-        a few large claims instead of one round trip per finished job; an
-        executor with nothing to do is never kept waiting.
+        a few large claims instead of one round trip per finished job; a
+        thread with nothing to do is never kept waiting.
         """
         free = self.free_slots
         capacity = self.jobs_per_executor() * len(self.executors)
-        if free * 2 >= capacity or any(self._room(e) and not e.assigned for e in self.executors):
+        if free * 2 >= capacity or any(
+            self._room(e) and len(e.assigned) < e.threads for e in self.executors
+        ):
             return free
         return 0
 
@@ -162,7 +196,7 @@ class ExecutorPool:
 
     def jobs(self) -> Iterable[ClaimedJob]:
         for executor in self.executors:
-            yield from executor.assigned
+            yield from executor.assigned.values()
 
     def dispatch(self, jobs: list[ClaimedJob]) -> None:
         """
@@ -177,11 +211,10 @@ class ExecutorPool:
             executor = max(self.executors, key=self._room)
             if self._room(executor) <= 0:
                 raise RuntimeError("dispatch() was given more jobs than free_slots")
-            if not executor.assigned:
-                executor.head_since = now
-            executor.assigned.append(job)
+            executor.assigned[job.id] = job
             batches.setdefault(id(executor), (executor, []))[1].append(job)
         for executor, batch in batches.values():
+            executor.note_starts(now)
             try:
                 executor.conn.send(("run", batch))
             except OSError:
@@ -189,17 +222,28 @@ class ExecutorPool:
                 # finds its pipe closed and hands its jobs back as lost work.
                 pass
 
-    def locate(self, job_id: str) -> tuple[Executor, int] | None:
-        """The executor that holds a job, and its place in that executor's queue."""
+    def locate(self, job_id: str) -> tuple[Executor, bool] | None:
+        """The executor that holds a job, and whether the job is running there."""
         for executor in self.executors:
-            for position, job in enumerate(executor.assigned):
-                if job.id == job_id:
-                    return executor, position
+            if job_id in executor.assigned:
+                return executor, job_id in (job.id for job in executor.running())
         return None
 
     def skip(self, executor: Executor, job_id: str) -> None:
         """Tell an executor not to start a job it holds (it answers SKIPPED)."""
         executor.conn.send(("skip", job_id))
+
+    def skip_unstarted(self) -> int:
+        """Tell every executor not to start any job it holds but has not begun."""
+        skipped = 0
+        for executor in self.executors:
+            for job in executor.unstarted():
+                try:
+                    self.skip(executor, job.id)
+                except OSError:
+                    continue
+                skipped += 1
+        return skipped
 
     def recycle(self) -> None:
         """Replace idle executors that ran their share or outgrew their memory ceiling."""
@@ -249,13 +293,14 @@ class ExecutorPool:
             try:
                 while executor.conn.poll():
                     for row in executor.conn.recv():
-                        job = executor.assigned.popleft()
-                        executor.jobs_run += 1
                         outcome = Outcome(*row)
+                        job = executor.assigned.pop(outcome.id)
+                        executor.started.pop(outcome.id, None)
+                        executor.jobs_run += 1
                         outcomes.append((job, outcome))
                         if outcome.status != "SKIPPED":
                             self._observe(outcome.duration)
-                    executor.head_since = time.monotonic()
+                    executor.note_starts(time.monotonic())
             except (EOFError, OSError):
                 lost.append(self.replace(executor))
         return outcomes, lost
@@ -266,42 +311,39 @@ class ExecutorPool:
         else:
             self.average_duration += DURATION_SMOOTHING * (duration - self.average_duration)
 
-    def overdue(self) -> list[tuple[Executor, ClaimedJob, float]]:
-        """Executors whose running job is past its timeout, with how long it ran."""
+    def overdue(self) -> list[tuple[Executor, list[ClaimedJob]]]:
+        """Executors running a job past its timeout, with those jobs."""
         now = time.monotonic()
         late = []
         for executor in self.executors:
-            if executor.assigned:
-                job = executor.assigned[0]
-                running_for = now - executor.head_since
-                if job.timeout is not None and running_for >= job.timeout:
-                    late.append((executor, job, running_for))
+            jobs = [
+                job
+                for job in executor.running()
+                if job.timeout is not None and now - executor.started[job.id] >= job.timeout
+            ]
+            if jobs:
+                late.append((executor, jobs))
         return late
 
     def next_deadline(self) -> float | None:
         """The monotonic time at which the next running job times out."""
         deadlines = [
-            executor.head_since + executor.assigned[0].timeout
+            executor.started[job.id] + job.timeout
             for executor in self.executors
-            if executor.assigned and executor.assigned[0].timeout is not None
+            for job in executor.running()
+            if job.timeout is not None
         ]
         return min(deadlines, default=None)
 
     def replace(self, executor: Executor) -> LostWork:
         """Kill an executor (if it still runs), start a fresh one, return its work."""
-        running_for = time.monotonic() - executor.head_since
         self._kill(executor)
-        if executor.assigned:
+        work = executor.lost_work()
+        for _, running_for in work.running:
             self._observe(running_for)
         index = self.executors.index(executor)
         self.executors[index] = self._spawn()
-        assigned = list(executor.assigned)
-        return LostWork(
-            running=assigned[0] if assigned else None,
-            running_for=running_for,
-            unstarted=assigned[1:],
-            exitcode=executor.process.exitcode,
-        )
+        return work
 
     def _kill(self, executor: Executor) -> None:
         if executor.process.is_alive():
@@ -317,17 +359,8 @@ class ExecutorPool:
         lost = []
         for executor in self.executors:
             if executor.assigned:
-                running_for = time.monotonic() - executor.head_since
                 self._kill(executor)
-                assigned = list(executor.assigned)
-                lost.append(
-                    LostWork(
-                        assigned[0],
-                        running_for,
-                        assigned[1:],
-                        executor.process.exitcode,
-                    )
-                )
+                lost.append(executor.lost_work())
             else:
                 try:
                     executor.conn.send(None)

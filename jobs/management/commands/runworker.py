@@ -27,14 +27,25 @@ class Command(BaseCommand):
             "--concurrency",
             type=int,
             default=default_concurrency(),
-            help="Executor processes, i.e. jobs run at once (default: the CPU count, at least 2).",
+            help="Executor processes (default: the CPU count, at least 2).",
+        )
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=1,
+            help=(
+                "Jobs each executor process runs at once, in threads: more for I/O-bound "
+                "tasks (HTTP calls, e-mail). Jobs run at once = concurrency x threads. A job "
+                "that times out or is cancelled stops its whole process, interrupting the "
+                "jobs beside it (they are retried). Default: 1."
+            ),
         )
         parser.add_argument(
             "--prefetch",
             type=int,
             default=None,
             help=(
-                "Jobs each executor holds: the running one and those queued behind it. "
+                "Jobs each executor holds: those running and those queued behind them. "
                 "Default: adaptive, about 0.1 s of work judged by recent jobs (one slow "
                 "job, up to 250 short ones). 1 gives the fairest spread of long jobs "
                 "over workers."
@@ -76,8 +87,9 @@ class Command(BaseCommand):
                     f"Unknown queue(s) {', '.join(unknown)}; the backend's QUEUES are "
                     f"{', '.join(sorted(backend.queues))}."
                 )
-        if options["concurrency"] < 1:
-            raise CommandError("--concurrency must be at least 1.")
+        for name in ("concurrency", "threads"):
+            if options[name] < 1:
+                raise CommandError(f"--{name} must be at least 1.")
         for name in ("max_tasks_per_child", "max_memory_per_child"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
@@ -86,6 +98,7 @@ class Command(BaseCommand):
         config = WorkerConfig(
             queues=tuple(queues),
             concurrency=options["concurrency"],
+            threads=options["threads"],
             prefetch=options["prefetch"],
             backend=options["backend"],
             shutdown_timeout=options["shutdown_timeout"],

@@ -1,0 +1,46 @@
+"""runworker --threads: I/O-bound jobs at once in one process, and what a kill takes with it."""
+
+import pytest
+
+from jobs import operations
+from jobs.models import Job
+from tests.conftest import fetch, fetch_value, wait_until
+from tests.tasks import rendezvous, sleep_for, slow_on_first_attempt, times_out
+
+
+def statuses(*ids: str) -> list[str]:
+    order = {job_id: index for index, job_id in enumerate(ids)}
+    rows = Job.objects.filter(id__in=ids).values_list("id", "status")
+    return [status for _, status in sorted(rows, key=lambda row: order[str(row[0])])]
+
+
+def test_eight_threads_run_eight_jobs_at_once_in_one_process(start_worker, ledger):
+    ids = [r.id for r in rendezvous.enqueue_many([((8,), {})] * 8)]
+    start_worker("--concurrency", "1", "--threads", "8")
+    wait_until(lambda: set(statuses(*ids)) == {"SUCCESSFUL"}, timeout=30)
+    pids = {job.return_value for job in Job.objects.filter(id__in=ids)}
+    assert len(pids) == 1
+    assert fetch_value("SELECT sum(runs) FROM test_ledger") == 8
+
+
+@pytest.mark.parametrize("stop", ["timeout", "cancel"])
+def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(start_worker, ledger, stop):
+    neighbour = slow_on_first_attempt.enqueue(30)
+    culprit = times_out.enqueue() if stop == "timeout" else sleep_for.enqueue(30)
+    start_worker("--concurrency", "1", "--threads", "2")
+    wait_until(lambda: statuses(neighbour.id, culprit.id) == ["RUNNING", "RUNNING"])
+    if stop == "cancel":
+        assert operations.cancel(culprit.id) == "RUNNING"
+
+    wait_until(lambda: statuses(neighbour.id) == ["SUCCESSFUL"], timeout=30)
+    culprit_row = Job.objects.get(id=culprit.id)
+    assert culprit_row.status == ("FAILED" if stop == "timeout" else "CANCELLED")
+    expected = "JobTimeout" if stop == "timeout" else "JobCancelled"
+    assert culprit_row.errors[-1]["exception_class_path"] == f"jobs.exceptions.{expected}"
+    neighbour_row = Job.objects.get(id=neighbour.id)
+    assert neighbour_row.attempts == 2
+    [interrupted] = neighbour_row.errors
+    assert interrupted["exception_class_path"] == "jobs.exceptions.JobInterrupted"
+    assert culprit.id in interrupted["message"]
+    # Attempt 1 was killed before it counted itself; attempt 2 completed.
+    assert fetch("SELECT runs, last_attempt FROM test_ledger") == [(1, 2)]
