@@ -103,27 +103,29 @@ class JobTask(Task):
         return self.get_backend().enqueue_many(self, calls)
 
 
-def encode_arguments(task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, str]:
+def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> str:
     """
-    The JSON text of a call's arguments, or a TypeError that names the argument.
+    The JSON text of the calls, [[args, kwargs], ...], or a TypeError that
+    names the first argument that is not JSON.
 
     Arguments are stored as jsonb, never pickled: what goes in must be JSON.
     """
     try:
-        return _dumps(list(args)), _dumps(dict(kwargs))
+        return _dumps(calls)
     except (TypeError, ValueError):
         pass
-    named = [(f"argument {index}", value) for index, value in enumerate(args)]
-    named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
-    for label, value in named:
-        try:
-            _dumps(value)
-        except (TypeError, ValueError) as error:
-            raise TypeError(
-                f"{label} of {task.module_path} is not JSON serializable "
-                f"({type(value).__name__}: {error}). Task arguments are stored as JSON; "
-                "pass ids or plain data instead."
-            ) from None
+    for args, kwargs in calls:
+        named = [(f"argument {index}", value) for index, value in enumerate(args)]
+        named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
+        for label, value in named:
+            try:
+                _dumps(value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"{label} of {task.module_path} is not JSON serializable "
+                    f"({type(value).__name__}: {error}). Task arguments are stored as JSON; "
+                    "pass ids or plain data instead."
+                ) from None
     raise TypeError(f"The keyword argument names of {task.module_path} must be strings.")
 
 
@@ -166,7 +168,7 @@ class PostgresBackend(BaseTaskBackend):
         unique_key = getattr(task, "unique_key", None)
         if unique_key is not None and len(calls) > 1:
             raise InvalidTask("A unique key names one job: enqueue it with enqueue().")
-        encoded = [encode_arguments(task, args, kwargs) for args, kwargs in calls]
+        encoded = encode_calls(task, calls)
         ids = [str(uuid_utils.uuid7()) for _ in calls]
         timeout = self._option(task, "timeout")
         params = {
@@ -177,16 +179,15 @@ class PostgresBackend(BaseTaskBackend):
             "run_at": task.run_after,
             "max_attempts": self._option(task, "max_attempts"),
             "timeout": timedelta(seconds=timeout) if timeout is not None else None,
-            "ids": ids,
-            "args": [args for args, _ in encoded],
-            "kwargs": [kwargs for _, kwargs in encoded],
-            "unique_keys": [unique_key] * len(calls),
+            "ids": ",".join(ids),
+            "calls": encoded,
+            "unique_key": unique_key,
             "notify": task.run_after is None
             or task.run_after <= timezone.now() + timedelta(seconds=self.options["POLL_INTERVAL"]),
         }
         with self._enqueue_cursor() as cursor:
             cursor.execute(sql.ENQUEUE, params)
-            inserted = {str(row[0]): (row[1], row[2]) for row in cursor.fetchall()}
+            inserted, enqueued_at, _ = cursor.fetchone()
             if unique_key is not None and not inserted:
                 cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
                 row = cursor.fetchone()
@@ -200,7 +201,6 @@ class PostgresBackend(BaseTaskBackend):
         announce = task_enqueued.has_listeners(type(self))
         results = []
         for job_id, (args, kwargs) in zip(ids, calls, strict=True):
-            enqueued_at, _ = inserted[job_id]
             result = TaskResult(
                 task=task,
                 id=job_id,

@@ -101,11 +101,15 @@ class Job(models.Model):
         ]
         constraints = [
             # At most one live job per unique key: enqueue with a key that is
-            # READY or RUNNING already returns the existing job.
+            # READY or RUNNING already returns the existing job. Jobs without
+            # a key stay out of the index, so claiming them writes one index
+            # entry less.
             models.UniqueConstraint(
                 "unique_key",
                 name="jobs_job_unique_key_live",
-                condition=models.Q(status__in=(JobStatus.READY, JobStatus.RUNNING)),
+                condition=models.Q(
+                    unique_key__isnull=False, status__in=(JobStatus.READY, JobStatus.RUNNING)
+                ),
             ),
             models.CheckConstraint(
                 condition=models.Q(priority__gte=-100, priority__lte=100),

@@ -11,6 +11,11 @@ READY_CHANNEL = "jobs_ready"
 # Enqueue one or many jobs of one task in a single INSERT on the caller's
 # connection, so the jobs exist only if the caller's transaction commits.
 #
+# The ids arrive as one comma-separated text and the calls as one JSON array
+# of [args, kwargs] pairs, zipped on the server: two parameters whatever the
+# batch size, instead of arrays that the driver would encode element by
+# element. Only their count and enqueue time come back.
+#
 # NOTIFY is transactional too: it is delivered at commit, and Postgres folds
 # identical (channel, payload) notifications of one transaction into one, so a
 # transaction that enqueues 10,000 jobs on one queue wakes the workers once and
@@ -20,7 +25,8 @@ READY_CHANNEL = "jobs_ready"
 #
 # A unique key that is READY or RUNNING already makes the insert a no-op
 # (ON CONFLICT against the partial unique index, so there is no race between
-# concurrent enqueues); the caller then reads the existing job.
+# concurrent enqueues); the caller then reads the existing job. A unique key
+# comes with a single job only.
 ENQUEUE = f"""
 WITH job AS (
     INSERT INTO jobs_job (
@@ -29,15 +35,18 @@ WITH job AS (
     )
     SELECT
         new.id, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
-        new.args, new.kwargs, 'READY', COALESCE(%(run_at)s, clock_timestamp()),
-        0, %(max_attempts)s, %(timeout)s, clock_timestamp(), '{{}}', '[]', new.unique_key
-    FROM unnest(%(ids)s::uuid[], %(args)s::jsonb[], %(kwargs)s::jsonb[], %(unique_keys)s::text[])
-        AS new(id, args, kwargs, unique_key)
-    ON CONFLICT (unique_key) WHERE status IN ('READY', 'RUNNING') DO NOTHING
-    RETURNING id, enqueued_at, run_at
+        new.call -> 0, new.call -> 1, 'READY', COALESCE(%(run_at)s, statement_timestamp()),
+        0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]', %(unique_key)s
+    FROM ROWS FROM (
+        unnest(string_to_array(%(ids)s::text, ',')::uuid[]),
+        jsonb_array_elements(%(calls)s::jsonb)
+    ) AS new(id, call)
+    ON CONFLICT (unique_key)
+        WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
+    RETURNING 1
 )
-SELECT id, enqueued_at, run_at,
-       CASE WHEN %(notify)s THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+SELECT count(*), statement_timestamp(),
+       CASE WHEN %(notify)s AND count(*) > 0 THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
 FROM job
 """
 
