@@ -38,6 +38,9 @@ POLL_SECONDS = 0.02
 BACKEND_EXIT_SECONDS = 0.3
 LATENCY_JOBS = 200
 LATENCY_GAP_SECONDS = 0.02
+# The large run is left out for a queue whose 10,000-job rate says it would
+# take longer than this to process (filling the queue not counted).
+LARGE_BUDGET_SECONDS = 60.0
 
 COST_SNAPSHOT = """
 SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
@@ -63,6 +66,7 @@ class Options:
     timeout: float
     history_rows: int = 1_000_000
     scale: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    large_jobs: int = 100_000
 
 
 class Queue:
@@ -328,7 +332,31 @@ class Queue:
             if "latency" in phases:
                 say("latency")
                 record(self.measure_latency())
+        if "large" in phases:
+            self.measure_large()
         return figures
+
+    def measure_large(self) -> None:
+        """
+        The process phase again with options.large_jobs queued, unless the
+        queue's rate on the smaller run says it would not finish within
+        LARGE_BUDGET_SECONDS; the report then says so.
+        """
+        count = self.options.large_jobs
+        rates = [rate for rate in self.figures.get("jobs_per_s", []) if rate]
+        if rates and count / statistics.median(rates) > LARGE_BUDGET_SECONDS:
+            self.notes.append(
+                f"{count:,} jobs not run: at {statistics.median(rates):,.0f} jobs/s they would "
+                f"take {count / statistics.median(rates) / 60:.0f} min"
+            )
+            return
+        for round_ in range(1, self.options.repeat + 1):
+            say(f"process {count:,}, round {round_} of {self.options.repeat}")
+            self.reset()
+            self.fill(count)
+            measured = self.measure_process(count)
+            for figure in ("jobs_per_s", "steady_per_s"):
+                self.figures.setdefault(f"large_{figure}", []).append(measured[figure])
 
 
 def steady_rate(samples: list[tuple[float, int]], count: int) -> float | None:
@@ -380,6 +408,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--history-rows", type=int, default=1_000_000)
     parser.add_argument("--scale", default="1,2,4,8")
+    parser.add_argument("--large-jobs", type=int, default=100_000)
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("give --dsn or set BENCH_DSN")
@@ -391,6 +420,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         timeout=args.timeout,
         history_rows=args.history_rows,
         scale=[int(n) for n in args.scale.split(",")],
+        large_jobs=args.large_jobs,
     )
 
 

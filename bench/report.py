@@ -137,6 +137,7 @@ def render(results: list[QueueResult], context: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    parts += large_run(measured, ours, context)
     if ours is not None:
         parts += ours_only(ours, context)
     for result in results:
@@ -154,6 +155,32 @@ def render(results: list[QueueResult], context: dict[str, Any]) -> str:
         " bytes/job, both server-wide.",
     ]
     return "\n".join(parts) + "\n"
+
+
+def large_run(
+    measured: list[QueueResult], ours: QueueResult | None, context: dict[str, Any]
+) -> list[str]:
+    """processed/s and steady/s with large_jobs queued, and ours over each."""
+    rows = []
+    for result in measured:
+        total = result.figures.get("large_jobs_per_s")
+        if total is None:
+            continue
+        steady = result.figures.get("large_steady_per_s")
+        row = [result.title, with_spread(total), with_spread(steady) if steady else MISSING]
+        if ours is not None and result is not ours:
+            row.append(format_ratio(ratio(ours.figures.get("large_jobs_per_s"), total)))
+        else:
+            row.append(MISSING)
+        rows.append(row)
+    if not rows:
+        return []
+    return [
+        "",
+        f"{context['large_jobs']:,} jobs queued:",
+        "",
+        table(["queue", "processed/s", "steady/s", "ours over it (processed/s)"], rows),
+    ]
 
 
 def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:

@@ -22,14 +22,23 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench import database, venvs
+from bench import database, driver, venvs
 from bench.peers import PEERS
 from bench.report import QueueResult, render, save
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-QUEUE_PHASES = ("enqueue", "process", "latency")
+QUEUE_PHASES = ("enqueue", "process", "latency", "large")
 OUR_PHASES = ("history", "scale")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, except where the help text says them (the default is None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,12 +51,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "virtualenv of its own under bench/.peers/, made on first use. With --signup, "
             "measure the signup's latency instead (see bench/signup.py)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="a short run to try things out: 1,000 jobs, 1 repeat, 100,000 history rows",
+        help=(
+            "a short run to try things out: 1,000 jobs, 1 repeat, 100,000 history rows, "
+            "10,000 in the large run"
+        ),
     )
     parser.add_argument(
         "--peers",
@@ -61,15 +73,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(QUEUE_PHASES + OUR_PHASES),
         help=(
             "what to measure: enqueue (one at a time, and batches), process (queued jobs, "
-            "workers started, until all are done; cost), latency (enqueue→start); for this "
-            "queue only: history (with finished jobs in the table), scale (1, 2, 4, 8 "
-            "runworker processes)"
+            "workers started, until all are done; cost), latency (enqueue→start), large "
+            "(process again with --large-jobs queued); for this queue only: history (with "
+            "finished jobs in the table), scale (1, 2, 4, 8 runworker processes)"
         ),
     )
     parser.add_argument(
         "--history-rows", type=int, help="finished jobs in the history phase (default: 1000000)"
     )
+    parser.add_argument(
+        "--large-jobs",
+        type=int,
+        help=(
+            "jobs queued in the large run (default: 100000); a queue that would take over "
+            f"{driver.LARGE_BUDGET_SECONDS:.0f} s to process them is left out"
+        ),
+    )
     parser.add_argument("--scale", default="1,2,4,8", help="runworker processes to try")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for latest.md and latest.json"
+    )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="seconds a processing run may take"
     )
@@ -79,8 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run the signup latency benchmark instead (--signup --help for its options)",
     )
     args = parser.parse_args(argv)
-    defaults = (1_000, 1, 100_000) if args.quick else (10_000, 3, 1_000_000)
-    for name, default in zip(("jobs", "repeat", "history_rows"), defaults, strict=True):
+    defaults = (1_000, 1, 100_000, 10_000) if args.quick else (10_000, 3, 1_000_000, 100_000)
+    names = ("jobs", "repeat", "history_rows", "large_jobs")
+    for name, default in zip(names, defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
     args.peers = [] if args.peers == "none" else [name for name in args.peers.split(",") if name]
@@ -116,15 +140,16 @@ def main(argv: list[str] | None = None) -> int:
         "jobs": args.jobs,
         "repeat": args.repeat,
         "history_rows": args.history_rows,
+        "large_jobs": args.large_jobs,
         "phases": args.phases,
     }
     results = [run_ours(args, url)]
     results += [run_peer(name, args, url) for name in args.peers]
     markdown = render(results, context)
-    save(results, context, markdown, RESULTS)
+    save(results, context, markdown, args.results)
     print()
     print(markdown)
-    print(f"Saved {RESULTS / 'latest.md'} and {RESULTS / 'latest.json'}.")
+    print(f"Saved {args.results / 'latest.md'} and {args.results / 'latest.json'}.")
     return 0 if all(result.status != "failed" for result in results) else 1
 
 
@@ -187,6 +212,7 @@ def run_driver(
         f"--timeout={args.timeout}",
         f"--history-rows={args.history_rows}",
         f"--scale={args.scale}",
+        f"--large-jobs={args.large_jobs}",
     ]
     env = {**os.environ, "BENCH_DSN": dsn, "PYTHONPATH": str(ROOT)}
     tail: deque[str] = deque(maxlen=20)

@@ -1,0 +1,117 @@
+"""The benchmark harness: its arithmetic, its report, and one real run of this queue."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import driver, run
+from bench.report import DASH, MISSING, TIMES, QueueResult, format_ratio, render
+from bench.stats import ratio, summarize
+from project.settings import BASE_DIR
+from tests.conftest import database_url_for_subprocesses
+
+
+def test_steady_rate_is_the_rate_between_10_and_90_percent_done():
+    # 1,000 jobs: nothing for the first second (start-up), then 500 jobs/s.
+    samples = [(0.5, 0), (1.0, 0)] + [(1.0 + t / 10, 50 * t) for t in range(1, 21)]
+    assert driver.steady_rate(samples, 1_000) == pytest.approx(500)
+    assert driver.steady_rate(samples[:10], 1_000) is None
+
+
+def test_percentile_interpolates_like_numpy():
+    values = [float(v) for v in range(1, 101)]
+    assert driver.percentile(values, 50) == pytest.approx(50.5)
+    assert driver.percentile(values, 99) == pytest.approx(99.01)
+    assert driver.percentile([7.0], 99) == 7.0
+
+
+def test_summaries_skip_missing_repeats_and_ratios_are_ours_over_theirs():
+    ours, theirs = summarize([3.0, None, 1.0, 2.0]), summarize([1.0, 1.0, 1.0])
+    assert (ours.median, ours.min, ours.max) == (2.0, 1.0, 3.0)
+    assert summarize([None, None]) is None
+    assert ratio(ours, theirs) == 2.0
+    assert ratio(ours, None) is None
+    assert [format_ratio(v) for v in (123.4, 2.0, 0.05, None)] == [
+        f"123{TIMES}",
+        f"2.00{TIMES}",
+        f"0.05{TIMES}",
+        MISSING,
+    ]
+
+
+def result(name: str, **figures: list[float]) -> QueueResult:
+    return QueueResult.from_driver(
+        name, f"queue {name}", "setup", {"figures": figures, "notes": []}
+    )
+
+
+def test_report_has_medians_spreads_ratios_the_large_run_and_what_was_skipped():
+    context = {
+        "date": "2026-11-26 12:00 UTC",
+        "machine": "2 cores",
+        "postgres": "PostgreSQL 15",
+        "command": "./scripts/bench.sh",
+        "jobs": 10_000,
+        "repeat": 3,
+        "history_rows": 1_000_000,
+        "large_jobs": 100_000,
+    }
+    ours = result("ours", jobs_per_s=[900.0, 1_000.0, 1_100.0], large_jobs_per_s=[2_000.0])
+    peer = result("peer", jobs_per_s=[500.0, 500.0, 500.0], large_jobs_per_s=[400.0])
+    slow = result("slow", jobs_per_s=[10.0])
+    slow.notes.append("100,000 jobs not run: at 10 jobs/s they would take 167 min")
+    skipped = QueueResult("celery", "Celery", "setup", status="skipped", reason="no Redis answers")
+    report = render([ours, peer, slow, skipped], context)
+    none = MISSING
+    assert f"| queue ours | setup | {none} | {none} | 1,000 |" in report
+    assert f"| queue ours | {none} | {none} | 900{DASH}1,100 |" in report
+    assert f"| queue peer | {none} | {none} | 2.00{TIMES} |" in report
+    assert f"| queue peer | 400 | {none} | 5.00{TIMES} |" in report
+    assert "queue slow: 100,000 jobs not run" in report
+    assert "Celery: skipped, no Redis answers" in report
+
+
+def test_the_large_run_is_left_out_for_a_queue_too_slow_for_it():
+    queue = driver.Queue.__new__(driver.Queue)
+    queue.options = driver.Options(dsn="", jobs=10_000, repeat=1, phases=[], timeout=60.0)
+    queue.figures = {"jobs_per_s": [100.0, 120.0]}
+    queue.notes = []
+    queue.measure_large()
+    assert queue.notes == ["100,000 jobs not run: at 110 jobs/s they would take 15 min"]
+    assert "large_jobs_per_s" not in queue.figures
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--peers", "rq"], "unknown peer(s) rq"), (["--phases", "speed"], "unknown phase(s) speed")],
+)
+def test_bad_arguments_are_refused_by_name(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        run.parse_args(argv)
+    assert exit.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_command_measures_this_queue_on_a_database_of_its_own(tmp_path):
+    server = database_url_for_subprocesses().rsplit("/", 1)[0] + "/postgres"
+    command = [
+        sys.executable, "-m", "bench.run", "--peers", "none", "--jobs", "300", "--repeat", "1",
+        "--phases", "enqueue,process,large", "--large-jobs", "600", "--results", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "BENCH_DATABASE_URL": server, "BENCH_DATABASE_PREFIX": "test_bench_"}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [ours] = json.loads((tmp_path / "latest.json").read_text())["queues"]
+    assert ours["status"] == "ok", ours
+    figures = {name: summary["median"] for name, summary in ours["figures"].items()}
+    for name in ("enqueue_per_s", "batch_per_s", "jobs_per_s", "large_jobs_per_s"):
+        assert figures[name] > 0, name
+    # Server-wide figures: anything else on the server adds to them.
+    assert figures["write_xacts_per_job"] > 0
+    assert figures["wal_bytes_per_job"] > 0
+    assert "| this queue | 1 runworker, defaults |" in (tmp_path / "latest.md").read_text()
