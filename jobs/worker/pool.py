@@ -319,7 +319,8 @@ class ExecutorPool:
             jobs = [
                 job
                 for job in executor.running()
-                if job.timeout is not None and now - executor.started[job.id] >= job.timeout
+                if job.timeout is not None
+                and now - executor.started.get(job.id, now) >= job.timeout
             ]
             if jobs:
                 late.append((executor, jobs))
@@ -328,7 +329,7 @@ class ExecutorPool:
     def next_deadline(self) -> float | None:
         """The monotonic time at which the next running job times out."""
         deadlines = [
-            executor.started[job.id] + job.timeout
+            executor.started.get(job.id, time.monotonic()) + job.timeout
             for executor in self.executors
             for job in executor.running()
             if job.timeout is not None
