@@ -110,6 +110,18 @@ CROSS JOIN LATERAL (
 ) AS next
 """
 
+# Whether jobs_job has never been analyzed (a new table, or one just
+# truncated). Without statistics the planner guesses one READY row and may
+# claim through jobs_job_next_due_idx, sorting the whole backlog on every
+# claim, instead of reading jobs_job_claim_idx in order; any statistics,
+# even of an empty table, make it read the claim index.
+NEVER_ANALYZED = """
+SELECT reltuples < 0 FROM pg_class WHERE oid = 'jobs_job'::regclass
+"""
+
+# Needs the table's owner; anyone else gets a warning and no statistics.
+ANALYZE = "ANALYZE jobs_job"
+
 # Channel of the NOTIFY sent when jobs finish; the payload is their ids,
 # comma-separated, at most WAITER_CHUNK of them per notification (Postgres
 # caps a payload at 8000 bytes).

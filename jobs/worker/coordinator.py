@@ -103,6 +103,7 @@ class Coordinator:
         self.stop_signals.install(self._on_stop_signal)
         self.db.connect()
         self._register()
+        self._analyze_if_never_analyzed()
         logger.info(
             "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
             "prefetch %s, database %s",
@@ -357,8 +358,14 @@ class Coordinator:
                 ready,
                 failed,
             )
+        self._analyze_if_never_analyzed()
         if not self.stopping:
             self._prune()
+
+    def _analyze_if_never_analyzed(self) -> None:
+        """See sql.NEVER_ANALYZED: the claim's plan must not wait for autovacuum."""
+        if self.db.analyze_if_never_analyzed():
+            logger.info("jobs_job had no planner statistics yet: analyzed it")
 
     def _prune(self) -> None:
         """Delete one small batch of expired jobs per status group, per heartbeat."""

@@ -147,6 +147,13 @@ class QueueDatabase:
         ).fetchone()
         return dead, ready, failed
 
+    def analyze_if_never_analyzed(self) -> bool:
+        """Give the planner statistics of jobs_job if it has none; whether it had none."""
+        if not self.conn.execute(sql.NEVER_ANALYZED).fetchone()[0]:
+            return False
+        self.conn.execute(sql.ANALYZE)
+        return True
+
     def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
         cursor = self.conn.execute(
             sql.PRUNE_BATCH,
