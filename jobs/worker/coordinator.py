@@ -84,6 +84,7 @@ class Coordinator:
             max_memory_per_child=config.max_memory_per_child,
         )
         self.stopping = False
+        self.analyze_refused = False
         self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
@@ -364,8 +365,18 @@ class Coordinator:
 
     def _analyze_if_never_analyzed(self) -> None:
         """See sql.NEVER_ANALYZED: the claim's plan must not wait for autovacuum."""
-        if self.db.analyze_if_never_analyzed():
+        if self.analyze_refused:
+            return
+        analyzed = self.db.analyze_if_never_analyzed()
+        if analyzed:
             logger.info("jobs_job had no planner statistics yet: analyzed it")
+        elif analyzed is False:
+            self.analyze_refused = True
+            logger.warning(
+                "jobs_job has no planner statistics and this database role may not ANALYZE "
+                "it: claims may be slow until autovacuum analyzes it, or its owner runs "
+                "ANALYZE jobs_job"
+            )
 
     def _prune(self) -> None:
         """Delete one small batch of expired jobs per status group, per heartbeat."""

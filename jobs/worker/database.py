@@ -147,12 +147,16 @@ class QueueDatabase:
         ).fetchone()
         return dead, ready, failed
 
-    def analyze_if_never_analyzed(self) -> bool:
-        """Give the planner statistics of jobs_job if it has none; whether it had none."""
+    def analyze_if_never_analyzed(self) -> bool | None:
+        """
+        Give the planner statistics of jobs_job if it has none: None when it
+        had some, True when it has now, False when ANALYZE was refused (this
+        role does not own the table).
+        """
         if not self.conn.execute(sql.NEVER_ANALYZED).fetchone()[0]:
-            return False
+            return None
         self.conn.execute(sql.ANALYZE)
-        return True
+        return not self.conn.execute(sql.NEVER_ANALYZED).fetchone()[0]
 
     def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
         cursor = self.conn.execute(
