@@ -1,6 +1,7 @@
 """Tasks the tests enqueue and the worker subprocesses run."""
 
 import os
+import sys
 import time
 
 from django.db import connection
@@ -105,3 +106,8 @@ def rendezvous(context, count: int) -> int:
 @task(max_attempts=1, timeout=1)
 def times_out() -> None:
     time.sleep(30)
+
+
+@task(max_attempts=1)
+def calls_sys_exit() -> None:
+    sys.exit(3)

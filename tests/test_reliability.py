@@ -147,6 +147,27 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(start_worker, ledger):
     assert fetch_value("SELECT count(*) FROM jobs_worker") == 0
 
 
+def test_sigterm_gives_back_claimed_jobs_at_once_while_the_running_one_finishes(
+    start_worker, ledger
+):
+    running = sleep_for.enqueue(3.0)
+    queued = [r.id for r in record_run.enqueue_many([(("queued",), {})] * 4)]
+    worker = start_worker("--concurrency", "1", "--prefetch", "5", "--shutdown-timeout", "20")
+    wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 5)
+    worker.signal(signal.SIGTERM)
+
+    def given_back():
+        """the four waiting jobs are READY again, their attempt not spent"""
+        rows = Job.objects.filter(id__in=queued)
+        return {(row.status, row.attempts) for row in rows} == {("READY", 0)}
+
+    wait_until(given_back, timeout=2.0)
+    assert job(running.id).status == "RUNNING"
+    assert worker.wait() == 0
+    assert job(running.id).status == "SUCCESSFUL"
+    assert fetch_value("SELECT count(*) FROM test_ledger") == 0
+
+
 def test_ctrl_c_under_a_process_manager_is_one_stop_request(start_worker):
     """SIGINT from the terminal and SIGTERM from honcho at once: still a graceful stop."""
     result = sleep_for.enqueue(1.0)
@@ -182,7 +203,9 @@ def test_sigterm_past_the_grace_puts_jobs_back_without_spending_an_attempt(start
     assert worker.wait(timeout=20) == 0
     rows = Job.objects.filter(id__in=ids)
     assert [(r.status, r.attempts, r.worker_ids) for r in rows] == [("READY", 0, [])] * 3
-    assert "Put 3 unfinished job(s) back to READY" in worker.output()
+    # The one waiting job went back at the signal, the two running at the grace's end.
+    assert "Giving back 1 claimed job(s) that had not started" in worker.output()
+    assert "Put 2 unfinished job(s) back to READY" in worker.output()
 
 
 def test_a_task_that_always_raises_runs_max_attempts_with_growing_gaps(

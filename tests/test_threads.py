@@ -5,7 +5,7 @@ import pytest
 from jobs import operations
 from jobs.models import Job
 from tests.conftest import fetch, fetch_value, wait_until
-from tests.tasks import rendezvous, sleep_for, slow_on_first_attempt, times_out
+from tests.tasks import add, calls_sys_exit, rendezvous, sleep_for, slow_on_first_attempt, times_out
 
 
 def statuses(*ids: str) -> list[str]:
@@ -44,3 +44,13 @@ def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(start_wor
     assert culprit.id in interrupted["message"]
     # Attempt 1 was killed before it counted itself; attempt 2 completed.
     assert fetch("SELECT runs, last_attempt FROM test_ledger") == [(1, 2)]
+
+
+def test_a_task_that_ends_its_thread_fails_as_a_dead_executor_and_the_worker_goes_on(start_worker):
+    exited = calls_sys_exit.enqueue()
+    start_worker("--concurrency", "1", "--threads", "2")
+    wait_until(lambda: statuses(exited.id) == ["FAILED"])
+    [error] = Job.objects.get(id=exited.id).errors
+    assert error["exception_class_path"] == "jobs.exceptions.ExecutorDied"
+    after = add.enqueue(1, 2)
+    wait_until(lambda: statuses(after.id) == ["SUCCESSFUL"])

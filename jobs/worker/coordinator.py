@@ -84,6 +84,7 @@ class Coordinator:
             max_memory_per_child=config.max_memory_per_child,
         )
         self.stopping = False
+        self.unstarted_skipped = False
         self.analyze_refused = False
         self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
@@ -126,6 +127,13 @@ class Coordinator:
     # The loop.
 
     def _step(self) -> None:
+        if self.stopping and not self.unstarted_skipped:
+            # Stopping means starting nothing new: what was claimed but not
+            # begun goes back to the queue now, for another worker.
+            skipped = self.pool.skip_unstarted()
+            self.unstarted_skipped = True
+            if skipped:
+                logger.info("Giving back %d claimed job(s) that had not started", skipped)
         if self.db.connected and not self.stopping and self.pool.claim_size() > 0:
             if time.monotonic() >= self.claim_due_at:
                 self._with_database(self._claim)
@@ -209,21 +217,31 @@ class Coordinator:
         located = self.pool.locate(job_id)
         if located is None:
             return
-        executor, running = located
+        executor, job, running = located
         if running:
             logger.info("Job %s cancelled while running: stopping its executor", job_id)
             # The cancel already wrote CANCELLED; the jobs behind it never started.
             self._hold(self._fail_lost(self.pool.replace(executor), cancelled=job_id))
         else:
-            self.pool.skip(executor, job_id)
+            self.pool.skip(executor, job)
 
     # Writing outcomes.
 
     def _hold(self, finished: list[tuple[ClaimedJob, Outcome]]) -> None:
-        """Keep outcomes until they are written together (see OUTCOME_DELAY)."""
-        if finished and not self.held_outcomes:
-            self.held_since = time.monotonic()
-        self.held_outcomes.extend(finished)
+        """
+        Keep outcomes until they are written together (see OUTCOME_DELAY).
+
+        A job left unstarted on request (SKIPPED) is given back instead. The
+        release is fenced, so one that was cancelled, or rescued and claimed
+        elsewhere, in the meantime stays as it is.
+        """
+        for job, outcome in finished:
+            if outcome.status == "SKIPPED":
+                self.held_releases.append(job)
+                continue
+            if not self.held_outcomes:
+                self.held_since = time.monotonic()
+            self.held_outcomes.append((job, outcome))
 
     def _holding(self) -> bool:
         return bool(self.held_outcomes or self.held_releases)
@@ -252,8 +270,8 @@ class Coordinator:
                 raise
 
     def _complete(self, finished: list[tuple[ClaimedJob, Outcome]]) -> None:
-        outcomes = [outcome for _, outcome in finished if outcome.status != "SKIPPED"]
-        accepted = self.db.complete(outcomes) if outcomes else set()
+        outcomes = [outcome for _, outcome in finished]
+        accepted = self.db.complete(outcomes)
         retry_times = [o.retry_at for o in outcomes if o.retry_at is not None and o.id in accepted]
         if retry_times:
             # A retry may be due before the next claim we had planned.
@@ -261,8 +279,6 @@ class Coordinator:
             self.claim_due_at = min(self.claim_due_at, time.monotonic() + max(retry_in, 0.0))
         log_each = logger.isEnabledFor(logging.INFO)
         for job, outcome in finished:
-            if outcome.status == "SKIPPED":
-                continue
             if outcome.id not in accepted:
                 logger.warning(
                     "Job %s attempt %d: result discarded, the job was cancelled, or rescued "
@@ -434,10 +450,10 @@ class Coordinator:
         self.stop_requested_at = time.monotonic()
         self.stop_deadline = self.stop_requested_at + self.config.shutdown_timeout
         logger.info(
-            "%s: no more claims; waiting up to %.0f s for %d claimed job(s)",
+            "%s: no more claims; waiting up to %.0f s for %d running job(s)",
             name,
             self.config.shutdown_timeout,
-            self.pool.in_flight,
+            self.pool.running_count,
         )
 
     def _shut_down(self) -> None:

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from queue import SimpleQueue
 from typing import Any, NamedTuple
 
 from django.db import close_old_connections
@@ -61,8 +61,9 @@ class Outcome(NamedTuple):
 
     id: str
     attempt: int
-    # SUCCESSFUL, FAILED, READY for a retry, or SKIPPED for a job cancelled
-    # before it started (nothing to write: the cancel wrote CANCELLED).
+    # SUCCESSFUL, FAILED, READY for a retry, or SKIPPED for a job the
+    # coordinator withdrew before it started (cancelled, rescued, or shutting
+    # down): the coordinator gives it back with a fenced release.
     status: str
     finished_at: float  # epoch seconds
     retry_at: float | None  # epoch seconds, for status READY
@@ -274,13 +275,14 @@ def executor_main(
     """
     The executor process's entry point.
 
-    The coordinator sends ("run", [ClaimedJob tuples]), ("skip", job id) for a
-    job cancelled before it started, and finally None; this sends back one
-    Outcome per job, the moment the job ends, so the coordinator always knows
-    which jobs run now (their timeout clocks depend on it). Jobs start in the
-    order they came, each on the next free thread. SIGINT is ignored: a Ctrl-C
-    in a terminal reaches the whole process group, and shutdown is the
-    coordinator's to run (it lets running jobs finish, then kills us).
+    The coordinator sends ("run", [ClaimedJob tuples]), ("skip", (job id,
+    attempt)) for a job it wants left unstarted, and finally None; this sends
+    back one Outcome per job, the moment the job ends or is skipped, so the
+    coordinator always knows which jobs run now (their timeout clocks depend
+    on it). Jobs start in the order they came, each on the next free thread.
+    SIGINT is ignored: a Ctrl-C in a terminal reaches the whole process group,
+    and shutdown is the coordinator's to run (it lets running jobs finish,
+    then kills us).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked executor inherits the coordinator's handlers and wake-up pipe.
@@ -290,41 +292,83 @@ def executor_main(
     if setup is not None:
         setup()
     runner = JobRunner(worker_id)
-    jobs, skipped = start_reader(conn, threads)
     send_lock = threading.Lock()
+
+    def send(outcome: Outcome) -> None:
+        with send_lock:
+            conn.send([tuple(outcome)])
+
+    jobs = start_reader(conn, send)
 
     def run_jobs() -> None:
         # A thread answers its job before it takes the next: the coordinator
-        # counts on it to tell running jobs from waiting ones.
-        while (job := jobs.get()) is not None:
-            if job.id in skipped:
-                skipped.discard(job.id)
-                outcome = Outcome(
-                    job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0
-                )
-            else:
-                outcome = runner.run(job)
-            with send_lock:
-                conn.send([tuple(outcome)])
+        # counts on it to tell running jobs from waiting ones. A thread that
+        # ends otherwise (sys.exit() in a task, a failing signal receiver)
+        # takes the process with it, so the coordinator sees the executor die
+        # and fails its jobs, instead of waiting for ever on a silent thread.
+        try:
+            while (job := jobs.take()) is not None:
+                send(runner.run(job))
+        except BaseException:
+            logger.exception("Executor %s: a job ended its thread; exiting", os.getpid())
+            os._exit(70)
 
     for number in range(1, threads):
         threading.Thread(target=run_jobs, name=f"jobs-executor-{number}", daemon=True).start()
     run_jobs()
 
 
-def start_reader(conn: Connection, threads: int) -> tuple[SimpleQueue, set[str]]:
+class WaitingJobs:
+    """
+    The jobs an executor holds and has not started, in the order they came.
+
+    A job leaves it exactly once, under the lock: taken by a thread to run, or
+    withdrawn on the coordinator's request. So a job that was withdrawn never
+    starts, and a job that started is never answered as skipped.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: OrderedDict[tuple[str, int], ClaimedJob] = OrderedDict()
+        self._ended = False
+        self._ready = threading.Condition()
+
+    def add(self, jobs: list[ClaimedJob]) -> None:
+        with self._ready:
+            for job in jobs:
+                self._jobs[job.id, job.attempt] = job
+            self._ready.notify(len(jobs))
+
+    def withdraw(self, key: tuple[str, int]) -> ClaimedJob | None:
+        with self._ready:
+            return self._jobs.pop(key, None)
+
+    def end(self) -> None:
+        """Every thread gets None once the waiting jobs are taken."""
+        with self._ready:
+            self._ended = True
+            self._ready.notify_all()
+
+    def take(self) -> ClaimedJob | None:
+        with self._ready:
+            while not self._jobs and not self._ended:
+                self._ready.wait()
+            if not self._jobs:
+                return None
+            return self._jobs.popitem(last=False)[1]
+
+
+def start_reader(conn: Connection, send: Callable[[Outcome], None]) -> WaitingJobs:
     """
     Read the coordinator's messages in a thread of their own, as they come.
 
     Both ends of the pipe write blocking: were this process to read only
     between jobs, a coordinator sending a large claim and an executor sending
     outcomes could each wait, for ever, for the other to read. The reader
-    keeps this end drained. It returns the queue of jobs to run, where one
-    None per thread means the coordinator is gone or said stop, and the set of
-    job ids not to start.
+    keeps this end drained. A skip is answered here, at once, for a job that
+    still waits; one that has started by then runs to its end (its outcome is
+    the answer), since a thread cannot be stopped.
     """
-    jobs: SimpleQueue = SimpleQueue()
-    skipped: set[str] = set()
+    jobs = WaitingJobs()
 
     def read() -> None:
         while True:
@@ -333,15 +377,13 @@ def start_reader(conn: Connection, threads: int) -> tuple[SimpleQueue, set[str]]
             except (EOFError, OSError):
                 message = None
             if message is None:
-                for _ in range(threads):
-                    jobs.put(None)
+                jobs.end()
                 return
             kind, body = message
             if kind == "run":
-                for row in body:
-                    jobs.put(ClaimedJob(*row))
-            else:
-                skipped.add(body)
+                jobs.add([ClaimedJob(*row) for row in body])
+            elif (job := jobs.withdraw(tuple(body))) is not None:
+                send(Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0))
 
     threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
-    return jobs, skipped
+    return jobs

@@ -44,14 +44,16 @@ class Executor:
     conn: Connection
     # Jobs it runs at once, each in a thread of its own.
     threads: int = 1
-    # Jobs sent and not yet answered, by id, in the order the executor starts
-    # them. Its threads take the next job only after answering the last, so
-    # the first `threads` of them are exactly the ones running now.
-    assigned: dict[str, ClaimedJob] = field(default_factory=dict)
+    # Jobs sent and not yet answered, by (id, attempt), in the order the
+    # executor starts them. Its threads take the next job only after
+    # answering the last, so the first `threads` of them are exactly the ones
+    # running now. The attempt is part of the key: a worker that was declared
+    # dead may claim again a job it still runs.
+    assigned: dict[tuple[str, int], ClaimedJob] = field(default_factory=dict)
     # When each running job started, as far as the coordinator can tell: the
     # moment it moved into the first `threads` (its hand-off, or an outcome
     # that freed a thread for it).
-    started: dict[str, float] = field(default_factory=dict)
+    started: dict[tuple[str, int], float] = field(default_factory=dict)
     jobs_run: int = 0
     # Set when the executor has run its share (--max-tasks-per-child) or grown
     # past its memory ceiling: it gets no more jobs and is replaced once idle.
@@ -68,13 +70,15 @@ class Executor:
         return list(islice(self.assigned.values(), self.threads, None))
 
     def note_starts(self, now: float) -> None:
-        for job in islice(self.assigned.values(), self.threads):
-            self.started.setdefault(job.id, now)
+        for key in islice(self.assigned, self.threads):
+            self.started.setdefault(key, now)
 
     def lost_work(self) -> "LostWork":
         now = time.monotonic()
         return LostWork(
-            running=[(job, now - self.started.get(job.id, now)) for job in self.running()],
+            running=[
+                (job, now - self.started.get((job.id, job.attempt), now)) for job in self.running()
+            ],
             unstarted=self.unstarted(),
             exitcode=self.process.exitcode,
         )
@@ -155,6 +159,10 @@ class ExecutorPool:
         return sum(len(executor.assigned) for executor in self.executors)
 
     @property
+    def running_count(self) -> int:
+        return sum(len(executor.running()) for executor in self.executors)
+
+    @property
     def free_slots(self) -> int:
         return sum(self._room(executor) for executor in self.executors)
 
@@ -211,7 +219,7 @@ class ExecutorPool:
             executor = max(self.executors, key=self._room)
             if self._room(executor) <= 0:
                 raise RuntimeError("dispatch() was given more jobs than free_slots")
-            executor.assigned[job.id] = job
+            executor.assigned[job.id, job.attempt] = job
             batches.setdefault(id(executor), (executor, []))[1].append(job)
         for executor, batch in batches.values():
             executor.note_starts(now)
@@ -222,16 +230,21 @@ class ExecutorPool:
                 # finds its pipe closed and hands its jobs back as lost work.
                 pass
 
-    def locate(self, job_id: str) -> tuple[Executor, bool] | None:
-        """The executor that holds a job, and whether the job is running there."""
+    def locate(self, job_id: str) -> tuple[Executor, ClaimedJob, bool] | None:
+        """The executor that holds a job's latest attempt, and whether it runs there."""
+        found = None
         for executor in self.executors:
-            if job_id in executor.assigned:
-                return executor, job_id in (job.id for job in executor.running())
-        return None
+            for job in executor.assigned.values():
+                if job.id == job_id and (found is None or job.attempt > found[1].attempt):
+                    found = (executor, job, job in executor.running())
+        return found
 
-    def skip(self, executor: Executor, job_id: str) -> None:
-        """Tell an executor not to start a job it holds (it answers SKIPPED)."""
-        executor.conn.send(("skip", job_id))
+    def skip(self, executor: Executor, job: ClaimedJob) -> None:
+        """
+        Tell an executor not to start a job it holds: it answers SKIPPED at
+        once if the job still waits, or the job's outcome if it had begun.
+        """
+        executor.conn.send(("skip", (job.id, job.attempt)))
 
     def skip_unstarted(self) -> int:
         """Tell every executor not to start any job it holds but has not begun."""
@@ -239,7 +252,7 @@ class ExecutorPool:
         for executor in self.executors:
             for job in executor.unstarted():
                 try:
-                    self.skip(executor, job.id)
+                    self.skip(executor, job)
                 except OSError:
                     continue
                 skipped += 1
@@ -294,8 +307,9 @@ class ExecutorPool:
                 while executor.conn.poll():
                     for row in executor.conn.recv():
                         outcome = Outcome(*row)
-                        job = executor.assigned.pop(outcome.id)
-                        executor.started.pop(outcome.id, None)
+                        key = (outcome.id, outcome.attempt)
+                        job = executor.assigned.pop(key)
+                        executor.started.pop(key, None)
                         executor.jobs_run += 1
                         outcomes.append((job, outcome))
                         if outcome.status != "SKIPPED":
@@ -320,7 +334,7 @@ class ExecutorPool:
                 job
                 for job in executor.running()
                 if job.timeout is not None
-                and now - executor.started.get(job.id, now) >= job.timeout
+                and now - executor.started.get((job.id, job.attempt), now) >= job.timeout
             ]
             if jobs:
                 late.append((executor, jobs))
@@ -329,7 +343,7 @@ class ExecutorPool:
     def next_deadline(self) -> float | None:
         """The monotonic time at which the next running job times out."""
         deadlines = [
-            executor.started.get(job.id, time.monotonic()) + job.timeout
+            executor.started.get((job.id, job.attempt), time.monotonic()) + job.timeout
             for executor in self.executors
             for job in executor.running()
             if job.timeout is not None

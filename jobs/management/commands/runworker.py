@@ -37,7 +37,7 @@ class Command(BaseCommand):
                 "Jobs each executor process runs at once, in threads: more for I/O-bound "
                 "tasks (HTTP calls, e-mail). Jobs run at once = concurrency x threads. A job "
                 "that times out or is cancelled stops its whole process, interrupting the "
-                "jobs beside it (they are retried). Default: 1."
+                "jobs beside it (retried while attempts remain). Default: 1."
             ),
         )
         parser.add_argument(
