@@ -186,8 +186,8 @@ class PostgresBackend(BaseTaskBackend):
             or task.run_after <= timezone.now() + timedelta(seconds=self.options["POLL_INTERVAL"]),
         }
         with self._enqueue_cursor() as cursor:
-            cursor.execute(sql.ENQUEUE, params)
-            inserted, enqueued_at, _ = cursor.fetchone()
+            cursor.execute(sql.ENQUEUE_ONE if len(calls) == 1 else sql.ENQUEUE, params)
+            inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
             if unique_key is not None and not inserted:
                 cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
                 row = cursor.fetchone()
