@@ -6,6 +6,7 @@ statement of jobs/sql.py is its own short transaction, psycopg prepares the
 ones that repeat, and the same connection LISTENs for new jobs.
 """
 
+import json
 import logging
 import socket
 from collections.abc import Sequence
@@ -95,19 +96,9 @@ class QueueDatabase:
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[str]:
         """Write outcomes; return the ids the fence accepted."""
-        rows = self.conn.execute(
-            sql.COMPLETE,
-            {
-                "ids": [o.id for o in outcomes],
-                "attempts": [o.attempt for o in outcomes],
-                "statuses": [o.status for o in outcomes],
-                "finished_at": [o.finished_at for o in outcomes],
-                "retry_at": [o.retry_at for o in outcomes],
-                "return_values": [o.return_value for o in outcomes],
-                "errors": [o.error for o in outcomes],
-            },
-        ).fetchall()
-        return {str(row[0]) for row in rows}
+        batch = json.dumps([outcome[:7] for outcome in outcomes])
+        rows = self.conn.execute(sql.COMPLETE, {"outcomes": batch}).fetchall()
+        return {row[0] for row in rows}
 
     def release(self, jobs: Sequence[ClaimedJob]) -> int:
         """Put claimed jobs that never ran back to READY, their attempt not spent."""

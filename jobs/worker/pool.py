@@ -22,7 +22,7 @@ import django
 import psutil
 from django.db import connections
 
-from .executor import ClaimedJob, Outcome, executor_main
+from .executor import ClaimedJob, Outcome, executor_main, receive_message, send_message
 
 logger = logging.getLogger("jobs.worker")
 
@@ -224,7 +224,7 @@ class ExecutorPool:
         for executor, batch in batches.values():
             executor.note_starts(now)
             try:
-                executor.conn.send(("run", batch))
+                send_message(executor.conn, ("run", [tuple(job) for job in batch]))
             except OSError:
                 # The executor died since the last receive(); the next one
                 # finds its pipe closed and hands its jobs back as lost work.
@@ -244,7 +244,7 @@ class ExecutorPool:
         Tell an executor not to start a job it holds: it answers SKIPPED at
         once if the job still waits, or the job's outcome if it had begun.
         """
-        executor.conn.send(("skip", (job.id, job.attempt)))
+        send_message(executor.conn, ("skip", (job.id, job.attempt)))
 
     def skip_unstarted(self) -> int:
         """Tell every executor not to start any job it holds but has not begun."""
@@ -278,7 +278,7 @@ class ExecutorPool:
                     )
                     executor.retiring = True
             if executor.retiring and not executor.assigned:
-                executor.conn.send(None)
+                send_message(executor.conn, None)
                 executor.process.join(timeout=5)
                 self._kill(executor)
                 self.executors[self.executors.index(executor)] = self._spawn()
@@ -305,7 +305,7 @@ class ExecutorPool:
                 continue
             try:
                 while executor.conn.poll():
-                    for row in executor.conn.recv():
+                    for row in receive_message(executor.conn):
                         outcome = Outcome(*row)
                         key = (outcome.id, outcome.attempt)
                         job = executor.assigned.pop(key)
@@ -378,7 +378,7 @@ class ExecutorPool:
                 lost.append(executor.lost_work())
             else:
                 try:
-                    executor.conn.send(None)
+                    send_message(executor.conn, None)
                 except OSError:
                     pass
         for executor in self.executors:
