@@ -13,6 +13,7 @@ jobs were rescued in the meantime.
 """
 
 import logging
+import math
 import os
 import secrets
 import signal
@@ -25,6 +26,7 @@ import psycopg
 from django.tasks import task_backends
 
 from ..stop_signals import StopSignals
+from .completer import Completer
 from .database import QueueDatabase, describe
 from .executor import ClaimedJob, Outcome, RetryPolicy, failed_outcome
 from .pool import ExecutorPool, LostWork
@@ -98,10 +100,19 @@ class Coordinator:
         self.reconnect_at = 0.0
         self.reconnect_delay = 0.5
         self.stop_signals = StopSignals()
+        self.completer = Completer(
+            QueueDatabase(
+                self.backend.database,
+                config.queues,
+                prepared_statements=options["PREPARED_STATEMENTS"],
+            )
+        )
 
     def run(self) -> None:
-        # The pool first: its executors may be forked only while nothing is open.
+        # The pool first: its executors may be forked only while nothing is
+        # open and no other thread runs.
         self.pool.start()
+        self.completer.start()
         self.stop_signals.install(self._on_stop_signal)
         self.db.connect()
         self._register()
@@ -138,11 +149,13 @@ class Coordinator:
             if time.monotonic() >= self.claim_due_at:
                 self._with_database(self._claim)
 
-        waitables = [*self.pool.connections(), self.stop_signals.reader]
+        waitables = [*self.pool.connections(), self.stop_signals.reader, self.completer]
         if self.db.connected:
             waitables.append(self.db.conn)
         ready = wait(waitables, timeout=self._wait_timeout())
         self.stop_signals.drain(ready)
+        if self.completer in ready:
+            self._written(self.completer.collect())
 
         finished, lost = self.pool.receive(ready)
         self._hold(finished)
@@ -244,34 +257,47 @@ class Coordinator:
             self.held_outcomes.append((job, outcome))
 
     def _holding(self) -> bool:
-        return bool(self.held_outcomes or self.held_releases)
+        return bool(self.held_outcomes or self.held_releases or self.completer.busy)
 
     def _write_due_at(self) -> float:
-        """When the held writes are due (see OUTCOME_DELAY)."""
-        if (
-            self.held_releases
-            or self.stopping
-            or self.pool.idle()
-            or len(self.held_outcomes) >= OUTCOME_BATCH
-        ):
+        """
+        When the held writes are due (see OUTCOME_DELAY). Outcomes wait while
+        the completer writes the previous batch: the next one grows meanwhile.
+        """
+        if self.held_releases:
+            return 0.0
+        if not self.held_outcomes or self.completer.busy:
+            return math.inf
+        if self.stopping or self.pool.idle() or len(self.held_outcomes) >= OUTCOME_BATCH:
             return 0.0
         return self.held_since + OUTCOME_DELAY
 
     def _write_held(self) -> None:
+        """Releases on this connection, at once; outcomes through the completer."""
         if self.held_releases:
             self.db.release(self.held_releases)
             self.held_releases = []
-        if self.held_outcomes:
-            finished, self.held_outcomes = self.held_outcomes, []
-            try:
-                self._complete(finished)
-            except DATABASE_ERRORS:
-                self.held_outcomes = finished + self.held_outcomes
-                raise
+        if self.held_outcomes and not self.completer.busy:
+            self.completer.submit(self.held_outcomes)
+            self.held_outcomes = []
 
-    def _complete(self, finished: list[tuple[ClaimedJob, Outcome]]) -> None:
+    def _written(
+        self, answer: tuple[list[tuple[ClaimedJob, Outcome]], set[str] | Exception] | None
+    ) -> None:
+        """Take the completer's answer: the fence's verdicts, or a batch to hold again."""
+        if answer is None:
+            return
+        finished, accepted = answer
+        if isinstance(accepted, Exception):
+            self.held_outcomes = finished + self.held_outcomes
+            if not isinstance(accepted, DATABASE_ERRORS):
+                raise accepted
+            self._lost_database(accepted)
+            return
+        self._report(finished, accepted)
+
+    def _report(self, finished: list[tuple[ClaimedJob, Outcome]], accepted: set[str]) -> None:
         outcomes = [outcome for _, outcome in finished]
-        accepted = self.db.complete(outcomes)
         retry_times = [o.retry_at for o in outcomes if o.retry_at is not None and o.id in accepted]
         if retry_times:
             # A retry may be due before the next claim we had planned.
@@ -462,9 +488,25 @@ class Coordinator:
             self.held_releases.extend(work.unstarted)
         released = len(self.held_releases)
         try:
+            # The batch the completer is writing, then the rest, on this
+            # connection.
+            finished, accepted = self.completer.wait() or ([], set())
+            self.completer.stop()
+            if isinstance(accepted, Exception):
+                self.held_outcomes = finished + self.held_outcomes
+            else:
+                self._report(finished, accepted)
             if not self.db.connected:
                 self.db.connect()
-            self._write_held()
+            if self.held_releases:
+                self.db.release(self.held_releases)
+                self.held_releases = []
+            if self.held_outcomes:
+                self._report(
+                    self.held_outcomes,
+                    self.db.complete([outcome for _, outcome in self.held_outcomes]),
+                )
+                self.held_outcomes = []
             self.db.unregister(self.worker_id)
         except DATABASE_ERRORS as error:
             logger.error(

@@ -48,14 +48,16 @@ class QueueDatabase:
         self.prepared_statements = prepared_statements
         self.conn: psycopg.Connection | None = None
 
-    def connect(self) -> None:
+    def connect(self, *, listen: bool = True) -> None:
+        """Connect; listen=False for a connection that only writes (the completer's)."""
         params = connection_params(self.alias)
         params.setdefault("application_name", f"jobs worker {socket.gethostname()}")
         params.setdefault("connect_timeout", 5)
         prepare_threshold = 0 if self.prepared_statements else None
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
-        self.conn.execute(f"LISTEN {sql.READY_CHANNEL}")
-        self.conn.execute(f"LISTEN {sql.CANCEL_CHANNEL}")
+        if listen:
+            self.conn.execute(f"LISTEN {sql.READY_CHANNEL}")
+            self.conn.execute(f"LISTEN {sql.CANCEL_CHANNEL}")
 
     @property
     def connected(self) -> bool:
