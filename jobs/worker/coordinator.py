@@ -2,9 +2,10 @@
 The coordinator: one process per `runworker` that owns the database side of work.
 
 It claims due jobs in one statement, hands them to its executor processes,
-writes their outcomes back in batches, and sleeps on LISTEN/NOTIFY, the next
-run_at, or a slow poll, whichever comes first. Executors never touch the
-queue's tables; only the coordinator does.
+has their outcomes written back in batches (by its completer thread, on a
+second connection), and sleeps on LISTEN/NOTIFY, the next run_at, or a slow
+poll, whichever comes first. Executors never touch the queue's tables; only
+the coordinator does.
 
 When the database goes away the executors go on; the coordinator holds the
 outcomes they produce, reconnects with capped backoff, and writes them when
