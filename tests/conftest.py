@@ -104,10 +104,32 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def worker_env(transactional_db) -> dict[str, str]:
-    env = {**os.environ, "DATABASE_URL": database_url_for_subprocesses(), "PYTHONUNBUFFERED": "1"}
+def worker_env(transactional_db, tmp_path) -> dict[str, str]:
+    started_dir = tmp_path / "started"
+    started_dir.mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_for_subprocesses(),
+        "PYTHONUNBUFFERED": "1",
+        "TEST_STARTED_DIR": str(started_dir),
+    }
     env.setdefault("JOBS_LOG_LEVEL", "INFO")
     return env
+
+
+@pytest.fixture
+def started(worker_env) -> Callable[..., Callable[[], bool]]:
+    """started(*ids) is a condition: the first attempt of each job has begun (tasks.note_start)."""
+    directory = Path(worker_env["TEST_STARTED_DIR"])
+
+    def condition(*job_ids: str, attempt: int = 1) -> Callable[[], bool]:
+        def all_started() -> bool:
+            """the jobs' code runs in an executor"""
+            return all((directory / f"{job_id}-{attempt}").exists() for job_id in job_ids)
+
+        return all_started
+
+    return condition
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 import os
 import sys
 import time
+from pathlib import Path
 
 from django.db import connection
 from django.tasks import task
@@ -33,8 +34,20 @@ def record_run(context, label: str = "") -> int:
     return context.attempt
 
 
-@task
-def sleep_for(seconds: float) -> float:
+def note_start(context) -> None:
+    """
+    Leave a file named after the attempt in TEST_STARTED_DIR, so that a test
+    can wait until the job's code runs in an executor (RUNNING in the table
+    means claimed: the job may still wait in its executor's queue).
+    """
+    directory = os.environ.get("TEST_STARTED_DIR")
+    if directory:
+        Path(directory, f"{context.task_result.id}-{context.attempt}").touch()
+
+
+@task(takes_context=True)
+def sleep_for(context, seconds: float) -> float:
+    note_start(context)
     time.sleep(seconds)
     return seconds
 
@@ -57,6 +70,7 @@ def patient() -> None:
 @task(takes_context=True, max_attempts=3)
 def slow_on_first_attempt(context, seconds: float) -> int:
     """Sleep on attempt 1 only, then count a completed run in the ledger."""
+    note_start(context)
     if context.attempt == 1:
         time.sleep(seconds)
     record_run.call(context, "completed")

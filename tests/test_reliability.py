@@ -137,10 +137,10 @@ def test_a_worker_declared_dead_does_not_start_the_jobs_it_held(start_worker, fa
     assert "skipping its 5 unstarted job(s)" in frozen.output()
 
 
-def test_sigterm_lets_running_jobs_finish_and_exits_0(start_worker, ledger):
+def test_sigterm_lets_running_jobs_finish_and_exits_0(start_worker, started, ledger):
     ids = [r.id for r in sleep_for.enqueue_many([((1.0,), {})] * 2)]
     worker = start_worker("--concurrency", "2", "--prefetch", "1", "--shutdown-timeout", "20")
-    wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 2)
+    wait_until(started(*ids))
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert set(Job.objects.filter(id__in=ids).values_list("status", flat=True)) == {"SUCCESSFUL"}
@@ -148,12 +148,13 @@ def test_sigterm_lets_running_jobs_finish_and_exits_0(start_worker, ledger):
 
 
 def test_sigterm_gives_back_claimed_jobs_at_once_while_the_running_one_finishes(
-    start_worker, ledger
+    start_worker, started, ledger
 ):
     running = sleep_for.enqueue(3.0)
     queued = [r.id for r in record_run.enqueue_many([(("queued",), {})] * 4)]
     worker = start_worker("--concurrency", "1", "--prefetch", "5", "--shutdown-timeout", "20")
     wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 5)
+    wait_until(started(running.id))
     worker.signal(signal.SIGTERM)
 
     def given_back():
@@ -168,11 +169,11 @@ def test_sigterm_gives_back_claimed_jobs_at_once_while_the_running_one_finishes(
     assert fetch_value("SELECT count(*) FROM test_ledger") == 0
 
 
-def test_ctrl_c_under_a_process_manager_is_one_stop_request(start_worker):
+def test_ctrl_c_under_a_process_manager_is_one_stop_request(start_worker, started):
     """SIGINT from the terminal and SIGTERM from honcho at once: still a graceful stop."""
     result = sleep_for.enqueue(1.0)
     worker = start_worker("--concurrency", "1", "--shutdown-timeout", "20")
-    wait_until(status_is(result.id, "RUNNING"))
+    wait_until(started(result.id))
     worker.signal(signal.SIGINT)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
@@ -180,10 +181,10 @@ def test_ctrl_c_under_a_process_manager_is_one_stop_request(start_worker):
     assert "stopping now" not in worker.output()
 
 
-def test_a_second_signal_later_stops_at_once(start_worker):
+def test_a_second_signal_later_stops_at_once(start_worker, started):
     result = sleep_for.enqueue(60)
     worker = start_worker("--concurrency", "1", "--shutdown-timeout", "60")
-    wait_until(status_is(result.id, "RUNNING"))
+    wait_until(started(result.id))
     worker.signal(signal.SIGTERM)
     wait_until(lambda: "no more claims" in worker.output())
     # The gap is the point: a signal within the window would be the same request.
@@ -195,10 +196,12 @@ def test_a_second_signal_later_stops_at_once(start_worker):
     assert (job(result.id).status, job(result.id).attempts) == ("READY", 0)
 
 
-def test_sigterm_past_the_grace_puts_jobs_back_without_spending_an_attempt(start_worker):
+def test_sigterm_past_the_grace_puts_jobs_back_without_spending_an_attempt(start_worker, started):
     ids = [r.id for r in sleep_for.enqueue_many([((60,), {})] * 3)]
     worker = start_worker("--concurrency", "2", "--prefetch", "2", "--shutdown-timeout", "1")
     wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 3)
+    # Dealt one at a time: the first two run, one on each executor.
+    wait_until(started(*ids[:2]))
     worker.signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
     rows = Job.objects.filter(id__in=ids)
@@ -244,6 +247,26 @@ def test_an_executor_that_dies_fails_only_its_own_job(start_worker):
     assert "exit code 3" in job(doomed.id).errors[0]["message"]
 
 
+def test_a_job_that_kills_its_executor_after_a_run_of_short_ones_is_the_one_that_fails(
+    start_worker, ledger
+):
+    """
+    Outcomes travel in batches, so when the executor dies some finished jobs
+    have not been reported yet: the slots still tell that the doomed job, and
+    only it, was running, so it spends its attempt and the others do not.
+    """
+    short = [r.id for r in record_run.enqueue_many([(("short",), {})] * 200)]
+    doomed = exits_the_process.enqueue()
+    start_worker("--concurrency", "1", "--prefetch", "250")
+    wait_until(status_is(doomed.id, "FAILED"))
+    wait_until(lambda: Job.objects.filter(id__in=short, status="SUCCESSFUL").count() == 200)
+    row = job(doomed.id)
+    assert row.attempts == 1
+    assert [e["exception_class_path"] for e in row.errors] == ["jobs.exceptions.ExecutorDied"]
+    assert not Job.objects.filter(id__in=short, attempts__gt=1).exists()
+    assert fetch_value("SELECT count(*) FROM test_ledger") == 200
+
+
 def test_cancel_before_start_never_runs(start_worker, ledger):
     result = record_run.enqueue("cancelled")
     operations.cancel(result.id)
@@ -254,10 +277,10 @@ def test_cancel_before_start_never_runs(start_worker, ledger):
     assert fetch_value("SELECT count(*) FROM test_ledger") == 0
 
 
-def test_cancel_while_running_stops_the_executor(start_worker, ledger):
+def test_cancel_while_running_stops_the_executor(start_worker, started, ledger):
     result = slow_on_first_attempt.enqueue(60)
     worker = start_worker("--concurrency", "1")
-    wait_until(status_is(result.id, "RUNNING"))
+    wait_until(started(result.id))
     [executor] = executors_of(worker.pid)
     assert operations.cancel(result.id) == "RUNNING"
     wait_until(lambda: gone(executor), timeout=10)

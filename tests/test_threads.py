@@ -24,11 +24,16 @@ def test_eight_threads_run_eight_jobs_at_once_in_one_process(start_worker, ledge
 
 
 @pytest.mark.parametrize("stop", ["timeout", "cancel"])
-def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(start_worker, ledger, stop):
+def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(
+    start_worker, started, ledger, stop
+):
     neighbour = slow_on_first_attempt.enqueue(30)
     culprit = times_out.enqueue() if stop == "timeout" else sleep_for.enqueue(30)
     start_worker("--concurrency", "1", "--threads", "2")
     wait_until(lambda: statuses(neighbour.id, culprit.id) == ["RUNNING", "RUNNING"])
+    wait_until(started(neighbour.id))
+    if stop == "cancel":
+        wait_until(started(culprit.id))
     if stop == "cancel":
         assert operations.cancel(culprit.id) == "RUNNING"
 

@@ -21,6 +21,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
 from django.db import close_old_connections
@@ -290,19 +291,24 @@ def executor_main(
     worker_id: str,
     setup: Callable[[], None] | None,
     parent_pid: int,
-    threads: int = 1,
+    threads: int,
+    running: "ctypes.Array[ctypes.c_longlong]",
 ) -> None:
     """
     The executor process's entry point.
 
     The coordinator sends ("run", [ClaimedJob tuples]), ("skip", (job id,
-    attempt)) for a job it wants left unstarted, and finally None; this sends
-    back one Outcome per job, the moment the job ends or is skipped, so the
-    coordinator always knows which jobs run now (their timeout clocks depend
-    on it). Jobs start in the order they came, each on the next free thread.
-    SIGINT is ignored: a Ctrl-C in a terminal reaches the whole process group,
-    and shutdown is the coordinator's to run (it lets running jobs finish,
-    then kills us).
+    attempt)) for a job it wants left unstarted, and finally None. Jobs start
+    in the order they came, each on the next free thread, and both sides
+    number them so in that order, from 1. While a thread runs a job, its slot
+    of `running`, memory shared with the coordinator, holds the job's number:
+    that is how the coordinator knows which jobs run now (their timeout
+    clocks, and which attempts an executor that died was in the middle of).
+    Outcomes go back in batches (see OutcomeSender).
+
+    SIGINT is ignored: a Ctrl-C in a terminal reaches the whole process
+    group, and shutdown is the coordinator's to run (it lets running jobs
+    finish, then kills us).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked executor inherits the coordinator's handlers and wake-up pipe.
@@ -312,35 +318,88 @@ def executor_main(
     if setup is not None:
         setup()
     runner = JobRunner(worker_id)
-    send_lock = threading.Lock()
+    sender = OutcomeSender(conn)
+    jobs = start_reader(conn, sender)
 
-    def send(outcome: Outcome) -> None:
-        with send_lock:
-            send_message(conn, [tuple(outcome)])
-
-    jobs = start_reader(conn, send)
-
-    def run_jobs() -> None:
-        # A thread answers its job before it takes the next: the coordinator
-        # counts on it to tell running jobs from waiting ones. A thread that
-        # ends otherwise (sys.exit() in a task, a failing signal receiver)
-        # takes the process with it, so the coordinator sees the executor die
-        # and fails its jobs, instead of waiting for ever on a silent thread.
+    def run_jobs(slot: int) -> None:
+        # The slot is set before the job's code runs and cleared before its
+        # outcome is sent: a job whose number is in a slot has begun and has
+        # no outcome on the way. A thread that ends otherwise (sys.exit() in
+        # a task, a failing signal receiver) takes the process with it, so
+        # the coordinator sees the executor die and fails the job in its
+        # slot, instead of waiting for ever on a silent thread.
         try:
-            while (job := jobs.take()) is not None:
-                send(runner.run(job))
+            while (taken := jobs.take()) is not None:
+                number, job = taken
+                running[slot] = number
+                outcome = runner.run(job)
+                running[slot] = 0
+                sender.put(outcome)
         except BaseException:
             logger.exception("Executor %s: a job ended its thread; exiting", os.getpid())
             os._exit(70)
 
-    for number in range(1, threads):
-        threading.Thread(target=run_jobs, name=f"jobs-executor-{number}", daemon=True).start()
-    run_jobs()
+    others = [
+        threading.Thread(target=run_jobs, args=(slot,), name=f"jobs-executor-{slot}", daemon=True)
+        for slot in range(1, threads)
+    ]
+    for thread in others:
+        thread.start()
+    run_jobs(0)
+    for thread in others:
+        thread.join()
+    sender.close()
+
+
+class OutcomeSender:
+    """
+    Sends outcomes from a thread of its own, as many per message as have
+    come since the last.
+
+    A message is a write on the pipe here and a poll and two reads in the
+    coordinator: one per no-op job cost more than the job. The sender takes
+    whatever has queued up when it gets to run, so an executor that goes idle
+    reports at once, and a busy one every few jobs, within the interpreter's
+    thread switch interval (5 ms).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._outcomes: SimpleQueue[Outcome | None] = SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="jobs-executor-sender", daemon=True)
+        self._thread.start()
+
+    def put(self, outcome: Outcome) -> None:
+        self._outcomes.put(outcome)
+
+    def close(self) -> None:
+        """Send what is queued, then stop."""
+        self._outcomes.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._outcomes.get()]
+            while True:
+                try:
+                    batch.append(self._outcomes.get_nowait())
+                except Empty:
+                    break
+            done = batch[-1] is None
+            rows = [tuple(outcome) for outcome in batch if outcome is not None]
+            if rows:
+                try:
+                    send_message(self._conn, rows)
+                except OSError:
+                    return
+            if done:
+                return
 
 
 class WaitingJobs:
     """
-    The jobs an executor holds and has not started, in the order they came.
+    The jobs an executor holds and has not started, in the order they came,
+    each with its number (1, 2, ... in that order, as the coordinator counts).
 
     A job leaves it exactly once, under the lock: taken by a thread to run, or
     withdrawn on the coordinator's request. So a job that was withdrawn never
@@ -348,19 +407,22 @@ class WaitingJobs:
     """
 
     def __init__(self) -> None:
-        self._jobs: OrderedDict[tuple[str, int], ClaimedJob] = OrderedDict()
+        self._jobs: OrderedDict[tuple[str, int], tuple[int, ClaimedJob]] = OrderedDict()
+        self._received = 0
         self._ended = False
         self._ready = threading.Condition()
 
     def add(self, jobs: list[ClaimedJob]) -> None:
         with self._ready:
             for job in jobs:
-                self._jobs[job.id, job.attempt] = job
+                self._received += 1
+                self._jobs[job.id, job.attempt] = (self._received, job)
             self._ready.notify(len(jobs))
 
     def withdraw(self, key: tuple[str, int]) -> ClaimedJob | None:
         with self._ready:
-            return self._jobs.pop(key, None)
+            _, job = self._jobs.pop(key, (0, None))
+            return job
 
     def end(self) -> None:
         """Every thread gets None once the waiting jobs are taken."""
@@ -368,7 +430,7 @@ class WaitingJobs:
             self._ended = True
             self._ready.notify_all()
 
-    def take(self) -> ClaimedJob | None:
+    def take(self) -> tuple[int, ClaimedJob] | None:
         with self._ready:
             while not self._jobs and not self._ended:
                 self._ready.wait()
@@ -377,7 +439,7 @@ class WaitingJobs:
             return self._jobs.popitem(last=False)[1]
 
 
-def start_reader(conn: Connection, send: Callable[[Outcome], None]) -> WaitingJobs:
+def start_reader(conn: Connection, sender: OutcomeSender) -> WaitingJobs:
     """
     Read the coordinator's messages in a thread of their own, as they come.
 
@@ -403,7 +465,9 @@ def start_reader(conn: Connection, send: Callable[[Outcome], None]) -> WaitingJo
             if kind == "run":
                 jobs.add([ClaimedJob(*row) for row in body])
             elif (job := jobs.withdraw(tuple(body))) is not None:
-                send(Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0))
+                sender.put(
+                    Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0)
+                )
 
     threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
     return jobs

@@ -8,6 +8,7 @@ shutdown past its grace) or dies on its own, the pool knows exactly which jobs
 it was running and which it never reached.
 """
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -42,17 +43,23 @@ DURATION_SMOOTHING = 0.05
 class Executor:
     process: multiprocessing.process.BaseProcess
     conn: Connection
+    # One slot per thread, in memory shared with the executor: the number of
+    # the job the thread runs now, 0 when it runs none (see executor_main).
+    slots: "ctypes.Array[ctypes.c_longlong]"
     # Jobs it runs at once, each in a thread of its own.
     threads: int = 1
-    # Jobs sent and not yet answered, by (id, attempt), in the order the
-    # executor starts them. Its threads take the next job only after
-    # answering the last, so the first `threads` of them are exactly the ones
-    # running now. The attempt is part of the key: a worker that was declared
-    # dead may claim again a job it still runs.
+    # Jobs sent and not yet answered, by (id, attempt), in the order they were
+    # sent. The attempt is part of the key: a worker that was declared dead
+    # may claim again a job it still runs.
     assigned: dict[tuple[str, int], ClaimedJob] = field(default_factory=dict)
+    # The number each job sent has on both sides (1, 2, ... in sending order),
+    # both ways.
+    numbers: dict[tuple[str, int], int] = field(default_factory=dict)
+    by_number: dict[int, tuple[str, int]] = field(default_factory=dict)
+    sent: int = 0
     # When each running job started, as far as the coordinator can tell: the
-    # moment it moved into the first `threads` (its hand-off, or an outcome
-    # that freed a thread for it).
+    # first moment it was seen in a slot, or in the first `threads` jobs not
+    # answered (which an outcome in a batch still on its way may delay).
     started: dict[tuple[str, int], float] = field(default_factory=dict)
     jobs_run: int = 0
     # Set when the executor has run its share (--max-tasks-per-child) or grown
@@ -63,23 +70,52 @@ class Executor:
     def pid(self) -> int | None:
         return self.process.pid
 
-    def running(self) -> list[ClaimedJob]:
-        return list(islice(self.assigned.values(), self.threads))
+    def assign(self, job: ClaimedJob) -> None:
+        key = (job.id, job.attempt)
+        self.sent += 1
+        self.assigned[key] = job
+        self.numbers[key] = self.sent
+        self.by_number[self.sent] = key
 
-    def unstarted(self) -> list[ClaimedJob]:
-        return list(islice(self.assigned.values(), self.threads, None))
+    def answer(self, key: tuple[str, int]) -> ClaimedJob:
+        self.by_number.pop(self.numbers.pop(key))
+        self.started.pop(key, None)
+        return self.assigned.pop(key)
+
+    def running(self) -> list[ClaimedJob]:
+        """The jobs whose code runs now: read from the slots, so exact."""
+        return [
+            self.assigned[self.by_number[number]]
+            for number in self.slots
+            if number in self.by_number
+        ]
+
+    def not_running(self) -> list[ClaimedJob]:
+        """
+        The jobs not running now: those not started yet, and those that
+        finished and whose outcome is on its way.
+        """
+        running = {(job.id, job.attempt) for job in self.running()}
+        return [job for key, job in self.assigned.items() if key not in running]
 
     def note_starts(self, now: float) -> None:
         for key in islice(self.assigned, self.threads):
             self.started.setdefault(key, now)
+        for job in self.running():
+            self.started.setdefault((job.id, job.attempt), now)
 
     def lost_work(self) -> "LostWork":
+        """
+        What the executor leaves when it is killed or dies: the jobs in its
+        slots were running and fail their attempt; the others either never
+        began or finished with their outcome lost, and go back to the queue
+        (a finished one runs again: delivery is at least once).
+        """
         now = time.monotonic()
+        running = self.running()
         return LostWork(
-            running=[
-                (job, now - self.started.get((job.id, job.attempt), now)) for job in self.running()
-            ],
-            unstarted=self.unstarted(),
+            running=[(job, now - self.started.get((job.id, job.attempt), now)) for job in running],
+            unstarted=[job for job in self.assigned.values() if job not in running],
             exitcode=self.process.exitcode,
         )
 
@@ -88,7 +124,7 @@ class Executor:
 class LostWork:
     """
     What a killed or dead executor leaves: the jobs it was running, with how
-    long each had run, and those it never reached.
+    long each had run, and the rest, to give back.
     """
 
     running: list[tuple[ClaimedJob, float]]
@@ -142,17 +178,18 @@ class ExecutorPool:
     def _spawn(self, context: multiprocessing.context.BaseContext | None = None) -> Executor:
         context = context or self._context
         parent_conn, child_conn = context.Pipe()
+        slots = context.RawArray("q", self.threads)
         # A forked child has Django set up already; a spawned one sets it up.
         setup = None if context.get_start_method() == "fork" else django.setup
         process = context.Process(
             target=executor_main,
-            args=(child_conn, self.worker_id, setup, os.getpid(), self.threads),
+            args=(child_conn, self.worker_id, setup, os.getpid(), self.threads, slots),
             name="jobs-executor",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        return Executor(process=process, conn=parent_conn, threads=self.threads)
+        return Executor(process=process, conn=parent_conn, slots=slots, threads=self.threads)
 
     @property
     def in_flight(self) -> int:
@@ -219,7 +256,7 @@ class ExecutorPool:
             executor = max(self.executors, key=self._room)
             if self._room(executor) <= 0:
                 raise RuntimeError("dispatch() was given more jobs than free_slots")
-            executor.assigned[job.id, job.attempt] = job
+            executor.assign(job)
             batches.setdefault(id(executor), (executor, []))[1].append(job)
         for executor, batch in batches.values():
             executor.note_starts(now)
@@ -247,10 +284,14 @@ class ExecutorPool:
         send_message(executor.conn, ("skip", (job.id, job.attempt)))
 
     def skip_unstarted(self) -> int:
-        """Tell every executor not to start any job it holds but has not begun."""
+        """
+        Tell every executor not to start any job it holds but has not begun;
+        the count includes finished jobs whose outcome is on its way, which
+        the executor leaves alone.
+        """
         skipped = 0
         for executor in self.executors:
-            for job in executor.unstarted():
+            for job in executor.not_running():
                 try:
                     self.skip(executor, job)
                 except OSError:
@@ -307,9 +348,7 @@ class ExecutorPool:
                 while executor.conn.poll():
                     for row in receive_message(executor.conn):
                         outcome = Outcome(*row)
-                        key = (outcome.id, outcome.attempt)
-                        job = executor.assigned.pop(key)
-                        executor.started.pop(key, None)
+                        job = executor.answer((outcome.id, outcome.attempt))
                         executor.jobs_run += 1
                         outcomes.append((job, outcome))
                         if outcome.status != "SKIPPED":
@@ -330,6 +369,7 @@ class ExecutorPool:
         now = time.monotonic()
         late = []
         for executor in self.executors:
+            executor.note_starts(now)
             jobs = [
                 job
                 for job in executor.running()
