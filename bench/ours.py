@@ -37,7 +37,14 @@ CROSS JOIN LATERAL (
 
 class Ours(driver.Queue):
     name = "ours"
-    remaining_sql = "SELECT count(*) FROM jobs_job WHERE status IN ('READY', 'RUNNING')"
+    # Each count reads a partial index (claim, running). `status IN ('READY',
+    # 'RUNNING')` can use neither and scans the table: 120 ms a poll with the
+    # history phase's million rows, three processes busy every 20 ms, which
+    # took a third off the throughput it was measuring.
+    remaining_sql = (
+        "SELECT (SELECT count(*) FROM jobs_job WHERE status = 'READY')"
+        " + (SELECT count(*) FROM jobs_job WHERE status = 'RUNNING')"
+    )
     tables = ("jobs_job", "jobs_worker")
     workers = 1
     has_batch = True
