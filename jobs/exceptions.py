@@ -5,6 +5,8 @@ The queue records the first five as a failed or cancelled attempt's exception
 class when the attempt ended without the task raising anything itself.
 """
 
+import math
+
 
 class JobTimeout(Exception):
     """The attempt ran past its timeout; its executor process was killed."""
@@ -41,6 +43,8 @@ class RetryJob(Exception):
     """
 
     def __init__(self, message: str = "Retry requested", *, countdown: float | None = None) -> None:
+        if countdown is not None and not (0 <= countdown < math.inf):
+            raise ValueError(f"countdown must be a number of seconds, 0 or more; got {countdown!r}")
         super().__init__(message)
         self.countdown = countdown
 

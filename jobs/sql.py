@@ -199,8 +199,9 @@ announced AS (
 SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements
 """
 
-# Give back claimed jobs that never started (shutdown, or an executor that was
-# replaced before it reached them): READY again, the attempt not spent.
+# Give back claimed jobs that this worker will not run or report (shutdown,
+# a skip, an executor killed before it reached them or before it reported
+# them): READY again, the attempt not spent.
 # Fenced like COMPLETE, so only this worker's current attempt is undone.
 RELEASE = """
 UPDATE jobs_job AS job

@@ -252,8 +252,10 @@ def test_a_job_that_kills_its_executor_after_a_run_of_short_ones_is_the_one_that
 ):
     """
     Outcomes travel in batches, so when the executor dies some finished jobs
-    have not been reported yet: the slots still tell that the doomed job, and
-    only it, was running, so it spends its attempt and the others do not.
+    may not have been reported yet. The slots tell which job was running: the
+    doomed one fails once and for all. A short job whose outcome was lost
+    with the process spends an attempt too (it may have been the cause), and
+    runs again.
     """
     short = [r.id for r in record_run.enqueue_many([(("short",), {})] * 200)]
     doomed = exits_the_process.enqueue()
@@ -263,8 +265,31 @@ def test_a_job_that_kills_its_executor_after_a_run_of_short_ones_is_the_one_that
     row = job(doomed.id)
     assert row.attempts == 1
     assert [e["exception_class_path"] for e in row.errors] == ["jobs.exceptions.ExecutorDied"]
-    assert not Job.objects.filter(id__in=short, attempts__gt=1).exists()
+    assert "while running the job" in row.errors[0]["message"]
+    for retried in Job.objects.filter(id__in=short, attempts__gt=1):
+        assert retried.attempts == 2
+        assert "its outcome was lost" in retried.errors[0]["message"]
     assert fetch_value("SELECT count(*) FROM test_ledger") == 200
+
+
+def test_the_outcome_connection_lost_mid_run_pauses_claims_and_loses_nothing(start_worker, ledger):
+    ids = [r.id for r in record_run.enqueue_many([(("many",), {})] * 3000)]
+    worker = start_worker("--concurrency", "2")
+    wait_until(lambda: Job.objects.filter(id__in=ids, status="SUCCESSFUL").exists())
+    terminated = fetch_value(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name LIKE 'jobs worker % outcomes'"
+    )
+    assert terminated == 1
+    wait_until(
+        lambda: Job.objects.filter(id__in=ids, status="SUCCESSFUL").count() == 3000, timeout=60
+    )
+    assert fetch_value("SELECT max(runs) FROM test_ledger") == 1
+    assert fetch_value("SELECT count(*) FROM test_ledger") == 3000
+    output = worker.output()
+    assert "Outcomes cannot be written" in output
+    assert "Outcomes are written again" in output
+    assert "Database unreachable" not in output
 
 
 def test_cancel_before_start_never_runs(start_worker, ledger):

@@ -68,11 +68,17 @@ class Completer:
         self.in_flight = None
         return answer
 
-    def wait(self) -> tuple[Finished, set[str] | Exception] | None:
-        """Block until the batch in flight is written (or failed); None when none is."""
+    def wait(self, timeout: float) -> tuple[Finished, set[str] | Exception] | None:
+        """
+        Block until the batch in flight is written (or failed); None when
+        none is, or when the timeout passed first (then it stays in flight).
+        """
         if self.in_flight is None:
             return None
-        answer = self._answers.get()
+        try:
+            answer = self._answers.get(timeout=timeout)
+        except Empty:
+            return None
         self.in_flight = None
         return answer
 
@@ -87,7 +93,13 @@ class Completer:
 
     def _run(self) -> None:
         while (finished := self._requests.get()) is not None:
-            self._answers.put((finished, self._write([outcome for _, outcome in finished])))
+            try:
+                answer = self._write([outcome for _, outcome in finished])
+            except BaseException as error:
+                # The coordinator always gets an answer: it would wait for
+                # ever for one that never comes.
+                answer = error
+            self._answers.put((finished, answer))
             os.write(self._writer, b"\0")
         self.db.close()
 
@@ -98,6 +110,9 @@ class Completer:
             return self.db.complete(outcomes)
         except Exception as error:
             # Whatever went wrong, the batch goes back to the coordinator,
-            # which holds it and reconnects.
-            self.db.close()
+            # which holds it and tries again (a database error) or stops.
+            try:
+                self.db.close()
+            except Exception:
+                self.db.conn = None
             return error

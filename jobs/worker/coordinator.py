@@ -35,7 +35,10 @@ from .pool import ExecutorPool, LostWork
 logger = logging.getLogger("jobs.worker")
 
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+RECONNECT_DELAY_MIN = 0.5
 RECONNECT_BACKOFF_MAX = 10.0
+# How long shutdown waits for the completer's last write.
+SHUTDOWN_WRITE_TIMEOUT = 10.0
 PRUNE_BATCH_SIZE = 500
 # Outcomes are written together: at once when nothing else is running (an
 # idle worker reports its one job without delay), otherwise at most this many
@@ -56,6 +59,11 @@ class WorkerConfig:
     shutdown_timeout: float = 30.0
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # bytes of resident memory
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class Coordinator:
@@ -99,7 +107,11 @@ class Coordinator:
         self.held_since = 0.0
         self.disconnected_since: float | None = None
         self.reconnect_at = 0.0
-        self.reconnect_delay = 0.5
+        self.reconnect_delay = RECONNECT_DELAY_MIN
+        # Set while the completer's writes fail: when it may try again.
+        self.completer_retry_at: float | None = None
+        self.completer_delay = RECONNECT_DELAY_MIN
+        self.stop_now = False
         self.stop_signals = StopSignals()
         self.completer = Completer(
             QueueDatabase(
@@ -131,7 +143,7 @@ class Coordinator:
         try:
             while not (self.stopping and self.pool.idle() and not self._holding()):
                 self._step()
-                if self.stopping and time.monotonic() >= self.stop_deadline:
+                if self.stop_now or (self.stopping and time.monotonic() >= self.stop_deadline):
                     break
         finally:
             self._shut_down()
@@ -146,9 +158,14 @@ class Coordinator:
             self.unstarted_skipped = True
             if skipped:
                 logger.info("Giving back %d claimed job(s) that had not started", skipped)
-        if self.db.connected and not self.stopping and self.pool.claim_size() > 0:
-            if time.monotonic() >= self.claim_due_at:
-                self._with_database(self._claim)
+        if (
+            self.db.connected
+            and not self.stopping
+            and self.completer_retry_at is None
+            and self.pool.claim_size() > 0
+            and time.monotonic() >= self.claim_due_at
+        ):
+            self._with_database(self._claim)
 
         waitables = [*self.pool.connections(), self.stop_signals.reader, self.completer]
         if self.db.connected:
@@ -189,7 +206,7 @@ class Coordinator:
             deadlines = [self.next_heartbeat_at]
             if self._holding():
                 deadlines.append(self._write_due_at())
-            if not self.stopping and self.pool.claim_size() > 0:
+            if not self.stopping and self.completer_retry_at is None and self.pool.claim_size() > 0:
                 deadlines.append(self.claim_due_at)
         else:
             # Heartbeats and claims wait for the connection: their deadlines,
@@ -234,7 +251,8 @@ class Coordinator:
         executor, job, running = located
         if running:
             logger.info("Job %s cancelled while running: stopping its executor", job_id)
-            # The cancel already wrote CANCELLED; the jobs behind it never started.
+            # The cancel already wrote CANCELLED; the other jobs go back or fail
+            # as for any executor the coordinator killed.
             self._hold(self._fail_lost(self.pool.replace(executor), cancelled=job_id))
         else:
             self.pool.skip(executor, job)
@@ -269,6 +287,8 @@ class Coordinator:
             return 0.0
         if not self.held_outcomes or self.completer.busy:
             return math.inf
+        if self.completer_retry_at is not None:
+            return self.completer_retry_at
         if self.stopping or self.pool.idle() or len(self.held_outcomes) >= OUTCOME_BATCH:
             return 0.0
         return self.held_since + OUTCOME_DELAY
@@ -293,9 +313,31 @@ class Coordinator:
             self.held_outcomes = finished + self.held_outcomes
             if not isinstance(accepted, DATABASE_ERRORS):
                 raise accepted
-            self._lost_database(accepted)
+            self._completer_failed(accepted)
             return
+        if self.completer_retry_at is not None:
+            logger.info("Outcomes are written again")
+        self.completer_retry_at = None
+        self.completer_delay = RECONNECT_DELAY_MIN
         self._report(finished, accepted)
+
+    def _completer_failed(self, error: Exception) -> None:
+        """
+        The completer's connection failed: hold its batch and try again with
+        a backoff of its own. Claims pause meanwhile, so that outcomes nobody
+        can write do not pile up; the main connection is left as it is (it
+        reconnects on its own errors).
+        """
+        if self.completer_retry_at is None:
+            logger.error(
+                "Outcomes cannot be written (%s); holding %d, no claims until they are, "
+                "retrying with backoff up to %.0f s",
+                first_line(error),
+                len(self.held_outcomes),
+                RECONNECT_BACKOFF_MAX,
+            )
+        self.completer_retry_at = time.monotonic() + self.completer_delay
+        self.completer_delay = min(self.completer_delay * 2, RECONNECT_BACKOFF_MAX)
 
     def _report(self, finished: list[tuple[ClaimedJob, Outcome]], accepted: set[str]) -> None:
         outcomes = [outcome for _, outcome in finished]
@@ -337,9 +379,35 @@ class Coordinator:
         An executor is killed whole: when one of its threads runs past its
         timeout or is cancelled, the jobs running beside it are interrupted
         too, and fail their attempt like the jobs of an executor that died.
+        Jobs that had finished but whose outcome was lost with the process go
+        back to the queue when the coordinator killed it (they caused
+        nothing), and fail their attempt when it died on its own (any of them
+        may be why).
         """
         self.held_releases.extend(work.unstarted)
-        finished = []
+        finished = list(work.finished)
+        if not work.died:
+            self.held_releases.extend(work.unreported)
+        for job in work.unreported if work.died else []:
+            message = (
+                f"The executor process died (exit code {work.exitcode}) after the job began; "
+                "its outcome was lost with it"
+            )
+            logger.error("Job %s %s: %s", job.id, job.task_path, message)
+            finished.append(
+                (
+                    job,
+                    failed_outcome(
+                        job,
+                        exception_class_path="jobs.exceptions.ExecutorDied",
+                        message=message,
+                        traceback_text=message,
+                        worker_id=self.worker_id,
+                        retry=self.retry,
+                        duration=0.0,
+                    ),
+                )
+            )
         for job, running_for in work.running:
             if job.id == cancelled:
                 continue
@@ -435,7 +503,7 @@ class Coordinator:
             logger.error(
                 "Database unreachable (%s); executors go on, outcomes are held, "
                 "reconnecting with backoff up to %.0f s",
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                first_line(error),
                 RECONNECT_BACKOFF_MAX,
             )
         self.db.close()
@@ -457,7 +525,7 @@ class Coordinator:
             len(self.held_outcomes),
         )
         self.disconnected_since = None
-        self.reconnect_delay = 0.5
+        self.reconnect_delay = RECONNECT_DELAY_MIN
         self.claim_due_at = 0.0
         self.next_heartbeat_at = 0.0
 
@@ -472,7 +540,10 @@ class Coordinator:
             if time.monotonic() - self.stop_requested_at < REPEATED_SIGNAL_WINDOW:
                 return
             logger.warning("%s again: stopping now", name)
-            raise SystemExit(0)
+            # A flag, not an exception: raised from here it could land in
+            # the middle of any bookkeeping. The wake-up fd ends the wait.
+            self.stop_now = True
+            return
         self.stopping = True
         self.stop_requested_at = time.monotonic()
         self.stop_deadline = self.stop_requested_at + self.config.shutdown_timeout
@@ -486,13 +557,25 @@ class Coordinator:
     def _shut_down(self) -> None:
         for work in self.pool.stop():
             self.held_releases.extend(job for job, _ in work.running)
+            self.held_releases.extend(work.unreported)
             self.held_releases.extend(work.unstarted)
+            self._hold(work.finished)
         released = len(self.held_releases)
         try:
             # The batch the completer is writing, then the rest, on this
-            # connection.
-            finished, accepted = self.completer.wait() or ([], set())
-            self.completer.stop()
+            # connection. A write that hangs (a connection dropped without a
+            # word) is given up on: the rescue puts those jobs back.
+            answer = self.completer.wait(timeout=SHUTDOWN_WRITE_TIMEOUT)
+            if self.completer.busy:
+                logger.error(
+                    "The last batch of %d outcome(s) was not written within %.0f s: the "
+                    "rescue will put those jobs back",
+                    len(self.completer.in_flight),
+                    SHUTDOWN_WRITE_TIMEOUT,
+                )
+            else:
+                self.completer.stop()
+            finished, accepted = answer or ([], set())
             if isinstance(accepted, Exception):
                 self.held_outcomes = finished + self.held_outcomes
             else:

@@ -1,9 +1,10 @@
 """
-The coordinator's own database connection.
+The coordinator's own database connections.
 
-It is a plain psycopg connection in autocommit mode, apart from Django's: each
-statement of jobs/sql.py is its own short transaction, psycopg prepares the
-ones that repeat, and the same connection LISTENs for new jobs.
+Each is a plain psycopg connection in autocommit mode, apart from Django's:
+each statement of jobs/sql.py is its own short transaction, and psycopg
+prepares the ones that repeat. The coordinator's main connection claims and
+LISTENs for new jobs; its completer's only writes outcomes.
 """
 
 import json
@@ -51,8 +52,16 @@ class QueueDatabase:
     def connect(self, *, listen: bool = True) -> None:
         """Connect; listen=False for a connection that only writes (the completer's)."""
         params = connection_params(self.alias)
-        params.setdefault("application_name", f"jobs worker {socket.gethostname()}")
+        role = "" if listen else " outcomes"
+        params.setdefault("application_name", f"jobs worker {socket.gethostname()}{role}")
         params.setdefault("connect_timeout", 5)
+        # A connection that a firewall or load balancer dropped in silence
+        # would hang a write for the kernel's TCP timeout (a quarter of an
+        # hour): keepalives find it within a minute. Unix sockets ignore them.
+        params.setdefault("keepalives", 1)
+        params.setdefault("keepalives_idle", 30)
+        params.setdefault("keepalives_interval", 10)
+        params.setdefault("keepalives_count", 3)
         prepare_threshold = 0 if self.prepared_statements else None
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
         if listen:
@@ -103,7 +112,7 @@ class QueueDatabase:
         return {row[0] for row in rows}
 
     def release(self, jobs: Sequence[ClaimedJob]) -> int:
-        """Put claimed jobs that never ran back to READY, their attempt not spent."""
+        """Put claimed jobs back to READY, their attempt not spent (see sql.RELEASE)."""
         if not jobs:
             return 0
         rows = self.conn.execute(

@@ -13,13 +13,15 @@ import logging
 import os
 import pickle
 import random
+import re
 import signal
 import sys
 import threading
 import time
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
@@ -35,6 +37,8 @@ from ..exceptions import DoNotRetry, RetryJob
 logger = logging.getLogger("jobs.worker")
 
 PR_SET_PDEATHSIG = 1
+# \u0000 in JSON text, not preceded by an escaped backslash.
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def send_message(conn: Connection, message: object) -> None:
@@ -111,11 +115,13 @@ def error_entry(
     attempt: int,
     worker_id: str,
 ) -> str:
+    # jsonb cannot hold a NUL character, and one in a message would make
+    # the whole batch of outcomes fail to write.
     return json.dumps(
         {
             "exception_class_path": exception_class_path,
-            "message": message,
-            "traceback": traceback_text,
+            "message": message.replace("\x00", "\\x00"),
+            "traceback": traceback_text.replace("\x00", "\\x00"),
             "attempt": attempt,
             "worker_id": worker_id,
             "at": time.time(),
@@ -187,6 +193,11 @@ class JobRunner:
             else:
                 value = task.call(*args, **kwargs)
             return_value = json.dumps(normalize_json(value), allow_nan=False)
+            if "\\u0000" in return_value and ESCAPED_NUL.search(return_value):
+                raise ValueError(
+                    "The return value holds a NUL character (\\x00), which Postgres cannot "
+                    "store in jsonb."
+                )
         except Exception as error:
             retry = RetryPolicy(
                 backend.options["RETRY_BACKOFF_BASE"], backend.options["RETRY_BACKOFF_MAX"]
@@ -301,10 +312,11 @@ def executor_main(
     attempt)) for a job it wants left unstarted, and finally None. Jobs start
     in the order they came, each on the next free thread, and both sides
     number them so in that order, from 1. While a thread runs a job, its slot
-    of `running`, memory shared with the coordinator, holds the job's number:
+    of `running`, memory shared with the coordinator, holds the job's number,
+    and the last slot the highest number taken so far (see WaitingJobs):
     that is how the coordinator knows which jobs run now (their timeout
-    clocks, and which attempts an executor that died was in the middle of).
-    Outcomes go back in batches (see OutcomeSender).
+    clocks) and, when an executor dies, which jobs it had begun. Outcomes go
+    back in batches (see OutcomeSender).
 
     SIGINT is ignored: a Ctrl-C in a terminal reaches the whole process
     group, and shutdown is the coordinator's to run (it lets running jobs
@@ -319,25 +331,20 @@ def executor_main(
         setup()
     runner = JobRunner(worker_id)
     sender = OutcomeSender(conn)
-    jobs = start_reader(conn, sender)
+    jobs = start_reader(conn, sender, running)
 
     def run_jobs(slot: int) -> None:
-        # The slot is set before the job's code runs and cleared before its
-        # outcome is sent: a job whose number is in a slot has begun and has
-        # no outcome on the way. A thread that ends otherwise (sys.exit() in
-        # a task, a failing signal receiver) takes the process with it, so
-        # the coordinator sees the executor die and fails the job in its
-        # slot, instead of waiting for ever on a silent thread.
-        try:
-            while (taken := jobs.take()) is not None:
-                number, job = taken
-                running[slot] = number
+        # take() sets the slot as the job leaves the queue; it is cleared
+        # before the outcome is queued: a job whose number is in a slot has
+        # begun and has no outcome on the way. A thread that ends otherwise
+        # (sys.exit() in a task, a failing signal receiver) takes the process
+        # with it, so the coordinator sees the executor die and fails the job
+        # in its slot, instead of waiting for ever on a silent thread.
+        with exit_on_failure("a job ended its thread"):
+            while (job := jobs.take(slot)) is not None:
                 outcome = runner.run(job)
                 running[slot] = 0
                 sender.put(outcome)
-        except BaseException:
-            logger.exception("Executor %s: a job ended its thread; exiting", os.getpid())
-            os._exit(70)
 
     others = [
         threading.Thread(target=run_jobs, args=(slot,), name=f"jobs-executor-{slot}", daemon=True)
@@ -351,6 +358,19 @@ def executor_main(
     sender.close()
 
 
+@contextmanager
+def exit_on_failure(what: str) -> Iterator[None]:
+    """
+    End the executor when one of its threads fails: the coordinator sees it
+    die and accounts for its jobs, where a silent thread would stall them.
+    """
+    try:
+        yield
+    except BaseException:
+        logger.exception("Executor %s: %s; exiting", os.getpid(), what)
+        os._exit(70)
+
+
 class OutcomeSender:
     """
     Sends outcomes from a thread of its own, as many per message as have
@@ -359,8 +379,9 @@ class OutcomeSender:
     A message is a write on the pipe here and a poll and two reads in the
     coordinator: one per no-op job cost more than the job. The sender takes
     whatever has queued up when it gets to run, so an executor that goes idle
-    reports at once, and a busy one every few jobs, within the interpreter's
-    thread switch interval (5 ms).
+    reports at once, and a busy one every few jobs, usually within the
+    interpreter's thread switch interval (5 ms); a job that holds the GIL in
+    C code delays it until it lets go.
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -378,22 +399,24 @@ class OutcomeSender:
         self._thread.join()
 
     def _run(self) -> None:
-        while True:
-            batch = [self._outcomes.get()]
+        with exit_on_failure("its outcome sender failed"):
             while True:
-                try:
-                    batch.append(self._outcomes.get_nowait())
-                except Empty:
-                    break
-            done = batch[-1] is None
-            rows = [tuple(outcome) for outcome in batch if outcome is not None]
-            if rows:
-                try:
-                    send_message(self._conn, rows)
-                except OSError:
+                batch = [self._outcomes.get()]
+                while True:
+                    try:
+                        batch.append(self._outcomes.get_nowait())
+                    except Empty:
+                        break
+                done = batch[-1] is None
+                rows = [tuple(outcome) for outcome in batch if outcome is not None]
+                if rows:
+                    try:
+                        send_message(self._conn, rows)
+                    except OSError:
+                        # The coordinator is gone: nobody is left to tell.
+                        return
+                if done:
                     return
-            if done:
-                return
 
 
 class WaitingJobs:
@@ -403,11 +426,15 @@ class WaitingJobs:
 
     A job leaves it exactly once, under the lock: taken by a thread to run, or
     withdrawn on the coordinator's request. So a job that was withdrawn never
-    starts, and a job that started is never answered as skipped.
+    starts, and a job that started is never answered as skipped. Taking a job
+    writes, under the same lock, its number into the thread's slot and into
+    the last slot, which so holds the highest number ever taken: every job
+    numbered up to it either began, or was withdrawn.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, running: "ctypes.Array[ctypes.c_longlong]") -> None:
         self._jobs: OrderedDict[tuple[str, int], tuple[int, ClaimedJob]] = OrderedDict()
+        self._running = running
         self._received = 0
         self._ended = False
         self._ready = threading.Condition()
@@ -430,16 +457,21 @@ class WaitingJobs:
             self._ended = True
             self._ready.notify_all()
 
-    def take(self) -> tuple[int, ClaimedJob] | None:
+    def take(self, slot: int) -> ClaimedJob | None:
         with self._ready:
             while not self._jobs and not self._ended:
                 self._ready.wait()
             if not self._jobs:
                 return None
-            return self._jobs.popitem(last=False)[1]
+            number, job = self._jobs.popitem(last=False)[1]
+            self._running[slot] = number
+            self._running[-1] = number
+            return job
 
 
-def start_reader(conn: Connection, sender: OutcomeSender) -> WaitingJobs:
+def start_reader(
+    conn: Connection, sender: OutcomeSender, running: "ctypes.Array[ctypes.c_longlong]"
+) -> WaitingJobs:
     """
     Read the coordinator's messages in a thread of their own, as they come.
 
@@ -450,24 +482,25 @@ def start_reader(conn: Connection, sender: OutcomeSender) -> WaitingJobs:
     still waits; one that has started by then runs to its end (its outcome is
     the answer), since a thread cannot be stopped.
     """
-    jobs = WaitingJobs()
+    jobs = WaitingJobs(running)
 
     def read() -> None:
-        while True:
-            try:
-                message = receive_message(conn)
-            except (EOFError, OSError):
-                message = None
-            if message is None:
-                jobs.end()
-                return
-            kind, body = message
-            if kind == "run":
-                jobs.add([ClaimedJob(*row) for row in body])
-            elif (job := jobs.withdraw(tuple(body))) is not None:
-                sender.put(
-                    Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0)
-                )
+        with exit_on_failure("its pipe reader failed"):
+            while True:
+                try:
+                    message = receive_message(conn)
+                except (EOFError, OSError):
+                    message = None
+                if message is None:
+                    jobs.end()
+                    return
+                kind, body = message
+                if kind == "run":
+                    jobs.add([ClaimedJob(*row) for row in body])
+                elif (job := jobs.withdraw(tuple(body))) is not None:
+                    sender.put(
+                        Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0)
+                    )
 
     threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
     return jobs

@@ -3,9 +3,11 @@ The coordinator's side of the executor processes.
 
 Each executor gets its claimed jobs in small batches over a pipe and starts
 them in order, as many at once as it has threads; the pool remembers what
-each one holds, so that when an executor is killed (a timeout, a cancel, a
-shutdown past its grace) or dies on its own, the pool knows exactly which jobs
-it was running and which it never reached.
+each one holds, and reads from memory it shares with the executor which job
+each thread runs. So when an executor is killed (a timeout, a cancel, a
+shutdown past its grace) or dies on its own, the pool knows exactly which
+jobs it was running, which it had finished without a word yet, and which it
+never reached.
 """
 
 import ctypes
@@ -44,7 +46,8 @@ class Executor:
     process: multiprocessing.process.BaseProcess
     conn: Connection
     # One slot per thread, in memory shared with the executor: the number of
-    # the job the thread runs now, 0 when it runs none (see executor_main).
+    # the job the thread runs now, 0 when it runs none; and a last slot with
+    # the highest number taken so far (see executor_main and WaitingJobs).
     slots: "ctypes.Array[ctypes.c_longlong]"
     # Jobs it runs at once, each in a thread of its own.
     threads: int = 1
@@ -86,7 +89,7 @@ class Executor:
         """The jobs whose code runs now: read from the slots, so exact."""
         return [
             self.assigned[self.by_number[number]]
-            for number in self.slots
+            for number in self.slots[: self.threads]
             if number in self.by_number
         ]
 
@@ -104,19 +107,25 @@ class Executor:
         for job in self.running():
             self.started.setdefault((job.id, job.attempt), now)
 
-    def lost_work(self) -> "LostWork":
+    def lost_work(self, *, died: bool) -> "LostWork":
         """
-        What the executor leaves when it is killed or dies: the jobs in its
-        slots were running and fail their attempt; the others either never
-        began or finished with their outcome lost, and go back to the queue
-        (a finished one runs again: delivery is at least once).
+        What the executor leaves once it is gone, read from its slots: the
+        jobs it was running; those it had begun and finished, whose outcome
+        was lost with it; and those it never began.
         """
         now = time.monotonic()
         running = self.running()
+        last_taken = self.slots[self.threads]
+        unreported, unstarted = [], []
+        for key, job in self.assigned.items():
+            if job not in running:
+                (unreported if self.numbers[key] <= last_taken else unstarted).append(job)
         return LostWork(
             running=[(job, now - self.started.get((job.id, job.attempt), now)) for job in running],
-            unstarted=[job for job in self.assigned.values() if job not in running],
+            unreported=unreported,
+            unstarted=unstarted,
             exitcode=self.process.exitcode,
+            died=died,
         )
 
 
@@ -124,12 +133,22 @@ class Executor:
 class LostWork:
     """
     What a killed or dead executor leaves: the jobs it was running, with how
-    long each had run, and the rest, to give back.
+    long each had run; those it had begun whose outcome never came (or that
+    it withdrew, and the answer never came); those it never began; and the
+    outcomes still in its pipe when it was killed.
+
+    `died`: it ended on its own (a crash, os._exit, the OOM killer) rather
+    than being killed by the coordinator. Any job it had begun may be what
+    killed it, so each spends its attempt: a job that crashes its executor
+    cannot come back for ever.
     """
 
     running: list[tuple[ClaimedJob, float]]
+    unreported: list[ClaimedJob]
     unstarted: list[ClaimedJob]
     exitcode: int | None
+    died: bool
+    finished: list[tuple[ClaimedJob, Outcome]] = field(default_factory=list)
 
 
 class ExecutorPool:
@@ -178,7 +197,7 @@ class ExecutorPool:
     def _spawn(self, context: multiprocessing.context.BaseContext | None = None) -> Executor:
         context = context or self._context
         parent_conn, child_conn = context.Pipe()
-        slots = context.RawArray("q", self.threads)
+        slots = context.RawArray("q", self.threads + 1)
         # A forked child has Django set up already; a spawned one sets it up.
         setup = None if context.get_start_method() == "fork" else django.setup
         process = context.Process(
@@ -239,10 +258,6 @@ class ExecutorPool:
             room = min(room, self.max_tasks_per_child - executor.jobs_run - len(executor.assigned))
         return max(room, 0)
 
-    def jobs(self) -> Iterable[ClaimedJob]:
-        for executor in self.executors:
-            yield from executor.assigned.values()
-
     def dispatch(self, jobs: list[ClaimedJob]) -> None:
         """
         Deal jobs one at a time to the executor with the most room.
@@ -280,8 +295,12 @@ class ExecutorPool:
         """
         Tell an executor not to start a job it holds: it answers SKIPPED at
         once if the job still waits, or the job's outcome if it had begun.
+        An executor that died meanwhile is found by the next receive().
         """
-        send_message(executor.conn, ("skip", (job.id, job.attempt)))
+        try:
+            send_message(executor.conn, ("skip", (job.id, job.attempt)))
+        except OSError:
+            pass
 
     def skip_unstarted(self) -> int:
         """
@@ -292,10 +311,7 @@ class ExecutorPool:
         skipped = 0
         for executor in self.executors:
             for job in executor.not_running():
-                try:
-                    self.skip(executor, job)
-                except OSError:
-                    continue
+                self.skip(executor, job)
                 skipped += 1
         return skipped
 
@@ -319,7 +335,10 @@ class ExecutorPool:
                     )
                     executor.retiring = True
             if executor.retiring and not executor.assigned:
-                send_message(executor.conn, None)
+                try:
+                    send_message(executor.conn, None)
+                except OSError:
+                    pass
                 executor.process.join(timeout=5)
                 self._kill(executor)
                 self.executors[self.executors.index(executor)] = self._spawn()
@@ -345,18 +364,24 @@ class ExecutorPool:
             if executor.conn not in ready:
                 continue
             try:
-                while executor.conn.poll():
-                    for row in receive_message(executor.conn):
-                        outcome = Outcome(*row)
-                        job = executor.answer((outcome.id, outcome.attempt))
-                        executor.jobs_run += 1
-                        outcomes.append((job, outcome))
-                        if outcome.status != "SKIPPED":
-                            self._observe(outcome.duration)
-                    executor.note_starts(time.monotonic())
+                self._read_outcomes(executor, outcomes)
             except (EOFError, OSError):
-                lost.append(self.replace(executor))
+                lost.append(self.replace(executor, died=True))
         return outcomes, lost
+
+    def _read_outcomes(
+        self, executor: Executor, outcomes: list[tuple[ClaimedJob, Outcome]]
+    ) -> None:
+        """Append what the executor's pipe holds now; EOFError once it is closed."""
+        while executor.conn.poll():
+            for row in receive_message(executor.conn):
+                outcome = Outcome(*row)
+                job = executor.answer((outcome.id, outcome.attempt))
+                executor.jobs_run += 1
+                outcomes.append((job, outcome))
+                if outcome.status != "SKIPPED":
+                    self._observe(outcome.duration)
+            executor.note_starts(time.monotonic())
 
     def _observe(self, duration: float) -> None:
         if self.average_duration is None:
@@ -390,21 +415,32 @@ class ExecutorPool:
         ]
         return min(deadlines, default=None)
 
-    def replace(self, executor: Executor) -> LostWork:
+    def replace(self, executor: Executor, *, died: bool = False) -> LostWork:
         """Kill an executor (if it still runs), start a fresh one, return its work."""
-        self._kill(executor)
-        work = executor.lost_work()
+        work = self._kill(executor, died=died)
         for _, running_for in work.running:
             self._observe(running_for)
         index = self.executors.index(executor)
         self.executors[index] = self._spawn()
         return work
 
-    def _kill(self, executor: Executor) -> None:
+    def _kill(self, executor: Executor, *, died: bool = False) -> LostWork:
+        """
+        Kill the executor and account for its jobs. Outcomes it sent before
+        it went are read first: those jobs finished and are not lost.
+        """
         if executor.process.is_alive():
             os.kill(executor.process.pid, signal.SIGKILL)
         executor.process.join()
+        finished: list[tuple[ClaimedJob, Outcome]] = []
+        try:
+            self._read_outcomes(executor, finished)
+        except (EOFError, OSError):
+            pass
         executor.conn.close()
+        work = executor.lost_work(died=died)
+        work.finished = finished
+        return work
 
     def idle(self) -> bool:
         return self.in_flight == 0
@@ -414,8 +450,7 @@ class ExecutorPool:
         lost = []
         for executor in self.executors:
             if executor.assigned:
-                self._kill(executor)
-                lost.append(executor.lost_work())
+                lost.append(self._kill(executor))
             else:
                 try:
                     send_message(executor.conn, None)
