@@ -386,29 +386,12 @@ class Coordinator:
         """
         self.held_releases.extend(work.unstarted)
         finished = list(work.finished)
-        if not work.died:
+        lost = [(job, running_for, True) for job, running_for in work.running]
+        if work.died:
+            lost += [(job, 0.0, False) for job in work.unreported]
+        else:
             self.held_releases.extend(work.unreported)
-        for job in work.unreported if work.died else []:
-            message = (
-                f"The executor process died (exit code {work.exitcode}) after the job began; "
-                "its outcome was lost with it"
-            )
-            logger.error("Job %s %s: %s", job.id, job.task_path, message)
-            finished.append(
-                (
-                    job,
-                    failed_outcome(
-                        job,
-                        exception_class_path="jobs.exceptions.ExecutorDied",
-                        message=message,
-                        traceback_text=message,
-                        worker_id=self.worker_id,
-                        retry=self.retry,
-                        duration=0.0,
-                    ),
-                )
-            )
-        for job, running_for in work.running:
+        for job, running_for, was_running in lost:
             if job.id == cancelled:
                 continue
             if job.id in timed_out:
@@ -427,8 +410,10 @@ class Coordinator:
                 logger.warning("Job %s %s: %s", job.id, job.task_path, message)
             else:
                 path = "jobs.exceptions.ExecutorDied"
-                message = (
-                    f"The executor process died (exit code {work.exitcode}) while running the job"
+                message = f"The executor process died (exit code {work.exitcode}) " + (
+                    "while running the job"
+                    if was_running
+                    else "after the job began; its outcome was lost with it"
                 )
                 logger.error("Job %s %s: %s", job.id, job.task_path, message)
             outcome = failed_outcome(

@@ -117,9 +117,9 @@ class Executor:
         running = self.running()
         last_taken = self.slots[self.threads]
         unreported, unstarted = [], []
-        for key, job in self.assigned.items():
-            if job not in running:
-                (unreported if self.numbers[key] <= last_taken else unstarted).append(job)
+        for job in self.not_running():
+            begun = self.numbers[job.id, job.attempt] <= last_taken
+            (unreported if begun else unstarted).append(job)
         return LostWork(
             running=[(job, now - self.started.get((job.id, job.attempt), now)) for job in running],
             unreported=unreported,
