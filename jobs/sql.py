@@ -90,6 +90,10 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 #
 # `attempts` is incremented here, at claim: the attempt number is the fence
 # that every later write of this attempt must match (see COMPLETE).
+#
+# Times come back as epoch seconds: a float costs the coordinator a fraction
+# of a datetime to read and to pickle for the executor, which makes the
+# datetimes its TaskResult needs.
 CLAIM = """
 WITH claimed AS (
     SELECT candidate.id, candidate.priority, candidate.run_at
@@ -113,10 +117,11 @@ SET status = 'RUNNING',
     worker_ids = array_append(job.worker_ids, %(worker_id)s)
 FROM claimed
 WHERE job.id = claimed.id
-RETURNING job.id::text, job.backend, job.task_path, job.queue, job.priority, job.run_at,
-          job.args::text, job.kwargs::text, job.attempts, job.max_attempts,
-          extract(epoch FROM job.timeout)::float8, job.enqueued_at, job.started_at,
-          job.last_attempted_at, job.worker_ids, job.errors::text
+RETURNING job.id::text, job.backend, job.task_path, job.queue, job.priority,
+          extract(epoch FROM job.run_at)::float8, job.args::text, job.kwargs::text,
+          job.attempts, job.max_attempts, extract(epoch FROM job.timeout)::float8,
+          extract(epoch FROM job.enqueued_at)::float8, extract(epoch FROM job.started_at)::float8,
+          extract(epoch FROM job.last_attempted_at)::float8, job.worker_ids, job.errors::text
 """
 
 # Seconds until the next READY job of these queues is due (None: none is).

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cron_descriptor import ExpressionDescriptor, FormatError, MissingFieldError, WrongArgumentError
 from cronsim import CronSim, CronSimError
 
 # How far back latest_at_or_before() looks for a cron tick, at most.
@@ -139,6 +138,16 @@ class Timing:
         """The schedule in words, for the admin and `manage.py schedules`."""
         if self.interval is not None:
             return f"Every {describe_seconds(self.interval)}"
+        # Imported here: only the admin and that command describe schedules,
+        # and every process that loads the models (a worker too) would
+        # otherwise pay for the import at start.
+        from cron_descriptor import (
+            ExpressionDescriptor,
+            FormatError,
+            MissingFieldError,
+            WrongArgumentError,
+        )
+
         try:
             words = ExpressionDescriptor(
                 self.cron, use_24hour_time_format=True, verbose=False

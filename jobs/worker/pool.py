@@ -22,7 +22,6 @@ from itertools import islice
 from multiprocessing.connection import Connection
 
 import django
-import psutil
 from django.db import connections
 
 from .executor import ClaimedJob, Outcome, executor_main, receive_message, send_message
@@ -266,13 +265,16 @@ class ExecutorPool:
         small claim (a signup's three messages) on as many executors at once.
         """
         now = time.monotonic()
+        rooms = [self._room(executor) for executor in self.executors]
         batches: dict[int, tuple[Executor, list[ClaimedJob]]] = {}
         for job in jobs:
-            executor = max(self.executors, key=self._room)
-            if self._room(executor) <= 0:
+            index = max(range(len(rooms)), key=rooms.__getitem__)
+            if rooms[index] <= 0:
                 raise RuntimeError("dispatch() was given more jobs than free_slots")
+            rooms[index] -= 1
+            executor = self.executors[index]
             executor.assign(job)
-            batches.setdefault(id(executor), (executor, []))[1].append(job)
+            batches.setdefault(index, (executor, []))[1].append(job)
         for executor, batch in batches.values():
             executor.note_starts(now)
             try:
@@ -345,6 +347,10 @@ class ExecutorPool:
 
     @staticmethod
     def _resident_memory(executor: Executor) -> int:
+        # Imported on first use: only --max-memory-per-child needs it, and
+        # every worker would otherwise pay for the import at start.
+        import psutil
+
         try:
             return psutil.Process(executor.pid).memory_info().rss
         except psutil.Error:
