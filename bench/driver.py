@@ -212,7 +212,8 @@ class Queue:
 
         jobs_per_s counts from the moment the workers are started, so it
         includes their start-up; steady_per_s is the rate between 10% and 90%
-        done. Cost is read around the whole run, from the workers' start to
+        done; first_done_s is when the first poll saw a job done, which is
+        mostly the start-up. Cost is read around the whole run, from the workers' start to
         their exit: commits in this database (less this monitor's own),
         transaction ids (every transaction that wrote, in the whole cluster)
         and WAL bytes (the whole cluster too).
@@ -249,6 +250,7 @@ class Queue:
         figures: dict[str, float | None] = {
             "jobs_per_s": count / elapsed,
             "steady_per_s": steady_rate(samples, count),
+            "first_done_s": next((moment for moment, done in samples if done > 0), None),
             "commits_per_job": None,
             "write_xacts_per_job": None,
             "wal_bytes_per_job": None,
