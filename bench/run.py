@@ -7,6 +7,11 @@ dropped after), through its driver, a process of the queue's own Python:
 bench/ours.py with the project's, bench/peers/<name>.py with the peer's
 virtualenv. The drivers print their figures as JSON; this module sums them up
 into bench/results/latest.md and latest.json.
+
+The repeats are taken in rounds: every queue once, then every queue again. A
+machine whose speed drifts over the half hour of a run (a shared host does)
+so slows or speeds all the queues of a round alike, and the ratios, taken
+between medians of the same rounds, do not depend on which queue ran first.
 """
 
 import argparse
@@ -19,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -143,30 +149,68 @@ def main(argv: list[str] | None = None) -> int:
         "large_jobs": args.large_jobs,
         "phases": args.phases,
     }
-    results = [run_ours(args, url)]
-    results += [run_peer(name, args, url) for name in args.peers]
-    markdown = render(results, context)
-    save(results, context, markdown, args.results)
+    queues = [ours_driver()]
+    results: dict[str, QueueResult] = {}
+    for name in args.peers:
+        found = peer_driver(name)
+        if isinstance(found, QueueResult):
+            results[name] = found
+        else:
+            queues.append(found)
+    outputs: dict[str, list[dict]] = {queue.name: [] for queue in queues}
+    for round_ in range(1, args.repeat + 1):
+        for queue in queues:
+            if queue.name in results:
+                continue
+            print(
+                f"{queue.title} ({queue.setup}), round {round_} of {args.repeat}",
+                file=sys.stderr,
+                flush=True,
+            )
+            output = run_driver(queue, args, url)
+            if isinstance(output, QueueResult):
+                results[queue.name] = output
+            else:
+                outputs[queue.name].append(output)
+    for queue in queues:
+        if queue.name not in results:
+            results[queue.name] = QueueResult.from_driver(
+                queue.name, queue.title, queue.setup, merge_outputs(outputs[queue.name])
+            )
+    results_in_order = [results[name] for name in ("ours", *args.peers)]
+    markdown = render(results_in_order, context)
+    save(results_in_order, context, markdown, args.results)
     print()
     print(markdown)
     print(f"Saved {args.results / 'latest.md'} and {args.results / 'latest.json'}.")
-    return 0 if all(result.status != "failed" for result in results) else 1
+    return 0 if all(result.status != "failed" for result in results_in_order) else 1
 
 
-def run_ours(args: argparse.Namespace, url: str) -> QueueResult:
-    return run_driver(
+@dataclass(frozen=True)
+class Driver:
+    """One queue's driver: how to start it, and which phases it takes part in."""
+
+    name: str
+    title: str
+    setup: str
+    python: str
+    module: str
+    ours: bool = False
+
+
+def ours_driver() -> Driver:
+    return Driver(
         name="ours",
         title="this queue",
         setup="1 runworker, defaults",
         python=sys.executable,
         module="bench.ours",
-        args=args,
-        url=url,
-        phases=args.phases,
+        ours=True,
     )
 
 
-def run_peer(name: str, args: argparse.Namespace, url: str) -> QueueResult:
+def peer_driver(name: str) -> Driver | QueueResult:
+    """The peer's driver, its virtualenv made if need be; or why it cannot run."""
     peer = PEERS[name]
     if peer.needs == "redis" and not redis_answers():
         return QueueResult(
@@ -176,38 +220,22 @@ def run_peer(name: str, args: argparse.Namespace, url: str) -> QueueResult:
         python = venvs.ensure(peer, log=lambda message: print(message, file=sys.stderr))
     except venvs.SetupError as error:
         return QueueResult(name, peer.title, peer.setup, status="failed", reason=str(error))
-    return run_driver(
-        name=name,
-        title=peer.title,
-        setup=peer.setup,
-        python=str(python),
-        module=f"bench.peers.{name}",
-        args=args,
-        url=url,
-        phases=[phase for phase in args.phases if phase in QUEUE_PHASES],
-    )
+    return Driver(name, peer.title, peer.setup, str(python), f"bench.peers.{name}")
 
 
-def run_driver(
-    *,
-    name: str,
-    title: str,
-    setup: str,
-    python: str,
-    module: str,
-    args: argparse.Namespace,
-    url: str,
-    phases: list[str],
-) -> QueueResult:
-    """Run one driver in a fresh database; its progress shows as it goes."""
-    print(f"{title} ({setup})", file=sys.stderr, flush=True)
-    dsn = database.recreate(url, name)
+def run_driver(queue: Driver, args: argparse.Namespace, url: str) -> dict | QueueResult:
+    """
+    One round of a driver, in a fresh database: its output, or the failed
+    result. Its progress shows as it goes.
+    """
+    phases = [phase for phase in args.phases if queue.ours or phase in QUEUE_PHASES]
+    dsn = database.recreate(url, queue.name)
     command = [
-        python,
+        queue.python,
         "-m",
-        module,
+        queue.module,
         f"--jobs={args.jobs}",
-        f"--repeat={args.repeat}",
+        "--repeat=1",
         f"--phases={','.join(phases)}",
         f"--timeout={args.timeout}",
         f"--history-rows={args.history_rows}",
@@ -226,11 +254,26 @@ def run_driver(
             output = process.stdout.read()
         if process.returncode != 0:
             return QueueResult(
-                name, title, setup, status="failed", reason="the driver failed:\n" + "".join(tail)
+                queue.name,
+                queue.title,
+                queue.setup,
+                status="failed",
+                reason="the driver failed:\n" + "".join(tail),
             )
-        return QueueResult.from_driver(name, title, setup, json.loads(output.splitlines()[-1]))
+        return json.loads(output.splitlines()[-1])
     finally:
-        database.drop(url, name)
+        database.drop(url, queue.name)
+
+
+def merge_outputs(outputs: list[dict]) -> dict:
+    """The rounds of one driver as one output: each figure's values in round order."""
+    figures: dict[str, list] = {}
+    notes: list[str] = []
+    for output in outputs:
+        for key, values in output["figures"].items():
+            figures.setdefault(key, []).extend(values)
+        notes += [note for note in output.get("notes", []) if note not in notes]
+    return {"figures": figures, "notes": notes}
 
 
 def redis_answers() -> bool:

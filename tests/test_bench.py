@@ -117,3 +117,27 @@ def test_one_command_measures_this_queue_on_a_database_of_its_own(tmp_path):
     assert figures["write_xacts_per_job"] > 0
     assert figures["wal_bytes_per_job"] > 0
     assert "| this queue | 1 runworker, defaults |" in (tmp_path / "latest.md").read_text()
+
+
+def test_rounds_take_every_queue_once_before_any_queue_again(monkeypatch, tmp_path):
+    # A machine that slows down over a run would otherwise slow only the
+    # queues that happen to run last, and bend every ratio.
+    order = []
+
+    def one_round(queue, args, url):
+        order.append(queue.name)
+        return {"figures": {"jobs_per_s": [float(len(order))]}, "notes": ["a note"]}
+
+    monkeypatch.setattr(run, "run_driver", one_round)
+    monkeypatch.setattr(
+        run, "peer_driver", lambda name: run.Driver(name, name, "setup", sys.executable, "x")
+    )
+    server = database_url_for_subprocesses().rsplit("/", 1)[0] + "/postgres"
+    monkeypatch.setenv("BENCH_DATABASE_URL", server)
+    argv = ["--peers", "pgqueuer,celery", "--repeat", "2", "--results", str(tmp_path)]
+    assert run.main(argv) == 0
+    assert order == ["ours", "pgqueuer", "celery"] * 2
+    queues = {q["name"]: q for q in json.loads((tmp_path / "latest.json").read_text())["queues"]}
+    assert queues["pgqueuer"]["figures"]["jobs_per_s"]["min"] == 2.0
+    assert queues["pgqueuer"]["figures"]["jobs_per_s"]["max"] == 5.0
+    assert queues["ours"]["notes"] == ["a note"]
