@@ -119,8 +119,8 @@ def loads(text: str) -> Any:
     return json.loads(text)
 
 
-def as_datetime(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+def as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
 
 
 def error_entry(

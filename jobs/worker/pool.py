@@ -72,6 +72,17 @@ class Executor:
     def pid(self) -> int | None:
         return self.process.pid
 
+    def tell(self, message: object) -> None:
+        """
+        Send a message; nothing when the executor has died since the last
+        receive(), which finds its pipe closed and hands its jobs back as
+        lost work.
+        """
+        try:
+            send_message(self.conn, message)
+        except OSError:
+            pass
+
     def assign(self, job: ClaimedJob) -> None:
         key = (job.id, job.attempt)
         self.sent += 1
@@ -277,12 +288,7 @@ class ExecutorPool:
             batches.setdefault(index, (executor, []))[1].append(job)
         for executor, batch in batches.values():
             executor.note_starts(now)
-            try:
-                send_message(executor.conn, ("run", [tuple(job) for job in batch]))
-            except OSError:
-                # The executor died since the last receive(); the next one
-                # finds its pipe closed and hands its jobs back as lost work.
-                pass
+            executor.tell(("run", [tuple(job) for job in batch]))
 
     def locate(self, job_id: str) -> tuple[Executor, ClaimedJob, bool] | None:
         """The executor that holds a job's latest attempt, and whether it runs there."""
@@ -297,12 +303,8 @@ class ExecutorPool:
         """
         Tell an executor not to start a job it holds: it answers SKIPPED at
         once if the job still waits, or the job's outcome if it had begun.
-        An executor that died meanwhile is found by the next receive().
         """
-        try:
-            send_message(executor.conn, ("skip", (job.id, job.attempt)))
-        except OSError:
-            pass
+        executor.tell(("skip", (job.id, job.attempt)))
 
     def skip_unstarted(self) -> int:
         """
@@ -337,10 +339,7 @@ class ExecutorPool:
                     )
                     executor.retiring = True
             if executor.retiring and not executor.assigned:
-                try:
-                    send_message(executor.conn, None)
-                except OSError:
-                    pass
+                executor.tell(None)
                 executor.process.join(timeout=5)
                 self._kill(executor)
                 self.executors[self.executors.index(executor)] = self._spawn()
@@ -458,10 +457,7 @@ class ExecutorPool:
             if executor.assigned:
                 lost.append(self._kill(executor))
             else:
-                try:
-                    send_message(executor.conn, None)
-                except OSError:
-                    pass
+                executor.tell(None)
         for executor in self.executors:
             executor.process.join(timeout=5)
             if executor.process.is_alive():
