@@ -451,6 +451,13 @@ def test_a_worker_killed_after_the_providers_took_the_messages_sends_each_once(
 
     start_worker(*ONE_JOB_PER_EXECUTOR, env=signup_env)
     wait_until(all_sent(user_id), timeout=30)
+
+    def jobs_written():
+        """the worker wrote the three jobs' outcomes (after their tasks recorded the sends)"""
+        task_ids = [delivery.task_id for delivery in deliveries]
+        return not Job.objects.filter(id__in=task_ids, status="RUNNING").exists()
+
+    wait_until(jobs_written)
     for delivery in Delivery.objects.filter(user_id=user_id):
         [message] = outbox_of(delivery)
         assert delivery.provider_message_id in (message.message_id, message.idempotency_key)
