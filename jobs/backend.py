@@ -5,6 +5,8 @@ Enqueue is one INSERT on the caller's own connection and transaction, so a job
 enqueued inside `transaction.atomic()` exists only if that transaction commits.
 """
 
+import functools
+import importlib.util
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -13,7 +15,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import uuid_utils
 from django.core import checks
 from django.db import connections
@@ -23,7 +24,7 @@ from django.tasks.base import Task, TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
-from django.utils.module_loading import import_string
+from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql
 from .models import Job, JobStatus
@@ -54,7 +55,17 @@ DEFAULT_OPTIONS = {
     # costs more than running it). Turn off behind a PgBouncer in transaction
     # mode older than 1.21, which cannot keep prepared statements.
     "PREPARED_STATEMENTS": True,
+    # Seconds a job whose task does not import on a worker waits, READY and
+    # its attempt not spent, for a worker that can import it: during a rolling
+    # deploy, new web code enqueues tasks that old workers do not have yet.
+    # Counted from when the job was first due (or its last failed attempt);
+    # after that it fails with an error that says why.
+    "MISSING_TASK_GRACE": 3600.0,
 }
+
+# Old task paths (`@task(aliases=[...])`) and the path of the task that
+# answers to each now, registered as task modules are imported.
+TASK_ALIASES: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +80,16 @@ class JobTask(Task):
     max_attempts: int | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    # Paths this task answered to before it was renamed or moved: jobs queued
+    # under them still run, and show this task's name.
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Zero-argument super() does not work in a slotted dataclass.
+        Task.__post_init__(self)
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        for alias in self.aliases:
+            TASK_ALIASES[alias] = self.module_path
 
     def using(
         self,
@@ -143,8 +164,10 @@ class PostgresBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict) -> None:
         super().__init__(alias, params)
-        self.options = {**DEFAULT_OPTIONS, **self.options}
-        self.database = self.options["DATABASE"]
+        # `options` stays the OPTIONS setting as given; `config` is what the
+        # queue runs with, the defaults filled in.
+        self.config: dict[str, Any] = {**DEFAULT_OPTIONS, **self.options}
+        self.database = self.config["DATABASE"]
 
     def validate_task(self, task: Task) -> None:
         super().validate_task(task)
@@ -154,6 +177,9 @@ class PostgresBackend(BaseTaskBackend):
         timeout = getattr(task, "timeout", None)
         if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
             raise InvalidTask("timeout must be a positive number of seconds.")
+        aliases = getattr(task, "aliases", ())
+        if not all(isinstance(alias, str) and "." in alias for alias in aliases):
+            raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         return self.enqueue_many(task, [(args, kwargs)])[0]
@@ -176,14 +202,14 @@ class PostgresBackend(BaseTaskBackend):
             "task_path": task.module_path,
             "queue": task.queue_name,
             "priority": task.priority,
-            "run_at": task.run_after,
+            "run_after": task.run_after,
             "max_attempts": self._option(task, "max_attempts"),
             "timeout": timedelta(seconds=timeout) if timeout is not None else None,
             "ids": ",".join(ids),
             "calls": encoded,
             "unique_key": unique_key,
             "notify": task.run_after is None
-            or task.run_after <= timezone.now() + timedelta(seconds=self.options["POLL_INTERVAL"]),
+            or task.run_after <= timezone.now() + timedelta(seconds=self.config["POLL_INTERVAL"]),
         }
         with self._enqueue_cursor() as cursor:
             cursor.execute(sql.ENQUEUE_ONE if len(calls) == 1 else sql.ENQUEUE, params)
@@ -230,6 +256,10 @@ class PostgresBackend(BaseTaskBackend):
         prepared, and planning ENQUEUE takes longer than running it. Django's
         query logging and execute wrappers still see the statement.
         """
+        # Imported here, so that a project without psycopg 3 gets the system
+        # check's error (jobs.E004) rather than an ImportError.
+        import psycopg
+
         wrapper = connections[self.database]
         wrapper.close_if_health_check_failed()
         wrapper.ensure_connection()
@@ -240,7 +270,7 @@ class PostgresBackend(BaseTaskBackend):
         # Django turns preparing off for the whole connection (None); our
         # server-bound cursor is the only one it can apply to.
         threshold = raw.prepare_threshold
-        if self.options["PREPARED_STATEMENTS"]:
+        if self.config["PREPARED_STATEMENTS"]:
             raw.prepare_threshold = 0
         try:
             with wrapped:
@@ -260,25 +290,43 @@ class PostgresBackend(BaseTaskBackend):
         return job_result(job, self.load_task(job.task_path, job))
 
     def load_task(self, task_path: str, job: Job | None = None) -> Task:
-        """The Task that task_path names, with the job's own queue and priority."""
-        try:
-            task = import_string(task_path)
-        except ImportError as error:
-            raise InvalidTask(f"Task {task_path!r} does not import: {error}") from error
-        if not isinstance(task, Task):
-            raise InvalidTask(f"{task_path!r} is not a task: decorate it with @task.")
+        """
+        The Task that task_path names, or that took it as an alias; given
+        the job, that Task as it was enqueued, so that get_result() returns
+        a result equal to the one enqueue() did.
+        """
+        task = find_task(task_path)
         if job is None:
             return task
-        return replace(
-            task,
-            queue_name=job.queue,
-            priority=job.priority,
-            run_after=job.run_at,
-            backend=job.backend,
-        )
+        changes = {
+            "queue_name": job.queue,
+            "priority": job.priority,
+            "run_after": job.run_after,
+            "backend": job.backend,
+        }
+        if isinstance(task, JobTask):
+            changes["unique_key"] = job.unique_key
+            timeout = job.timeout.total_seconds() if job.timeout is not None else None
+            # The row holds the values in force; the task keeps its own
+            # (None: the backend's) unless the enqueue gave others.
+            for name, stored in (("max_attempts", job.max_attempts), ("timeout", timeout)):
+                if stored != self._option(task, name):
+                    changes[name] = stored
+        if all(getattr(task, name) == value for name, value in changes.items()):
+            return task
+        return replace(task, **changes)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
         errors = []
+        if importlib.util.find_spec("psycopg") is None:
+            errors.append(
+                checks.Error(
+                    f"Task backend {self.alias!r} needs psycopg 3, which is not installed.",
+                    hint="pip install 'psycopg[binary]' (or psycopg[c] to build it against "
+                    "your libpq). psycopg2 alone is not enough.",
+                    id="jobs.E004",
+                )
+            )
         unknown = ", ".join(sorted(set(self.options) - set(DEFAULT_OPTIONS)))
         if unknown:
             errors.append(
@@ -308,7 +356,40 @@ class PostgresBackend(BaseTaskBackend):
 
     def _option(self, task: Task, name: str) -> Any:
         value = getattr(task, name, None)
-        return self.options[name.upper()] if value is None else value
+        return self.config[name.upper()] if value is None else value
+
+
+def find_task(task_path: str) -> Task:
+    """
+    The Task at task_path, or the one that names task_path among its aliases.
+
+    Aliases are known once their task's module is imported: the first path
+    that does not import has every installed app's `tasks` module imported.
+    """
+    try:
+        task = import_string(task_path)
+    except ImportError as error:
+        if task_path not in TASK_ALIASES:
+            _import_task_modules()
+        if task_path not in TASK_ALIASES:
+            raise InvalidTask(f"Task {task_path!r} does not import: {error}") from error
+        task = import_string(TASK_ALIASES[task_path])
+    if not isinstance(task, Task):
+        raise InvalidTask(f"{task_path!r} is not a task: decorate it with @task.")
+    return task
+
+
+def current_task_path(task_path: str) -> str:
+    """The path of the task that runs a job queued under task_path (itself, or by an alias)."""
+    try:
+        return find_task(task_path).module_path
+    except InvalidTask:
+        return task_path
+
+
+@functools.cache
+def _import_task_modules() -> None:
+    autodiscover_modules("tasks")
 
 
 def job_result(job: Job, task: Task) -> TaskResult:

@@ -179,7 +179,7 @@ def _fetch(cursor, statement: str, params: object = None) -> list[tuple]:
 def snapshot(using: str | None = None) -> Snapshot:
     """Read the queue's numbers: a handful of index-bounded queries."""
     backend = _backend()
-    dead_after = backend.options.get("WORKER_DEAD_AFTER", 20.0)
+    dead_after = backend.config["WORKER_DEAD_AFTER"]
     with connections[using or backend.database].cursor() as cursor:
         live = _fetch(cursor, LIVE_COUNTS)
         finished = _fetch(cursor, FINISHED_BY_MINUTE)

@@ -43,7 +43,11 @@ class Job(models.Model):
     args = models.JSONField(default=list)
     kwargs = models.JSONField(default=dict)
     status = models.CharField(max_length=10, choices=JobStatus, default=JobStatus.READY)
+    # When the job is due: run_after, or the enqueue time, moved by retries.
     run_at = models.DateTimeField()
+    # The run_after it was enqueued with (None: as soon as possible), for
+    # the Task that get_result() gives back.
+    run_after = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=1)
     timeout = models.DurationField(null=True, blank=True)

@@ -30,13 +30,14 @@ READY_CHANNEL = "jobs_ready"
 ENQUEUE = f"""
 WITH job AS (
     INSERT INTO jobs_job (
-        id, backend, task_path, queue, priority, args, kwargs, status, run_at,
+        id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
         attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key
     )
     SELECT
         new.id, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
-        new.call -> 0, new.call -> 1, 'READY', COALESCE(%(run_at)s, statement_timestamp()),
-        0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]', %(unique_key)s
+        new.call -> 0, new.call -> 1, 'READY', COALESCE(%(run_after)s, statement_timestamp()),
+        %(run_after)s, 0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]',
+        %(unique_key)s
     FROM ROWS FROM (
         unnest(string_to_array(%(ids)s::text, ',')::uuid[]),
         jsonb_array_elements(%(calls)s::jsonb)
@@ -57,13 +58,13 @@ FROM job
 # which returns no row.
 ENQUEUE_ONE = f"""
 INSERT INTO jobs_job (
-    id, backend, task_path, queue, priority, args, kwargs, status, run_at,
+    id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
     attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key
 )
 VALUES (
     %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
     %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
-    COALESCE(%(run_at)s, statement_timestamp()),
+    COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
     0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]', %(unique_key)s
 )
 ON CONFLICT (unique_key)
@@ -91,17 +92,21 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 # `attempts` is incremented here, at claim: the attempt number is the fence
 # that every later write of this attempt must match (see COMPLETE).
 #
+# The clock is the statement's: in the worker's autocommit it is now(), and
+# jobs.testing runs the claim inside a test's transaction, where now() is when
+# the transaction began, before the jobs the test enqueued were due.
+#
 # Times come back as epoch seconds: a float costs the coordinator a fraction
 # of a datetime to read and to pickle for the executor, which makes the
 # datetimes its TaskResult needs.
-CLAIM = """
-WITH claimed AS (
+_CLAIM = """
+WITH {ready_queues}claimed AS (
     SELECT candidate.id, candidate.priority, candidate.run_at
-    FROM unnest(%(queues)s::text[]) AS q(name)
+    FROM {queues} AS q(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at
         FROM jobs_job
-        WHERE status = 'READY' AND queue = q.name AND run_at <= now()
+        WHERE status = 'READY' AND queue = q.name AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -112,8 +117,8 @@ WITH claimed AS (
 UPDATE jobs_job AS job
 SET status = 'RUNNING',
     attempts = job.attempts + 1,
-    started_at = COALESCE(job.started_at, now()),
-    last_attempted_at = now(),
+    started_at = COALESCE(job.started_at, statement_timestamp()),
+    last_attempted_at = statement_timestamp(),
     worker_ids = array_append(job.worker_ids, %(worker_id)s)
 FROM claimed
 WHERE job.id = claimed.id
@@ -121,14 +126,31 @@ RETURNING job.id::text, job.backend, job.task_path, job.queue, job.priority,
           extract(epoch FROM job.run_at)::float8, job.args::text, job.kwargs::text,
           job.attempts, job.max_attempts, extract(epoch FROM job.timeout)::float8,
           extract(epoch FROM job.enqueued_at)::float8, extract(epoch FROM job.started_at)::float8,
-          extract(epoch FROM job.last_attempted_at)::float8, job.worker_ids, job.errors::text
+          extract(epoch FROM job.last_attempted_at)::float8, job.worker_ids, job.errors::text,
+          extract(epoch FROM job.run_after)::float8
 """
 
+# The queues that have READY jobs, for a worker of every queue (a backend
+# whose QUEUES is empty allows any name): a loose index scan, one probe of the
+# claim index per queue, so it costs as many probes as there are queues, not
+# a read of the backlog. Ends with one NULL name, which matches no job.
+READY_QUEUES = """RECURSIVE ready_queues(name) AS (
+    SELECT min(queue) FROM jobs_job WHERE status = 'READY'
+    UNION ALL
+    SELECT (SELECT min(queue) FROM jobs_job WHERE status = 'READY' AND queue > ready_queues.name)
+    FROM ready_queues
+    WHERE ready_queues.name IS NOT NULL
+)"""
+
+CLAIM = _CLAIM.format(ready_queues="", queues="unnest(%(queues)s::text[])")
+CLAIM_EVERY_QUEUE = _CLAIM.format(ready_queues=f"{READY_QUEUES},\n", queues="ready_queues")
+
 # Seconds until the next READY job of these queues is due (None: none is).
-# One index probe per queue on the (queue, run_at) partial index.
-SECONDS_UNTIL_NEXT_DUE = """
-SELECT extract(epoch FROM min(next.run_at) - clock_timestamp())::float8
-FROM unnest(%(queues)s::text[]) AS q(name)
+# One index probe per queue on the (queue, run_at) partial index; for a
+# worker of every queue, per queue that READY_QUEUES finds.
+_SECONDS_UNTIL_NEXT_DUE = """
+{with_ready_queues}SELECT extract(epoch FROM min(next.run_at) - clock_timestamp())::float8
+FROM {queues} AS q(name)
 CROSS JOIN LATERAL (
     SELECT run_at FROM jobs_job
     WHERE status = 'READY' AND queue = q.name
@@ -136,6 +158,12 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS next
 """
+SECONDS_UNTIL_NEXT_DUE = _SECONDS_UNTIL_NEXT_DUE.format(
+    with_ready_queues="", queues="unnest(%(queues)s::text[])"
+)
+SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _SECONDS_UNTIL_NEXT_DUE.format(
+    with_ready_queues=f"WITH {READY_QUEUES}\n", queues="ready_queues"
+)
 
 # Whether jobs_job has never been analyzed (a new table, or one just
 # truncated). Without statistics the planner guesses one READY row and may
@@ -206,15 +234,18 @@ SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcement
 
 # Give back claimed jobs that this worker will not run or report (shutdown,
 # a skip, an executor killed before it reached them or before it reported
-# them): READY again, the attempt not spent.
+# them, a task that does not load here yet): READY again, the attempt not
+# spent, due at once or, with run_at (epoch seconds), then.
 # Fenced like COMPLETE, so only this worker's current attempt is undone.
 RELEASE = """
 UPDATE jobs_job AS job
 SET status = 'READY',
     attempts = job.attempts - 1,
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
-    started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS released(id, attempt)
+    started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
+    run_at = COALESCE(to_timestamp(released.run_at), job.run_at)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[])
+    AS released(id, attempt, run_at)
 WHERE job.id = released.id
   AND job.status = 'RUNNING'
   AND job.attempts = released.attempt

@@ -140,31 +140,6 @@ SIGNUP_PROVIDER_DELAY = os.environ.get("SIGNUP_PROVIDER_DELAY", "0")
 SIGNUP_SEND_INLINE = os.environ.get("SIGNUP_SEND_INLINE", "0") == "1"
 SIGNUP_ALLOW_INLINE_FLAG = os.environ.get("SIGNUP_ALLOW_INLINE_FLAG", "0") == "1"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-    },
-    "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
-    },
-    "loggers": {
-        # The worker logs one line per job itself; Django's own per-signal lines
-        # would say the same thing twice.
-        "django.tasks": {
-            "handlers": ["console"],
-            "level": "WARNING",
-            "propagate": False,
-        },
-        "jobs": {
-            "handlers": ["console"],
-            "level": os.environ.get("JOBS_LOG_LEVEL", "INFO"),
-            "propagate": False,
-        },
-    },
-}
-
 # Periodic tasks declared in code. runscheduler syncs them into jobs_schedule at
 # start; an admin's edit of a field stands until the code changes that field
 # (README, "Periodic tasks").

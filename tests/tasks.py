@@ -1,12 +1,15 @@
 """Tasks the tests enqueue and the worker subprocesses run."""
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from django.db import connection
-from django.tasks import task
+from django.dispatch import receiver
+from django.tasks import TaskResult, task
+from django.tasks.signals import task_finished, task_started
 
 
 @task
@@ -125,3 +128,78 @@ def times_out() -> None:
 @task(max_attempts=1)
 def calls_sys_exit() -> None:
     sys.exit(3)
+
+
+class CustomInterruption(BaseException):
+    """A BaseException of the project's own, not an Exception."""
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("this exception cannot say what it is")
+
+
+@task(max_attempts=1)
+def raises_system_exit() -> None:
+    raise SystemExit(4)
+
+
+@task(max_attempts=1)
+def calls_exit() -> None:
+    exit(5)
+
+
+@task(max_attempts=1)
+def raises_keyboard_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+@task(max_attempts=1)
+def raises_custom_base_exception() -> None:
+    raise CustomInterruption("stop right there")
+
+
+@task(max_attempts=1)
+def raises_unprintable() -> None:
+    raise UnprintableError
+
+
+@task(max_attempts=2)
+def fails_twice() -> None:
+    raise ValueError("not this time")
+
+
+@task(aliases=["tests.tasks.old_name_of_multiply", "tests.legacy_tasks.multiply"])
+def multiply(a: int, b: int) -> int:
+    return a * b
+
+
+def describe_result(signal_name: str, result: TaskResult) -> dict:
+    """What a task signal's TaskResult says, as JSON."""
+    try:
+        return_value = result.return_value
+    except ValueError:
+        return_value = "<not available>"
+    return {
+        "signal": signal_name,
+        "id": result.id,
+        "status": result.status,
+        "started": result.started_at is not None,
+        "finished": result.finished_at is not None,
+        "return_value": return_value,
+        "errors": [error.exception_class_path for error in result.errors],
+        "run_after": result.task.run_after.isoformat() if result.task.run_after else None,
+        "queue_name": result.task.queue_name,
+    }
+
+
+@receiver(task_started, dispatch_uid="tests.tasks.record_started")
+@receiver(task_finished, dispatch_uid="tests.tasks.record_finished")
+def record_signal(sender, task_result: TaskResult, signal, **kwargs) -> None:
+    """With TEST_SIGNALS_FILE set, append what each task signal carried to that file."""
+    path = os.environ.get("TEST_SIGNALS_FILE")
+    if not path:
+        return
+    name = "task_started" if signal is task_started else "task_finished"
+    with open(path, "a") as file:
+        file.write(json.dumps(describe_result(name, task_result)) + "\n")

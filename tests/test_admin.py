@@ -118,7 +118,7 @@ class TestList:
         body = response.content.decode()
         assert str(failed.id) in body
         assert str(done.id) not in body
-        for header in ("Status", "Task path", "Queue", "Priority", "Attempts", "Duration"):
+        for header in ("Status", "Task", "Queue", "Priority", "Attempts", "Duration"):
             assert header in body
         assert "250 ms" in body
 

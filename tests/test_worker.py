@@ -89,16 +89,21 @@ def test_async_task_and_context_attempt(start_worker):
     assert record_run.get_result(context_result.id).return_value == 1
 
 
-def test_job_whose_task_no_longer_imports_fails_clearly_and_the_worker_goes_on(start_worker):
+def test_a_job_whose_task_did_not_load_for_longer_than_the_grace_fails_clearly(start_worker):
     orphan = noop.enqueue()
-    Job.objects.filter(id=orphan.id).update(task_path="tests.tasks.deleted_in_a_refactor")
+    # Enqueued two hours ago: past MISSING_TASK_GRACE (an hour) already.
+    Job.objects.filter(id=orphan.id).update(
+        task_path="tests.tasks.deleted_in_a_refactor",
+        enqueued_at=timezone.now() - timedelta(hours=2),
+    )
     after = add.enqueue(1, 1)
     worker = start_worker("--concurrency", "1")
     assert wait_finished(orphan.id) == "FAILED"
     assert wait_finished(after.id) == "SUCCESSFUL"
     job = Job.objects.get(id=orphan.id)
-    assert job.attempts == 1, "an import error is not retried: every attempt would fail alike"
+    assert job.attempts == 1
     assert "does not import" in job.errors[0]["message"]
+    assert "MISSING_TASK_GRACE is 3600 s" in job.errors[0]["message"]
     assert worker.process.poll() is None
 
 
@@ -191,3 +196,25 @@ def test_worker_logs_a_summary_at_start_and_one_line_per_job(start_worker):
     assert "started: queues default, concurrency 1" in output
     assert f"Job {result.id} tests.tasks.add SUCCESSFUL" in output
     assert str(uuid.UUID(result.id)) in output
+
+
+@pytest.mark.parametrize(
+    ("verbosity", "env_level", "per_job_line"),
+    [("0", None, False), ("1", None, True), ("0", "INFO", True), ("1", "WARNING", False)],
+)
+def test_verbosity_sets_the_log_level_and_jobs_log_level_overrides_it(
+    start_worker, worker_env, verbosity, env_level, per_job_line
+):
+    env = {name: value for name, value in worker_env.items() if name != "JOBS_LOG_LEVEL"}
+    if env_level:
+        env["JOBS_LOG_LEVEL"] = env_level
+    result = add.enqueue(1, 2)
+    worker = start_worker("--concurrency", "1", "-v", verbosity, env=env)
+    wait_finished(result.id)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    output = worker.output()
+    assert (f"Job {result.id} tests.tasks.add SUCCESSFUL" in output) is per_job_line
+    assert ("Worker " in output and " stopped" in output) is per_job_line
+    # Django's own per-task lines say the same as the worker's: kept below -v 2.
+    assert f"Task id={result.id}" not in output

@@ -3,7 +3,10 @@ The queue's dashboard: backlog, throughput, latency and workers on one page.
 
 The numbers come from jobs.metrics, the same queries as the Prometheus
 endpoint, so the page and the alerts never disagree. It is an admin view of
-the job admin (admin/jobs/job/dashboard/), linked from the admin index.
+the job admin (admin/jobs/job/dashboard/), linked from the Jobs app's admin
+page and the job list on any admin site, and from the admin index of a site
+whose index_template is "admin/jobs/index.html" (an opt-in: the app leaves a
+project's admin templates as they are).
 """
 
 from datetime import datetime, timedelta
@@ -36,12 +39,6 @@ NEXT_RUNS = 3
 # (UUIDv7, the enqueue time) falls shortly after the tick, which bounds the
 # search for it to a primary key range.
 TICK_JOB_WINDOW = timedelta(hours=1)
-
-# The admin's own index template comes before any app's (django.contrib.admin
-# is listed first), so the link to the dashboard is added by a template of
-# our own that extends it, unless the project chose an index template already.
-if admin.site.index_template is None:
-    admin.site.index_template = "admin/jobs/index.html"
 
 
 def _changelist(**filters: str) -> str:

@@ -32,6 +32,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from .. import operations
+from ..backend import current_task_path
 from ..exceptions import JobStateError
 from ..models import Job, JobStatus, Worker
 from . import dashboard
@@ -159,7 +160,7 @@ class JobAdmin(admin.ModelAdmin):
     list_display = (
         "id",
         "status_label",
-        "task_path",
+        "task_name",
         "queue",
         "priority",
         "attempts_label",
@@ -234,6 +235,14 @@ class JobAdmin(admin.ModelAdmin):
     def attempts_label(self, job: Job) -> str:
         return f"{job.attempts}/{job.max_attempts}"
 
+    @admin.display(description="task")
+    def task_name(self, job: Job) -> SafeString | str:
+        """The task's name now: a job queued under an alias shows the task that answers to it."""
+        current = current_task_path(job.task_path)
+        if current == job.task_path:
+            return current
+        return format_html("{} (queued as {})", current, job.task_path)
+
     @admin.display(description="enqueued at", ordering="id")
     def enqueued(self, job: Job) -> datetime:
         return job.enqueued_at
@@ -250,7 +259,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="task")
     def task_link(self, job: Job) -> SafeString:
         url = reverse("admin:jobs_job_changelist") + "?" + urlencode({"task": job.task_path})
-        return format_html('{} (<a href="{}">jobs of this task</a>)', job.task_path, url)
+        return format_html('{} (<a href="{}">jobs of this task</a>)', self.task_name(job), url)
 
     @admin.display(description="worker")
     def worker_link(self, job: Job) -> SafeString | str:

@@ -51,7 +51,7 @@ REPEATED_SIGNAL_WINDOW = 1.0
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    queues: tuple[str, ...]
+    queues: tuple[str, ...]  # empty: every queue
     concurrency: int
     prefetch: int | None = None  # None: adaptive
     threads: int = 1  # per executor process
@@ -70,7 +70,7 @@ class Coordinator:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.backend = task_backends[config.backend]
-        options = self.backend.options
+        options = self.backend.config
         self.poll_interval = options["POLL_INTERVAL"]
         self.heartbeat_interval = options["HEARTBEAT_INTERVAL"]
         self.dead_after = options["WORKER_DEAD_AFTER"]
@@ -104,6 +104,8 @@ class Coordinator:
         # Writes the database could not take yet, kept until it is back.
         self.held_outcomes: list[tuple[ClaimedJob, Outcome]] = []
         self.held_releases: list[ClaimedJob] = []
+        # Jobs whose task does not load here, each with when it is due again.
+        self.held_postponements: list[tuple[ClaimedJob, float]] = []
         self.held_since = 0.0
         self.disconnected_since: float | None = None
         self.reconnect_at = 0.0
@@ -134,7 +136,7 @@ class Coordinator:
             "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
             "prefetch %s, database %s",
             self.worker_id,
-            ",".join(self.config.queues),
+            ",".join(self.config.queues) or "every queue",
             self.config.concurrency,
             self.config.threads,
             self.config.prefetch or "adaptive",
@@ -263,27 +265,45 @@ class Coordinator:
         """
         Keep outcomes until they are written together (see OUTCOME_DELAY).
 
-        A job left unstarted on request (SKIPPED) is given back instead. The
-        release is fenced, so one that was cancelled, or rescued and claimed
-        elsewhere, in the meantime stays as it is.
+        A job left unstarted on request (SKIPPED) is given back instead, and
+        one whose task does not load here (POSTPONED) is given back due later.
+        The release is fenced, so one that was cancelled, or rescued and
+        claimed elsewhere, in the meantime stays as it is.
         """
         for job, outcome in finished:
             if outcome.status == "SKIPPED":
                 self.held_releases.append(job)
+                continue
+            if outcome.status == "POSTPONED":
+                logger.warning(
+                    "Job %s: task %s does not load on worker %s (%s); READY again in %.0f s, "
+                    "its attempt not spent, for a worker that has it",
+                    job.id,
+                    job.task_path,
+                    self.worker_id,
+                    outcome.error,
+                    outcome.retry_at - time.time(),
+                )
+                self.held_postponements.append((job, outcome.retry_at))
                 continue
             if not self.held_outcomes:
                 self.held_since = time.monotonic()
             self.held_outcomes.append((job, outcome))
 
     def _holding(self) -> bool:
-        return bool(self.held_outcomes or self.held_releases or self.completer.busy)
+        return bool(
+            self.held_outcomes
+            or self.held_releases
+            or self.held_postponements
+            or self.completer.busy
+        )
 
     def _write_due_at(self) -> float:
         """
         When the held writes are due (see OUTCOME_DELAY). Outcomes wait while
         the completer writes the previous batch: the next one grows meanwhile.
         """
-        if self.held_releases:
+        if self.held_releases or self.held_postponements:
             return 0.0
         if not self.held_outcomes or self.completer.busy:
             return math.inf
@@ -295,12 +315,19 @@ class Coordinator:
 
     def _write_held(self) -> None:
         """Releases on this connection, at once; outcomes through the completer."""
-        if self.held_releases:
-            self.db.release(self.held_releases)
-            self.held_releases = []
+        self._write_releases()
         if self.held_outcomes and not self.completer.busy:
             self.completer.submit(self.held_outcomes)
             self.held_outcomes = []
+
+    def _write_releases(self) -> None:
+        if self.held_releases:
+            self.db.release(self.held_releases)
+            self.held_releases = []
+        if self.held_postponements:
+            jobs, run_at = zip(*self.held_postponements, strict=True)
+            self.db.release(jobs, run_at)
+            self.held_postponements = []
 
     def _written(
         self, answer: tuple[list[tuple[ClaimedJob, Outcome]], set[str] | Exception] | None
@@ -567,9 +594,7 @@ class Coordinator:
                 self._report(finished, accepted)
             if not self.db.connected:
                 self.db.connect()
-            if self.held_releases:
-                self.db.release(self.held_releases)
-                self.held_releases = []
+            self._write_releases()
             if self.held_outcomes:
                 self._report(
                     self.held_outcomes,

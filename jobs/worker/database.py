@@ -44,6 +44,7 @@ class QueueDatabase:
     def __init__(
         self, alias: str, queues: Sequence[str], *, prepared_statements: bool = True
     ) -> None:
+        # No queues: every queue (the backend's QUEUES is empty, any name goes).
         self.alias = alias
         self.queues = list(queues)
         self.prepared_statements = prepared_statements
@@ -87,22 +88,24 @@ class QueueDatabase:
         for notify in self.conn.notifies(timeout=0):
             if notify.channel == sql.CANCEL_CHANNEL:
                 cancelled.add(notify.payload)
-            elif notify.payload in self.queues:
+            elif not self.queues or notify.payload in self.queues:
                 wake = True
         return wake, cancelled
 
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
+        statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
         rows = self.conn.execute(
-            sql.CLAIM, {"queues": self.queues, "limit": limit, "worker_id": worker_id}
+            statement, {"queues": self.queues, "limit": limit, "worker_id": worker_id}
         ).fetchall()
         jobs = [ClaimedJob(*row) for row in rows]
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
 
     def seconds_until_next_due(self) -> float | None:
-        (seconds,) = self.conn.execute(
-            sql.SECONDS_UNTIL_NEXT_DUE, {"queues": self.queues}
-        ).fetchone()
+        statement = (
+            sql.SECONDS_UNTIL_NEXT_DUE if self.queues else sql.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
+        )
+        (seconds,) = self.conn.execute(statement, {"queues": self.queues}).fetchone()
         return None if seconds is None else float(seconds)
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[str]:
@@ -111,8 +114,11 @@ class QueueDatabase:
         rows = self.conn.execute(sql.COMPLETE, {"outcomes": batch}).fetchall()
         return {row[0] for row in rows}
 
-    def release(self, jobs: Sequence[ClaimedJob]) -> int:
-        """Put claimed jobs back to READY, their attempt not spent (see sql.RELEASE)."""
+    def release(self, jobs: Sequence[ClaimedJob], run_at: Sequence[float] | None = None) -> int:
+        """
+        Put claimed jobs back to READY, their attempt not spent (see
+        sql.RELEASE): due at once, or at run_at (epoch seconds, one per job).
+        """
         if not jobs:
             return 0
         rows = self.conn.execute(
@@ -120,6 +126,7 @@ class QueueDatabase:
             {
                 "ids": [job.id for job in jobs],
                 "attempts": [job.attempt for job in jobs],
+                "run_at": None if run_at is None else list(run_at),
             },
         ).fetchall()
         return len(rows)

@@ -22,11 +22,13 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
+import django
 from django.db import close_old_connections
 from django.tasks import TaskContext, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
@@ -39,6 +41,10 @@ from ..exceptions import DoNotRetry, RetryJob
 logger = logging.getLogger("jobs.worker")
 
 PR_SET_PDEATHSIG = 1
+# A job whose task does not load here waits a tenth of the time it has waited
+# so far, within these bounds (seconds), for a worker that can load it.
+MISSING_TASK_DELAY_MIN = 1.0
+MISSING_TASK_DELAY_MAX = 60.0
 # \u0000 in JSON text, not preceded by an escaped backslash.
 ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -78,6 +84,7 @@ class ClaimedJob(NamedTuple):
     last_attempted_at: float
     worker_ids: list[str]
     errors: str
+    run_after: float | None
 
 
 class Outcome(NamedTuple):
@@ -88,14 +95,16 @@ class Outcome(NamedTuple):
 
     id: str
     attempt: int
-    # SUCCESSFUL, FAILED, READY for a retry, or SKIPPED for a job the
+    # SUCCESSFUL, FAILED, READY for a retry, SKIPPED for a job the
     # coordinator withdrew before it started (cancelled, rescued, or shutting
-    # down): the coordinator gives it back with a fenced release.
+    # down), or POSTPONED for one whose task does not load here: the
+    # coordinator gives the last two back with a fenced release, their
+    # attempt not spent, a POSTPONED one due at retry_at.
     status: str
     finished_at: float  # epoch seconds
-    retry_at: float | None  # epoch seconds, for status READY
+    retry_at: float | None  # epoch seconds, for status READY and POSTPONED
     return_value: str | None  # JSON text
-    error: str | None  # JSON text of one errors entry
+    error: str | None  # JSON text of one errors entry; POSTPONED: why, as plain text
     duration: float  # seconds the attempt ran
 
 
@@ -177,56 +186,57 @@ def failed_outcome(
 class JobRunner:
     """Runs claimed jobs in this process and says how each ended."""
 
-    def __init__(self, worker_id: str) -> None:
+    def __init__(self, worker_id: str, *, close_connections: bool = True) -> None:
         self.worker_id = worker_id
+        # Around each job, Django's connections that are broken or past their
+        # age are closed, as around a request. Not inside a test's
+        # transaction (jobs.testing), which Django would close with them.
+        self.close_connections = close_connections
         self._tasks: dict[tuple[str, str], tuple[Task, BaseTaskBackend]] = {}
 
     def run(self, job: ClaimedJob) -> Outcome:
         started = time.monotonic()
         try:
             task, backend = self._task(job)
-            args, kwargs = loads(job.args), loads(job.kwargs)
         except Exception as error:
-            # The job cannot run here at all (its task no longer imports):
-            # another attempt would fail the same way.
-            return failed_outcome(
-                job,
-                exception_class_path=_class_path(type(error)),
-                message=str(error),
-                traceback_text="".join(traceback.format_exception(error)),
-                worker_id=self.worker_id,
-                retry=None,
-                duration=0.0,
-            )
+            return self._task_missing(job, error)
+        args, kwargs = loads(job.args), loads(job.kwargs)
         result = self._task_result(job, task, args, kwargs)
-        close_old_connections()
+        if self.close_connections:
+            close_old_connections()
         task_started.send(sender=type(backend), task_result=result)
+        # Any BaseException a task raises (SystemExit, KeyboardInterrupt, a
+        # custom one) fails its attempt, as in Django's ImmediateBackend, and
+        # the executor goes on: only the death of the process is ExecutorDied.
+        # task_finished is sent inside the except clause, so that Django's
+        # own receiver logs the exception with its traceback.
         try:
             if task.takes_context:
                 value = task.call(TaskContext(task_result=result), *args, **kwargs)
             else:
                 value = task.call(*args, **kwargs)
-            return_value = json.dumps(normalize_json(value), allow_nan=False)
+            value = normalize_json(value)
+            return_value = json.dumps(value, allow_nan=False)
             if "\\u0000" in return_value and ESCAPED_NUL.search(return_value):
                 raise ValueError(
                     "The return value holds a NUL character (\\x00), which Postgres cannot "
                     "store in jsonb."
                 )
-        except Exception as error:
+        except BaseException as error:
             retry = RetryPolicy(
-                backend.options["RETRY_BACKOFF_BASE"], backend.options["RETRY_BACKOFF_MAX"]
+                backend.config["RETRY_BACKOFF_BASE"], backend.config["RETRY_BACKOFF_MAX"]
             )
             outcome = failed_outcome(
                 job,
                 exception_class_path=_class_path(type(error)),
-                message=str(error),
+                message=exception_message(error),
                 traceback_text="".join(traceback.format_exception(error)),
                 worker_id=self.worker_id,
                 retry=None if isinstance(error, DoNotRetry) else retry,
                 duration=time.monotonic() - started,
                 retry_in=error.countdown if isinstance(error, RetryJob) else None,
             )
-            self._finished(backend, result, error)
+            self._finished(backend, result, outcome, error=error)
         else:
             outcome = Outcome(
                 job.id,
@@ -238,9 +248,10 @@ class JobRunner:
                 None,
                 time.monotonic() - started,
             )
-            self._finished(backend, result, None)
+            self._finished(backend, result, outcome, value=value)
         finally:
-            close_old_connections()
+            if self.close_connections:
+                close_old_connections()
         return outcome
 
     def _task(self, job: ClaimedJob) -> tuple[Task, BaseTaskBackend]:
@@ -254,9 +265,51 @@ class JobRunner:
             found = self._tasks[key] = (task, task.get_backend())
         return found
 
+    def _task_missing(self, job: ClaimedJob, error: Exception) -> Outcome:
+        """
+        The outcome of a job whose task does not load on this worker.
+
+        In a rolling deploy the web may run code that this worker has not
+        got yet: the job goes back to READY, its attempt not spent, and waits
+        with a backoff for a worker that has it, MISSING_TASK_GRACE seconds
+        from when it was first due (or last failed). Only then does it fail.
+        """
+        from django.tasks import task_backends
+
+        grace = task_backends[job.backend].config["MISSING_TASK_GRACE"]
+        errors = loads(job.errors)
+        waiting_since = max(
+            [job.run_after or job.enqueued_at, *(entry.get("at", 0.0) for entry in errors)]
+        )
+        now = time.time()
+        waited = now - waiting_since
+        message = exception_message(error)
+        if grace is not None and waited >= grace:
+            return failed_outcome(
+                job,
+                exception_class_path=_class_path(type(error)),
+                message=(
+                    f"{message} (no worker could load the task for {waited:.0f} s, "
+                    f"MISSING_TASK_GRACE is {grace:.0f} s)"
+                ),
+                traceback_text="".join(traceback.format_exception(error)),
+                worker_id=self.worker_id,
+                retry=None,
+                duration=0.0,
+            )
+        delay = min(MISSING_TASK_DELAY_MAX, max(MISSING_TASK_DELAY_MIN, waited / 10))
+        return Outcome(job.id, job.attempt, "POSTPONED", now, now + delay, None, message, 0.0)
+
     def _task_result(
         self, job: ClaimedJob, task: Task, args: list[Any], kwargs: dict[str, Any]
     ) -> TaskResult:
+        if job.queue != task.queue_name or job.priority != task.priority or job.run_after:
+            task = replace(
+                task,
+                queue_name=job.queue,
+                priority=job.priority,
+                run_after=as_datetime(job.run_after) if job.run_after else None,
+            )
         errors = loads(job.errors)
         return TaskResult(
             task=task,
@@ -279,10 +332,28 @@ class JobRunner:
             worker_ids=list(job.worker_ids),
         )
 
-    def _finished(self, backend: Any, result: TaskResult, error: Exception | None) -> None:
-        status = TaskResultStatus.SUCCESSFUL if error is None else TaskResultStatus.FAILED
-        object.__setattr__(result, "status", status)
-        if error is not None:
+    def _finished(
+        self,
+        backend: BaseTaskBackend,
+        result: TaskResult,
+        outcome: Outcome,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """
+        Send task_finished with the result as the outcome leaves it.
+
+        A failed attempt that will be retried sends status READY and no
+        finished_at, since the job is not finished: READY is what get_result()
+        reads until the next attempt. Its errors hold this attempt's error.
+        """
+        object.__setattr__(result, "status", TaskResultStatus(outcome.status))
+        if outcome.status != "READY":
+            object.__setattr__(result, "finished_at", as_datetime(outcome.finished_at))
+        if error is None:
+            object.__setattr__(result, "_return_value", value)
+        else:
             result.errors.append(
                 TaskError(
                     exception_class_path=_class_path(type(error)),
@@ -292,8 +363,23 @@ class JobRunner:
         task_finished.send(sender=type(backend), task_result=result)
 
 
+def exception_message(error: BaseException) -> str:
+    """str(error), or a stand-in when the exception's own __str__ fails."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<{type(error).__name__}: str() failed>"
+
+
 def _class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def set_up_spawned_executor(log_levels: dict[str, int]) -> None:
+    """Set Django up in a spawned executor, its loggers at the coordinator's levels."""
+    django.setup()
+    for name, level in log_levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def die_with_parent(parent_pid: int) -> None:

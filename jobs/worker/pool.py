@@ -11,6 +11,7 @@ never reached.
 """
 
 import ctypes
+import functools
 import logging
 import multiprocessing
 import os
@@ -21,10 +22,16 @@ from dataclasses import dataclass, field
 from itertools import islice
 from multiprocessing.connection import Connection
 
-import django
 from django.db import connections
 
-from .executor import ClaimedJob, Outcome, executor_main, receive_message, send_message
+from .executor import (
+    ClaimedJob,
+    Outcome,
+    executor_main,
+    receive_message,
+    send_message,
+    set_up_spawned_executor,
+)
 
 logger = logging.getLogger("jobs.worker")
 
@@ -208,8 +215,12 @@ class ExecutorPool:
         context = context or self._context
         parent_conn, child_conn = context.Pipe()
         slots = context.RawArray("q", self.threads + 1)
-        # A forked child has Django set up already; a spawned one sets it up.
-        setup = None if context.get_start_method() == "fork" else django.setup
+        # A forked child has Django set up already; a spawned one sets it up,
+        # with the log levels that runworker gave this process.
+        setup = None
+        if context.get_start_method() != "fork":
+            levels = {name: logging.getLogger(name).level for name in ("jobs", "django.tasks")}
+            setup = functools.partial(set_up_spawned_executor, levels)
         process = context.Process(
             target=executor_main,
             args=(child_conn, self.worker_id, setup, os.getpid(), self.threads, slots),

@@ -26,8 +26,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         backend = queue_backend(options["backend"], "prunejobs")
         groups = [
-            (("SUCCESSFUL",), backend.options["RETAIN_SUCCESSFUL"]),
-            (("FAILED", "CANCELLED"), backend.options["RETAIN_FAILED"]),
+            (("SUCCESSFUL",), backend.config["RETAIN_SUCCESSFUL"]),
+            (("FAILED", "CANCELLED"), backend.config["RETAIN_FAILED"]),
         ]
         with connections[backend.database].cursor() as cursor:
             for statuses, retain in groups:

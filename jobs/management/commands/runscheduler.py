@@ -1,8 +1,10 @@
+import sys
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.management.backends import queue_backend
+from jobs.management.command_logging import configure_command_logging
 from jobs.scheduler.runner import DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, Scheduler
 
 
@@ -43,6 +45,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        configure_command_logging(options["verbosity"], sys.stderr)
         backend = queue_backend(options["backend"], "runscheduler")
         if options["grace"] < 0:
             raise CommandError("--grace must be 0 or more seconds.")

@@ -1,8 +1,10 @@
 import os
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
 from jobs.management.backends import queue_backend
+from jobs.management.command_logging import configure_command_logging
 from jobs.worker.coordinator import Coordinator, WorkerConfig
 
 
@@ -21,7 +23,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--queues",
             default=None,
-            help="Comma-separated queues to take jobs from (default: every queue of the backend).",
+            help=(
+                "Comma-separated queues to take jobs from (default: the backend's QUEUES, or "
+                "every queue when QUEUES is empty)."
+            ),
         )
         parser.add_argument(
             "--concurrency",
@@ -77,11 +82,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        configure_command_logging(options["verbosity"], sys.stderr)
         backend = queue_backend(options["backend"], "runworker")
+        # No QUEUES (an empty list) allows any queue name, as in Django: the
+        # worker then works every queue unless --queues names some.
         queues = sorted(backend.queues)
         if options["queues"]:
             queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
-            unknown = [name for name in queues if name not in backend.queues]
+            unknown = [name for name in queues if backend.queues and name not in backend.queues]
             if unknown:
                 raise CommandError(
                     f"Unknown queue(s) {', '.join(unknown)}; the backend's QUEUES are "

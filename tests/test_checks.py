@@ -1,0 +1,50 @@
+"""The queue's system checks: each problem named, with an id and a hint."""
+
+import importlib.util
+
+from django.conf import settings
+from django.core import checks
+from django.tasks import task_backends
+from django.test import override_settings
+
+from jobs import checks as jobs_checks
+
+
+def ids(messages: list[checks.CheckMessage]) -> list[str]:
+    return [message.id for message in messages]
+
+
+def test_a_project_set_up_as_documented_passes_every_check(db):
+    assert checks.run_checks(databases=["default"]) == []
+
+
+def test_psycopg_3_missing_is_named_with_how_to_install_it(monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "psycopg" else find_spec(name, *args),
+    )
+    [error] = [m for m in task_backends["default"].check() if m.id == "jobs.E004"]
+    assert "psycopg 3" in error.msg
+    assert "pip install 'psycopg[binary]'" in error.hint
+
+
+def test_a_server_older_than_the_queue_supports_is_named(db, monkeypatch):
+    assert jobs_checks.check_database_version(databases=["default"]) == []
+    monkeypatch.setattr(jobs_checks, "MINIMUM_POSTGRES_VERSION", 99)
+    [error] = jobs_checks.check_database_version(databases=["default"])
+    assert error.id == "jobs.E005"
+    assert "PostgreSQL 99 or newer" in error.msg and error.hint
+
+
+def test_the_version_check_connects_only_when_asked_to():
+    assert jobs_checks.check_database_version(databases=None) == []
+
+
+def test_django_contrib_postgres_missing_is_named():
+    apps = [app for app in settings.INSTALLED_APPS if app != "django.contrib.postgres"]
+    with override_settings(INSTALLED_APPS=apps):
+        [error] = jobs_checks.check_postgres_app_installed()
+    assert error.id == "jobs.E006"
+    assert "INSTALLED_APPS" in error.hint
