@@ -1,5 +1,6 @@
 # Sourced by scripts/run.sh and scripts/test.sh: find Python 3.12 or newer,
-# create .venv beside manage.py, and install requirements.txt whenever it changed.
+# create .venv beside manage.py, and install requirements.txt whenever it or
+# pyproject.toml (the package's own dependencies) changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -39,7 +40,7 @@ if ! python_ok .venv/bin/python; then
     "$base_python" -m venv .venv
 fi
 
-requirements_hash=$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("requirements.txt", "rb").read()).hexdigest())')
+requirements_hash=$(.venv/bin/python -c 'import hashlib; print(hashlib.sha256(open("requirements.txt", "rb").read() + open("pyproject.toml", "rb").read()).hexdigest())')
 if [ "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$requirements_hash" ]; then
     echo "Installing requirements.txt into .venv"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
