@@ -1,7 +1,7 @@
 """
 Settings for the project.
 
-The database comes from DATABASE_URL when it is set (any Postgres 13 or newer);
+The database comes from DATABASE_URL when it is set (any Postgres 15 or newer, as Django 6.1 requires);
 otherwise an embedded Postgres 18 keeps its data in .pgdata/ beside manage.py.
 """
 

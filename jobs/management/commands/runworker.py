@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 
@@ -101,6 +102,11 @@ class Command(BaseCommand):
         for name in ("max_tasks_per_child", "max_memory_per_child"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
+        if options["max_memory_per_child"] and importlib.util.find_spec("psutil") is None:
+            raise CommandError(
+                "--max-memory-per-child reads the executors' memory with psutil, which is not "
+                'installed: pip install "django-pgjobs[memory]".'
+            )
         if options["prefetch"] is not None and options["prefetch"] < 1:
             raise CommandError("--prefetch must be at least 1.")
         config = WorkerConfig(
