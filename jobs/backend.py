@@ -27,6 +27,7 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql
+from .jsonb import unstorable
 from .models import Job, JobStatus
 
 DEFAULT_OPTIONS = {
@@ -124,30 +125,81 @@ class JobTask(Task):
         return self.get_backend().enqueue_many(self, calls)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnloadableTask(JobTask):
+    """
+    What get_result() gives as the task of a job whose task cannot be loaded
+    here: its module_path is the job's, and calling it raises InvalidTask
+    with the reason.
+    """
+
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        # Nothing to validate against: the task itself could not be loaded.
+        pass
+
+    @classmethod
+    def standing_in_for(cls, task_path: str, backend: str, error: Exception) -> "UnloadableTask":
+        reason = f"Task {task_path!r} cannot be loaded: {type(error).__name__}: {error}"
+
+        def unloadable(*args: Any, **kwargs: Any) -> None:
+            raise InvalidTask(reason)
+
+        module, _, name = task_path.rpartition(".")
+        unloadable.__module__, unloadable.__qualname__, unloadable.__name__ = module, name, name
+        return cls(func=unloadable, backend=backend, reason=reason)
+
+
 def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> str:
     """
-    The JSON text of the calls, [[args, kwargs], ...], or a TypeError that
-    names the first argument that is not JSON.
+    The JSON text of the calls, [[args, kwargs], ...]; or a TypeError that
+    names the first argument that is not JSON, or a ValueError that names
+    the first one that jsonb cannot hold (see jobs.jsonb).
 
     Arguments are stored as jsonb, never pickled: what goes in must be JSON.
     """
     try:
-        return _dumps(calls)
+        text = _dumps(calls)
     except (TypeError, ValueError):
         pass
+    else:
+        if unstorable(text) is None:
+            return text
     for args, kwargs in calls:
         named = [(f"argument {index}", value) for index, value in enumerate(args)]
         named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
+        named += [(f"keyword argument name {name!r}", name) for name in kwargs]
         for label, value in named:
             try:
-                _dumps(value)
+                reason = unstorable(_dumps(value))
             except (TypeError, ValueError) as error:
                 raise TypeError(
                     f"{label} of {task.module_path} is not JSON serializable "
                     f"({type(value).__name__}: {error}). Task arguments are stored as JSON; "
                     "pass ids or plain data instead."
                 ) from None
+            if reason:
+                raise ValueError(
+                    f"{label} of {task.module_path} holds {reason}, which Postgres cannot "
+                    "store in jsonb."
+                )
     raise TypeError(f"The keyword argument names of {task.module_path} must be strings.")
+
+
+# The Job columns that hold a task's names, by the option that sets each.
+TEXT_COLUMNS = {"unique_key": "unique_key", "queue_name": "queue", "task_path": "task_path"}
+
+
+def _check_column_text(name: str, value: str) -> None:
+    """An InvalidTask naming `name` when its column cannot hold `value`."""
+    if not isinstance(value, str):
+        raise InvalidTask(f"{name} must be a string, not {type(value).__name__}.")
+    limit = Job._meta.get_field(TEXT_COLUMNS[name]).max_length
+    if len(value) > limit:
+        raise InvalidTask(f"{name} is {len(value)} characters long; at most {limit} fit.")
+    if reason := unstorable(_dumps(value)):
+        raise InvalidTask(f"{name} holds {reason}, which Postgres cannot store.")
 
 
 def _dumps(value: Any) -> str:
@@ -180,6 +232,14 @@ class PostgresBackend(BaseTaskBackend):
         aliases = getattr(task, "aliases", ())
         if not all(isinstance(alias, str) and "." in alias for alias in aliases):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
+        unique_key = getattr(task, "unique_key", None)
+        for name, value in (
+            ("unique_key", unique_key),
+            ("queue_name", task.queue_name),
+            ("task_path", task.module_path),
+        ):
+            if value is not None:
+                _check_column_text(name, value)
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         return self.enqueue_many(task, [(args, kwargs)])[0]
@@ -287,7 +347,13 @@ class PostgresBackend(BaseTaskBackend):
             job = Job.objects.using(self.database).get(id=job_id)
         except Job.DoesNotExist:
             raise TaskResultDoesNotExist(f"No task with id {result_id}.") from None
-        return job_result(job, self.load_task(job.task_path, job))
+        try:
+            task = self.load_task(job.task_path, job)
+        except Exception as error:
+            # The task no longer imports, its module fails as it loads, or the
+            # job names a backend that is gone: the row still says what is known.
+            task = UnloadableTask.standing_in_for(job.task_path, self.alias, error)
+        return job_result(job, task)
 
     def load_task(self, task_path: str, job: Job | None = None) -> Task:
         """

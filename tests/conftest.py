@@ -36,6 +36,24 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval:
         time.sleep(interval)
 
 
+FINAL_STATUSES = ("SUCCESSFUL", "FAILED", "CANCELLED")
+
+
+def job_status(job_id: str) -> str | None:
+    return fetch_value("SELECT status FROM jobs_job WHERE id = %s", [job_id])
+
+
+def wait_for_status(job_id: str, statuses: tuple[str, ...] = FINAL_STATUSES, timeout: float = 30.0):
+    """Wait until the job has one of statuses (by default, any final one); return it."""
+
+    def reached():
+        """the job reached the status"""
+        status = job_status(job_id)
+        return status if status in statuses else None
+
+    return wait_until(reached, timeout)
+
+
 def database_url_for_subprocesses() -> str:
     """A DATABASE_URL that reaches the test database, for subprocesses."""
     params = connection.get_connection_params()

@@ -203,3 +203,15 @@ def record_signal(sender, task_result: TaskResult, signal, **kwargs) -> None:
     name = "task_started" if signal is task_started else "task_finished"
     with open(path, "a") as file:
         file.write(json.dumps(describe_result(name, task_result)) + "\n")
+
+
+@task(takes_context=True, max_attempts=1)
+def record_and_return(context, value: str) -> str:
+    """Count the run in the ledger, then return value with "<surrogate>" as a lone surrogate."""
+    record_run.call(context, "record_and_return")
+    return value.replace("<surrogate>", "\ud800")
+
+
+@task(max_attempts=1)
+def raises_with_a_lone_surrogate() -> None:
+    raise ValueError("bad \ud800 input")

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs.backend import DEFAULT_OPTIONS, PostgresBackend
 from jobs.models import Job
-from tests.conftest import fetch_value, wait_until
+from tests.conftest import job_status, wait_for_status, wait_until
 from tests.tasks import (
     add,
     calls_exit,
@@ -32,19 +32,6 @@ IMMEDIATE = {
         "QUEUES": ["default", "communications", "reports"],
     }
 }
-
-
-def job_status(job_id: str) -> str:
-    return fetch_value("SELECT status FROM jobs_job WHERE id = %s", [job_id])
-
-
-def wait_status(job_id: str, *statuses: str) -> str:
-    def reached():
-        """the job reached the status"""
-        status = job_status(job_id)
-        return status if status in statuses else None
-
-    return wait_until(reached)
 
 
 def signals(path: Path, job_id: str) -> list[dict]:
@@ -125,7 +112,7 @@ def test_a_task_raising_any_base_exception_fails_its_attempt_like_immediate_back
 
     enqueued = task.enqueue()
     worker = start_worker("--concurrency", "1")
-    assert wait_status(enqueued.id, "SUCCESSFUL", "FAILED") == "FAILED"
+    assert wait_for_status(enqueued.id) == "FAILED"
     ours = default_task_backend.get_result(enqueued.id)
     assert ours.status == immediate.status
     assert [error.exception_class_path for error in ours.errors] == [exception_class_path]
@@ -142,7 +129,7 @@ def test_a_task_raising_any_base_exception_fails_its_attempt_like_immediate_back
 
     # The executor goes on: no executor died, and the next job runs.
     after = add.enqueue(1, 1)
-    assert wait_status(after.id, "SUCCESSFUL", "FAILED") == "SUCCESSFUL"
+    assert wait_for_status(after.id) == "SUCCESSFUL"
     assert "executor process died" not in worker.output()
 
 
@@ -155,7 +142,7 @@ def test_keyboard_interrupt_in_a_task_fails_the_attempt_instead_of_stopping_the_
         immediate_result(raises_keyboard_interrupt)
     enqueued = raises_keyboard_interrupt.enqueue()
     worker = start_worker("--concurrency", "1")
-    assert wait_status(enqueued.id, "SUCCESSFUL", "FAILED") == "FAILED"
+    assert wait_for_status(enqueued.id) == "FAILED"
     [error] = default_task_backend.get_result(enqueued.id).errors
     assert error.exception_class_path == "builtins.KeyboardInterrupt"
     assert worker.process.poll() is None
@@ -164,7 +151,7 @@ def test_keyboard_interrupt_in_a_task_fails_the_attempt_instead_of_stopping_the_
 def test_an_exception_whose_str_fails_is_still_recorded_as_itself(start_worker):
     enqueued = raises_unprintable.enqueue()
     start_worker("--concurrency", "1")
-    assert wait_status(enqueued.id, "SUCCESSFUL", "FAILED") == "FAILED"
+    assert wait_for_status(enqueued.id) == "FAILED"
     errors = Job.objects.get(id=enqueued.id).errors
     assert errors[0]["exception_class_path"] == "tests.tasks.UnprintableError"
     assert "str() failed" in errors[0]["message"]
@@ -179,7 +166,7 @@ def test_signals_carry_the_result_as_it_stands_like_immediate_backend(start_work
 
     enqueued = add.enqueue(20, 22)
     start_worker("--concurrency", "1")
-    assert wait_status(enqueued.id, "SUCCESSFUL", "FAILED") == "SUCCESSFUL"
+    assert wait_for_status(enqueued.id) == "SUCCESSFUL"
     ours = signals(signals_file, enqueued.id)
     for line in [*expected, *ours]:
         del line["id"]
@@ -191,7 +178,7 @@ def test_signals_carry_the_result_as_it_stands_like_immediate_backend(start_work
 def test_a_failed_attempt_that_will_be_retried_sends_ready_not_failed(start_worker, signals_file):
     enqueued = fails_twice.enqueue()
     start_worker("--concurrency", "1")
-    assert wait_status(enqueued.id, "SUCCESSFUL", "FAILED") == "FAILED"
+    assert wait_for_status(enqueued.id) == "FAILED"
     finished = [
         line for line in signals(signals_file, enqueued.id) if line["signal"] == "task_finished"
     ]
@@ -207,7 +194,7 @@ def test_the_signals_task_is_the_one_enqueued_with_its_queue_and_run_after(
     run_after = timezone.now() + timedelta(milliseconds=200)
     enqueued = add.using(queue_name="reports", run_after=run_after).enqueue(1, 2)
     start_worker("--concurrency", "1")
-    assert wait_status(enqueued.id, "SUCCESSFUL", "FAILED") == "SUCCESSFUL"
+    assert wait_for_status(enqueued.id) == "SUCCESSFUL"
     started = signals(signals_file, enqueued.id)[0]
     assert started["queue_name"] == "reports"
     assert started["run_after"] == run_after.isoformat()
@@ -227,11 +214,11 @@ def test_an_empty_queues_list_allows_any_queue_and_a_worker_works_them_all(
         second = add.using(queue_name="thumbnails-2").enqueue(3, 4)
         named = add.using(queue_name="only-this-one").enqueue(5, 6)
     start_worker("--concurrency", "1", "--queues", "only-this-one", env=env)
-    assert wait_status(named.id, "SUCCESSFUL", "FAILED") == "SUCCESSFUL"
+    assert wait_for_status(named.id) == "SUCCESSFUL"
     assert job_status(first.id) == job_status(second.id) == "READY"
     start_worker("--concurrency", "1", env=env)
-    assert wait_status(first.id, "SUCCESSFUL", "FAILED") == "SUCCESSFUL"
-    assert wait_status(second.id, "SUCCESSFUL", "FAILED") == "SUCCESSFUL"
+    assert wait_for_status(first.id) == "SUCCESSFUL"
+    assert wait_for_status(second.id) == "SUCCESSFUL"
 
 
 # backend.options is the OPTIONS setting as given.

@@ -183,11 +183,14 @@ def test_get_result_reads_the_row():
         _ = fetched.return_value
 
 
-def test_get_result_of_a_job_whose_task_no_longer_imports_is_a_clear_error():
+def test_get_result_of_a_job_whose_task_no_longer_imports_says_what_is_known():
     result = noop.enqueue()
     Job.objects.filter(id=result.id).update(task_path="tests.tasks.renamed_long_ago")
+    fetched = default_task_backend.get_result(result.id)
+    assert (fetched.id, fetched.status) == (result.id, TaskResultStatus.READY)
+    assert fetched.task.module_path == "tests.tasks.renamed_long_ago"
     with pytest.raises(InvalidTask, match="does not import"):
-        default_task_backend.get_result(result.id)
+        fetched.task.call()
 
 
 @pytest.mark.django_db(transaction=True)

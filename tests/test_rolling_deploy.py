@@ -12,7 +12,7 @@ from django.tasks import TaskResultStatus, default_task_backend
 
 from jobs.backend import current_task_path
 from jobs.models import Job
-from tests.conftest import fetch_value, wait_until
+from tests.conftest import wait_for_status, wait_until
 from tests.tasks import multiply
 
 NEW_TASK_MODULE = """
@@ -23,10 +23,6 @@ NEW_TASK_MODULE = """
     def greet(name: str) -> str:
         return f"hello {name}"
 """
-
-
-def job_status(job_id: str) -> str:
-    return fetch_value("SELECT status FROM jobs_job WHERE id = %s", [job_id])
 
 
 @pytest.fixture
@@ -61,7 +57,7 @@ def test_a_job_of_a_task_the_worker_lacks_waits_ready_for_a_worker_that_has_it(
     assert "WARNING" in next(text for text in old.output().splitlines() if line in text)
 
     new = start_worker("--concurrency", "1", env={**worker_env, "PYTHONPATH": str(new_code)})
-    wait_until(lambda: job_status(enqueued.id) == "SUCCESSFUL")
+    wait_for_status(enqueued.id, ("SUCCESSFUL",))
     result = greet.get_result(enqueued.id)
     assert result.return_value == "hello deploy"
     assert result.worker_ids == [new.wait_registered()]
@@ -72,7 +68,7 @@ def test_a_job_queued_under_an_alias_runs_and_reads_back_under_the_current_name(
     enqueued = multiply.enqueue(6, 7)
     Job.objects.filter(id=enqueued.id).update(task_path="tests.tasks.old_name_of_multiply")
     start_worker("--concurrency", "1")
-    wait_until(lambda: job_status(enqueued.id) in ("SUCCESSFUL", "FAILED"))
+    wait_for_status(enqueued.id)
     result = default_task_backend.get_result(enqueued.id)
     assert result.status == TaskResultStatus.SUCCESSFUL
     assert result.return_value == 42

@@ -1,5 +1,6 @@
 """runworker as real subprocesses against the test database."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from jobs.models import Job
 from tests.conftest import BASE_DIR, fetch, fetch_value, wait_until
-from tests.tasks import add, async_add, fail, noop, record_run, sleep_for
+from tests.tasks import add, async_add, fail, fails_twice, noop, record_run, sleep_for
 
 
 def job_status(job_id: str) -> str:
@@ -218,3 +219,34 @@ def test_verbosity_sets_the_log_level_and_jobs_log_level_overrides_it(
     assert ("Worker " in output and " stopped" in output) is per_job_line
     # Django's own per-task lines say the same as the worker's: kept below -v 2.
     assert f"Task id={result.id}" not in output
+
+
+def test_a_retried_attempt_logs_the_delay_to_its_retry_and_only_the_last_logs_failed(
+    start_worker, worker_env
+):
+    env = {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings", "DJANGO_DEBUG": "1"}
+    result = fails_twice.enqueue()
+    worker = start_worker("--concurrency", "1", env=env)
+    assert wait_finished(result.id) == "FAILED"
+    path = "tests.tasks.fails_twice"
+
+    def both_logged():
+        """both attempts are in the log"""
+        return "(attempt 2 of 2)" in worker.output()
+
+    output = wait_until(both_logged) and worker.output()
+    retry = re.search(
+        rf"Job {result.id} {path} failed in [0-9.]+ ms \(attempt 1 of 2\): "
+        r"builtins\.ValueError: not this time; retry in ([0-9.]+) s",
+        output,
+    )
+    assert retry, output
+    # RETRY_BACKOFF_BASE is 0.2 s in tests.worker_settings: the first retry waits 0.1-0.2 s.
+    assert 0.05 <= float(retry.group(1)) <= 0.25
+    assert re.search(
+        rf"ERROR jobs.worker Job {result.id} {path} FAILED in [0-9.]+ ms \(attempt 2 of 2\): "
+        r"builtins\.ValueError: not this time",
+        output,
+    )
+    # Django's own ERROR line, with its traceback, only for the attempt that failed for good.
+    assert output.count(f"Task id={result.id} path={path} state=FAILED") == 1

@@ -1,5 +1,6 @@
 """What the queue's management commands share: finding the backend they serve."""
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from django.tasks import task_backends
 from django.tasks.exceptions import InvalidTaskBackend
@@ -9,6 +10,11 @@ from ..backend import PostgresBackend
 
 def queue_backend(alias: str, command: str) -> PostgresBackend:
     """The TASKS backend named alias, or a CommandError saying why it can't serve command."""
+    if alias not in settings.TASKS:
+        raise CommandError(
+            f"No task backend {alias!r} in the TASKS setting; it has "
+            f"{', '.join(repr(name) for name in settings.TASKS) or 'none'}."
+        )
     try:
         backend = task_backends[alias]
     except InvalidTaskBackend as error:

@@ -8,15 +8,24 @@ executors ran dry; here, psycopg waits for the server without the GIL, and
 the coordinator keeps the next batch growing until this one is written.
 """
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from queue import Empty, SimpleQueue
 
+import psycopg
+
 from .database import QueueDatabase
-from .executor import ClaimedJob, Outcome
+from .executor import ClaimedJob, Outcome, error_entry
+
+logger = logging.getLogger("jobs.worker")
 
 Finished = list[tuple[ClaimedJob, Outcome]]
+
+# Errors of a statement that Postgres refused for what one of its rows holds,
+# not for the connection: the rows are written apart to find that one.
+REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 class Completer:
@@ -28,8 +37,9 @@ class Completer:
     nothing is lost.
     """
 
-    def __init__(self, database: QueueDatabase) -> None:
+    def __init__(self, database: QueueDatabase, worker_id: str) -> None:
         self.db = database
+        self.worker_id = worker_id
         self.in_flight: Finished | None = None
         self._requests: SimpleQueue[Finished | None] = SimpleQueue()
         self._answers: SimpleQueue[tuple[Finished, set[str] | Exception]] = SimpleQueue()
@@ -107,7 +117,7 @@ class Completer:
         try:
             if not self.db.connected:
                 self.db.connect(listen=False)
-            return self.db.complete(outcomes)
+            return self._complete_isolating(outcomes)
         except Exception as error:
             # Whatever went wrong, the batch goes back to the coordinator,
             # which holds it and tries again (a database error) or stops.
@@ -116,3 +126,53 @@ class Completer:
             except Exception:
                 self.db.conn = None
             return error
+
+    def _complete_isolating(self, outcomes: Sequence[Outcome]) -> set[str]:
+        """
+        Write the outcomes; when Postgres refuses the batch for what a row
+        holds, write each half apart, down to the row it refuses, whose
+        attempt fails with Postgres's reason instead. So one outcome that
+        cannot be stored never takes the others, or the worker, with it.
+        Each statement is its own transaction (autocommit): a refused one
+        wrote nothing, and the fence keeps a retried row from being written
+        twice.
+        """
+        try:
+            return self.db.complete(outcomes)
+        except REFUSED_ROW_ERRORS as error:
+            if len(outcomes) > 1:
+                middle = len(outcomes) // 2
+                return self._complete_isolating(outcomes[:middle]) | self._complete_isolating(
+                    outcomes[middle:]
+                )
+            [refused] = outcomes
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            logger.error(
+                "Job %s attempt %d: Postgres refused to store its outcome (%s); failing the "
+                "attempt instead",
+                refused.id,
+                refused.attempt,
+                reason,
+            )
+            message = f"Postgres refused to store this attempt's outcome: {reason}"
+            cls = type(error)
+            return self.db.complete(
+                [
+                    Outcome(
+                        refused.id,
+                        refused.attempt,
+                        "FAILED",
+                        refused.finished_at,
+                        None,
+                        None,
+                        error_entry(
+                            f"{cls.__module__}.{cls.__qualname__}",
+                            message,
+                            message,
+                            refused.attempt,
+                            self.worker_id,
+                        ),
+                        refused.duration,
+                    )
+                ]
+            )

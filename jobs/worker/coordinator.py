@@ -13,6 +13,7 @@ the database is back. The fence of every write makes that safe even when the
 jobs were rescued in the meantime.
 """
 
+import json
 import logging
 import math
 import os
@@ -37,6 +38,9 @@ logger = logging.getLogger("jobs.worker")
 DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 RECONNECT_DELAY_MIN = 0.5
 RECONNECT_BACKOFF_MAX = 10.0
+# A worker waiting for the database at start tries at least this often, so
+# that it starts within seconds of the database answering.
+START_BACKOFF_MAX = 2.0
 # How long shutdown waits for the completer's last write.
 SHUTDOWN_WRITE_TIMEOUT = 10.0
 PRUNE_BATCH_SIZE = 500
@@ -64,6 +68,14 @@ class WorkerConfig:
 def first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def error_summary(outcome: Outcome) -> str:
+    """The exception and the first line of its message, from a failed outcome's error entry."""
+    error = json.loads(outcome.error or "{}")
+    message = (error.get("message") or "").strip()
+    first = message.splitlines()[0] if message else ""
+    return f"{error.get('exception_class_path', 'unknown error')}: {first}".rstrip(": ")
 
 
 class Coordinator:
@@ -120,7 +132,8 @@ class Coordinator:
                 self.backend.database,
                 config.queues,
                 prepared_statements=options["PREPARED_STATEMENTS"],
-            )
+            ),
+            self.worker_id,
         )
 
     def run(self) -> None:
@@ -129,7 +142,12 @@ class Coordinator:
         self.pool.start()
         self.completer.start()
         self.stop_signals.install(self._on_stop_signal)
-        self.db.connect()
+        if not self._connect_at_start():
+            # Nothing was claimed: there is nothing to give back.
+            self.pool.stop()
+            self.completer.stop()
+            logger.info("Worker %s stopped before the database answered", self.worker_id)
+            return
         self._register()
         self._analyze_if_never_analyzed()
         logger.info(
@@ -149,6 +167,34 @@ class Coordinator:
                     break
         finally:
             self._shut_down()
+
+    def _connect_at_start(self) -> bool:
+        """
+        Connect, waiting for the database as long as it takes: a worker
+        started before Postgres (a host's boot, a compose file, honcho) starts
+        working once it answers instead of exiting. False when a stop signal
+        came first.
+        """
+        delay = RECONNECT_DELAY_MIN
+        while True:
+            try:
+                self.db.connect()
+                return True
+            except DATABASE_ERRORS as error:
+                if delay == RECONNECT_DELAY_MIN:
+                    logger.warning(
+                        "Database %s unreachable (%s); waiting for it, trying again every "
+                        "%.0f s at most",
+                        describe(self.backend.database),
+                        first_line(error),
+                        START_BACKOFF_MAX,
+                    )
+                self.db.close()
+            ready = wait([self.stop_signals.reader], timeout=delay)
+            self.stop_signals.drain(ready)
+            if self.stopping:
+                return False
+            delay = min(delay * 2, START_BACKOFF_MAX)
 
     # The loop.
 
@@ -382,15 +428,36 @@ class Coordinator:
                     outcome.id,
                     outcome.attempt,
                 )
-            elif log_each:
-                logger.info(
-                    "Job %s %s %s in %.1f ms (attempt %d of %d)",
+            elif outcome.status == "SUCCESSFUL":
+                if log_each:
+                    logger.info(
+                        "Job %s %s SUCCESSFUL in %.1f ms (attempt %d of %d)",
+                        outcome.id,
+                        job.task_path,
+                        outcome.duration * 1000,
+                        outcome.attempt,
+                        job.max_attempts,
+                    )
+            elif outcome.status == "READY":
+                logger.warning(
+                    "Job %s %s failed in %.1f ms (attempt %d of %d): %s; retry in %.1f s",
                     outcome.id,
                     job.task_path,
-                    "failed, retry scheduled" if outcome.status == "READY" else outcome.status,
                     outcome.duration * 1000,
                     outcome.attempt,
                     job.max_attempts,
+                    error_summary(outcome),
+                    outcome.retry_at - outcome.finished_at,
+                )
+            else:
+                logger.error(
+                    "Job %s %s FAILED in %.1f ms (attempt %d of %d): %s",
+                    outcome.id,
+                    job.task_path,
+                    outcome.duration * 1000,
+                    outcome.attempt,
+                    job.max_attempts,
+                    error_summary(outcome),
                 )
 
     def _fail_lost(
@@ -409,7 +476,8 @@ class Coordinator:
         Jobs that had finished but whose outcome was lost with the process go
         back to the queue when the coordinator killed it (they caused
         nothing), and fail their attempt when it died on its own (any of them
-        may be why).
+        may be why). Each failed attempt is logged with the others, once its
+        outcome is written (see _report).
         """
         self.held_releases.extend(work.unstarted)
         finished = list(work.finished)
@@ -423,9 +491,6 @@ class Coordinator:
                 continue
             if job.id in timed_out:
                 path, message = "jobs.exceptions.JobTimeout", f"Timed out after {running_for:.1f} s"
-                logger.warning(
-                    "Job %s %s timed out after %.1f s", job.id, job.task_path, running_for
-                )
             elif timed_out or cancelled:
                 cause = (
                     f"job {cancelled} was cancelled"
@@ -434,7 +499,6 @@ class Coordinator:
                 )
                 path = "jobs.exceptions.JobInterrupted"
                 message = f"Interrupted after {running_for:.1f} s: {cause} in the same executor"
-                logger.warning("Job %s %s: %s", job.id, job.task_path, message)
             else:
                 path = "jobs.exceptions.ExecutorDied"
                 message = f"The executor process died (exit code {work.exitcode}) " + (
@@ -442,7 +506,6 @@ class Coordinator:
                     if was_running
                     else "after the job began; its outcome was lost with it"
                 )
-                logger.error("Job %s %s: %s", job.id, job.task_path, message)
             outcome = failed_outcome(
                 job,
                 exception_class_path=path,

@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import random
-import re
 import signal
 import sys
 import threading
@@ -37,6 +36,7 @@ from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 from ..exceptions import DoNotRetry, RetryJob
+from ..jsonb import storable_text, unstorable
 
 logger = logging.getLogger("jobs.worker")
 
@@ -45,8 +45,6 @@ PR_SET_PDEATHSIG = 1
 # so far, within these bounds (seconds), for a worker that can load it.
 MISSING_TASK_DELAY_MIN = 1.0
 MISSING_TASK_DELAY_MAX = 60.0
-# \u0000 in JSON text, not preceded by an escaped backslash.
-ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def send_message(conn: Connection, message: object) -> None:
@@ -139,13 +137,13 @@ def error_entry(
     attempt: int,
     worker_id: str,
 ) -> str:
-    # jsonb cannot hold a NUL character, and one in a message would make
-    # the whole batch of outcomes fail to write.
+    # jsonb cannot hold a NUL or a lone surrogate, and one in a message
+    # would make the whole batch of outcomes fail to write.
     return json.dumps(
         {
             "exception_class_path": exception_class_path,
-            "message": message.replace("\x00", "\\x00"),
-            "traceback": traceback_text.replace("\x00", "\\x00"),
+            "message": storable_text(message),
+            "traceback": storable_text(traceback_text),
             "attempt": attempt,
             "worker_id": worker_id,
             "at": time.time(),
@@ -216,11 +214,10 @@ class JobRunner:
             else:
                 value = task.call(*args, **kwargs)
             value = normalize_json(value)
-            return_value = json.dumps(value, allow_nan=False)
-            if "\\u0000" in return_value and ESCAPED_NUL.search(return_value):
+            return_value = json.dumps(value, allow_nan=False, ensure_ascii=False)
+            if reason := unstorable(return_value):
                 raise ValueError(
-                    "The return value holds a NUL character (\\x00), which Postgres cannot "
-                    "store in jsonb."
+                    f"The return value holds {reason}, which Postgres cannot store in jsonb."
                 )
         except BaseException as error:
             retry = RetryPolicy(

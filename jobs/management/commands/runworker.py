@@ -88,14 +88,21 @@ class Command(BaseCommand):
         # No QUEUES (an empty list) allows any queue name, as in Django: the
         # worker then works every queue unless --queues names some.
         queues = sorted(backend.queues)
-        if options["queues"]:
+        if options["queues"] is not None:
             queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
+            if not queues:
+                raise CommandError(
+                    f"--queues {options['queues']!r} names no queue; leave it out to work "
+                    "the backend's queues."
+                )
             unknown = [name for name in queues if backend.queues and name not in backend.queues]
             if unknown:
                 raise CommandError(
                     f"Unknown queue(s) {', '.join(unknown)}; the backend's QUEUES are "
                     f"{', '.join(sorted(backend.queues))}."
                 )
+        if options["shutdown_timeout"] < 0:
+            raise CommandError("--shutdown-timeout must be 0 or more seconds.")
         for name in ("concurrency", "threads"):
             if options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1.")
