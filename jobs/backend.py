@@ -287,20 +287,7 @@ class PostgresBackend(BaseTaskBackend):
         announce = task_enqueued.has_listeners(type(self))
         results = []
         for job_id, (args, kwargs) in zip(ids, calls, strict=True):
-            result = TaskResult(
-                task=task,
-                id=job_id,
-                status=TaskResultStatus.READY,
-                enqueued_at=enqueued_at,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=args,
-                kwargs=kwargs,
-                backend=self.alias,
-                errors=[],
-                worker_ids=[],
-            )
+            result = ready_result(task, job_id, args, kwargs, self.alias, enqueued_at)
             if announce:
                 task_enqueued.send(type(self), task_result=result)
             results.append(result)
@@ -456,6 +443,31 @@ def current_task_path(task_path: str) -> str:
 @functools.cache
 def _import_task_modules() -> None:
     autodiscover_modules("tasks")
+
+
+def ready_result(
+    task: Task,
+    job_id: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    backend: str,
+    enqueued_at: Any = None,
+) -> TaskResult:
+    """The TaskResult of a job just enqueued."""
+    return TaskResult(
+        task=task,
+        id=job_id,
+        status=TaskResultStatus.READY,
+        enqueued_at=enqueued_at,
+        started_at=None,
+        last_attempted_at=None,
+        finished_at=None,
+        args=args,
+        kwargs=kwargs,
+        backend=backend,
+        errors=[],
+        worker_ids=[],
+    )
 
 
 def job_result(job: Job, task: Task) -> TaskResult:

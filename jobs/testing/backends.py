@@ -16,12 +16,12 @@ from copy import deepcopy
 from typing import Any
 
 import uuid_utils
-from django.tasks import TaskResult, TaskResultStatus
+from django.tasks import TaskResult
 from django.tasks.backends import dummy, immediate
 from django.tasks.base import Task
 from django.tasks.exceptions import InvalidTask
 
-from ..backend import JobTask, PostgresBackend, encode_calls
+from ..backend import JobTask, PostgresBackend, encode_calls, ready_result
 
 
 class JobOptionsMixin:
@@ -61,22 +61,9 @@ class JobOptionsMixin:
         """
         self.validate_task(task)
         [[args, kwargs]] = json.loads(encode_calls(task, [(list(args), dict(kwargs))]))
-        return TaskResult(
-            task=task,
-            # A UUID like the queue's ids: code that stores a task id in a
-            # UUIDField works under test.
-            id=str(uuid_utils.uuid7()),
-            status=TaskResultStatus.READY,
-            enqueued_at=None,
-            started_at=None,
-            last_attempted_at=None,
-            finished_at=None,
-            args=args,
-            kwargs=kwargs,
-            backend=self.alias,
-            errors=[],
-            worker_ids=[],
-        )
+        # A UUID like the queue's ids: code that stores a task id in a
+        # UUIDField works under test.
+        return ready_result(task, str(uuid_utils.uuid7()), args, kwargs, self.alias)
 
 
 class ImmediateBackend(JobOptionsMixin, immediate.ImmediateBackend):

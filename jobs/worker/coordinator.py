@@ -438,26 +438,20 @@ class Coordinator:
                         outcome.attempt,
                         job.max_attempts,
                     )
-            elif outcome.status == "READY":
-                logger.warning(
-                    "Job %s %s failed in %.1f ms (attempt %d of %d): %s; retry in %.1f s",
-                    outcome.id,
-                    job.task_path,
-                    outcome.duration * 1000,
-                    outcome.attempt,
-                    job.max_attempts,
-                    error_summary(outcome),
-                    outcome.retry_at - outcome.finished_at,
-                )
             else:
-                logger.error(
-                    "Job %s %s FAILED in %.1f ms (attempt %d of %d): %s",
+                # A retried attempt is a warning, the last failure an error.
+                retried = outcome.status == "READY"
+                logger.log(
+                    logging.WARNING if retried else logging.ERROR,
+                    "Job %s %s %s in %.1f ms (attempt %d of %d): %s%s",
                     outcome.id,
                     job.task_path,
+                    "failed" if retried else "FAILED",
                     outcome.duration * 1000,
                     outcome.attempt,
                     job.max_attempts,
                     error_summary(outcome),
+                    f"; retry in {outcome.retry_at - outcome.finished_at:.1f} s" if retried else "",
                 )
 
     def _fail_lost(
