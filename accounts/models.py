@@ -1,11 +1,13 @@
 """
 What a signup leaves behind: the user's phone number, one Delivery per channel,
-and the outbox where the local providers record what they "sent".
+the outbox where the local providers record what they "sent", and the counts
+that rate-limit signups.
 """
 
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -94,3 +96,21 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} to {self.recipient} [{self.message_id}]"
+
+
+class RateLimit(models.Model):
+    """
+    The recent events counted by one rate limit (accounts.limits): the
+    signups from one client address, to one phone number, or of all numbers.
+
+    One row per key, locked while a signup counts and records its event, so
+    that two signups at the same instant cannot both take the last place.
+    """
+
+    key = models.CharField(max_length=200, primary_key=True)
+    hits = ArrayField(models.DateTimeField(), default=list)
+    # When the last hit leaves the window: from then on the row counts nothing.
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {len(self.hits)} until {self.expires_at}"

@@ -3,6 +3,7 @@ Signing up: the form that validates, the transaction that creates the user and
 enqueues its communications, and the report of where those communications are.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,55 @@ from django.tasks import default_task_backend
 
 from jobs.models import Job, JobStatus
 
+from . import limits
 from .models import Channel, Delivery, DeliveryStatus, Profile
 from .sending import deliver_inline
 from .tasks import SEND_TASKS
 
 DUPLICATE_EMAIL = "An account with this e-mail address already exists."
+
+NOT_UNICODE = (
+    "This is not valid Unicode text: it contains an unpaired surrogate or bytes that are not UTF-8."
+)
+
+# Text messages go to mobile numbers only: a premium-rate or other number that
+# charges for what it receives is how SMS pumping earns its money.
+# FIXED_LINE_OR_MOBILE is what a country whose numbers do not tell (the US,
+# Canada) has.
+TEXTABLE_NUMBER_TYPES = (
+    phonenumbers.PhoneNumberType.MOBILE,
+    phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+)
+
+
+def is_unicode(value: str) -> bool:
+    """Whether value is text that can be stored and sent: no lone surrogates."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class UnicodeTextMixin:
+    """
+    Refuses a lone surrogate, which JSON's "\\ud800" can carry, before any
+    other check: the database, the password hasher and the page would each
+    fail on it with a 500.
+    """
+
+    def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and not is_unicode(value):
+            raise ValidationError(NOT_UNICODE, code="invalid_unicode")
+        return super().to_python(value)
+
+
+class UnicodeCharField(UnicodeTextMixin, forms.CharField):
+    pass
+
+
+class UnicodeEmailField(UnicodeTextMixin, forms.EmailField):
+    pass
 
 
 class SignupForm(forms.Form):
@@ -32,12 +77,12 @@ class SignupForm(forms.Form):
     unique: Django's User does not constrain `email` itself.
     """
 
-    email = forms.EmailField(max_length=150)
-    phone = forms.CharField(
+    email = UnicodeEmailField(max_length=150)
+    phone = UnicodeCharField(
         max_length=32,
-        help_text="In international (E.164) form, e.g. +14155550123.",
+        help_text="A mobile number in international (E.164) form, e.g. +14155550123.",
     )
-    password = forms.CharField(widget=forms.PasswordInput, strip=False, max_length=4096)
+    password = UnicodeCharField(widget=forms.PasswordInput, strip=False, max_length=4096)
 
     def clean_email(self) -> str:
         email = User.objects.normalize_email(self.cleaned_data["email"])
@@ -46,7 +91,7 @@ class SignupForm(forms.Form):
         return email
 
     def clean_phone(self) -> str:
-        """The number in E.164 form; the country code is required."""
+        """A mobile number in E.164 form; the country code is required."""
         invalid = ValidationError(
             "Enter a valid phone number in E.164 form, with its country code, e.g. +14155550123.",
             code="invalid",
@@ -57,6 +102,12 @@ class SignupForm(forms.Form):
             raise invalid from None
         if not phonenumbers.is_valid_number(number):
             raise invalid
+        if phonenumbers.number_type(number) not in TEXTABLE_NUMBER_TYPES:
+            raise ValidationError(
+                "Enter a mobile number: text messages are not sent to premium-rate, "
+                "toll-free, shared-cost, VoIP, pager or landline numbers.",
+                code="not_mobile",
+            )
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     def clean(self) -> dict[str, Any]:
@@ -70,21 +121,32 @@ class SignupForm(forms.Form):
                 self.add_error("password", error)
         return cleaned
 
-    def save(self, *, inline: bool = False) -> "Signup | None":
+    def save(
+        self, *, inline: bool = False, rate_limits: Sequence[limits.Limit] = ()
+    ) -> "Signup | None":
         """
         Create the user and its three deliveries, and enqueue the sending, in
         one transaction: if anything fails, no job exists and nothing is sent.
         None, with the error on the form, when the address was taken meanwhile.
 
+        The signup counts against `rate_limits` in that transaction: beyond
+        one it raises RateLimited, and nothing is created, enqueued or sent.
+
         With `inline`, nothing is enqueued: the messages are sent here, after
         the commit, the way signup used to, for comparison.
         """
         data = self.cleaned_data
+        user = User(
+            username=User.normalize_username(data["email"].lower()),
+            email=User.objects.normalize_email(data["email"]),
+        )
+        # Hashed before the transaction: it takes a good part of a second, and
+        # the rate limits' rows stay locked until the commit.
+        user.set_password(data["password"])
         try:
             with transaction.atomic():
-                user = User.objects.create_user(
-                    username=data["email"].lower(), email=data["email"], password=data["password"]
-                )
+                limits.take(rate_limits)
+                user.save()
                 Profile.objects.create(user=user, phone=data["phone"])
                 deliveries = Delivery.objects.bulk_create(
                     [
@@ -131,15 +193,6 @@ def send_inline(flag: str | None) -> bool:
     return True
 
 
-def mask_email(address: str) -> str:
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}"
-
-
-def mask_phone(number: str) -> str:
-    return f"{number[:3]}{'*' * max(len(number) - 5, 0)}{number[-2:]}"
-
-
 def delivery_state(delivery: Delivery, job: Job | None) -> str:
     """
     Where a delivery is: sent, failed, or while pending what its job says
@@ -162,8 +215,11 @@ def delivery_state(delivery: Delivery, job: Job | None) -> str:
 FINISHED_STATES = ("sent", "failed")
 
 
-def communications(user: User, *, reveal: bool) -> list[dict[str, Any]]:
-    """Each channel's delivery with its job's state; recipients masked unless `reveal`."""
+def communications(user: User) -> list[dict[str, Any]]:
+    """
+    Each channel's delivery with its job's state, for the user and staff alone
+    (the views' may_see()): recipients, provider ids and errors are theirs.
+    """
     deliveries = list(user.deliveries.order_by("id"))
     jobs = Job.objects.using(default_task_backend.database).in_bulk(
         [delivery.task_id for delivery in deliveries if delivery.task_id]
@@ -171,15 +227,10 @@ def communications(user: User, *, reveal: bool) -> list[dict[str, Any]]:
     report = []
     for delivery in deliveries:
         job = jobs.get(delivery.task_id)
-        recipient = delivery.recipient
-        if not reveal and delivery.channel == Channel.EMAIL:
-            recipient = mask_email(recipient)
-        elif not reveal and delivery.channel == Channel.SMS:
-            recipient = mask_phone(recipient)
         report.append(
             {
                 "channel": delivery.channel,
-                "recipient": recipient,
+                "recipient": delivery.recipient,
                 "status": delivery_state(delivery, job),
                 "attempts": delivery.attempts,
                 "last_attempted_at": delivery.last_attempted_at,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+# The test client speaks plain HTTP, which production settings redirect.
+os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ["TEST_DATABASE_NAME"] = "jobs_admin_speed"
 
 import django

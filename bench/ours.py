@@ -9,6 +9,7 @@ history (throughput with a million finished jobs in jobs_job) and scale
 """
 
 import os
+import secrets
 import sys
 import time
 
@@ -53,6 +54,7 @@ class Ours(driver.Queue):
         os.environ["DATABASE_URL"] = self.options.dsn
         # As in production: DEBUG's query log would cost every enqueue a quarter.
         os.environ["DJANGO_DEBUG"] = "0"
+        os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
         sys.path.insert(0, str(driver.ROOT))
         import django

@@ -23,6 +23,7 @@ so the default rate is low. The hash time is measured and reported beside.
 import argparse
 import json
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -94,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         **os.environ,
         "DATABASE_URL": dsn,
         "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        # Production settings, but served over plain HTTP on 127.0.0.1.
+        "DJANGO_HTTPS": "0",
+        # Every signup comes from one address to one number, far beyond the limits.
+        "SIGNUP_LIMIT_PER_ADDRESS": "off",
+        "SIGNUP_LIMIT_PER_PHONE": "off",
+        "SIGNUP_LIMIT_TEXTS": "off",
         "JOBS_LOG_LEVEL": "WARNING",
         "SIGNUP_PROVIDER_DELAY": args.provider_delay,
         "SIGNUP_ALLOW_INLINE_FLAG": "1",

@@ -10,6 +10,9 @@ from . import default_pgdata, stop, url
 
 def main(argv: list[str]) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # The embedded server is the development database, and these commands read
+    # nothing but its directory: they need no production secret key.
+    os.environ.setdefault("DJANGO_DEBUG", "1")
     django.setup()
     command = argv[1] if len(argv) > 1 else ""
     data_dir = default_pgdata()
