@@ -253,9 +253,18 @@ class Schedule(models.Model):
         """
         Save, moving next_run_at when the timing changed, and wake the schedulers.
 
+        An enabled schedule is validated first, by the rules of the admin form
+        (clean()): one that the scheduler could not run (a task path that does
+        not import, an unknown queue, args that are not a list) is refused with
+        a ValidationError naming the field, and nothing is saved. A disabled
+        one is saved as it is, so that a broken schedule can always be turned
+        off, and a declaration removed from code with its task disabled.
+
         A new, re-enabled or re-timed schedule starts from its first tick after
         now: the time it spent disabled or on another expression is not caught up.
         """
+        if self.enabled:
+            self.clean()
         rescheduled = getattr(self, "_loaded_timing", None) != self._timing_state()
         if rescheduled:
             self.next_run_at = self.timing().next_after(timezone.now()) if self.enabled else None
@@ -289,6 +298,7 @@ class Schedule(models.Model):
         return Timing(cron=self.cron, interval=self.interval, time_zone=self.time_zone)
 
     def clean(self) -> None:
+        """Refuse what the scheduler could not run, each problem under its field."""
         errors = schedule_errors(self)
         if errors:
             raise ValidationError(errors)

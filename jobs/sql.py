@@ -411,6 +411,12 @@ SCHEDULES_CHANNEL = "jobs_schedules"
 # - An admin save of a locked row waits for the pass to commit, then writes its
 #   own next_run_at (Schedule.save never writes next_run_at unless the timing
 #   changed), so an open form cannot undo a tick.
+# - The row locks last no longer than the pass's transaction, and Postgres
+#   bounds that transaction when the scheduler stops in the middle of it
+#   (SIGSTOP, a paused VM, a network partition): see SCHEDULER_SESSION. The
+#   stalled pass is rolled back whole, the jobs it inserted with it, so the
+#   scheduler that takes the rows over enqueues those ticks once, a few
+#   seconds late, and the stalled one finds its connection gone when it wakes.
 #
 # `now` is the database's clock unless a test injects one: every scheduler
 # reads the same clock, whatever the skew between their hosts.
@@ -433,6 +439,23 @@ SET next_run_at = advance.next_run_at,
 FROM unnest(%(ids)s::bigint[], %(next_run_at)s::timestamptz[], %(last_run_at)s::timestamptz[])
     AS advance(id, next_run_at, last_run_at)
 WHERE schedule.id = advance.id
+"""
+
+# Set on every connection of a scheduler's passes (runner.Scheduler sets it
+# whenever Django connects). A pass takes milliseconds. A scheduler that sits
+# idle inside its transaction for 5 s has stalled, and Postgres ends its
+# session (idle_in_transaction_session_timeout), which rolls the pass back and
+# frees its row locks; the timer runs on the server, so it fires however
+# frozen the client is. A statement of a pass still running after 5 s (one
+# blocked on a lock) is cancelled, and the pass rolled back likewise
+# (statement_timeout). The guarantee: a scheduler that stops, wherever in its
+# pass, keeps the others off its schedules for about 5 s after its last
+# statement, well within the grace that still runs those ticks. Not covered:
+# a server process blocked sending a result larger than the socket buffers to
+# a frozen client; the claim returns at most PASS_LIMIT small rows.
+SCHEDULER_SESSION = """
+SELECT set_config('idle_in_transaction_session_timeout', '5s', false),
+       set_config('statement_timeout', '5s', false)
 """
 
 # Seconds until the next enabled schedule is due (None: none is), from the

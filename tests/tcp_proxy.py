@@ -41,12 +41,18 @@ class PostgresProxy:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def close(self) -> None:
+        """Stop listening and cut every forwarded connection, as a server that goes away would."""
         for sock in [self._listener, *self._sockets]:
-            if sock is not None:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+            if sock is None:
+                continue
+            # A socket closed while another thread blocks in its recv() stays
+            # open until that returns: shut it down first.
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        self._sockets = []
 
     def _accept(self) -> None:
         while True:

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +17,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth import get_user_model
 from django.core import mail
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connection
 from django.tasks import default_task_backend
 from django.utils import timezone
 
@@ -26,9 +28,10 @@ from accounts.reports import send_signup_report
 from jobs.checks import check_declared_schedules
 from jobs.models import Job, Schedule
 from jobs.scheduler.declared import sync_declared
-from jobs.scheduler.runner import Scheduler, plan_ticks, unique_key
+from jobs.scheduler.runner import RETRY_DELAY_MAX, Scheduler, plan_ticks, unique_key
 from jobs.scheduler.timing import Timing, TimingError
 from tests.conftest import BASE_DIR, fetch, fetch_value, wait_until
+from tests.tcp_proxy import PostgresProxy, free_port
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -254,17 +257,140 @@ def test_a_save_without_timing_changes_never_writes_next_run_at_back(db):
     assert schedule.next_run_at == T0 + timedelta(days=400)
 
 
-def test_an_unknown_task_is_logged_and_its_tick_passes(scheduler, caplog):
-    schedule = make_schedule()
-    Schedule.objects.filter(id=schedule.id).update(
-        next_run_at=T0, task_path="tests.tasks.renamed_away"
-    )
-    with caplog.at_level("ERROR", logger="jobs.scheduler"):
-        claimed, enqueued = scheduler.run_due(now=T0 + timedelta(seconds=1))
-    assert (claimed, enqueued) == (1, [])
-    assert "tests.tasks.renamed_away" in caplog.text and "does not import" in caplog.text
+# A field the scheduler could not run with, what the refusal says, and a good value.
+BAD_ROWS = [
+    ("task_path", "tests.tasks.renamed_away", "does not import", "tests.tasks.add"),
+    ("queue", "nowhere", "Unknown queue 'nowhere'", "default"),
+    ("args", {"a": 1, "b": 2}, "Arguments must be a JSON list", [1, 2]),
+    ("kwargs", [1, 2], "Keyword arguments must be a JSON object", {}),
+]
+
+
+@pytest.mark.parametrize("field, value, message, good", BAD_ROWS)
+def test_schedule_save_refuses_what_the_scheduler_could_not_run(db, field, value, message, good):
+    # Through the model alone: no form, no full_clean() before the save.
+    fields = {
+        "name": "every-five",
+        "task_path": "tests.tasks.add",
+        "args": [1, 2],
+        "cron": "*/5 * * * *",
+        "time_zone": "UTC",
+    }
+    with pytest.raises(ValidationError) as refused:
+        Schedule.objects.create(**{**fields, field: value})
+    assert message in " ".join(refused.value.message_dict[field])
+    assert not Schedule.objects.exists()
+
+    schedule = Schedule.objects.create(**fields)
+    setattr(schedule, field, value)
+    with pytest.raises(ValidationError) as refused:
+        schedule.save()
+    assert list(refused.value.message_dict) == [field]
     schedule.refresh_from_db()
-    assert schedule.next_run_at == T0 + timedelta(minutes=5)
+    assert getattr(schedule, field) == good
+
+
+def test_a_broken_schedule_can_be_disabled_but_not_enabled(admin_client):
+    schedule = make_schedule()
+    Schedule.objects.filter(id=schedule.id).update(task_path="tests.tasks.renamed_away")
+    changelist = "/admin/jobs/schedule/"
+    response = admin_client.post(
+        changelist, {"action": "disable", "_selected_action": [schedule.id]}, follow=True
+    )
+    assert "1 schedule(s) disabled." in response.content.decode()
+    response = admin_client.post(
+        changelist, {"action": "enable", "_selected_action": [schedule.id]}, follow=True
+    )
+    page = response.content.decode()
+    assert (
+        "Schedule &#x27;every-five&#x27; not enabled: task_path: "
+        "Task &#x27;tests.tasks.renamed_away&#x27; does not import"
+    ) in page
+    assert "0 schedule(s) enabled." in page
+    assert not Schedule.objects.get().enabled
+
+
+@pytest.mark.parametrize("field, value, message, good", BAD_ROWS)
+def test_a_bad_row_is_logged_once_and_its_ticks_pass_until_it_is_fixed(
+    scheduler, caplog, field, value, message, good
+):
+    # Rows that save() refuses still come from QuerySet.update(), SQL, older
+    # versions, or code that lost the task.
+    schedule = make_schedule()
+    Schedule.objects.filter(id=schedule.id).update(next_run_at=T0, **{field: value})
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
+        for n in range(4):
+            claimed, enqueued = scheduler.run_due(now=T0 + timedelta(minutes=5 * n, seconds=1))
+            assert (claimed, enqueued) == (1, [])
+    assert schedule_jobs(schedule) == []
+    [logged] = caplog.records
+    assert logged.levelname == "ERROR"
+    assert logged.getMessage().startswith(
+        "Schedule 'every-five' is invalid, its ticks pass without a job until it is fixed: "
+        f"{field}: "
+    )
+    assert message in logged.getMessage()
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == T0 + timedelta(minutes=20)
+
+    caplog.clear()
+    setattr(schedule, field, good)
+    schedule.save()
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
+        claimed, enqueued = scheduler.run_due(now=T0 + timedelta(minutes=20, seconds=1))
+    assert len(enqueued) == 1
+    assert caplog.messages[0] == "Schedule 'every-five' is valid again: its ticks enqueue jobs"
+
+
+def test_a_row_whose_timing_is_bad_is_logged_once_and_stops(scheduler, caplog):
+    schedule = make_schedule()
+    Schedule.objects.filter(id=schedule.id).update(next_run_at=T0, time_zone="Mars/Olympus")
+    with caplog.at_level("INFO", logger="jobs.scheduler"):
+        assert scheduler.run_due(now=T0 + timedelta(seconds=1)) == (1, [])
+        assert scheduler.run_due(now=T0 + timedelta(days=1)) == (0, [])
+    [logged] = caplog.records
+    assert logged.getMessage().startswith(
+        "Schedule 'every-five' is invalid, it has no next tick until a save gives it a valid "
+        "timing: time_zone: Unknown time zone 'Mars/Olympus'"
+    )
+    schedule.refresh_from_db()
+    assert schedule.next_run_at is None and schedule.enabled
+
+
+@pytest.mark.parametrize(
+    "fields, now, outcome",
+    [
+        (
+            {"catch_up": "skip"},
+            T0 + timedelta(minutes=47),
+            "catch-up 'skip': none of them runs",
+        ),
+        (
+            {"catch_up": "latest"},
+            T0 + timedelta(minutes=47),
+            "catch-up 'latest' runs the latest, 2026-05-04T12:45:00+00:00",
+        ),
+        (
+            {"catch_up": "latest", "catch_up_window": 60},
+            T0 + timedelta(minutes=47),
+            "none runs: the latest is older than the catch-up window (60 s)",
+        ),
+        (
+            {"catch_up": "skip", "cron": "* * * * * *"},
+            T0 + timedelta(seconds=65),
+            "the 61 tick(s) from 2026-05-04T12:00:05+00:00 on, within the grace, run",
+        ),
+    ],
+)
+def test_missed_ticks_are_logged_with_what_runs_of_them(scheduler, caplog, fields, now, outcome):
+    schedule = make_schedule(**fields)
+    Schedule.objects.filter(id=schedule.id).update(next_run_at=T0)
+    with caplog.at_level("WARNING", logger="jobs.scheduler"):
+        scheduler.run_due(now=now)
+    assert caplog.messages == [
+        "Schedule 'every-five': ticks due since 2026-05-04T12:00:00+00:00 were missed, "
+        f"more than 60 s late; {outcome}"
+    ]
 
 
 # The admin: validated form, nothing half-saved.
@@ -395,6 +521,20 @@ def test_admin_edits_stand_until_the_code_changes_the_same_field(db, settings):
     assert schedule.declared is None and not schedule.enabled
 
 
+def test_sync_leaves_a_schedule_that_the_codes_change_would_make_invalid(db, settings, capsys):
+    settings.JOBS_SCHEDULES = {"signup-report": REPORT}
+    sync_declared()
+    # A queue an admin chose, since removed from the backend's QUEUES.
+    Schedule.objects.filter(name="signup-report").update(queue="retired")
+    settings.JOBS_SCHEDULES = {"signup-report": {**REPORT, "cron": "0 19 * * 1-5"}}
+    call_command("schedules", "--sync")
+    assert "Not synced, 'signup-report' stays as it was: queue: Unknown queue 'retired'" in (
+        capsys.readouterr().err
+    )
+    schedule = Schedule.objects.get()
+    assert (schedule.cron, schedule.declared["cron"]) == ("0 18 * * 1-5", "0 18 * * 1-5")
+
+
 def test_check_and_sync_refuse_bad_declarations_and_save_nothing(db, settings):
     settings.JOBS_SCHEDULES = {
         "fine": REPORT,
@@ -506,10 +646,12 @@ def start_scheduler(worker_env, tmp_path):
     """Start runscheduler subprocesses; all are stopped at the end of the test."""
     schedulers: list[SchedulerProcess] = []
 
-    def start() -> SchedulerProcess:
-        scheduler = SchedulerProcess(worker_env, tmp_path / f"scheduler-{len(schedulers)}.log")
+    def start(env: dict[str, str] | None = None, wait: bool = True) -> SchedulerProcess:
+        log_path = tmp_path / f"scheduler-{len(schedulers)}.log"
+        scheduler = SchedulerProcess(env or worker_env, log_path)
         schedulers.append(scheduler)
-        scheduler.wait_started()
+        if wait:
+            scheduler.wait_started()
         return scheduler
 
     yield start
@@ -532,8 +674,8 @@ def ticks_of(name: str, after: datetime | None = None) -> list[datetime]:
     return [row[0] for row in rows]
 
 
-def add_schedule(name: str, cron: str) -> Schedule:
-    schedule = Schedule(name=name, task_path="tests.tasks.noop", cron=cron, time_zone="UTC")
+def add_schedule(name: str, cron: str, task_path: str = "tests.tasks.noop") -> Schedule:
+    schedule = Schedule(name=name, task_path=task_path, cron=cron, time_zone="UTC")
     schedule.full_clean()
     schedule.save()
     return schedule
@@ -623,3 +765,166 @@ def test_runscheduler_stops_cleanly_on_sigterm(start_scheduler):
     scheduler = start_scheduler()
     assert scheduler.stop() == 0
     assert "Scheduler stopped" in scheduler.output()
+
+
+# Outages: a scheduler frozen inside its pass, a database that is not there.
+
+# Backends of the test database that sit idle inside a transaction holding a
+# lock on jobs_schedule: a pass stopped before it commits. A pass that runs
+# takes milliseconds; such a one has been idle for a second.
+STALLED_PASSES = """
+SELECT count(DISTINCT activity.pid) FROM pg_stat_activity AS activity
+JOIN pg_locks AS lock ON lock.pid = activity.pid
+WHERE activity.datname = current_database()
+  AND activity.state = 'idle in transaction'
+  AND activity.state_change < statement_timestamp() - interval '1 second'
+  AND lock.relation = 'jobs_schedule'::regclass
+"""
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat: 'T' for a stopped process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def test_a_scheduler_frozen_inside_its_pass_holds_its_schedule_for_seconds_only(
+    start_scheduler, worker_env, tmp_path
+):
+    request = tmp_path / "freeze"
+    env = {**worker_env, "TEST_FREEZE_REQUEST": str(request)}
+    schedulers = [start_scheduler(env, wait=False) for _ in range(3)]
+    for scheduler in schedulers:
+        scheduler.wait_started()
+    schedule = add_schedule("every-second", "* * * * * *", "tests.scheduler_tasks.tick")
+    wait_until(lambda: len(ticks_of("every-second")) >= 2, timeout=10)
+
+    # The next scheduler to enqueue a tick stops itself inside that pass.
+    request.touch()
+    taken = Path(f"{request}.taken")
+    pid = int(wait_until(lambda: taken.exists() and taken.read_text(), timeout=10))
+    [frozen] = [scheduler for scheduler in schedulers if scheduler.process.pid == pid]
+    stalled_at = time.monotonic()
+    wait_until(lambda: process_state(pid) == "T", timeout=5)
+    wait_until(lambda: fetch_value(STALLED_PASSES) == 1, timeout=5)
+    frozen_tick = fetch_value("SELECT next_run_at FROM jobs_schedule WHERE id = %s", [schedule.id])
+
+    def lock_freed():
+        """Postgres ended the frozen scheduler's transaction"""
+        return fetch_value(STALLED_PASSES) == 0
+
+    try:
+        wait_until(lock_freed, timeout=8, interval=0.1)
+        freed_after = time.monotonic() - stalled_at
+
+        def fifteen_seconds_ticked():
+            """the others enqueued the ticks of 15 s while the scheduler stayed frozen"""
+            assert process_state(pid) == "T"
+            last = fetch_value("SELECT last_run_at FROM jobs_schedule WHERE id = %s", [schedule.id])
+            return last >= frozen_tick + timedelta(seconds=15)
+
+        wait_until(fifteen_seconds_ticked, timeout=25, interval=0.2)
+    finally:
+        frozen.process.send_signal(signal.SIGCONT)
+
+    # It wakes to a closed connection, reconnects and carries on: alone, it
+    # enqueues the ticks.
+    wait_until(lambda: "Database error (" in frozen.output(), timeout=10)
+    others = [scheduler for scheduler in schedulers if scheduler is not frozen]
+    assert all(scheduler.stop() == 0 for scheduler in others)
+    enqueued_before = len(frozen.enqueued())
+    wait_until(lambda: len(frozen.enqueued()) >= enqueued_before + 2, timeout=10)
+    assert frozen.stop() == 0
+
+    keys = fetch(
+        "SELECT unique_key, count(*), max(extract(epoch FROM enqueued_at - run_at)) "
+        "FROM jobs_job WHERE unique_key LIKE %s GROUP BY unique_key",
+        [f"schedule:{schedule.id}:%"],
+    )
+    assert [key for key, count, _ in keys if count != 1] == [], "a tick has more than one job"
+    ticks = sorted(datetime.fromisoformat(key.split(":", 2)[2]) for key, _, _ in keys)
+    assert ticks == [ticks[0] + timedelta(seconds=n) for n in range(len(ticks))], (
+        "a tick is missing"
+    )
+    assert frozen_tick + timedelta(seconds=15) < ticks[-1]
+    logged = Counter(
+        tick
+        for scheduler in schedulers
+        for name, tick in scheduler.enqueued()
+        if name == schedule.name
+    )
+    assert sorted(datetime.fromisoformat(tick) for tick in logged) == ticks
+    assert set(logged.values()) == {1}, "a tick was logged as enqueued twice"
+    latest = max(late for _, _, late in keys)
+    assert latest <= 10, f"a tick was enqueued {latest:.1f} s late"
+    print(
+        f"{len(ticks)} ticks, each once; the frozen scheduler's lock freed after "
+        f"{freed_after:.1f} s; latest enqueue {latest:.1f} s after its tick"
+    )
+
+
+def test_runscheduler_waits_for_its_database_and_starts_when_it_answers(
+    start_scheduler, worker_env
+):
+    schedule = add_schedule("every-second", "* * * * * *")
+    params = connection.get_connection_params()
+    password = params.get("password") or "not-for-the-log"  # trust ignores it
+    port = free_port()
+    proxy = PostgresProxy(port)
+    url = f"postgres://{params.get('user') or 'postgres'}:{password}@127.0.0.1:{port}/"
+    env = {**worker_env, "DATABASE_URL": url + params["dbname"], "JOBS_LOG_LEVEL": "DEBUG"}
+    waiting = (
+        f"WARNING jobs.scheduler Cannot connect to database {params['dbname']} on "
+        f"127.0.0.1:{port} ("
+    )
+    retrying = "DEBUG jobs.scheduler Database still unreachable"
+
+    def retries(outage: int):
+        """A condition: the scheduler waits out its outage-th outage, trying twice more."""
+        before = scheduler.output().count(retrying)
+
+        def condition():
+            """the scheduler waits for the database, trying again and again"""
+            output = scheduler.output()
+            assert scheduler.process.poll() is None, output
+            return output.count(waiting) == outage and output.count(retrying) >= before + 2
+
+        return condition
+
+    def enqueued_within(seconds: float, after: int) -> float:
+        opened = time.monotonic()
+        proxy.open()
+        wait_until(lambda: len(scheduler.enqueued()) > after, timeout=seconds)
+        return time.monotonic() - opened
+
+    scheduler = start_scheduler(env, wait=False)
+    try:
+        # Nothing listens: it waits, saying so once, and starts when it answers.
+        wait_until(retries(outage=1), timeout=10)
+        first = enqueued_within(RETRY_DELAY_MAX + 3, after=0)
+        assert " started: " in scheduler.output()
+
+        # The database goes away under it, and comes back.
+        proxy.close()
+        wait_until(retries(outage=2), timeout=15)
+        second = enqueued_within(RETRY_DELAY_MAX + 3, after=len(scheduler.enqueued()))
+        assert scheduler.stop() == 0
+    finally:
+        proxy.close()
+    output = scheduler.output()
+    assert "Traceback" not in output and password not in output
+    assert output.count(waiting) == 2, "said once per outage, not at every try"
+    database = f"Database {params['dbname']} on 127.0.0.1:{port}"
+    assert output.count(f"INFO jobs.scheduler {database} reachable\n") == 1
+    assert output.count(f"INFO jobs.scheduler {database} reachable again\n") == 1
+
+    keys = fetch(
+        "SELECT unique_key FROM jobs_job WHERE unique_key LIKE %s", [f"schedule:{schedule.id}:%"]
+    )
+    ticks = sorted(datetime.fromisoformat(key.split(":", 2)[2]) for (key,) in keys)
+    assert ticks[0] == schedule.next_run_at, "the ticks of the first outage were lost"
+    assert ticks == [ticks[0] + timedelta(seconds=n) for n in range(len(ticks))]
+    logged = Counter(tick for _, tick in scheduler.enqueued())
+    assert sorted(datetime.fromisoformat(tick) for tick in logged) == ticks
+    assert set(logged.values()) == {1}, "a tick was logged as enqueued twice"
+    print(f"enqueuing {first:.1f} s after the database answered, {second:.1f} s after it returned")

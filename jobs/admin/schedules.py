@@ -5,12 +5,14 @@ The form validates through Schedule.clean(), the same rules as the system
 check of code-declared schedules: a bad cron expression, a task path that does
 not import, an unknown time zone or queue is refused with a message that says
 what would be right, and nothing is saved. Every save goes through
-Schedule.save(), which recomputes next_run_at when the timing changed and
-wakes the schedulers, so a disabled schedule stops at once and an edited one
-fires on its new expression.
+Schedule.save(), which refuses an enabled schedule that breaks those rules (the
+enable action reports each schedule it could not enable), recomputes
+next_run_at when the timing changed and wakes the schedulers, so a disabled
+schedule stops at once and an edited one fires on its new expression.
 """
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -106,7 +108,17 @@ class ScheduleAdmin(admin.ModelAdmin):
         changed = 0
         for schedule in queryset.filter(enabled=not enabled):
             schedule.enabled = enabled
-            schedule.save()
+            try:
+                schedule.save()
+            except ValidationError as error:
+                # Only enabling validates: a schedule that cannot run stays off.
+                problems = "; ".join(
+                    f"{field}: {' '.join(texts)}" for field, texts in error.message_dict.items()
+                )
+                self.message_user(
+                    request, f"Schedule {schedule.name!r} not enabled: {problems}", messages.ERROR
+                )
+                continue
             self.log_change(request, schedule, "Enabled" if enabled else "Disabled")
             changed += 1
         state = "enabled" if enabled else "disabled"

@@ -55,6 +55,10 @@ class SyncReport:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    # Name -> why: a schedule whose row, with the code's changes, would not
+    # be valid (a field an admin set that no longer is) stays as it was, and
+    # the next sync tries again.
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 def declaration_problems() -> list[str]:
@@ -105,7 +109,14 @@ def sync_declared(using: str = "default") -> SyncReport:
                 for model_field in changed:
                     setattr(schedule, model_field, fields[model_field])
                 schedule.declared = fields
-                schedule.save(using=using)
+                try:
+                    schedule.save(using=using)
+                except ValidationError as error:
+                    report.refused[name] = "; ".join(
+                        f"{FIELD_KEYS.get(model_field, model_field)}: {' '.join(messages)}"
+                        for model_field, messages in error.message_dict.items()
+                    )
+                    continue
                 if changed:
                     report.updated.append(name)
         for name, schedule in existing.items():

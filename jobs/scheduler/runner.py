@@ -8,7 +8,10 @@ and move next_run_at past the ticks (ADVANCE_SCHEDULES). A pass that fails
 rolls back whole: the ticks stay due and the next pass enqueues them.
 
 Between passes the scheduler sleeps until the next tick is due, a schedule is
-saved (NOTIFY on jobs_schedules), or the poll interval runs out.
+saved (NOTIFY on jobs_schedules), or the poll interval runs out. Without a
+database it waits for one, retrying with backoff, and carries on when it
+answers: a scheduler started before Postgres, or across its restart, needs no
+restart of its own.
 """
 
 import logging
@@ -21,7 +24,8 @@ from datetime import datetime, timedelta
 
 import psycopg
 from django.db import DatabaseError, connections, transaction
-from django.tasks.exceptions import InvalidTask
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 from .. import sql
 from ..backend import PostgresBackend
@@ -29,7 +33,8 @@ from ..models import CatchUp, Schedule
 from ..stop_signals import StopSignals
 from ..worker.database import connection_params, describe
 from .declared import sync_declared
-from .timing import Timing, TimingError
+from .timing import Timing
+from .validation import schedule_errors
 
 logger = logging.getLogger("jobs.scheduler")
 
@@ -42,8 +47,17 @@ PASS_LIMIT = 100
 # On-time ticks one schedule may enqueue in one pass.
 MAX_TICKS_PER_PASS = 1000
 DEFAULT_POLL_INTERVAL = 60.0
-RECONNECT_BACKOFF_MAX = 10.0
+# Seconds between attempts to reach the database: doubling from the first,
+# at most the last, so a scheduler resumes within seconds of Postgres.
+RETRY_DELAY_MIN = 0.5
+RETRY_DELAY_MAX = 5.0
 DATABASE_ERRORS = (DatabaseError, psycopg.OperationalError, psycopg.InterfaceError)
+# The fields without which a schedule has no ticks at all.
+TIMING_FIELDS = ("cron", "interval", "time_zone")
+
+
+class CannotConnect(Exception):
+    """The database did not accept a connection; the cause says why."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +128,15 @@ class Scheduler:
         self.poll_interval = poll_interval
         self.grace = grace
         self.listener: psycopg.Connection | None = None
+        self.started = False
         self.stopping = False
-        self.reconnect_delay = 0.5
+        self.retry_delay = RETRY_DELAY_MIN
+        # Whether the database is refusing connections and this was logged.
+        self.waiting = False
+        # Schedule id -> what is wrong with it, as logged: an invalid schedule
+        # is logged when it is first claimed and when its problem changes,
+        # not at every tick.
+        self.invalid: dict[int, str] = {}
         self.stop_signals = StopSignals()
 
     # One pass; tests call it with an injected `now`.
@@ -134,8 +155,7 @@ class Scheduler:
                 plan = self._plan(schedule, schedule.claimed_at)
                 for tick in plan.ticks:
                     job_id = self._enqueue(schedule, tick)
-                    if job_id is not None:
-                        enqueued.append(Enqueued(schedule.name, tick, job_id))
+                    enqueued.append(Enqueued(schedule.name, tick, job_id))
                 advances.append(
                     (schedule.id, plan.next_run_at, plan.ticks[-1] if plan.ticks else None)
                 )
@@ -159,82 +179,120 @@ class Scheduler:
         return len(schedules), enqueued
 
     def _plan(self, schedule: Schedule, now: datetime) -> Plan:
-        try:
-            timing = schedule.timing()
-        except TimingError as error:
-            logger.error(
-                "Schedule %r is invalid (%s): disabled until it is fixed", schedule.name, error
-            )
+        """The ticks to enqueue: none for an invalid schedule, whose ticks pass."""
+        problems = schedule_errors(schedule, self.backend.alias)
+        self._check(schedule, problems)
+        if any(field in problems for field in TIMING_FIELDS):
+            # No next tick to move to: the row is not claimed again until a
+            # save with a valid timing gives it a next_run_at.
             return Plan([], None)
         plan = plan_ticks(
-            timing,
+            schedule.timing(),
             schedule.next_run_at,
             now,
             catch_up=schedule.catch_up,
             catch_up_window=timedelta(seconds=schedule.catch_up_window),
             grace=self.grace,
         )
+        if problems:
+            return Plan([], plan.next_run_at)
         if not plan.ticks or plan.ticks[0] != schedule.next_run_at:
-            logger.warning(
-                "Schedule %r: ticks missed since %s (catch-up %s): %s",
-                schedule.name,
-                schedule.next_run_at.isoformat(),
-                schedule.catch_up,
-                f"running {plan.ticks[0].isoformat()}" if plan.ticks else "none runs",
-            )
+            self._log_missed(schedule, plan, now)
         return plan
 
-    def _enqueue(self, schedule: Schedule, tick: datetime) -> str | None:
-        """Enqueue one tick's job in the pass's transaction; None if the task cannot be."""
-        try:
-            task = self.backend.load_task(schedule.task_path).using(
-                queue_name=schedule.queue,
-                priority=schedule.priority,
-                run_after=tick,
-                backend=self.backend.alias,
-                unique_key=unique_key(schedule.id, tick),
+    def _check(self, schedule: Schedule, problems: dict[str, str]) -> None:
+        """
+        Log what is wrong with a schedule once, not at every tick, and when it
+        is fixed. A row that Schedule.save() would refuse can still be there:
+        saved before that check existed, written by QuerySet.update() or SQL,
+        or valid until its task was removed from the code.
+        """
+        summary = "; ".join(f"{field}: {message}" for field, message in problems.items())
+        if self.invalid.get(schedule.id, "") == summary:
+            return
+        if not summary:
+            del self.invalid[schedule.id]
+            logger.info("Schedule %r is valid again: its ticks enqueue jobs", schedule.name)
+            return
+        self.invalid[schedule.id] = summary
+        if any(field in problems for field in TIMING_FIELDS):
+            consequence = "it has no next tick until a save gives it a valid timing"
+        else:
+            consequence = "its ticks pass without a job until it is fixed"
+        logger.error("Schedule %r is invalid, %s: %s", schedule.name, consequence, summary)
+
+    def _log_missed(self, schedule: Schedule, plan: Plan, now: datetime) -> None:
+        """Say which ticks were missed, more than the grace late, and which of them run."""
+        if plan.ticks and plan.ticks[0] >= now - self.grace:
+            # The catch-up policy decides nothing here: the ticks within the
+            # grace run, the older ones do not.
+            outcome = (
+                f"the {len(plan.ticks)} tick(s) from {plan.ticks[0].isoformat()} on, "
+                "within the grace, run"
             )
-            result = task.enqueue(*schedule.args, **schedule.kwargs)
-        except (InvalidTask, TypeError) as error:
-            logger.error(
-                "Schedule %r: tick %s not enqueued: %s", schedule.name, tick.isoformat(), error
+        elif plan.ticks:
+            outcome = f"catch-up 'latest' runs the latest, {plan.ticks[0].isoformat()}"
+        elif schedule.catch_up == CatchUp.LATEST:
+            outcome = (
+                "none runs: the latest is older than the catch-up window "
+                f"({schedule.catch_up_window} s)"
             )
-            return None
-        return result.id
+        else:
+            outcome = "catch-up 'skip': none of them runs"
+        logger.warning(
+            "Schedule %r: ticks due since %s were missed, more than %.0f s late; %s",
+            schedule.name,
+            schedule.next_run_at.isoformat(),
+            self.grace.total_seconds(),
+            outcome,
+        )
+
+    def _enqueue(self, schedule: Schedule, tick: datetime) -> str:
+        """
+        Enqueue one tick's job in the pass's transaction; its id.
+
+        _plan gave ticks only to a schedule that passed schedule_errors, the
+        checks the backend makes here, so nothing is refused.
+        """
+        task = self.backend.load_task(schedule.task_path).using(
+            queue_name=schedule.queue,
+            priority=schedule.priority,
+            run_after=tick,
+            backend=self.backend.alias,
+            unique_key=unique_key(schedule.id, tick),
+        )
+        return task.enqueue(*schedule.args, **schedule.kwargs).id
 
     # The loop.
 
     def run(self) -> None:
+        """Sync the declared schedules and run passes until SIGTERM or SIGINT."""
         self.stop_signals.install(self._on_stop_signal)
-        report = sync_declared(self.database)
-        logger.info(
-            "Scheduler %s-%d started: %d schedule(s), %d enabled; declared in code: "
-            "%d created, %d updated, %d disabled; database %s",
-            socket.gethostname(),
-            os.getpid(),
-            Schedule.objects.using(self.database).count(),
-            Schedule.objects.using(self.database).filter(enabled=True).count(),
-            len(report.created),
-            len(report.updated),
-            len(report.disabled),
-            describe(self.database),
-        )
-        while not self.stopping:
-            try:
-                timeout = self._step()
-            except DATABASE_ERRORS as error:
-                timeout = self._lost_database(error)
-            self._wait(timeout)
-        self._close()
+        connection_created.connect(self._configure_session)
+        try:
+            while not self.stopping:
+                try:
+                    timeout = self._step()
+                except CannotConnect as error:
+                    timeout = self._cannot_connect(error.__cause__)
+                except DATABASE_ERRORS as error:
+                    timeout = self._database_error(error)
+                self._wait(timeout)
+            self._close()
+        finally:
+            connection_created.disconnect(self._configure_session)
         logger.info("Scheduler stopped")
 
     def _step(self) -> float:
         """One pass; return how long to sleep before the next."""
-        connections[self.database].close_if_unusable_or_obsolete()
         if self.listener is None:
-            self._listen()
+            self._connect()
+        if not self.started:
+            self._start()
+        connections[self.database].close_if_unusable_or_obsolete()
         self._drain()
         claimed, _ = self.run_due()
+        self.retry_delay = RETRY_DELAY_MIN
         if claimed == PASS_LIMIT:
             return 0.0
         (seconds,) = self.listener.execute(sql.SECONDS_UNTIL_NEXT_TICK).fetchone()
@@ -248,15 +306,58 @@ class Scheduler:
             return 0.05
         return min(max(seconds, 0.0), self.poll_interval)
 
-    def _listen(self) -> None:
+    def _connect(self) -> None:
+        """
+        Open the LISTEN connection, then the passes' connection; CannotConnect
+        if the database does not take them.
+
+        The listener goes first: its connect_timeout bounds the attempt when
+        the host does not answer at all.
+        """
         params = connection_params(self.database)
         params.setdefault("application_name", f"jobs scheduler {socket.gethostname()}")
         params.setdefault("connect_timeout", 5)
-        self.listener = psycopg.connect(**params, autocommit=True)
-        self.listener.execute(f"LISTEN {sql.SCHEDULES_CHANNEL}")
-        if self.reconnect_delay > 0.5:
-            logger.info("Database reachable again")
-        self.reconnect_delay = 0.5
+        try:
+            self.listener = psycopg.connect(**params, autocommit=True)
+            self.listener.execute(f"LISTEN {sql.SCHEDULES_CHANNEL}")
+            connections[self.database].ensure_connection()
+        except DATABASE_ERRORS as error:
+            self._close()
+            raise CannotConnect from error
+        if self.waiting:
+            logger.info(
+                "Database %s reachable%s", describe(self.database), " again" if self.started else ""
+            )
+            self.waiting = False
+
+    def _configure_session(
+        self, sender: type, connection: BaseDatabaseWrapper, **kwargs: object
+    ) -> None:
+        """
+        Bound how long a pass can hold its row locks (sql.SCHEDULER_SESSION),
+        on every connection Django opens for the passes, a reconnection too.
+        """
+        if connection.alias == self.database:
+            with connection.cursor() as cursor:
+                cursor.execute(sql.SCHEDULER_SESSION)
+
+    def _start(self) -> None:
+        report = sync_declared(self.database)
+        for name, problems in report.refused.items():
+            logger.error("Schedule %r: its declaration in code was not synced: %s", name, problems)
+        logger.info(
+            "Scheduler %s-%d started: %d schedule(s), %d enabled; declared in code: "
+            "%d created, %d updated, %d disabled; database %s",
+            socket.gethostname(),
+            os.getpid(),
+            Schedule.objects.using(self.database).count(),
+            Schedule.objects.using(self.database).filter(enabled=True).count(),
+            len(report.created),
+            len(report.updated),
+            len(report.disabled),
+            describe(self.database),
+        )
+        self.started = True
 
     def _drain(self) -> bool:
         """Consume the pending notifications; whether there were any."""
@@ -271,16 +372,38 @@ class Scheduler:
         ready, _, _ = select.select(waitables, [], [], timeout)
         self.stop_signals.drain(ready)
 
-    def _lost_database(self, error: Exception) -> float:
-        message = str(error).strip().splitlines()
-        logger.error(
-            "Database error (%s); retrying in %.1f s",
-            message[0] if message else type(error).__name__,
-            self.reconnect_delay,
-        )
+    def _cannot_connect(self, error: BaseException) -> float:
+        """Log once per outage that the scheduler waits for the database; the next delay."""
+        delay = self._next_delay()
+        if self.waiting:
+            logger.debug("Database still unreachable (%s); retrying in %.1f s", _line(error), delay)
+        else:
+            logger.warning(
+                "Cannot connect to database %s (%s): waiting for it, retrying every %.0f s at most",
+                describe(self.database),
+                _line(error),
+                RETRY_DELAY_MAX,
+            )
+            self.waiting = True
+        return delay
+
+    def _database_error(self, error: Exception) -> float:
+        """
+        A statement failed: whatever the open pass had done is rolled back
+        (it logs its ticks only once committed). Reconnect after a delay.
+        """
         self._close()
-        delay = self.reconnect_delay
-        self.reconnect_delay = min(self.reconnect_delay * 2, RECONNECT_BACKOFF_MAX)
+        delay = self._next_delay()
+        logger.error(
+            "Database error (%s): reconnecting in %.1f s; a pass it interrupted enqueued nothing",
+            _line(error),
+            delay,
+        )
+        return delay
+
+    def _next_delay(self) -> float:
+        delay = self.retry_delay
+        self.retry_delay = min(self.retry_delay * 2, RETRY_DELAY_MAX)
         return delay
 
     def _close(self) -> None:
@@ -290,5 +413,11 @@ class Scheduler:
         connections[self.database].close()
 
     def _on_stop_signal(self, signum: int, frame: object) -> None:
-        logger.info("%s: stopping after this pass", signal.Signals(signum).name)
+        logger.info("%s: stopping (a pass under way finishes first)", signal.Signals(signum).name)
         self.stopping = True
+
+
+def _line(error: BaseException) -> str:
+    """The first line of an error's message, or its type when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

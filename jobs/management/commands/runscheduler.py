@@ -13,8 +13,9 @@ class Command(BaseCommand):
         "Run a scheduler: enqueue the job of every due tick of the schedules in jobs_schedule "
         "(created in the admin, or declared in settings.JOBS_SCHEDULES and synced at start). "
         "Run as many as you like, on any hosts: each tick is enqueued exactly once, with the "
-        "unique key schedule:<id>:<tick>. Workers (runworker) run the jobs. SIGTERM or Ctrl-C "
-        "stops it after the current pass. `manage.py schedules` lists the schedules."
+        "unique key schedule:<id>:<tick>. Workers (runworker) run the jobs. Started before its "
+        "database, or when the database goes away, it waits for it and carries on. SIGTERM or "
+        "Ctrl-C stops it after the current pass. `manage.py schedules` lists the schedules."
     )
 
     def add_arguments(self, parser):

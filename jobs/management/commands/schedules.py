@@ -34,6 +34,8 @@ class Command(BaseCommand):
                 f"Synced JOBS_SCHEDULES: {len(report.created)} created, "
                 f"{len(report.updated)} updated, {len(report.disabled)} disabled.\n"
             )
+            for name, problems in report.refused.items():
+                self.stderr.write(f"Not synced, {name!r} stays as it was: {problems}\n")
         schedules = list(Schedule.objects.all())
         if not schedules:
             self.stdout.write(
