@@ -111,8 +111,9 @@ def test_one_command_measures_this_queue_on_a_database_of_its_own(tmp_path):
     figures = {name: summary["median"] for name, summary in ours["figures"].items()}
     for name in ("enqueue_per_s", "batch_per_s", "jobs_per_s", "large_jobs_per_s"):
         assert figures[name] > 0, name
-    # The first job is seen done before the last: 300 jobs took 300 / jobs_per_s.
-    assert 0 < figures["first_done_s"] <= 300 / figures["jobs_per_s"]
+    # The first job is seen done no later than the last: 300 jobs took 300 / jobs_per_s.
+    # When one poll sees all 300 done, the two are the same time, up to rounding.
+    assert 0 < figures["first_done_s"] <= 300 / figures["jobs_per_s"] * (1 + 1e-9)
     # Server-wide figures: anything else on the server adds to them.
     assert figures["write_xacts_per_job"] > 0
     assert figures["wal_bytes_per_job"] > 0
