@@ -9,7 +9,7 @@ if sys.version_info < (3, 12):  # noqa: UP036
     sys.exit(
         f"This project needs Python 3.12 or newer; this is Python "
         f"{sys.version.split()[0]} ({sys.executable}). "
-        "Run ./scripts/run or ./scripts/test, which find a suitable Python."
+        "Run ./scripts/run.sh or ./scripts/test.sh, which find a suitable Python."
     )
 
 

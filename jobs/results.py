@@ -9,12 +9,11 @@ written in between is never missed.
 import time
 
 import psycopg
-from django.tasks import TaskResult, task_backends
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
 
 from . import sql
-from .worker.database import connection_params
-
-FINISHED = ("SUCCESSFUL", "FAILED", "CANCELLED")
+from .models import FINISHED_STATUSES
+from .worker.connection import connection_params
 
 
 def _params(backend_alias: str) -> dict:
@@ -22,11 +21,13 @@ def _params(backend_alias: str) -> dict:
 
 
 def _status(conn: psycopg.Connection, job_id: str) -> str | None:
-    row = conn.execute("SELECT status FROM jobs_job WHERE id = %s", [job_id]).fetchone()
+    row = conn.execute(sql.JOB_STATUS, [job_id]).fetchone()
     return None if row is None else row[0]
 
 
-def wait(job_id: str, timeout: float | None = None, *, backend: str = "default") -> TaskResult:
+def wait(
+    job_id: str, timeout: float | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> TaskResult:
     """
     Block until the job finishes (or `timeout` seconds pass) and return its result.
 
@@ -38,7 +39,7 @@ def wait(job_id: str, timeout: float | None = None, *, backend: str = "default")
     deadline = None if timeout is None else time.monotonic() + timeout
     with psycopg.connect(**_params(backend), autocommit=True) as conn:
         conn.execute(f"LISTEN {sql.FINISHED_CHANNEL}")
-        while _status(conn, job_id) not in FINISHED:
+        while _status(conn, job_id) not in FINISHED_STATUSES:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"Job {job_id} did not finish within {timeout} s.")
@@ -49,7 +50,7 @@ def wait(job_id: str, timeout: float | None = None, *, backend: str = "default")
 
 
 async def await_result(
-    job_id: str, timeout: float | None = None, *, backend: str = "default"
+    job_id: str, timeout: float | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> TaskResult:
     """The async twin of wait(), on an async connection: no thread is held."""
     result = await task_backends[backend].aget_result(job_id)
@@ -59,10 +60,8 @@ async def await_result(
     async with conn:
         await conn.execute(f"LISTEN {sql.FINISHED_CHANNEL}")
         while True:
-            row = await (
-                await conn.execute("SELECT status FROM jobs_job WHERE id = %s", [job_id])
-            ).fetchone()
-            if row is not None and row[0] in FINISHED:
+            row = await (await conn.execute(sql.JOB_STATUS, [job_id])).fetchone()
+            if row is not None and row[0] in FINISHED_STATUSES:
                 break
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

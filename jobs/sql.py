@@ -99,6 +99,10 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 # Times come back as epoch seconds: a float costs the coordinator a fraction
 # of a datetime to read and to pickle for the executor, which makes the
 # datetimes its TaskResult needs.
+#
+# The columns come back in the order of jobs.worker.protocol.ClaimedJob's
+# fields, each named as the field it fills (tests/test_worker_parts.py checks
+# both), so a row becomes a ClaimedJob by position, with no lookup per column.
 _CLAIM = """
 WITH {ready_queues}claimed AS (
     SELECT candidate.id, candidate.priority, candidate.run_at
@@ -122,12 +126,17 @@ SET status = 'RUNNING',
     worker_ids = array_append(job.worker_ids, %(worker_id)s)
 FROM claimed
 WHERE job.id = claimed.id
-RETURNING job.id::text, job.backend, job.task_path, job.queue, job.priority,
-          extract(epoch FROM job.run_at)::float8, job.args::text, job.kwargs::text,
-          job.attempts, job.max_attempts, extract(epoch FROM job.timeout)::float8,
-          extract(epoch FROM job.enqueued_at)::float8, extract(epoch FROM job.started_at)::float8,
-          extract(epoch FROM job.last_attempted_at)::float8, job.worker_ids, job.errors::text,
-          extract(epoch FROM job.run_after)::float8
+RETURNING job.id::text AS id, job.backend AS backend, job.task_path AS task_path,
+          job.queue AS queue, job.priority AS priority,
+          extract(epoch FROM job.run_at)::float8 AS run_at,
+          job.args::text AS args, job.kwargs::text AS kwargs,
+          job.attempts AS attempt, job.max_attempts AS max_attempts,
+          extract(epoch FROM job.timeout)::float8 AS timeout,
+          extract(epoch FROM job.enqueued_at)::float8 AS enqueued_at,
+          extract(epoch FROM job.started_at)::float8 AS started_at,
+          extract(epoch FROM job.last_attempted_at)::float8 AS last_attempted_at,
+          job.worker_ids AS worker_ids, job.errors::text AS errors,
+          extract(epoch FROM job.run_after)::float8 AS run_after
 """
 
 # The queues that have READY jobs, for a worker of every queue (a backend
@@ -279,6 +288,9 @@ CANCEL_CHANNEL = "jobs_cancel"
 # The row is locked first (FOR UPDATE returns its latest committed version), so
 # the status we act on is the one we replace: a job claimed a moment ago is
 # seen as RUNNING and its worker is told.
+#
+# `exception_class_path` is the error entry's class: JobCancelled's path, as
+# jobs.operations.cancel passes it.
 CANCEL = f"""
 WITH target AS (
     SELECT id, status FROM jobs_job WHERE id = %(id)s FOR UPDATE
@@ -288,7 +300,7 @@ cancelled AS (
     SET status = 'CANCELLED',
         finished_at = now(),
         errors = job.errors || jsonb_build_array(jsonb_build_object(
-            'exception_class_path', 'jobs.exceptions.JobCancelled',
+            'exception_class_path', %(exception_class_path)s::text,
             'message', %(reason)s::text,
             'traceback', %(reason)s::text,
             'attempt', job.attempts,
@@ -334,6 +346,10 @@ RETURNING pg_notify('{READY_CHANNEL}', queue)
 # Two rescuers at once are harmless: the second blocks on the rows the first
 # updates and, once the first commits, re-checks `status = 'RUNNING'` and skips
 # them.
+#
+# `exception_class_path` is the error entry's class, WorkerLost's path (see
+# jobs.worker.attempts.WORKER_LOST). The rescued job is due at once: its
+# worker vanished, the job itself did not fail.
 RESCUE = f"""
 WITH dead AS (
     DELETE FROM jobs_worker
@@ -346,7 +362,7 @@ rescued AS (
         run_at = now(),
         finished_at = CASE WHEN job.attempts >= job.max_attempts THEN now() END,
         errors = job.errors || jsonb_build_array(jsonb_build_object(
-            'exception_class_path', 'jobs.exceptions.WorkerLost',
+            'exception_class_path', %(exception_class_path)s::text,
             'message', 'Worker lost: ' || job.worker_ids[cardinality(job.worker_ids)]
                        || ' stopped heartbeating while running this attempt',
             'traceback', '',
@@ -399,7 +415,7 @@ SCHEDULES_CHANNEL = "jobs_schedules"
 # Claim the schedules whose next tick has come, for one scheduling pass.
 #
 # The invariant: a tick is enqueued only by the transaction that holds its
-# schedule's row lock and moves next_run_at past it (ADVANCE_SCHEDULE, same
+# schedule's row lock and moves next_run_at past it (ADVANCE_SCHEDULES, same
 # transaction). So any number of schedulers enqueue exactly one job per tick:
 #
 # - FOR UPDATE SKIP LOCKED: a row another scheduler is working on is skipped,
@@ -464,4 +480,119 @@ SECONDS_UNTIL_NEXT_TICK = """
 SELECT extract(epoch FROM min(next_run_at) - clock_timestamp())::float8
 FROM jobs_schedule
 WHERE enabled
+"""
+
+
+# Statements of the models, the admin, the metrics and the waiters: none is on
+# the worker's path. The metrics' queries (jobs/metrics.py) each read an index
+# that is bounded by the backlog or by the last hour, never the whole history.
+
+# Wake every runscheduler when the transaction commits: a schedule was saved
+# or deleted.
+NOTIFY_SCHEDULERS = f"SELECT pg_notify('{SCHEDULES_CHANNEL}', '')"
+
+# Taken by the sync of declared schedules, so that schedulers that start
+# together sync one after the other, never half each.
+SCHEDULE_SYNC_LOCK = 0x6A6F6273  # "jobs"
+LOCK_SCHEDULE_SYNC = f"SELECT pg_advisory_xact_lock({SCHEDULE_SYNC_LOCK})"
+
+# A job's status, for a waiter that was woken or has just started listening.
+JOB_STATUS = "SELECT status FROM jobs_job WHERE id = %s"
+
+# The planner's row estimate of a query, for a count that would read too much.
+# `query` is SQL that Django compiled; its parameters go with it.
+PLAN = "EXPLAIN (FORMAT JSON) {query}"
+
+# The tasks of the most recent jobs, read from the end of the primary key index.
+RECENT_TASK_PATHS = """
+SELECT DISTINCT task_path
+FROM (SELECT task_path FROM jobs_job ORDER BY id DESC LIMIT %s) AS recent
+"""
+
+# The RUNNING jobs of a worker, as a subquery of a jobs_worker row.
+RUNNING_JOBS_OF_WORKER = """
+SELECT count(*) FROM jobs_job
+WHERE status = 'RUNNING' AND worker_ids[cardinality(worker_ids)] = jobs_worker.id
+"""
+
+LIVE_COUNTS = """
+SELECT queue, 'READY',
+       count(*) FILTER (WHERE run_at <= now()), count(*) FILTER (WHERE run_at > now())
+FROM jobs_job WHERE status = 'READY' GROUP BY queue
+UNION ALL
+SELECT queue, 'RUNNING', count(*), 0
+FROM jobs_job WHERE status = 'RUNNING' GROUP BY queue
+"""
+
+# How long the oldest due READY job of each queue has waited: one probe per
+# queue of the (queue, run_at) index of READY rows.
+OLDEST_READY = """
+SELECT q.name, extract(epoch FROM now() - oldest.run_at)::float8
+FROM unnest(%(queues)s::text[]) AS q(name)
+CROSS JOIN LATERAL (
+    SELECT run_at FROM jobs_job
+    WHERE status = 'READY' AND queue = q.name AND run_at <= now()
+    ORDER BY run_at
+    LIMIT 1
+) AS oldest
+"""
+
+# Jobs finished per queue, status and minute over the last 60 minutes (the
+# current minute included), read from the (status, finished_at) index.
+FINISHED_BY_MINUTE = """
+SELECT queue, status, date_trunc('minute', finished_at), count(*)
+FROM jobs_job
+WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+  AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+GROUP BY 1, 2, 3
+"""
+
+# The start of each of those 60 minutes, so that a minute without jobs shows too.
+MINUTES_OF_LAST_HOUR = """
+SELECT date_trunc('minute', now()) - interval '59 minutes' + m * interval '1 minute'
+FROM generate_series(0, 59) AS m
+"""
+
+# Upper bounds, in seconds, of the enqueue→start latency histogram's buckets.
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+# Seconds from when a job was due (enqueued, or its run_at if later) to when a
+# worker started it, for jobs that finished in the last hour on their first
+# attempt: a retried job's run_at has moved to its retry time, so its first
+# wait can no longer be told.
+_WAITS = """
+SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
+FROM jobs_job
+WHERE status IN ('SUCCESSFUL', 'FAILED')
+  AND finished_at >= now() - interval '1 hour'
+  AND attempts = 1
+  AND started_at IS NOT NULL
+"""
+LATENCY = f"""
+WITH waits AS ({_WAITS})
+SELECT count(*), COALESCE(sum(wait), 0),
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY wait),
+       ARRAY[{", ".join(f"count(*) FILTER (WHERE wait <= {bound})" for bound in LATENCY_BUCKETS)}]
+FROM waits
+"""
+
+# Every job by status. READY and RUNNING rows are counted on their partial
+# indexes, finished ones on the (status, finished_at) index.
+TOTALS_BY_STATUS = """
+SELECT 'READY', count(*) FROM jobs_job WHERE status = 'READY'
+UNION ALL
+SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'
+UNION ALL
+SELECT status, count(*) FROM jobs_job
+WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') GROUP BY status
+"""
+
+# The registered workers, each with its heartbeat's age and its RUNNING jobs.
+WORKERS = """
+SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.last_heartbeat,
+       extract(epoch FROM now() - w.last_heartbeat)::float8,
+       (SELECT count(*) FROM jobs_job AS j
+        WHERE j.status = 'RUNNING' AND j.worker_ids[cardinality(j.worker_ids)] = w.id)
+FROM jobs_worker AS w
+ORDER BY w.started_at, w.id
 """

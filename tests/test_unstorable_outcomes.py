@@ -11,7 +11,7 @@ from django.db import connection
 from jobs.models import Job
 from jobs.worker.completer import Completer
 from jobs.worker.database import QueueDatabase
-from jobs.worker.executor import Outcome
+from jobs.worker.protocol import Outcome
 from tests.conftest import fetch, fetch_value, wait_for_status, wait_until
 from tests.tasks import noop, raises_with_a_lone_surrogate, record_and_return
 

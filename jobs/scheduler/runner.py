@@ -31,7 +31,7 @@ from .. import sql
 from ..backend import PostgresBackend
 from ..models import CatchUp, Schedule
 from ..stop_signals import StopSignals
-from ..worker.database import connection_params, describe
+from ..worker.connection import Backoff, connection_params, describe, first_line
 from .declared import sync_declared
 from .timing import Timing
 from .validation import schedule_errors
@@ -130,7 +130,7 @@ class Scheduler:
         self.listener: psycopg.Connection | None = None
         self.started = False
         self.stopping = False
-        self.retry_delay = RETRY_DELAY_MIN
+        self.backoff = Backoff(RETRY_DELAY_MIN, RETRY_DELAY_MAX)
         # Whether the database is refusing connections and this was logged.
         self.waiting = False
         # Schedule id -> what is wrong with it, as logged: an invalid schedule
@@ -292,7 +292,7 @@ class Scheduler:
         connections[self.database].close_if_unusable_or_obsolete()
         self._drain()
         claimed, _ = self.run_due()
-        self.retry_delay = RETRY_DELAY_MIN
+        self.backoff.reset()
         if claimed == PASS_LIMIT:
             return 0.0
         (seconds,) = self.listener.execute(sql.SECONDS_UNTIL_NEXT_TICK).fetchone()
@@ -374,14 +374,16 @@ class Scheduler:
 
     def _cannot_connect(self, error: BaseException) -> float:
         """Log once per outage that the scheduler waits for the database; the next delay."""
-        delay = self._next_delay()
+        delay = self.backoff.next()
         if self.waiting:
-            logger.debug("Database still unreachable (%s); retrying in %.1f s", _line(error), delay)
+            logger.debug(
+                "Database still unreachable (%s); retrying in %.1f s", first_line(error), delay
+            )
         else:
             logger.warning(
                 "Cannot connect to database %s (%s): waiting for it, retrying every %.0f s at most",
                 describe(self.database),
-                _line(error),
+                first_line(error),
                 RETRY_DELAY_MAX,
             )
             self.waiting = True
@@ -393,17 +395,12 @@ class Scheduler:
         (it logs its ticks only once committed). Reconnect after a delay.
         """
         self._close()
-        delay = self._next_delay()
+        delay = self.backoff.next()
         logger.error(
             "Database error (%s): reconnecting in %.1f s; a pass it interrupted enqueued nothing",
-            _line(error),
+            first_line(error),
             delay,
         )
-        return delay
-
-    def _next_delay(self) -> float:
-        delay = self.retry_delay
-        self.retry_delay = min(self.retry_delay * 2, RETRY_DELAY_MAX)
         return delay
 
     def _close(self) -> None:
@@ -415,9 +412,3 @@ class Scheduler:
     def _on_stop_signal(self, signum: int, frame: object) -> None:
         logger.info("%s: stopping (a pass under way finishes first)", signal.Signals(signum).name)
         self.stopping = True
-
-
-def _line(error: BaseException) -> str:
-    """The first line of an error's message, or its type when it has none."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -11,7 +11,6 @@ jobs a test enqueued inside its transaction (a TestCase, pytest's `db`) are
 visible only there.
 """
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -27,7 +26,8 @@ from psycopg.pq import TransactionStatus
 from .. import sql
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
-from ..worker.executor import ClaimedJob, JobRunner, Outcome
+from ..worker.job_runner import JobRunner
+from ..worker.protocol import ClaimedJob, Outcome, complete_batch
 
 # Jobs claimed at once; a round claims this many at most.
 BATCH_SIZE = 100
@@ -160,8 +160,7 @@ def _complete(connection: BaseDatabaseWrapper, outcomes: list[Outcome]) -> None:
     finished = [outcome for outcome in outcomes if outcome.status != "POSTPONED"]
     with connection.cursor() as cursor:
         if finished:
-            batch = json.dumps([outcome[:7] for outcome in finished])
-            cursor.execute(sql.COMPLETE, {"outcomes": batch})
+            cursor.execute(sql.COMPLETE, {"outcomes": complete_batch(finished)})
         if postponed:
             cursor.execute(
                 sql.RELEASE,

@@ -1,27 +1,41 @@
 """
-The completer: writes batches of outcomes on a connection of its own, in a
-thread, while the coordinator goes on claiming and dealing jobs.
+The completer: holds the outcomes the executors report and writes them in
+batches, on a connection of its own, in a thread, while the coordinator goes
+on claiming and dealing jobs.
 
 Writing 350 outcomes keeps Postgres busy for about 7 ms. Done inline, the
 coordinator could neither claim nor hand out jobs meanwhile, and its
 executors ran dry; here, psycopg waits for the server without the GIL, and
-the coordinator keeps the next batch growing until this one is written.
+the coordinator keeps the next batch growing until this one is written
+(HeldWrites). A batch the database cannot take is held and tried again with
+backoff; nothing is lost.
 """
 
 import logging
+import math
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 
 import psycopg
 
+from .attempts import refused_outcome
+from .connection import DATABASE_ERRORS, RECONNECT_BACKOFF_MAX, Backoff, first_line
 from .database import QueueDatabase
-from .executor import ClaimedJob, Outcome, error_entry
+from .outcome_log import log_outcomes
+from .protocol import ClaimedJob, Finished, Outcome
 
 logger = logging.getLogger("jobs.worker")
 
-Finished = list[tuple[ClaimedJob, Outcome]]
+# Outcomes are written together: at once when nothing else is running (an
+# idle worker reports its one job without delay), otherwise at most this many
+# seconds after the first of them arrived, or when this many are held.
+OUTCOME_DELAY = 0.005
+OUTCOME_BATCH = 1000
+# How long shutdown waits for the completer's last write.
+SHUTDOWN_WRITE_TIMEOUT = 10.0
 
 # Errors of a statement that Postgres refused for what one of its rows holds,
 # not for the connection: the rows are written apart to find that one.
@@ -146,33 +160,173 @@ class Completer:
                     outcomes[middle:]
                 )
             [refused] = outcomes
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
             logger.error(
                 "Job %s attempt %d: Postgres refused to store its outcome (%s); failing the "
                 "attempt instead",
                 refused.id,
                 refused.attempt,
-                reason,
+                first_line(error),
             )
-            message = f"Postgres refused to store this attempt's outcome: {reason}"
-            cls = type(error)
-            return self.db.complete(
-                [
-                    Outcome(
-                        refused.id,
-                        refused.attempt,
-                        "FAILED",
-                        refused.finished_at,
-                        None,
-                        None,
-                        error_entry(
-                            f"{cls.__module__}.{cls.__qualname__}",
-                            message,
-                            message,
-                            refused.attempt,
-                            self.worker_id,
-                        ),
-                        refused.duration,
-                    )
-                ]
+            return self.db.complete([refused_outcome(refused, error, self.worker_id)])
+
+
+class HeldWrites:
+    """
+    The writes the coordinator owes the database, held until they are due:
+    outcomes, written together by the Completer (see OUTCOME_DELAY); and
+    jobs to give back, released at once on the coordinator's connection,
+    fenced, so that one cancelled, or rescued and claimed elsewhere, in the
+    meantime stays as it is.
+
+    While the completer's writes fail, its batch is held again and retried
+    with a backoff of its own, and claims pause (`paused`), so that outcomes
+    nobody can write do not pile up.
+    """
+
+    def __init__(self, completer: "Completer", worker_id: str, hurry: Callable[[], bool]) -> None:
+        self.completer = completer
+        self.worker_id = worker_id
+        # Whether held outcomes go at once: nothing else runs, or the worker stops.
+        self._hurry = hurry
+        self.outcomes: Finished = []
+        self.releases: list[ClaimedJob] = []
+        # Jobs whose task does not load here, each with when it is due again.
+        self.postponements: list[tuple[ClaimedJob, float]] = []
+        self.since = 0.0
+        # Set while the completer's writes fail: when it may try again.
+        self.retry_at: float | None = None
+        self._backoff = Backoff()
+
+    def hold(self, finished: Finished) -> None:
+        """
+        Keep outcomes until they are written together. A job left unstarted
+        on request (SKIPPED) is given back instead, and one whose task does
+        not load here (POSTPONED) is given back due later.
+        """
+        for job, outcome in finished:
+            if outcome.status == "SKIPPED":
+                self.releases.append(job)
+                continue
+            if outcome.status == "POSTPONED":
+                logger.warning(
+                    "Job %s: task %s does not load on worker %s (%s); READY again in %.0f s, "
+                    "its attempt not spent, for a worker that has it",
+                    job.id,
+                    job.task_path,
+                    self.worker_id,
+                    outcome.error,
+                    outcome.retry_at - time.time(),
+                )
+                self.postponements.append((job, outcome.retry_at))
+                continue
+            if not self.outcomes:
+                self.since = time.monotonic()
+            self.outcomes.append((job, outcome))
+
+    def release(self, jobs: Sequence[ClaimedJob]) -> None:
+        """Give jobs back to the queue with the next write, their attempt not spent."""
+        self.releases.extend(jobs)
+
+    @property
+    def holding(self) -> bool:
+        return bool(self.outcomes or self.releases or self.postponements or self.completer.busy)
+
+    @property
+    def paused(self) -> bool:
+        """Whether the completer's writes fail: no claims until they are written."""
+        return self.retry_at is not None
+
+    def due_at(self) -> float:
+        """
+        When the held writes are due (see OUTCOME_DELAY). Outcomes wait while
+        the completer writes the previous batch: the next one grows meanwhile.
+        """
+        if self.releases or self.postponements:
+            return 0.0
+        if not self.outcomes or self.completer.busy:
+            return math.inf
+        if self.retry_at is not None:
+            return self.retry_at
+        if self._hurry() or len(self.outcomes) >= OUTCOME_BATCH:
+            return 0.0
+        return self.since + OUTCOME_DELAY
+
+    def write(self, db: QueueDatabase) -> None:
+        """Releases on the coordinator's connection, at once; outcomes through the completer."""
+        self.write_releases(db)
+        if self.outcomes and not self.completer.busy:
+            self.completer.submit(self.outcomes)
+            self.outcomes = []
+
+    def write_releases(self, db: QueueDatabase) -> None:
+        if self.releases:
+            db.release(self.releases)
+            self.releases = []
+        if self.postponements:
+            jobs, run_at = zip(*self.postponements, strict=True)
+            db.release(jobs, run_at)
+            self.postponements = []
+
+    def collect(self) -> float | None:
+        """
+        Take the completer's answer: the fence's verdicts, logged, or a batch
+        to hold again. Returns the monotonic time the earliest retry written
+        is due, which may be before the next claim the coordinator planned.
+        """
+        answer = self.completer.collect()
+        if answer is None:
+            return None
+        finished, accepted = answer
+        if isinstance(accepted, Exception):
+            self.outcomes = finished + self.outcomes
+            if not isinstance(accepted, DATABASE_ERRORS):
+                raise accepted
+            self._failed(accepted)
+            return None
+        if self.retry_at is not None:
+            logger.info("Outcomes are written again")
+        self.retry_at = None
+        self._backoff.reset()
+        retry_at = log_outcomes(finished, accepted)
+        return None if retry_at is None else time.monotonic() + max(retry_at - time.time(), 0.0)
+
+    def _failed(self, error: Exception) -> None:
+        """The completer's connection failed; the coordinator's is left as it is."""
+        if self.retry_at is None:
+            logger.error(
+                "Outcomes cannot be written (%s); holding %d, no claims until they are, "
+                "retrying with backoff up to %.0f s",
+                first_line(error),
+                len(self.outcomes),
+                RECONNECT_BACKOFF_MAX,
             )
+        self.retry_at = time.monotonic() + self._backoff.next()
+
+    def finish(self, db: QueueDatabase) -> None:
+        """
+        At shutdown: the batch the completer is writing, then the rest, on
+        the coordinator's connection. A write that hangs (a connection
+        dropped without a word) is given up on: the rescue puts those jobs
+        back.
+        """
+        answer = self.completer.wait(timeout=SHUTDOWN_WRITE_TIMEOUT)
+        if self.completer.busy:
+            logger.error(
+                "The last batch of %d outcome(s) was not written within %.0f s: the "
+                "rescue will put those jobs back",
+                len(self.completer.in_flight),
+                SHUTDOWN_WRITE_TIMEOUT,
+            )
+        else:
+            self.completer.stop()
+        finished, accepted = answer or ([], set())
+        if isinstance(accepted, Exception):
+            self.outcomes = finished + self.outcomes
+        else:
+            log_outcomes(finished, accepted)
+        if not db.connected:
+            db.connect()
+        self.write_releases(db)
+        if self.outcomes:
+            log_outcomes(self.outcomes, db.complete([outcome for _, outcome in self.outcomes]))
+            self.outcomes = []

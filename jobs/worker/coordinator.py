@@ -13,48 +13,43 @@ the database is back. The fence of every write makes that safe even when the
 jobs were rescued in the meantime.
 """
 
-import json
 import logging
-import math
 import os
 import secrets
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-import psycopg
 from django.tasks import task_backends
 
 from ..stop_signals import StopSignals
-from .completer import Completer
-from .database import QueueDatabase, describe
-from .executor import ClaimedJob, Outcome, RetryPolicy, failed_outcome
+from .attempts import RetryPolicy, given_back, lost_attempts
+from .completer import Completer, HeldWrites
+from .connection import (
+    DATABASE_ERRORS,
+    START_BACKOFF_MAX,
+    Backoff,
+    Reconnector,
+    describe,
+    first_line,
+)
+from .database import QueueDatabase
+from .maintenance import Maintenance
 from .pool import ExecutorPool, LostWork
 
 logger = logging.getLogger("jobs.worker")
 
-DATABASE_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
-RECONNECT_DELAY_MIN = 0.5
-RECONNECT_BACKOFF_MAX = 10.0
-# A worker waiting for the database at start tries at least this often, so
-# that it starts within seconds of the database answering.
-START_BACKOFF_MAX = 2.0
-# How long shutdown waits for the completer's last write.
-SHUTDOWN_WRITE_TIMEOUT = 10.0
-PRUNE_BATCH_SIZE = 500
-# Outcomes are written together: at once when nothing else is running (an
-# idle worker reports its one job without delay), otherwise at most this many
-# seconds after the first of them arrived, or when this many are held.
-OUTCOME_DELAY = 0.005
-OUTCOME_BATCH = 1000
 # A second stop signal within this many seconds of the first is the same request.
 REPEATED_SIGNAL_WINDOW = 1.0
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """What `runworker` asks of one worker."""
+
     queues: tuple[str, ...]  # empty: every queue
     concurrency: int
     prefetch: int | None = None  # None: adaptive
@@ -65,39 +60,20 @@ class WorkerConfig:
     max_memory_per_child: int | None = None  # bytes of resident memory
 
 
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
-def error_summary(outcome: Outcome) -> str:
-    """The exception and the first line of its message, from a failed outcome's error entry."""
-    error = json.loads(outcome.error or "{}")
-    message = (error.get("message") or "").strip()
-    first = message.splitlines()[0] if message else ""
-    return f"{error.get('exception_class_path', 'unknown error')}: {first}".rstrip(": ")
-
-
 class Coordinator:
+    """
+    One worker: wires the pool, the completer and the upkeep to the main
+    connection, and runs the loop that claims, deals, collects and stops.
+    """
+
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.backend = task_backends[config.backend]
         options = self.backend.config
         self.poll_interval = options["POLL_INTERVAL"]
-        self.heartbeat_interval = options["HEARTBEAT_INTERVAL"]
-        self.dead_after = options["WORKER_DEAD_AFTER"]
-        self.retention = [
-            (("SUCCESSFUL",), options["RETAIN_SUCCESSFUL"]),
-            (("FAILED", "CANCELLED"), options["RETAIN_FAILED"]),
-        ]
-        self.retry = RetryPolicy(options["RETRY_BACKOFF_BASE"], options["RETRY_BACKOFF_MAX"])
-        self.hostname = socket.gethostname()
-        self.worker_id = f"{self.hostname[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
-        self.db = QueueDatabase(
-            self.backend.database,
-            config.queues,
-            prepared_statements=options["PREPARED_STATEMENTS"],
-        )
+        self.retry = RetryPolicy.of(options)
+        self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.db = self._database()
         self.pool = ExecutorPool(
             config.concurrency,
             config.prefetch,
@@ -106,50 +82,50 @@ class Coordinator:
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
         )
+        # Writes the database could not take yet are held there until it is back.
+        self.writes = HeldWrites(
+            Completer(self._database(), self.worker_id), self.worker_id, self._hurry
+        )
+        self.maintenance = Maintenance(
+            self.db,
+            self.worker_id,
+            config.concurrency * config.threads,
+            options,
+            self.pool.skip_unstarted,
+        )
         self.stopping = False
         self.unstarted_skipped = False
-        self.analyze_refused = False
         self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
-        self.next_heartbeat_at = 0.0
-        # Writes the database could not take yet, kept until it is back.
-        self.held_outcomes: list[tuple[ClaimedJob, Outcome]] = []
-        self.held_releases: list[ClaimedJob] = []
-        # Jobs whose task does not load here, each with when it is due again.
-        self.held_postponements: list[tuple[ClaimedJob, float]] = []
-        self.held_since = 0.0
-        self.disconnected_since: float | None = None
-        self.reconnect_at = 0.0
-        self.reconnect_delay = RECONNECT_DELAY_MIN
-        # Set while the completer's writes fail: when it may try again.
-        self.completer_retry_at: float | None = None
-        self.completer_delay = RECONNECT_DELAY_MIN
+        self.connection = Reconnector(self.db)
         self.stop_now = False
         self.stop_signals = StopSignals()
-        self.completer = Completer(
-            QueueDatabase(
-                self.backend.database,
-                config.queues,
-                prepared_statements=options["PREPARED_STATEMENTS"],
-            ),
-            self.worker_id,
+
+    def _database(self) -> QueueDatabase:
+        return QueueDatabase(
+            self.backend.database,
+            self.config.queues,
+            prepared_statements=self.backend.config["PREPARED_STATEMENTS"],
         )
+
+    def _hurry(self) -> bool:
+        """Whether held outcomes go at once: the worker stops, or nothing else runs."""
+        return self.stopping or self.pool.idle()
 
     def run(self) -> None:
         # The pool first: its executors may be forked only while nothing is
         # open and no other thread runs.
         self.pool.start()
-        self.completer.start()
+        self.writes.completer.start()
         self.stop_signals.install(self._on_stop_signal)
         if not self._connect_at_start():
             # Nothing was claimed: there is nothing to give back.
             self.pool.stop()
-            self.completer.stop()
+            self.writes.completer.stop()
             logger.info("Worker %s stopped before the database answered", self.worker_id)
             return
-        self._register()
-        self._analyze_if_never_analyzed()
+        self.maintenance.start()
         logger.info(
             "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
             "prefetch %s, database %s",
@@ -161,7 +137,7 @@ class Coordinator:
             describe(self.backend.database),
         )
         try:
-            while not (self.stopping and self.pool.idle() and not self._holding()):
+            while not (self.stopping and self.pool.idle() and not self.writes.holding):
                 self._step()
                 if self.stop_now or (self.stopping and time.monotonic() >= self.stop_deadline):
                     break
@@ -175,13 +151,13 @@ class Coordinator:
         working once it answers instead of exiting. False when a stop signal
         came first.
         """
-        delay = RECONNECT_DELAY_MIN
+        backoff = Backoff(maximum=START_BACKOFF_MAX)
         while True:
             try:
                 self.db.connect()
                 return True
             except DATABASE_ERRORS as error:
-                if delay == RECONNECT_DELAY_MIN:
+                if not backoff.failing:
                     logger.warning(
                         "Database %s unreachable (%s); waiting for it, trying again every "
                         "%.0f s at most",
@@ -190,11 +166,10 @@ class Coordinator:
                         START_BACKOFF_MAX,
                     )
                 self.db.close()
-            ready = wait([self.stop_signals.reader], timeout=delay)
+            ready = wait([self.stop_signals.reader], timeout=backoff.next())
             self.stop_signals.drain(ready)
             if self.stopping:
                 return False
-            delay = min(delay * 2, START_BACKOFF_MAX)
 
     # The loop.
 
@@ -206,60 +181,59 @@ class Coordinator:
             self.unstarted_skipped = True
             if skipped:
                 logger.info("Giving back %d claimed job(s) that had not started", skipped)
-        if (
-            self.db.connected
-            and not self.stopping
-            and self.completer_retry_at is None
-            and self.pool.claim_size() > 0
-            and time.monotonic() >= self.claim_due_at
-        ):
+        if self.db.connected and self._may_claim() and time.monotonic() >= self.claim_due_at:
             self._with_database(self._claim)
 
-        waitables = [*self.pool.connections(), self.stop_signals.reader, self.completer]
+        completer = self.writes.completer
+        waitables = [*self.pool.connections(), self.stop_signals.reader, completer]
         if self.db.connected:
             waitables.append(self.db.conn)
         ready = wait(waitables, timeout=self._wait_timeout())
         self.stop_signals.drain(ready)
-        if self.completer in ready:
-            self._written(self.completer.collect())
+        if completer in ready and (retry_due_at := self.writes.collect()) is not None:
+            # A retry may be due before the next claim we had planned.
+            self.claim_due_at = min(self.claim_due_at, retry_due_at)
 
         finished, lost = self.pool.receive(ready)
-        self._hold(finished)
+        self.writes.hold(finished)
         for work in lost:
-            self._hold(self._fail_lost(work))
+            self._fail_lost(work)
         for executor, late in self.pool.overdue():
-            work = self.pool.replace(executor)
-            self._hold(self._fail_lost(work, timed_out={job.id for job in late}))
+            self._fail_lost(self.pool.replace(executor), timed_out={job.id for job in late})
         self.pool.recycle()
 
         if not self.db.connected:
             self._reconnect()
         # Each operation may lose the connection: look again before the next.
-        if self.db.connected and time.monotonic() >= self._write_due_at():
-            self._with_database(self._write_held)
+        if self.db.connected and time.monotonic() >= self.writes.due_at():
+            self._with_database(lambda: self.writes.write(self.db))
         if self.db.connected:
             self._with_database(self._read_notifications)
-        if self.db.connected and time.monotonic() >= self.next_heartbeat_at:
-            self._with_database(self._heartbeat)
+        if self.db.connected and time.monotonic() >= self.maintenance.due_at:
+            self._with_database(lambda: self.maintenance.run(prune=not self.stopping))
 
-    def _with_database(self, operation) -> None:
+    def _may_claim(self) -> bool:
+        """Not while stopping, nor while outcomes cannot be written, nor with no room."""
+        return not self.stopping and not self.writes.paused and self.pool.claim_size() > 0
+
+    def _with_database(self, operation: Callable[[], object]) -> None:
         try:
             operation()
         except DATABASE_ERRORS as error:
-            self._lost_database(error)
+            self.connection.lost(error)
 
     def _wait_timeout(self) -> float:
         now = time.monotonic()
         if self.db.connected:
-            deadlines = [self.next_heartbeat_at]
-            if self._holding():
-                deadlines.append(self._write_due_at())
-            if not self.stopping and self.completer_retry_at is None and self.pool.claim_size() > 0:
+            deadlines = [self.maintenance.due_at]
+            if self.writes.holding:
+                deadlines.append(self.writes.due_at())
+            if self._may_claim():
                 deadlines.append(self.claim_due_at)
         else:
             # Heartbeats and claims wait for the connection: their deadlines,
             # long past, would make this loop spin through the outage.
-            deadlines = [self.reconnect_at]
+            deadlines = [self.connection.due_at]
         if self.stopping:
             deadlines.append(self.stop_deadline)
         timeout_at = self.pool.next_deadline()
@@ -267,7 +241,7 @@ class Coordinator:
             deadlines.append(timeout_at)
         return max(0.0, min(deadlines) - now)
 
-    # Claiming.
+    # Claiming and cancelling.
 
     def _claim(self) -> None:
         limit = self.pool.free_slots
@@ -301,158 +275,9 @@ class Coordinator:
             logger.info("Job %s cancelled while running: stopping its executor", job_id)
             # The cancel already wrote CANCELLED; the other jobs go back or fail
             # as for any executor the coordinator killed.
-            self._hold(self._fail_lost(self.pool.replace(executor), cancelled=job_id))
+            self._fail_lost(self.pool.replace(executor), cancelled=job_id)
         else:
             self.pool.skip(executor, job)
-
-    # Writing outcomes.
-
-    def _hold(self, finished: list[tuple[ClaimedJob, Outcome]]) -> None:
-        """
-        Keep outcomes until they are written together (see OUTCOME_DELAY).
-
-        A job left unstarted on request (SKIPPED) is given back instead, and
-        one whose task does not load here (POSTPONED) is given back due later.
-        The release is fenced, so one that was cancelled, or rescued and
-        claimed elsewhere, in the meantime stays as it is.
-        """
-        for job, outcome in finished:
-            if outcome.status == "SKIPPED":
-                self.held_releases.append(job)
-                continue
-            if outcome.status == "POSTPONED":
-                logger.warning(
-                    "Job %s: task %s does not load on worker %s (%s); READY again in %.0f s, "
-                    "its attempt not spent, for a worker that has it",
-                    job.id,
-                    job.task_path,
-                    self.worker_id,
-                    outcome.error,
-                    outcome.retry_at - time.time(),
-                )
-                self.held_postponements.append((job, outcome.retry_at))
-                continue
-            if not self.held_outcomes:
-                self.held_since = time.monotonic()
-            self.held_outcomes.append((job, outcome))
-
-    def _holding(self) -> bool:
-        return bool(
-            self.held_outcomes
-            or self.held_releases
-            or self.held_postponements
-            or self.completer.busy
-        )
-
-    def _write_due_at(self) -> float:
-        """
-        When the held writes are due (see OUTCOME_DELAY). Outcomes wait while
-        the completer writes the previous batch: the next one grows meanwhile.
-        """
-        if self.held_releases or self.held_postponements:
-            return 0.0
-        if not self.held_outcomes or self.completer.busy:
-            return math.inf
-        if self.completer_retry_at is not None:
-            return self.completer_retry_at
-        if self.stopping or self.pool.idle() or len(self.held_outcomes) >= OUTCOME_BATCH:
-            return 0.0
-        return self.held_since + OUTCOME_DELAY
-
-    def _write_held(self) -> None:
-        """Releases on this connection, at once; outcomes through the completer."""
-        self._write_releases()
-        if self.held_outcomes and not self.completer.busy:
-            self.completer.submit(self.held_outcomes)
-            self.held_outcomes = []
-
-    def _write_releases(self) -> None:
-        if self.held_releases:
-            self.db.release(self.held_releases)
-            self.held_releases = []
-        if self.held_postponements:
-            jobs, run_at = zip(*self.held_postponements, strict=True)
-            self.db.release(jobs, run_at)
-            self.held_postponements = []
-
-    def _written(
-        self, answer: tuple[list[tuple[ClaimedJob, Outcome]], set[str] | Exception] | None
-    ) -> None:
-        """Take the completer's answer: the fence's verdicts, or a batch to hold again."""
-        if answer is None:
-            return
-        finished, accepted = answer
-        if isinstance(accepted, Exception):
-            self.held_outcomes = finished + self.held_outcomes
-            if not isinstance(accepted, DATABASE_ERRORS):
-                raise accepted
-            self._completer_failed(accepted)
-            return
-        if self.completer_retry_at is not None:
-            logger.info("Outcomes are written again")
-        self.completer_retry_at = None
-        self.completer_delay = RECONNECT_DELAY_MIN
-        self._report(finished, accepted)
-
-    def _completer_failed(self, error: Exception) -> None:
-        """
-        The completer's connection failed: hold its batch and try again with
-        a backoff of its own. Claims pause meanwhile, so that outcomes nobody
-        can write do not pile up; the main connection is left as it is (it
-        reconnects on its own errors).
-        """
-        if self.completer_retry_at is None:
-            logger.error(
-                "Outcomes cannot be written (%s); holding %d, no claims until they are, "
-                "retrying with backoff up to %.0f s",
-                first_line(error),
-                len(self.held_outcomes),
-                RECONNECT_BACKOFF_MAX,
-            )
-        self.completer_retry_at = time.monotonic() + self.completer_delay
-        self.completer_delay = min(self.completer_delay * 2, RECONNECT_BACKOFF_MAX)
-
-    def _report(self, finished: list[tuple[ClaimedJob, Outcome]], accepted: set[str]) -> None:
-        outcomes = [outcome for _, outcome in finished]
-        retry_times = [o.retry_at for o in outcomes if o.retry_at is not None and o.id in accepted]
-        if retry_times:
-            # A retry may be due before the next claim we had planned.
-            retry_in = min(retry_times) - time.time()
-            self.claim_due_at = min(self.claim_due_at, time.monotonic() + max(retry_in, 0.0))
-        log_each = logger.isEnabledFor(logging.INFO)
-        for job, outcome in finished:
-            if outcome.id not in accepted:
-                logger.warning(
-                    "Job %s attempt %d: result discarded, the job was cancelled, or rescued "
-                    "and re-run while this worker was unreachable",
-                    outcome.id,
-                    outcome.attempt,
-                )
-            elif outcome.status == "SUCCESSFUL":
-                if log_each:
-                    logger.info(
-                        "Job %s %s SUCCESSFUL in %.1f ms (attempt %d of %d)",
-                        outcome.id,
-                        job.task_path,
-                        outcome.duration * 1000,
-                        outcome.attempt,
-                        job.max_attempts,
-                    )
-            else:
-                # A retried attempt is a warning, the last failure an error.
-                retried = outcome.status == "READY"
-                logger.log(
-                    logging.WARNING if retried else logging.ERROR,
-                    "Job %s %s %s in %.1f ms (attempt %d of %d): %s%s",
-                    outcome.id,
-                    job.task_path,
-                    "failed" if retried else "FAILED",
-                    outcome.duration * 1000,
-                    outcome.attempt,
-                    job.max_attempts,
-                    error_summary(outcome),
-                    f"; retry in {outcome.retry_at - outcome.finished_at:.1f} s" if retried else "",
-                )
 
     def _fail_lost(
         self,
@@ -460,143 +285,31 @@ class Coordinator:
         *,
         timed_out: set[str] | frozenset[str] = frozenset(),
         cancelled: str | None = None,
-    ) -> list[tuple[ClaimedJob, Outcome]]:
-        """
-        Fail the attempts a dead or killed executor was running; give back the rest.
-
-        An executor is killed whole: when one of its threads runs past its
-        timeout or is cancelled, the jobs running beside it are interrupted
-        too, and fail their attempt like the jobs of an executor that died.
-        Jobs that had finished but whose outcome was lost with the process go
-        back to the queue when the coordinator killed it (they caused
-        nothing), and fail their attempt when it died on its own (any of them
-        may be why). Each failed attempt is logged with the others, once its
-        outcome is written (see _report).
-        """
-        self.held_releases.extend(work.unstarted)
-        finished = list(work.finished)
-        lost = [(job, running_for, True) for job, running_for in work.running]
-        if work.died:
-            lost += [(job, 0.0, False) for job in work.unreported]
-        else:
-            self.held_releases.extend(work.unreported)
-        for job, running_for, was_running in lost:
-            if job.id == cancelled:
-                continue
-            if job.id in timed_out:
-                path, message = "jobs.exceptions.JobTimeout", f"Timed out after {running_for:.1f} s"
-            elif timed_out or cancelled:
-                cause = (
-                    f"job {cancelled} was cancelled"
-                    if cancelled
-                    else f"job {', '.join(sorted(timed_out))} timed out"
-                )
-                path = "jobs.exceptions.JobInterrupted"
-                message = f"Interrupted after {running_for:.1f} s: {cause} in the same executor"
-            else:
-                path = "jobs.exceptions.ExecutorDied"
-                message = f"The executor process died (exit code {work.exitcode}) " + (
-                    "while running the job"
-                    if was_running
-                    else "after the job began; its outcome was lost with it"
-                )
-            outcome = failed_outcome(
-                job,
-                exception_class_path=path,
-                message=message,
-                traceback_text=message,
-                worker_id=self.worker_id,
-                retry=self.retry,
-                duration=running_for,
-            )
-            finished.append((job, outcome))
-        return finished
-
-    # Heartbeat, rescue, retention.
-
-    def _register(self) -> None:
-        slots = self.config.concurrency * self.config.threads
-        self.db.register(self.worker_id, self.hostname, os.getpid(), slots)
-        self.next_heartbeat_at = time.monotonic() + self.heartbeat_interval
-
-    def _heartbeat(self) -> None:
-        if not self.db.heartbeat(self.worker_id):
-            # The rescue gave this worker's jobs back to the queue: the ones
-            # not started yet are someone else's to run now.
-            logger.warning(
-                "Worker %s had been declared dead (its jobs were rescued); skipping its "
-                "%d unstarted job(s) and registering again",
-                self.worker_id,
-                self.pool.skip_unstarted(),
-            )
-            self._register()
-        self.next_heartbeat_at = time.monotonic() + self.heartbeat_interval
-        dead, ready, failed = self.db.rescue(self.dead_after)
-        if dead or ready or failed:
-            logger.warning(
-                "Rescued the jobs of %d dead worker(s): %d READY again, %d FAILED (attempts spent)",
-                dead,
-                ready,
-                failed,
-            )
-        self._analyze_if_never_analyzed()
-        if not self.stopping:
-            self._prune()
-
-    def _analyze_if_never_analyzed(self) -> None:
-        """See sql.NEVER_ANALYZED: the claim's plan must not wait for autovacuum."""
-        if self.analyze_refused:
-            return
-        analyzed = self.db.analyze_if_never_analyzed()
-        if analyzed:
-            logger.info("jobs_job had no planner statistics yet: analyzed it")
-        elif analyzed is False:
-            self.analyze_refused = True
-            logger.warning(
-                "jobs_job has no planner statistics and this database role may not ANALYZE "
-                "it: claims may be slow until autovacuum analyzes it, or its owner runs "
-                "ANALYZE jobs_job"
-            )
-
-    def _prune(self) -> None:
-        """Delete one small batch of expired jobs per status group, per heartbeat."""
-        for statuses, retain in self.retention:
-            if retain is not None:
-                self.db.prune_batch(statuses, retain, PRUNE_BATCH_SIZE)
+    ) -> None:
+        """Hold what a dead or killed executor's jobs become (see attempts.lost_attempts)."""
+        finished, released = lost_attempts(
+            work,
+            worker_id=self.worker_id,
+            retry=self.retry,
+            timed_out=timed_out,
+            cancelled=cancelled,
+        )
+        self.writes.release(released)
+        self.writes.hold(finished)
 
     # Losing and regaining the database.
 
-    def _lost_database(self, error: Exception) -> None:
-        if self.disconnected_since is None:
-            self.disconnected_since = time.monotonic()
-            logger.error(
-                "Database unreachable (%s); executors go on, outcomes are held, "
-                "reconnecting with backoff up to %.0f s",
-                first_line(error),
-                RECONNECT_BACKOFF_MAX,
-            )
-        self.db.close()
-        self.reconnect_at = time.monotonic() + self.reconnect_delay
-
     def _reconnect(self) -> None:
-        if time.monotonic() < self.reconnect_at:
-            return
-        try:
-            self.db.connect()
-        except DATABASE_ERRORS:
-            self.db.close()
-            self.reconnect_delay = min(self.reconnect_delay * 2, RECONNECT_BACKOFF_MAX)
-            self.reconnect_at = time.monotonic() + self.reconnect_delay
+        gone = self.connection.reconnect()
+        if gone is None:
             return
         logger.info(
             "Database reachable again after %.1f s; writing %d held outcome(s)",
-            time.monotonic() - (self.disconnected_since or time.monotonic()),
-            len(self.held_outcomes),
+            gone,
+            len(self.writes.outcomes),
         )
-        self.disconnected_since = None
-        self.reconnect_delay = RECONNECT_DELAY_MIN
         self.claim_due_at = 0.0
-        self.next_heartbeat_at = 0.0
+        self.maintenance.due_at = 0.0
 
     # Stopping.
 
@@ -625,39 +338,12 @@ class Coordinator:
 
     def _shut_down(self) -> None:
         for work in self.pool.stop():
-            self.held_releases.extend(job for job, _ in work.running)
-            self.held_releases.extend(work.unreported)
-            self.held_releases.extend(work.unstarted)
-            self._hold(work.finished)
-        released = len(self.held_releases)
+            finished, released = given_back(work)
+            self.writes.release(released)
+            self.writes.hold(finished)
+        released = len(self.writes.releases)
         try:
-            # The batch the completer is writing, then the rest, on this
-            # connection. A write that hangs (a connection dropped without a
-            # word) is given up on: the rescue puts those jobs back.
-            answer = self.completer.wait(timeout=SHUTDOWN_WRITE_TIMEOUT)
-            if self.completer.busy:
-                logger.error(
-                    "The last batch of %d outcome(s) was not written within %.0f s: the "
-                    "rescue will put those jobs back",
-                    len(self.completer.in_flight),
-                    SHUTDOWN_WRITE_TIMEOUT,
-                )
-            else:
-                self.completer.stop()
-            finished, accepted = answer or ([], set())
-            if isinstance(accepted, Exception):
-                self.held_outcomes = finished + self.held_outcomes
-            else:
-                self._report(finished, accepted)
-            if not self.db.connected:
-                self.db.connect()
-            self._write_releases()
-            if self.held_outcomes:
-                self._report(
-                    self.held_outcomes,
-                    self.db.complete([outcome for _, outcome in self.held_outcomes]),
-                )
-                self.held_outcomes = []
+            self.writes.finish(self.db)
             self.db.unregister(self.worker_id)
         except DATABASE_ERRORS as error:
             logger.error(

@@ -7,40 +7,20 @@ prepares the ones that repeat. The coordinator's main connection claims and
 LISTENs for new jobs; its completer's only writes outcomes.
 """
 
-import json
-import logging
 import socket
 from collections.abc import Sequence
 
 import psycopg
-from django.db import connections
 
 from .. import sql
-from .executor import ClaimedJob, Outcome
-
-logger = logging.getLogger("jobs.worker")
-
-
-def connection_params(alias: str) -> dict:
-    """psycopg.connect() arguments for a Django database alias."""
-    wrapper = connections[alias]
-    params = wrapper.get_connection_params()
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    params.pop("server_side_binding", None)
-    params.pop("prepare_threshold", None)
-    return params
-
-
-def describe(alias: str) -> str:
-    """Where the queue lives, for the start-up summary (no password)."""
-    params = connection_params(alias)
-    host = params.get("host") or "local socket"
-    port = f":{params['port']}" if params.get("port") else ""
-    return f"{params.get('dbname')} on {host}{port}"
+from .attempts import WORKER_LOST
+from .connection import connection_params
+from .protocol import ClaimedJob, Outcome, complete_batch
 
 
 class QueueDatabase:
+    """One connection of the coordinator, and the queue's statements it runs."""
+
     def __init__(
         self, alias: str, queues: Sequence[str], *, prepared_statements: bool = True
     ) -> None:
@@ -78,9 +58,6 @@ class QueueDatabase:
             self.conn.close()
             self.conn = None
 
-    def fileno(self) -> int:
-        return self.conn.fileno()
-
     def notifications(self) -> tuple[bool, set[str]]:
         """Whether a NOTIFY woke one of our queues, and which jobs were cancelled."""
         wake = False
@@ -110,8 +87,7 @@ class QueueDatabase:
 
     def complete(self, outcomes: Sequence[Outcome]) -> set[str]:
         """Write outcomes; return the ids the fence accepted."""
-        batch = json.dumps([outcome[:7] for outcome in outcomes])
-        rows = self.conn.execute(sql.COMPLETE, {"outcomes": batch}).fetchall()
+        rows = self.conn.execute(sql.COMPLETE, {"outcomes": complete_batch(outcomes)}).fetchall()
         return {row[0] for row in rows}
 
     def release(self, jobs: Sequence[ClaimedJob], run_at: Sequence[float] | None = None) -> int:
@@ -152,7 +128,7 @@ class QueueDatabase:
     def rescue(self, dead_after: float) -> tuple[int, int, int]:
         """Rescue the jobs of dead workers: (dead workers, jobs READY again, jobs FAILED)."""
         dead, ready, failed, _ = self.conn.execute(
-            sql.RESCUE, {"dead_after": dead_after}
+            sql.RESCUE, {"dead_after": dead_after, "exception_class_path": WORKER_LOST}
         ).fetchone()
         return dead, ready, failed
 

@@ -1,375 +1,34 @@
 """
 The executor process: runs the jobs its coordinator hands it, in order, one at
-a time or, with threads, as many at once.
+a time or, with threads, as many at once (each with job_runner.JobRunner).
 
-Jobs and outcomes cross the pipe as plain tuples with their JSON still as
-text: decoding and encoding happen here, in the executors, so the coordinator
-(one process for the whole pool) does as little per job as possible.
+Three kinds of thread share the work: a reader keeps the pipe drained
+(start_reader), the job threads take jobs from WaitingJobs in order, and a
+sender batches their outcomes back (OutcomeSender). See protocol for what
+crosses the pipe.
 """
 
 import ctypes
-import json
 import logging
 import os
-import pickle
-import random
 import signal
 import sys
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from queue import Empty, SimpleQueue
-from typing import Any, NamedTuple
 
 import django
-from django.db import close_old_connections
-from django.tasks import TaskContext, TaskResult, TaskResultStatus
-from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import Task, TaskError
-from django.tasks.signals import task_finished, task_started
-from django.utils.json import normalize_json
 
-from ..exceptions import DoNotRetry, RetryJob
-from ..jsonb import storable_text, unstorable
+from .job_runner import JobRunner
+from .protocol import ClaimedJob, Outcome, receive_message, send_message, skipped
 
 logger = logging.getLogger("jobs.worker")
 
 PR_SET_PDEATHSIG = 1
-# A job whose task does not load here waits a tenth of the time it has waited
-# so far, within these bounds (seconds), for a worker that can load it.
-MISSING_TASK_DELAY_MIN = 1.0
-MISSING_TASK_DELAY_MAX = 60.0
-
-
-def send_message(conn: Connection, message: object) -> None:
-    """
-    Send one message over a coordinator-executor pipe.
-
-    pickle.dumps in C, then the bytes: Connection.send() builds a Python-level
-    ForkingPickler for every message, which cost more than the no-op job
-    it carried. The messages are tuples of plain values and never need its
-    reducers.
-    """
-    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-
-
-def receive_message(conn: Connection) -> Any:
-    return pickle.loads(conn.recv_bytes())
-
-
-class ClaimedJob(NamedTuple):
-    """One claimed attempt, as CLAIM returns it (JSON as text, times as epoch seconds)."""
-
-    id: str
-    backend: str
-    task_path: str
-    queue: str
-    priority: int
-    run_at: float
-    args: str
-    kwargs: str
-    attempt: int
-    max_attempts: int
-    timeout: float | None
-    enqueued_at: float
-    started_at: float
-    last_attempted_at: float
-    worker_ids: list[str]
-    errors: str
-    run_after: float | None
-
-
-class Outcome(NamedTuple):
-    """
-    How one attempt ended. The fields before `duration` are COMPLETE's
-    columns, in its order: the coordinator sends them as they are.
-    """
-
-    id: str
-    attempt: int
-    # SUCCESSFUL, FAILED, READY for a retry, SKIPPED for a job the
-    # coordinator withdrew before it started (cancelled, rescued, or shutting
-    # down), or POSTPONED for one whose task does not load here: the
-    # coordinator gives the last two back with a fenced release, their
-    # attempt not spent, a POSTPONED one due at retry_at.
-    status: str
-    finished_at: float  # epoch seconds
-    retry_at: float | None  # epoch seconds, for status READY and POSTPONED
-    return_value: str | None  # JSON text
-    error: str | None  # JSON text of one errors entry; POSTPONED: why, as plain text
-    duration: float  # seconds the attempt ran
-
-
-class RetryPolicy(NamedTuple):
-    """Exponential backoff with equal jitter: the gaps never shrink."""
-
-    base: float
-    cap: float
-
-    def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def loads(text: str) -> Any:
-    """json.loads, without its cost for the empty list and object that most jobs carry."""
-    if text == "[]":
-        return []
-    if text == "{}":
-        return {}
-    return json.loads(text)
-
-
-def as_datetime(epoch: float) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def error_entry(
-    exception_class_path: str,
-    message: str,
-    traceback_text: str,
-    attempt: int,
-    worker_id: str,
-) -> str:
-    # jsonb cannot hold a NUL or a lone surrogate, and one in a message
-    # would make the whole batch of outcomes fail to write.
-    return json.dumps(
-        {
-            "exception_class_path": exception_class_path,
-            "message": storable_text(message),
-            "traceback": storable_text(traceback_text),
-            "attempt": attempt,
-            "worker_id": worker_id,
-            "at": time.time(),
-        }
-    )
-
-
-def failed_outcome(
-    job: ClaimedJob,
-    *,
-    exception_class_path: str,
-    message: str,
-    traceback_text: str,
-    worker_id: str,
-    retry: RetryPolicy | None,
-    duration: float,
-    retry_in: float | None = None,
-) -> Outcome:
-    """The outcome of a failed attempt: a retry while attempts remain, else FAILED."""
-    now = time.time()
-    retry_at = None
-    status = "FAILED"
-    if retry is not None and job.attempt < job.max_attempts:
-        status = "READY"
-        retry_at = now + (retry.delay(job.attempt) if retry_in is None else retry_in)
-    return Outcome(
-        job.id,
-        job.attempt,
-        status,
-        now,
-        retry_at,
-        None,
-        error_entry(exception_class_path, message, traceback_text, job.attempt, worker_id),
-        duration,
-    )
-
-
-class JobRunner:
-    """Runs claimed jobs in this process and says how each ended."""
-
-    def __init__(self, worker_id: str, *, close_connections: bool = True) -> None:
-        self.worker_id = worker_id
-        # Around each job, Django's connections that are broken or past their
-        # age are closed, as around a request. Not inside a test's
-        # transaction (jobs.testing), which Django would close with them.
-        self.close_connections = close_connections
-        self._tasks: dict[tuple[str, str], tuple[Task, BaseTaskBackend]] = {}
-
-    def run(self, job: ClaimedJob) -> Outcome:
-        started = time.monotonic()
-        try:
-            task, backend = self._task(job)
-        except Exception as error:
-            return self._task_missing(job, error)
-        args, kwargs = loads(job.args), loads(job.kwargs)
-        result = self._task_result(job, task, args, kwargs)
-        if self.close_connections:
-            close_old_connections()
-        task_started.send(sender=type(backend), task_result=result)
-        # Any BaseException a task raises (SystemExit, KeyboardInterrupt, a
-        # custom one) fails its attempt, as in Django's ImmediateBackend, and
-        # the executor goes on: only the death of the process is ExecutorDied.
-        # task_finished is sent inside the except clause, so that Django's
-        # own receiver logs the exception with its traceback.
-        try:
-            if task.takes_context:
-                value = task.call(TaskContext(task_result=result), *args, **kwargs)
-            else:
-                value = task.call(*args, **kwargs)
-            value = normalize_json(value)
-            return_value = json.dumps(value, allow_nan=False, ensure_ascii=False)
-            if reason := unstorable(return_value):
-                raise ValueError(
-                    f"The return value holds {reason}, which Postgres cannot store in jsonb."
-                )
-        except BaseException as error:
-            retry = RetryPolicy(
-                backend.config["RETRY_BACKOFF_BASE"], backend.config["RETRY_BACKOFF_MAX"]
-            )
-            outcome = failed_outcome(
-                job,
-                exception_class_path=_class_path(type(error)),
-                message=exception_message(error),
-                traceback_text="".join(traceback.format_exception(error)),
-                worker_id=self.worker_id,
-                retry=None if isinstance(error, DoNotRetry) else retry,
-                duration=time.monotonic() - started,
-                retry_in=error.countdown if isinstance(error, RetryJob) else None,
-            )
-            self._finished(backend, result, outcome, error=error)
-        else:
-            outcome = Outcome(
-                job.id,
-                job.attempt,
-                "SUCCESSFUL",
-                time.time(),
-                None,
-                return_value,
-                None,
-                time.monotonic() - started,
-            )
-            self._finished(backend, result, outcome, value=value)
-        finally:
-            if self.close_connections:
-                close_old_connections()
-        return outcome
-
-    def _task(self, job: ClaimedJob) -> tuple[Task, BaseTaskBackend]:
-        """The task and its backend, looked up once per process."""
-        key = (job.backend, job.task_path)
-        found = self._tasks.get(key)
-        if found is None:
-            from django.tasks import task_backends
-
-            task = task_backends[job.backend].load_task(job.task_path)
-            found = self._tasks[key] = (task, task.get_backend())
-        return found
-
-    def _task_missing(self, job: ClaimedJob, error: Exception) -> Outcome:
-        """
-        The outcome of a job whose task does not load on this worker.
-
-        In a rolling deploy the web may run code that this worker has not
-        got yet: the job goes back to READY, its attempt not spent, and waits
-        with a backoff for a worker that has it, MISSING_TASK_GRACE seconds
-        from when it was first due (or last failed). Only then does it fail.
-        """
-        from django.tasks import task_backends
-
-        grace = task_backends[job.backend].config["MISSING_TASK_GRACE"]
-        errors = loads(job.errors)
-        waiting_since = max(
-            [job.run_after or job.enqueued_at, *(entry.get("at", 0.0) for entry in errors)]
-        )
-        now = time.time()
-        waited = now - waiting_since
-        message = exception_message(error)
-        if grace is not None and waited >= grace:
-            return failed_outcome(
-                job,
-                exception_class_path=_class_path(type(error)),
-                message=(
-                    f"{message} (no worker could load the task for {waited:.0f} s, "
-                    f"MISSING_TASK_GRACE is {grace:.0f} s)"
-                ),
-                traceback_text="".join(traceback.format_exception(error)),
-                worker_id=self.worker_id,
-                retry=None,
-                duration=0.0,
-            )
-        delay = min(MISSING_TASK_DELAY_MAX, max(MISSING_TASK_DELAY_MIN, waited / 10))
-        return Outcome(job.id, job.attempt, "POSTPONED", now, now + delay, None, message, 0.0)
-
-    def _task_result(
-        self, job: ClaimedJob, task: Task, args: list[Any], kwargs: dict[str, Any]
-    ) -> TaskResult:
-        if job.queue != task.queue_name or job.priority != task.priority or job.run_after:
-            task = replace(
-                task,
-                queue_name=job.queue,
-                priority=job.priority,
-                run_after=as_datetime(job.run_after) if job.run_after else None,
-            )
-        errors = loads(job.errors)
-        return TaskResult(
-            task=task,
-            id=job.id,
-            status=TaskResultStatus.RUNNING,
-            enqueued_at=as_datetime(job.enqueued_at),
-            started_at=as_datetime(job.started_at),
-            last_attempted_at=as_datetime(job.last_attempted_at),
-            finished_at=None,
-            args=args,
-            kwargs=kwargs,
-            backend=job.backend,
-            errors=[
-                TaskError(
-                    exception_class_path=e["exception_class_path"],
-                    traceback=e["traceback"],
-                )
-                for e in errors
-            ],
-            worker_ids=list(job.worker_ids),
-        )
-
-    def _finished(
-        self,
-        backend: BaseTaskBackend,
-        result: TaskResult,
-        outcome: Outcome,
-        *,
-        value: Any = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """
-        Send task_finished with the result as the outcome leaves it.
-
-        A failed attempt that will be retried sends status READY and no
-        finished_at, since the job is not finished: READY is what get_result()
-        reads until the next attempt. Its errors hold this attempt's error.
-        """
-        object.__setattr__(result, "status", TaskResultStatus(outcome.status))
-        if outcome.status != "READY":
-            object.__setattr__(result, "finished_at", as_datetime(outcome.finished_at))
-        if error is None:
-            object.__setattr__(result, "_return_value", value)
-        else:
-            result.errors.append(
-                TaskError(
-                    exception_class_path=_class_path(type(error)),
-                    traceback="".join(traceback.format_exception(error)),
-                )
-            )
-        task_finished.send(sender=type(backend), task_result=result)
-
-
-def exception_message(error: BaseException) -> str:
-    """str(error), or a stand-in when the exception's own __str__ fails."""
-    try:
-        return str(error)
-    except Exception:
-        return f"<{type(error).__name__}: str() failed>"
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def set_up_spawned_executor(log_levels: dict[str, int]) -> None:
@@ -432,29 +91,43 @@ def executor_main(
     sender = OutcomeSender(conn)
     jobs = start_reader(conn, sender, running)
 
-    def run_jobs(slot: int) -> None:
-        # take() sets the slot as the job leaves the queue; it is cleared
-        # before the outcome is queued: a job whose number is in a slot has
-        # begun and has no outcome on the way. A thread that ends otherwise
-        # (sys.exit() in a task, a failing signal receiver) takes the process
-        # with it, so the coordinator sees the executor die and fails the job
-        # in its slot, instead of waiting for ever on a silent thread.
-        with exit_on_failure("a job ended its thread"):
-            while (job := jobs.take(slot)) is not None:
-                outcome = runner.run(job)
-                running[slot] = 0
-                sender.put(outcome)
-
+    work = (jobs, runner, sender, running)
     others = [
-        threading.Thread(target=run_jobs, args=(slot,), name=f"jobs-executor-{slot}", daemon=True)
+        threading.Thread(
+            target=run_jobs, args=(slot, *work), name=f"jobs-executor-{slot}", daemon=True
+        )
         for slot in range(1, threads)
     ]
     for thread in others:
         thread.start()
-    run_jobs(0)
+    run_jobs(0, *work)
     for thread in others:
         thread.join()
     sender.close()
+
+
+def run_jobs(
+    slot: int,
+    jobs: "WaitingJobs",
+    runner: JobRunner,
+    sender: "OutcomeSender",
+    running: "ctypes.Array[ctypes.c_longlong]",
+) -> None:
+    """
+    One job thread: run the waiting jobs it takes, one after the other.
+
+    take() sets the slot as the job leaves the queue; it is cleared before
+    the outcome is queued: a job whose number is in a slot has begun and has
+    no outcome on the way. A thread that ends otherwise (sys.exit() in a
+    task, a failing signal receiver) takes the process with it, so the
+    coordinator sees the executor die and fails the job in its slot, instead
+    of waiting for ever on a silent thread.
+    """
+    with exit_on_failure("a job ended its thread"):
+        while (job := jobs.take(slot)) is not None:
+            outcome = runner.run(job)
+            running[slot] = 0
+            sender.put(outcome)
 
 
 @contextmanager
@@ -597,9 +270,7 @@ def start_reader(
                 if kind == "run":
                     jobs.add([ClaimedJob(*row) for row in body])
                 elif (job := jobs.withdraw(tuple(body))) is not None:
-                    sender.put(
-                        Outcome(job.id, job.attempt, "SKIPPED", time.time(), None, None, None, 0.0)
-                    )
+                    sender.put(skipped(job, time.time()))
 
     threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
     return jobs

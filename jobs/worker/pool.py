@@ -4,13 +4,11 @@ The coordinator's side of the executor processes.
 Each executor gets its claimed jobs in small batches over a pipe and starts
 them in order, as many at once as it has threads; the pool remembers what
 each one holds, and reads from memory it shares with the executor which job
-each thread runs. So when an executor is killed (a timeout, a cancel, a
-shutdown past its grace) or dies on its own, the pool knows exactly which
-jobs it was running, which it had finished without a word yet, and which it
-never reached.
+each thread runs (see executor_handle.Executor). The pool sizes claims to
+the room its executors have, deals the jobs, reads the outcomes, and replaces
+executors that die, time out, are cancelled, or have run their share.
 """
 
-import ctypes
 import functools
 import logging
 import multiprocessing
@@ -18,20 +16,13 @@ import os
 import signal
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from itertools import islice
 from multiprocessing.connection import Connection
 
 from django.db import connections
 
-from .executor import (
-    ClaimedJob,
-    Outcome,
-    executor_main,
-    receive_message,
-    send_message,
-    set_up_spawned_executor,
-)
+from .executor import executor_main, set_up_spawned_executor
+from .executor_handle import Executor, LostWork
+from .protocol import ClaimedJob, Finished, Outcome, receive_message
 
 logger = logging.getLogger("jobs.worker")
 
@@ -47,128 +38,9 @@ PREFETCH_LIMIT = 250
 DURATION_SMOOTHING = 0.05
 
 
-@dataclass
-class Executor:
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
-    # One slot per thread, in memory shared with the executor: the number of
-    # the job the thread runs now, 0 when it runs none; and a last slot with
-    # the highest number taken so far (see executor_main and WaitingJobs).
-    slots: "ctypes.Array[ctypes.c_longlong]"
-    # Jobs it runs at once, each in a thread of its own.
-    threads: int = 1
-    # Jobs sent and not yet answered, by (id, attempt), in the order they were
-    # sent. The attempt is part of the key: a worker that was declared dead
-    # may claim again a job it still runs.
-    assigned: dict[tuple[str, int], ClaimedJob] = field(default_factory=dict)
-    # The number each job sent has on both sides (1, 2, ... in sending order),
-    # both ways.
-    numbers: dict[tuple[str, int], int] = field(default_factory=dict)
-    by_number: dict[int, tuple[str, int]] = field(default_factory=dict)
-    sent: int = 0
-    # When each running job started, as far as the coordinator can tell: the
-    # first moment it was seen in a slot, or in the first `threads` jobs not
-    # answered (which an outcome in a batch still on its way may delay).
-    started: dict[tuple[str, int], float] = field(default_factory=dict)
-    jobs_run: int = 0
-    # Set when the executor has run its share (--max-tasks-per-child) or grown
-    # past its memory ceiling: it gets no more jobs and is replaced once idle.
-    retiring: bool = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def tell(self, message: object) -> None:
-        """
-        Send a message; nothing when the executor has died since the last
-        receive(), which finds its pipe closed and hands its jobs back as
-        lost work.
-        """
-        try:
-            send_message(self.conn, message)
-        except OSError:
-            pass
-
-    def assign(self, job: ClaimedJob) -> None:
-        key = (job.id, job.attempt)
-        self.sent += 1
-        self.assigned[key] = job
-        self.numbers[key] = self.sent
-        self.by_number[self.sent] = key
-
-    def answer(self, key: tuple[str, int]) -> ClaimedJob:
-        self.by_number.pop(self.numbers.pop(key))
-        self.started.pop(key, None)
-        return self.assigned.pop(key)
-
-    def running(self) -> list[ClaimedJob]:
-        """The jobs whose code runs now: read from the slots, so exact."""
-        return [
-            self.assigned[self.by_number[number]]
-            for number in self.slots[: self.threads]
-            if number in self.by_number
-        ]
-
-    def not_running(self) -> list[ClaimedJob]:
-        """
-        The jobs not running now: those not started yet, and those that
-        finished and whose outcome is on its way.
-        """
-        running = {(job.id, job.attempt) for job in self.running()}
-        return [job for key, job in self.assigned.items() if key not in running]
-
-    def note_starts(self, now: float) -> None:
-        for key in islice(self.assigned, self.threads):
-            self.started.setdefault(key, now)
-        for job in self.running():
-            self.started.setdefault((job.id, job.attempt), now)
-
-    def lost_work(self, *, died: bool) -> "LostWork":
-        """
-        What the executor leaves once it is gone, read from its slots: the
-        jobs it was running; those it had begun and finished, whose outcome
-        was lost with it; and those it never began.
-        """
-        now = time.monotonic()
-        running = self.running()
-        last_taken = self.slots[self.threads]
-        unreported, unstarted = [], []
-        for job in self.not_running():
-            begun = self.numbers[job.id, job.attempt] <= last_taken
-            (unreported if begun else unstarted).append(job)
-        return LostWork(
-            running=[(job, now - self.started.get((job.id, job.attempt), now)) for job in running],
-            unreported=unreported,
-            unstarted=unstarted,
-            exitcode=self.process.exitcode,
-            died=died,
-        )
-
-
-@dataclass
-class LostWork:
-    """
-    What a killed or dead executor leaves: the jobs it was running, with how
-    long each had run; those it had begun whose outcome never came (or that
-    it withdrew, and the answer never came); those it never began; and the
-    outcomes still in its pipe when it was killed.
-
-    `died`: it ended on its own (a crash, os._exit, the OOM killer) rather
-    than being killed by the coordinator. Any job it had begun may be what
-    killed it, so each spends its attempt: a job that crashes its executor
-    cannot come back for ever.
-    """
-
-    running: list[tuple[ClaimedJob, float]]
-    unreported: list[ClaimedJob]
-    unstarted: list[ClaimedJob]
-    exitcode: int | None
-    died: bool
-    finished: list[tuple[ClaimedJob, Outcome]] = field(default_factory=list)
-
-
 class ExecutorPool:
+    """The coordinator's executors: how many jobs they have room for, and who runs which."""
+
     def __init__(
         self,
         size: int,
@@ -369,11 +241,9 @@ class ExecutorPool:
     def connections(self) -> list[Connection]:
         return [executor.conn for executor in self.executors]
 
-    def receive(
-        self, ready: Iterable[object]
-    ) -> tuple[list[tuple[ClaimedJob, Outcome]], list[LostWork]]:
+    def receive(self, ready: Iterable[object]) -> tuple[Finished, list[LostWork]]:
         """Read the outcomes the ready pipes hold; replace executors that died."""
-        outcomes: list[tuple[ClaimedJob, Outcome]] = []
+        outcomes: Finished = []
         lost: list[LostWork] = []
         ready = set(ready)
         for executor in list(self.executors):
@@ -385,9 +255,7 @@ class ExecutorPool:
                 lost.append(self.replace(executor, died=True))
         return outcomes, lost
 
-    def _read_outcomes(
-        self, executor: Executor, outcomes: list[tuple[ClaimedJob, Outcome]]
-    ) -> None:
+    def _read_outcomes(self, executor: Executor, outcomes: Finished) -> None:
         """Append what the executor's pipe holds now; EOFError once it is closed."""
         while executor.conn.poll():
             for row in receive_message(executor.conn):
@@ -448,7 +316,7 @@ class ExecutorPool:
         if executor.process.is_alive():
             os.kill(executor.process.pid, signal.SIGKILL)
         executor.process.join()
-        finished: list[tuple[ClaimedJob, Outcome]] = []
+        finished: Finished = []
         try:
             self._read_outcomes(executor, finished)
         except (EOFError, OSError):

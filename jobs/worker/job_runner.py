@@ -1,0 +1,224 @@
+"""
+Running one claimed job in this process: load its task, call it as Django's
+Tasks contract says (signals, TaskContext, the result it sees), and say how
+the attempt ended. The executor runs it on each of its threads; jobs.testing
+runs it in the test's own process.
+"""
+
+import json
+import time
+import traceback
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import close_old_connections
+from django.tasks import TaskContext, TaskResult, TaskResultStatus
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import Task, TaskError
+from django.tasks.signals import task_finished, task_started
+from django.utils.json import normalize_json
+
+from ..exceptions import DoNotRetry, RetryJob, class_path
+from ..jsonb import unstorable
+from .attempts import (
+    RetryPolicy,
+    exception_message,
+    failed_outcome,
+    postponed_outcome,
+)
+from .protocol import ClaimedJob, Outcome
+
+
+def loads(text: str) -> Any:
+    """json.loads, without its cost for the empty list and object that most jobs carry."""
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
+def as_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class JobRunner:
+    """Runs claimed jobs in this process and says how each ended."""
+
+    def __init__(self, worker_id: str, *, close_connections: bool = True) -> None:
+        self.worker_id = worker_id
+        # Around each job, Django's connections that are broken or past their
+        # age are closed, as around a request. Not inside a test's
+        # transaction (jobs.testing), which Django would close with them.
+        self.close_connections = close_connections
+        self._tasks: dict[tuple[str, str], tuple[Task, BaseTaskBackend]] = {}
+
+    def run(self, job: ClaimedJob) -> Outcome:
+        started = time.monotonic()
+        try:
+            task, backend = self._task(job)
+        except Exception as error:
+            return self._task_missing(job, error)
+        args, kwargs = loads(job.args), loads(job.kwargs)
+        result = self._task_result(job, task, args, kwargs)
+        if self.close_connections:
+            close_old_connections()
+        task_started.send(sender=type(backend), task_result=result)
+        # Any BaseException a task raises (SystemExit, KeyboardInterrupt, a
+        # custom one) fails its attempt, as in Django's ImmediateBackend, and
+        # the executor goes on: only the death of the process is ExecutorDied.
+        # task_finished is sent inside the except clause, so that Django's
+        # own receiver logs the exception with its traceback.
+        try:
+            if task.takes_context:
+                value = task.call(TaskContext(task_result=result), *args, **kwargs)
+            else:
+                value = task.call(*args, **kwargs)
+            value = normalize_json(value)
+            return_value = json.dumps(value, allow_nan=False, ensure_ascii=False)
+            if reason := unstorable(return_value):
+                raise ValueError(
+                    f"The return value holds {reason}, which Postgres cannot store in jsonb."
+                )
+        except BaseException as error:
+            outcome = self._failed(job, backend, error, time.monotonic() - started)
+            self._finished(backend, result, outcome, error=error)
+        else:
+            outcome = Outcome(
+                job.id,
+                job.attempt,
+                "SUCCESSFUL",
+                time.time(),
+                None,
+                return_value,
+                None,
+                time.monotonic() - started,
+            )
+            self._finished(backend, result, outcome, value=value)
+        finally:
+            if self.close_connections:
+                close_old_connections()
+        return outcome
+
+    def _failed(
+        self, job: ClaimedJob, backend: BaseTaskBackend, error: BaseException, duration: float
+    ) -> Outcome:
+        """A retry or FAILED, as the task's exception asks (RetryJob, DoNotRetry) or the policy."""
+        return failed_outcome(
+            job,
+            exception_class_path=class_path(type(error)),
+            message=exception_message(error),
+            traceback_text="".join(traceback.format_exception(error)),
+            worker_id=self.worker_id,
+            retry=None if isinstance(error, DoNotRetry) else RetryPolicy.of(backend.config),
+            duration=duration,
+            retry_in=error.countdown if isinstance(error, RetryJob) else None,
+        )
+
+    def _task(self, job: ClaimedJob) -> tuple[Task, BaseTaskBackend]:
+        """The task and its backend, looked up once per process."""
+        key = (job.backend, job.task_path)
+        found = self._tasks.get(key)
+        if found is None:
+            from django.tasks import task_backends
+
+            task = task_backends[job.backend].load_task(job.task_path)
+            found = self._tasks[key] = (task, task.get_backend())
+        return found
+
+    def _task_missing(self, job: ClaimedJob, error: Exception) -> Outcome:
+        """
+        The outcome of a job whose task does not load on this worker.
+
+        In a rolling deploy the web may run code that this worker has not
+        got yet: the job goes back to READY, its attempt not spent, and waits
+        with a backoff for a worker that has it, MISSING_TASK_GRACE seconds
+        from when it was first due (or last failed). Only then does it fail.
+        """
+        from django.tasks import task_backends
+
+        grace = task_backends[job.backend].config["MISSING_TASK_GRACE"]
+        errors = loads(job.errors)
+        waiting_since = max(
+            [job.run_after or job.enqueued_at, *(entry.get("at", 0.0) for entry in errors)]
+        )
+        now = time.time()
+        waited = now - waiting_since
+        message = exception_message(error)
+        if grace is not None and waited >= grace:
+            return failed_outcome(
+                job,
+                exception_class_path=class_path(type(error)),
+                message=(
+                    f"{message} (no worker could load the task for {waited:.0f} s, "
+                    f"MISSING_TASK_GRACE is {grace:.0f} s)"
+                ),
+                traceback_text="".join(traceback.format_exception(error)),
+                worker_id=self.worker_id,
+                retry=None,
+                duration=0.0,
+            )
+        return postponed_outcome(job, waited, message)
+
+    def _task_result(
+        self, job: ClaimedJob, task: Task, args: list[Any], kwargs: dict[str, Any]
+    ) -> TaskResult:
+        if job.queue != task.queue_name or job.priority != task.priority or job.run_after:
+            task = replace(
+                task,
+                queue_name=job.queue,
+                priority=job.priority,
+                run_after=as_datetime(job.run_after) if job.run_after else None,
+            )
+        errors = loads(job.errors)
+        return TaskResult(
+            task=task,
+            id=job.id,
+            status=TaskResultStatus.RUNNING,
+            enqueued_at=as_datetime(job.enqueued_at),
+            started_at=as_datetime(job.started_at),
+            last_attempted_at=as_datetime(job.last_attempted_at),
+            finished_at=None,
+            args=args,
+            kwargs=kwargs,
+            backend=job.backend,
+            errors=[
+                TaskError(
+                    exception_class_path=e["exception_class_path"],
+                    traceback=e["traceback"],
+                )
+                for e in errors
+            ],
+            worker_ids=list(job.worker_ids),
+        )
+
+    def _finished(
+        self,
+        backend: BaseTaskBackend,
+        result: TaskResult,
+        outcome: Outcome,
+        *,
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """
+        Send task_finished with the result as the outcome leaves it.
+
+        A failed attempt that will be retried sends status READY and no
+        finished_at, since the job is not finished: READY is what get_result()
+        reads until the next attempt. Its errors hold this attempt's error.
+        """
+        object.__setattr__(result, "status", TaskResultStatus(outcome.status))
+        if outcome.status != "READY":
+            object.__setattr__(result, "finished_at", as_datetime(outcome.finished_at))
+        if error is None:
+            object.__setattr__(result, "_return_value", value)
+        else:
+            result.errors.append(
+                TaskError(
+                    exception_class_path=class_path(type(error)),
+                    traceback="".join(traceback.format_exception(error)),
+                )
+            )
+        task_finished.send(sender=type(backend), task_result=result)

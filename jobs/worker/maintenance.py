@@ -1,0 +1,119 @@
+"""
+The worker's upkeep, once per heartbeat: keep its jobs_worker row alive,
+rescue the jobs of workers that stopped beating, give the claim's table
+planner statistics if it has none, and delete finished jobs past their
+retention, one small batch at a time.
+"""
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .database import QueueDatabase
+
+logger = logging.getLogger("jobs.worker")
+
+PRUNE_BATCH_SIZE = 500
+
+
+def retention_groups(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], float | None]]:
+    """
+    The statuses pruned together, each with how many seconds its jobs are
+    kept once finished (None: for ever), from a backend's options. The worker
+    and `prunejobs` both prune by these.
+    """
+    return [
+        (("SUCCESSFUL",), options["RETAIN_SUCCESSFUL"]),
+        (("FAILED", "CANCELLED"), options["RETAIN_FAILED"]),
+    ]
+
+
+class Maintenance:
+    """
+    Heartbeat, rescue, analyze and prune for one worker, on its main
+    connection. `skip_unstarted` is called when the worker finds that it was
+    declared dead: the rescue gave its jobs back, so the ones it had not
+    started are someone else's to run now; it returns how many it skipped.
+    """
+
+    def __init__(
+        self,
+        db: QueueDatabase,
+        worker_id: str,
+        slots: int,
+        options: Mapping[str, Any],
+        skip_unstarted: Callable[[], int],
+    ) -> None:
+        self.db = db
+        self.worker_id = worker_id
+        self.hostname = socket.gethostname()
+        self.slots = slots
+        self.interval = options["HEARTBEAT_INTERVAL"]
+        self.dead_after = options["WORKER_DEAD_AFTER"]
+        self.retention = retention_groups(options)
+        self.skip_unstarted = skip_unstarted
+        self.due_at = 0.0
+        self.analyze_refused = False
+
+    def start(self) -> None:
+        """Register the worker, and see that the claim has statistics to plan with."""
+        self.register()
+        self.analyze_if_never_analyzed()
+
+    def register(self) -> None:
+        self.db.register(self.worker_id, self.hostname, os.getpid(), self.slots)
+        self.due_at = time.monotonic() + self.interval
+
+    def run(self, *, prune: bool = True) -> None:
+        """One heartbeat's upkeep; prune=False while the worker stops."""
+        self.heartbeat()
+        self.rescue()
+        self.analyze_if_never_analyzed()
+        if prune:
+            self.prune()
+
+    def heartbeat(self) -> None:
+        if not self.db.heartbeat(self.worker_id):
+            logger.warning(
+                "Worker %s had been declared dead (its jobs were rescued); skipping its "
+                "%d unstarted job(s) and registering again",
+                self.worker_id,
+                self.skip_unstarted(),
+            )
+            self.register()
+        self.due_at = time.monotonic() + self.interval
+
+    def rescue(self) -> None:
+        """Give back the jobs of dead workers (see sql.RESCUE)."""
+        dead, ready, failed = self.db.rescue(self.dead_after)
+        if dead or ready or failed:
+            logger.warning(
+                "Rescued the jobs of %d dead worker(s): %d READY again, %d FAILED (attempts spent)",
+                dead,
+                ready,
+                failed,
+            )
+
+    def analyze_if_never_analyzed(self) -> None:
+        """See sql.NEVER_ANALYZED: the claim's plan must not wait for autovacuum."""
+        if self.analyze_refused:
+            return
+        analyzed = self.db.analyze_if_never_analyzed()
+        if analyzed:
+            logger.info("jobs_job had no planner statistics yet: analyzed it")
+        elif analyzed is False:
+            self.analyze_refused = True
+            logger.warning(
+                "jobs_job has no planner statistics and this database role may not ANALYZE "
+                "it: claims may be slow until autovacuum analyzes it, or its owner runs "
+                "ANALYZE jobs_job"
+            )
+
+    def prune(self) -> None:
+        """Delete one small batch of expired jobs per status group, per heartbeat."""
+        for statuses, retain in self.retention:
+            if retain is not None:
+                self.db.prune_batch(statuses, retain, PRUNE_BATCH_SIZE)

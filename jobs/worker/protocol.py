@@ -1,0 +1,95 @@
+"""
+What travels between the coordinator and its executors, and to and from SQL.
+
+A claimed job is a row of sql.CLAIM, field for field: its RETURNING names
+each column as the field it fills (tests/test_worker_parts.py checks that).
+An outcome's leading fields are the JSON positions that sql.COMPLETE reads.
+Both cross the pipe as plain tuples with their JSON still as text: decoding
+and encoding happen in the executors, so the coordinator (one process for the
+whole pool) does as little per job as possible.
+
+The pipe carries ("run", [ClaimedJob tuples]) and ("skip", (job id, attempt))
+to an executor, None to end it, and lists of Outcome tuples back.
+"""
+
+import json
+import pickle
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any, NamedTuple
+
+
+def send_message(conn: Connection, message: object) -> None:
+    """
+    Send one message over a coordinator-executor pipe.
+
+    pickle.dumps in C, then the bytes: Connection.send() builds a Python-level
+    ForkingPickler for every message, which cost more than the no-op job
+    it carried. The messages are tuples of plain values and never need its
+    reducers.
+    """
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def receive_message(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
+class ClaimedJob(NamedTuple):
+    """One claimed attempt, as CLAIM returns it (JSON as text, times as epoch seconds)."""
+
+    id: str
+    backend: str
+    task_path: str
+    queue: str
+    priority: int
+    run_at: float
+    args: str
+    kwargs: str
+    attempt: int
+    max_attempts: int
+    timeout: float | None
+    enqueued_at: float
+    started_at: float
+    last_attempted_at: float
+    worker_ids: list[str]
+    errors: str
+    run_after: float | None
+
+
+class Outcome(NamedTuple):
+    """
+    How one attempt ended. The first COMPLETE_FIELDS fields are COMPLETE's
+    columns, in its order: the coordinator sends them as they are.
+    """
+
+    id: str
+    attempt: int
+    # SUCCESSFUL, FAILED, READY for a retry, SKIPPED for a job the
+    # coordinator withdrew before it started (cancelled, rescued, or shutting
+    # down), or POSTPONED for one whose task does not load here: the
+    # coordinator gives the last two back with a fenced release, their
+    # attempt not spent, a POSTPONED one due at retry_at.
+    status: str
+    finished_at: float  # epoch seconds
+    retry_at: float | None  # epoch seconds, for status READY and POSTPONED
+    return_value: str | None  # JSON text
+    error: str | None  # JSON text of one errors entry; POSTPONED: why, as plain text
+    duration: float  # seconds the attempt ran
+
+
+# Outcome's fields up to `duration`: what sql.COMPLETE reads from each entry.
+COMPLETE_FIELDS = Outcome._fields.index("duration")
+
+# A finished attempt with the job it ran, as the coordinator keeps them.
+Finished = list[tuple[ClaimedJob, Outcome]]
+
+
+def complete_batch(outcomes: Sequence[Outcome]) -> str:
+    """sql.COMPLETE's `outcomes` parameter: one JSON array, an array per outcome."""
+    return json.dumps([outcome[:COMPLETE_FIELDS] for outcome in outcomes])
+
+
+def skipped(job: ClaimedJob, now: float) -> Outcome:
+    """The answer for a job withdrawn before it started."""
+    return Outcome(job.id, job.attempt, "SKIPPED", now, None, None, None, 0.0)

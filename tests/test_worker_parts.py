@@ -1,0 +1,194 @@
+"""
+The worker's policy pieces, in this process, with no worker running: what
+crosses between SQL and the worker, backoff, claim sizing, an executor's
+queue of waiting jobs, and what the jobs of a lost executor become.
+"""
+
+import re
+
+import pytest
+from django.db import connection
+
+from jobs import sql
+from jobs.worker.attempts import RetryPolicy, given_back, lost_attempts
+from jobs.worker.connection import Backoff
+from jobs.worker.executor import WaitingJobs
+from jobs.worker.executor_handle import Executor, LostWork
+from jobs.worker.pool import PREFETCH_LIMIT, ExecutorPool
+from jobs.worker.protocol import COMPLETE_FIELDS, ClaimedJob, Outcome
+
+
+def claimed(job_id: str, *, attempt: int = 1, max_attempts: int = 3) -> ClaimedJob:
+    return ClaimedJob(
+        job_id, "default", "tests.tasks.noop", "default", 0, 0.0, "[]", "{}",
+        attempt, max_attempts, None, 0.0, 0.0, 0.0, ["w"], "[]", None,
+    )  # fmt: skip
+
+
+def outcome(job: ClaimedJob) -> Outcome:
+    return Outcome(job.id, job.attempt, "SUCCESSFUL", 0.0, None, "null", None, 0.1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("statement", [sql.CLAIM, sql.CLAIM_EVERY_QUEUE])
+def test_claim_returns_the_fields_of_claimed_job_in_order(statement):
+    with connection.cursor() as cursor:
+        cursor.execute(statement, {"queues": ["default"], "limit": 0, "worker_id": "parts"})
+        names = tuple(column.name for column in cursor.description)
+    assert names == ClaimedJob._fields
+
+
+def test_complete_reads_the_leading_fields_of_outcome_in_order():
+    [columns] = re.findall(r"AS outcome\(([^)]*)\)", sql.COMPLETE)
+    names = tuple(name.strip() for name in columns.split(","))
+    assert names == Outcome._fields[:COMPLETE_FIELDS]
+
+
+def test_backoff_doubles_from_its_minimum_up_to_its_maximum_and_resets():
+    backoff = Backoff(0.5, 3.0)
+    assert not backoff.failing
+    assert [backoff.next() for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    assert backoff.failing
+    backoff.reset()
+    assert not backoff.failing and backoff.next() == 0.5
+
+
+def test_retry_delays_stay_within_half_and_all_of_the_capped_ceiling():
+    policy = RetryPolicy(base=2.0, cap=10.0)
+    for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (20, 10.0)]:
+        delays = [policy.delay(attempt) for _ in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+
+
+def pool_of(executors: int, *, threads: int = 1, prefetch: int | None = None) -> ExecutorPool:
+    """A pool whose executors are handles only: sizing reads nothing else."""
+    pool = ExecutorPool(executors, prefetch, "parts", threads=threads)
+    pool.executors = [
+        Executor(process=None, conn=None, slots=[0] * (threads + 1), threads=threads)
+        for _ in range(executors)
+    ]
+    return pool
+
+
+def test_jobs_per_executor_follows_the_prefetch_or_the_duration_of_recent_jobs():
+    assert pool_of(2, threads=4, prefetch=10).jobs_per_executor() == 10
+    assert pool_of(2, threads=4, prefetch=1).jobs_per_executor() == 4
+    adaptive = pool_of(2, threads=2)
+    assert adaptive.jobs_per_executor() == 2
+    adaptive.average_duration = 0.01
+    assert adaptive.jobs_per_executor() == 20
+    adaptive.average_duration = 0.0
+    assert adaptive.jobs_per_executor() == PREFETCH_LIMIT
+    adaptive.average_duration = 5.0
+    assert adaptive.jobs_per_executor() == 2
+
+
+def test_claim_size_waits_for_half_the_room_unless_a_thread_idles():
+    pool = pool_of(2, prefetch=4)
+    assert pool.claim_size() == 8
+    for number, executor in enumerate(pool.executors):
+        for index in range(3):
+            executor.assign(claimed(f"{number}-{index}"))
+    # Two free of eight, and every thread has a job: wait.
+    assert pool.free_slots == 2 and pool.claim_size() == 0
+    pool.executors[0].answer(("0-0", 1))
+    pool.executors[0].answer(("0-1", 1))
+    assert pool.claim_size() == 4
+    # Nothing queued behind one executor's thread: claim at once.
+    pool = pool_of(2, prefetch=4)
+    for index in range(4):
+        pool.executors[0].assign(claimed(f"0-{index}"))
+    pool.executors[1].assign(claimed("1-0"))
+    pool.executors[1].answer(("1-0", 1))
+    assert pool.claim_size() == 4
+
+
+def test_claim_size_counts_what_an_executor_may_still_run_before_it_is_replaced():
+    pool = pool_of(1, prefetch=10)
+    pool.max_tasks_per_child = 3
+    pool.executors[0].jobs_run = 2
+    assert pool.claim_size() == 1
+    pool.executors[0].retiring = True
+    assert pool.claim_size() == 0
+
+
+def test_waiting_jobs_are_taken_in_order_and_each_leaves_once():
+    running = [0, 0, 0]
+    waiting = WaitingJobs(running)
+    first, second, third = claimed("a"), claimed("b"), claimed("c")
+    waiting.add([first, second, third])
+    assert waiting.take(0) == first
+    assert running == [1, 0, 1]
+    assert waiting.withdraw(("b", 1)) == second
+    assert waiting.withdraw(("b", 1)) is None
+    assert waiting.withdraw(("a", 1)) is None
+    assert waiting.take(1) == third
+    # The last slot holds the highest number taken: every job up to it began
+    # or was withdrawn.
+    assert running == [1, 3, 3]
+    waiting.end()
+    assert waiting.take(0) is None
+
+
+def lost(*, died: bool, attempt: int = 1) -> LostWork:
+    return LostWork(
+        running=[
+            (claimed("late", attempt=attempt), 4.0),
+            (claimed("beside", attempt=attempt), 2.0),
+        ],
+        unreported=[claimed("finished", attempt=attempt)],
+        unstarted=[claimed("waiting", attempt=attempt)],
+        exitcode=-9,
+        died=died,
+        finished=[(claimed("reported"), outcome(claimed("reported")))],
+    )
+
+
+def outcomes_by_id(finished: list[tuple[ClaimedJob, Outcome]]) -> dict[str, Outcome]:
+    return {job.id: outcome for job, outcome in finished}
+
+
+def error_class(outcome: Outcome) -> str:
+    return re.search(r'"exception_class_path": "([^"]+)"', outcome.error)[1]
+
+
+def test_a_timed_out_executor_fails_its_running_jobs_and_gives_back_the_rest():
+    policy = RetryPolicy(1.0, 1.0)
+    finished, released = lost_attempts(
+        lost(died=False), worker_id="parts", retry=policy, timed_out={"late"}
+    )
+    by_id = outcomes_by_id(finished)
+    assert set(by_id) == {"reported", "late", "beside"}
+    assert error_class(by_id["late"]) == "jobs.exceptions.JobTimeout"
+    assert error_class(by_id["beside"]) == "jobs.exceptions.JobInterrupted"
+    assert by_id["late"].status == by_id["beside"].status == "READY"
+    assert by_id["late"].retry_at is not None
+    assert {job.id for job in released} == {"finished", "waiting"}
+
+
+def test_an_executor_that_died_fails_every_job_it_began_and_the_last_attempt_for_good():
+    finished, released = lost_attempts(
+        lost(died=True, attempt=3), worker_id="parts", retry=RetryPolicy(1.0, 1.0)
+    )
+    by_id = outcomes_by_id(finished)
+    assert set(by_id) == {"reported", "late", "beside", "finished"}
+    for job_id in ("late", "beside", "finished"):
+        assert error_class(by_id[job_id]) == "jobs.exceptions.ExecutorDied"
+        assert by_id[job_id].status == "FAILED"
+    assert [job.id for job in released] == ["waiting"]
+
+
+def test_a_cancelled_job_is_left_to_the_cancel_and_its_neighbours_are_interrupted():
+    finished, released = lost_attempts(
+        lost(died=False), worker_id="parts", retry=RetryPolicy(1.0, 1.0), cancelled="late"
+    )
+    by_id = outcomes_by_id(finished)
+    assert set(by_id) == {"reported", "beside"}
+    assert error_class(by_id["beside"]) == "jobs.exceptions.JobInterrupted"
+    assert {job.id for job in released} == {"finished", "waiting"}
+
+
+def test_at_shutdown_every_unanswered_job_goes_back_unspent():
+    finished, released = given_back(lost(died=False))
+    assert [job.id for job, _ in finished] == ["reported"]
+    assert {job.id for job in released} == {"late", "beside", "finished", "waiting"}
