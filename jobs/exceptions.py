@@ -1,41 +1,53 @@
 """
-Exceptions of the queue.
+Exceptions of the queue, all JobsError.
 
 The queue records the first five as a failed or cancelled attempt's exception
-class when the attempt ended without the task raising anything itself.
+class when the attempt ended without the task raising anything itself: they
+are never raised, only named in a job's errors by class_path(), and that path
+is what TaskError.exception_class imports back. Moving or renaming one would
+orphan the entries already stored.
 """
 
 import math
 
 
-class JobTimeout(Exception):
+def class_path(cls: type[BaseException]) -> str:
+    """The dotted path by which a job's errors entry names an exception class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class JobsError(Exception):
+    """Base of the queue's exceptions: `except JobsError` catches every one of them."""
+
+
+class JobTimeout(JobsError):
     """The attempt ran past its timeout; its executor process was killed."""
 
 
-class ExecutorDied(Exception):
+class ExecutorDied(JobsError):
     """The executor process running the attempt exited (a crash, os._exit, the OOM killer)."""
 
 
-class JobInterrupted(Exception):
+class JobInterrupted(JobsError):
     """
     The attempt ran in an executor with threads that was killed because
     another of its jobs timed out or was cancelled.
     """
 
 
-class WorkerLost(Exception):
+class WorkerLost(JobsError):
     """The worker running the attempt stopped heartbeating; the job was rescued."""
 
 
-class JobCancelled(Exception):
+class JobCancelled(JobsError):
     """The job was cancelled before it finished."""
 
 
-class JobStateError(Exception):
+class JobStateError(JobsError):
     """The job is not in a state that allows the operation (retry a READY job, say)."""
 
 
-class RetryJob(Exception):
+class RetryJob(JobsError):
     """
     Raised by a task to ask for another attempt, after `countdown` seconds if
     given (else the backoff's delay). Attempts are still counted: once
@@ -49,5 +61,5 @@ class RetryJob(Exception):
         self.countdown = countdown
 
 
-class DoNotRetry(Exception):
+class DoNotRetry(JobsError):
     """Raised by a task to fail the job now, whether attempts are left or not."""

@@ -1,10 +1,10 @@
 """
 The queue's numbers, read by the admin dashboard and the Prometheus endpoint.
 
-The table may hold millions of finished jobs, so no query here reads the whole
-history: live counts read the partial indexes of READY and RUNNING rows (as
-small as the backlog), and the last hour's throughput and latency read the
-finished-jobs index over a one-hour window.
+The table may hold millions of finished jobs, so none of the queries (in
+jobs/sql.py) reads the whole history: live counts read the partial indexes of
+READY and RUNNING rows (as small as the backlog), and the last hour's
+throughput and latency read the finished-jobs index over a one-hour window.
 """
 
 import hmac
@@ -14,83 +14,11 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connections
 from django.http import Http404, HttpRequest, HttpResponse
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
+from . import sql
 from .models import FINISHED_STATUSES, JobStatus
-
-# Upper bounds, in seconds, of the enqueue→start latency histogram's buckets.
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-
-LIVE_COUNTS = """
-SELECT queue, 'READY',
-       count(*) FILTER (WHERE run_at <= now()), count(*) FILTER (WHERE run_at > now())
-FROM jobs_job WHERE status = 'READY' GROUP BY queue
-UNION ALL
-SELECT queue, 'RUNNING', count(*), 0
-FROM jobs_job WHERE status = 'RUNNING' GROUP BY queue
-"""
-
-# How long the oldest due READY job of each queue has waited: one probe per
-# queue of the (queue, run_at) index of READY rows.
-OLDEST_READY = """
-SELECT q.name, extract(epoch FROM now() - oldest.run_at)::float8
-FROM unnest(%(queues)s::text[]) AS q(name)
-CROSS JOIN LATERAL (
-    SELECT run_at FROM jobs_job
-    WHERE status = 'READY' AND queue = q.name AND run_at <= now()
-    ORDER BY run_at
-    LIMIT 1
-) AS oldest
-"""
-
-# Jobs finished per queue, status and minute over the last 60 minutes (the
-# current minute included), read from the (status, finished_at) index.
-FINISHED_BY_MINUTE = """
-SELECT queue, status, date_trunc('minute', finished_at), count(*)
-FROM jobs_job
-WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
-  AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
-GROUP BY 1, 2, 3
-"""
-
-# Seconds from when a job was due (enqueued, or its run_at if later) to when a
-# worker started it, for jobs that finished in the last hour on their first
-# attempt: a retried job's run_at has moved to its retry time, so its first
-# wait can no longer be told.
-_WAITS = """
-SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
-FROM jobs_job
-WHERE status IN ('SUCCESSFUL', 'FAILED')
-  AND finished_at >= now() - interval '1 hour'
-  AND attempts = 1
-  AND started_at IS NOT NULL
-"""
-LATENCY = f"""
-WITH waits AS ({_WAITS})
-SELECT count(*), COALESCE(sum(wait), 0),
-       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY wait),
-       ARRAY[{", ".join(f"count(*) FILTER (WHERE wait <= {bound})" for bound in LATENCY_BUCKETS)}]
-FROM waits
-"""
-
-# Every job by status. READY and RUNNING rows are counted on their partial
-# indexes, finished ones on the (status, finished_at) index.
-TOTALS_BY_STATUS = """
-SELECT 'READY', count(*) FROM jobs_job WHERE status = 'READY'
-UNION ALL
-SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'
-UNION ALL
-SELECT status, count(*) FROM jobs_job
-WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') GROUP BY status
-"""
-
-WORKERS = """
-SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.last_heartbeat,
-       extract(epoch FROM now() - w.last_heartbeat)::float8,
-       (SELECT count(*) FROM jobs_job AS j
-        WHERE j.status = 'RUNNING' AND j.worker_ids[cardinality(j.worker_ids)] = w.id)
-FROM jobs_worker AS w
-ORDER BY w.started_at, w.id
-"""
+from .sql import LATENCY_BUCKETS
 
 
 @dataclass
@@ -165,35 +93,32 @@ class Snapshot:
     workers: list[WorkerStats]
 
 
-def _backend():
-    from django.tasks import task_backends
-
-    return task_backends["default"]
-
-
 def _fetch(cursor, statement: str, params: object = None) -> list[tuple]:
     cursor.execute(statement, params)
     return cursor.fetchall()
 
 
-def snapshot(using: str | None = None) -> Snapshot:
-    """Read the queue's numbers: a handful of index-bounded queries."""
-    backend = _backend()
-    dead_after = backend.config["WORKER_DEAD_AFTER"]
-    with connections[using or backend.database].cursor() as cursor:
-        live = _fetch(cursor, LIVE_COUNTS)
-        finished = _fetch(cursor, FINISHED_BY_MINUTE)
+def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) -> Snapshot:
+    """
+    Read the queue's numbers: a handful of index-bounded queries.
+
+    The backend (a TASKS alias) names the queues to show and when a worker
+    counts as dead; its database is read unless `using` names another.
+    """
+    tasks_backend = task_backends[backend]
+    dead_after = tasks_backend.config["WORKER_DEAD_AFTER"]
+    with connections[using or tasks_backend.database].cursor() as cursor:
+        live = _fetch(cursor, sql.LIVE_COUNTS)
+        finished = _fetch(cursor, sql.FINISHED_BY_MINUTE)
         names = sorted(
-            set(backend.queues or ()) | {row[0] for row in live} | {row[0] for row in finished}
+            set(tasks_backend.queues or ())
+            | {row[0] for row in live}
+            | {row[0] for row in finished}
         )
-        oldest = dict(_fetch(cursor, OLDEST_READY, {"queues": names}))
-        latency_row = _fetch(cursor, LATENCY)[0]
-        bounds = _fetch(
-            cursor,
-            "SELECT date_trunc('minute', now()) - interval '59 minutes' + m * interval '1 minute'"
-            " FROM generate_series(0, 59) AS m",
-        )
-        workers = _fetch(cursor, WORKERS)
+        oldest = dict(_fetch(cursor, sql.OLDEST_READY, {"queues": names}))
+        latency_row = _fetch(cursor, sql.LATENCY)[0]
+        bounds = _fetch(cursor, sql.MINUTES_OF_LAST_HOUR)
+        workers = _fetch(cursor, sql.WORKERS)
 
     queues = {name: QueueStats(name, oldest_ready_age=oldest.get(name)) for name in names}
     for name, status, due_or_count, scheduled in live:
@@ -227,10 +152,12 @@ def snapshot(using: str | None = None) -> Snapshot:
     )
 
 
-def totals_by_status(using: str | None = None) -> dict[str, int]:
+def totals_by_status(
+    using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> dict[str, int]:
     """Every job in the table by status, finished history included."""
-    with connections[using or _backend().database].cursor() as cursor:
-        counts = dict(_fetch(cursor, TOTALS_BY_STATUS))
+    with connections[using or task_backends[backend].database].cursor() as cursor:
+        counts = dict(_fetch(cursor, sql.TOTALS_BY_STATUS))
     return {status: counts.get(status, 0) for status in JobStatus.values}
 
 

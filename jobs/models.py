@@ -5,15 +5,18 @@ The worker reads and writes them with the hand-written SQL of jobs/sql.py; the
 models are for migrations, the admin and everything that is not the hot path.
 """
 
+from datetime import datetime
+from itertools import islice
+
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
-from django.db import connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.utils import timezone
 
 from .scheduler.timing import Timing
 from .scheduler.validation import schedule_errors
-from .sql import SCHEDULES_CHANNEL
+from .sql import NOTIFY_SCHEDULERS
 
 
 class JobStatus(models.TextChoices):
@@ -80,20 +83,20 @@ class Job(models.Model):
                 "run_at",
                 "id",
                 name="jobs_job_claim_idx",
-                condition=models.Q(status="READY"),
+                condition=models.Q(status=JobStatus.READY),
             ),
             # When the next scheduled job of a queue is due.
             models.Index(
                 "queue",
                 "run_at",
                 name="jobs_job_next_due_idx",
-                condition=models.Q(status="READY"),
+                condition=models.Q(status=JobStatus.READY),
             ),
             # Rescue and shutdown look at the RUNNING jobs of one worker.
             models.Index(
                 "id",
                 name="jobs_job_running_idx",
-                condition=models.Q(status="RUNNING"),
+                condition=models.Q(status=JobStatus.RUNNING),
             ),
             # Retention and the admin's time filters on finished jobs.
             models.Index(
@@ -297,6 +300,17 @@ class Schedule(models.Model):
         """The schedule's Timing; TimingError if it is invalid."""
         return Timing(cron=self.cron, interval=self.interval, time_zone=self.time_zone)
 
+    def next_runs(self, count: int) -> list[datetime]:
+        """
+        The next `count` runs, from next_run_at on, as the admin and `manage.py
+        schedules` list them: none while the schedule is disabled or never due
+        again. TimingError if its timing is invalid.
+        """
+        first = self.next_run_at
+        if not self.enabled or first is None or count < 1:
+            return []
+        return [first, *islice(self.timing().ticks_after(first, first), count - 1)]
+
     def clean(self) -> None:
         """Refuse what the scheduler could not run, each problem under its field."""
         errors = schedule_errors(self)
@@ -309,5 +323,5 @@ class Schedule(models.Model):
 
 def notify_schedulers(using: str | None) -> None:
     """Wake every runscheduler when this transaction commits (NOTIFY is transactional)."""
-    with connections[using or "default"].cursor() as cursor:
-        cursor.execute("SELECT pg_notify(%s, '')", [SCHEDULES_CHANNEL])
+    with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(NOTIFY_SCHEDULERS)

@@ -10,13 +10,12 @@ project's admin templates as they are).
 """
 
 from datetime import datetime, timedelta
-from itertools import islice
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
-from django.tasks import task_backends
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTask
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -155,14 +154,11 @@ def _schedules(request: HttpRequest) -> list[dict]:
     for schedule in Schedule.objects.order_by("name"):
         next_runs: list[datetime] = []
         try:
-            timing = schedule.timing()
-            when = timing.describe()
+            when = schedule.timing().describe()
         except TimingError as error:
             when = f"Invalid: {error}"
         else:
-            if schedule.enabled and schedule.next_run_at:
-                upcoming = timing.ticks_after(schedule.next_run_at, schedule.next_run_at)
-                next_runs = [schedule.next_run_at, *islice(upcoming, NEXT_RUNS - 1)]
+            next_runs = schedule.next_runs(NEXT_RUNS)
         job = _tick_job(schedule)
         rows.append(
             {
@@ -189,7 +185,7 @@ def run_schedule_now(
     if not request.user.has_perm("jobs.run_job_now"):
         raise PermissionDenied
     schedule = get_object_or_404(Schedule, pk=schedule_id)
-    backend = task_backends["default"]
+    backend = task_backends[DEFAULT_TASK_BACKEND_ALIAS]
     try:
         task = backend.load_task(schedule.task_path).using(
             queue_name=schedule.queue, priority=schedule.priority

@@ -9,9 +9,8 @@ offer choices without scanning the table.
 
 import json
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -22,6 +21,7 @@ from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -31,7 +31,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from .. import operations
+from .. import operations, sql
 from ..backend import current_task_path
 from ..exceptions import JobStateError
 from ..models import Job, JobStatus, Worker
@@ -41,6 +41,21 @@ from .ids import task_id_range, uuid7_floor
 
 # Above this many rows the list shows an estimate rather than counting.
 EXACT_COUNT_LIMIT = 10_000
+
+
+class Operation(Protocol):
+    """One of jobs.operations on one job, through the backend (a TASKS alias) of its row."""
+
+    def __call__(self, job_id: str, *, backend: str) -> object: ...
+
+
+def _backend_alias(job_backend: str) -> str:
+    """
+    The TASKS alias to operate on a job through: the one its row was enqueued
+    with, or the default when the settings no longer have that alias (a row
+    outlives a renamed backend).
+    """
+    return job_backend if job_backend in task_backends.settings else DEFAULT_TASK_BACKEND_ALIAS
 
 
 class EstimatedCountPaginator(Paginator):
@@ -65,9 +80,9 @@ class EstimatedCountPaginator(Paginator):
 
 
 def _planner_estimate(queryset: QuerySet) -> int:
-    sql, params = queryset.order_by().values("pk").query.sql_with_params()
+    query, params = queryset.order_by().values("pk").query.sql_with_params()
     with connections[queryset.db].cursor() as cursor:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        cursor.execute(sql.PLAN.format(query=query), params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
         plan = json.loads(plan)
@@ -103,9 +118,7 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        from django.tasks import task_backends
-
-        queues = set(task_backends["default"].queues or ())
+        queues = set(task_backends[DEFAULT_TASK_BACKEND_ALIAS].queues or ())
         if self.value():
             queues.add(self.value())
         return [(queue, queue) for queue in sorted(queues)]
@@ -123,11 +136,7 @@ class TaskFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
         with connections[Job.objects.db].cursor() as cursor:
-            cursor.execute(
-                "SELECT DISTINCT task_path FROM"
-                " (SELECT task_path FROM jobs_job ORDER BY id DESC LIMIT %s) AS recent",
-                [self.sample_size],
-            )
+            cursor.execute(sql.RECENT_TASK_PATHS, [self.sample_size])
             tasks = {task_path for (task_path,) in cursor.fetchall()}
         if self.value():
             tasks.add(self.value())
@@ -350,15 +359,16 @@ class JobAdmin(admin.ModelAdmin):
         self,
         request: HttpRequest,
         queryset: QuerySet,
-        operation: Callable[[str], Any],
+        operation: Operation,
         done: str,
     ) -> None:
         """Run the operation job by job, log each change, and tell the operator."""
         changed: list[uuid.UUID] = []
         skipped = 0
-        for job_id in queryset.order_by().values_list("id", flat=True).iterator(chunk_size=2000):
+        rows = queryset.order_by().values_list("id", "backend").iterator(chunk_size=2000)
+        for job_id, job_backend in rows:
             try:
-                operation(str(job_id))
+                operation(str(job_id), backend=_backend_alias(job_backend))
             except (JobStateError, Job.DoesNotExist):
                 skipped += 1
             else:
@@ -390,8 +400,8 @@ class JobAdmin(admin.ModelAdmin):
         self._apply(request, queryset.filter(status=JobStatus.READY), operations.run_now, "Run now")
 
     @staticmethod
-    def _cancel(job_id: str) -> None:
-        operations.cancel(job_id, reason="Cancelled from the admin")
+    def _cancel(job_id: str, *, backend: str) -> None:
+        operations.cancel(job_id, reason="Cancelled from the admin", backend=backend)
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         """Refuse with 403, not a quiet redirect, an action this user may not run."""
@@ -465,7 +475,7 @@ class JobAdmin(admin.ModelAdmin):
         return dashboard.run_schedule_now(self, request, schedule_id)
 
     @staticmethod
-    def _operations() -> dict[str, tuple[str, Callable[[str], Any], str]]:
+    def _operations() -> dict[str, tuple[str, Operation, str]]:
         return {
             "retry": ("retry", operations.retry, "Retried"),
             "cancel": ("cancel", JobAdmin._cancel, "Cancelled"),
@@ -481,7 +491,7 @@ class JobAdmin(admin.ModelAdmin):
             raise PermissionDenied
         job = get_object_or_404(Job, pk=object_id)
         try:
-            operation(str(job.pk))
+            operation(str(job.pk), backend=_backend_alias(job.backend))
         except JobStateError as error:
             self.message_user(request, str(error), messages.ERROR)
         else:
@@ -519,11 +529,7 @@ class WorkerAdmin(admin.ModelAdmin):
     ordering = ("started_at",)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        running = RawSQL(
-            "SELECT count(*) FROM jobs_job WHERE status = 'RUNNING'"
-            " AND worker_ids[cardinality(worker_ids)] = jobs_worker.id",
-            (),
-        )
+        running = RawSQL(sql.RUNNING_JOBS_OF_WORKER, ())
         return super().get_queryset(request).annotate(running=running)
 
     @admin.display(description="jobs in flight")

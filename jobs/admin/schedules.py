@@ -73,17 +73,12 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.display(description=f"next {NEXT_RUNS} runs")
     def next_runs(self, schedule: Schedule):
-        if not schedule.pk or not schedule.enabled or schedule.next_run_at is None:
-            return "-"
         try:
-            timing = schedule.timing()
+            runs = schedule.next_runs(NEXT_RUNS)
         except TimingError:
             return "-"
-        runs = [schedule.next_run_at]
-        for tick in timing.ticks_after(schedule.next_run_at, schedule.next_run_at):
-            if len(runs) == NEXT_RUNS:
-                break
-            runs.append(tick)
+        if not runs:
+            return "-"
         return format_html_join(
             "", "<div>{}</div>", ((_local(run, schedule.time_zone),) for run in runs)
         )

@@ -24,9 +24,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import connections, transaction
-from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task_backends
 from django.tasks.exceptions import InvalidTask
 
+from .. import sql
 from ..models import Schedule
 
 # What a declaration may say, and the model field each key sets.
@@ -44,10 +45,6 @@ KEYS = {
     "catch_up_window": "catch_up_window",
 }
 FIELD_KEYS = {model_field: key for key, model_field in KEYS.items()}
-
-# pg_advisory_xact_lock key of the sync: schedulers that start together sync
-# one after the other, never half each.
-SYNC_LOCK = 0x6A6F6273  # "jobs"
 
 
 @dataclass
@@ -91,7 +88,7 @@ def sync_declared(using: str = "default") -> SyncReport:
     report = SyncReport()
     with transaction.atomic(using=using):
         with connections[using].cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK])
+            cursor.execute(sql.LOCK_SCHEDULE_SYNC)
         existing = {schedule.name: schedule for schedule in Schedule.objects.using(using)}
         for name, fields in declared.items():
             schedule = existing.get(name)
@@ -177,5 +174,5 @@ def _task_defaults(task_path: str) -> dict[str, Any]:
     try:
         task = task_backends[DEFAULT_TASK_BACKEND_ALIAS].load_task(task_path)
     except InvalidTask:
-        return {"queue": "default", "priority": 0}
+        return {"queue": DEFAULT_TASK_QUEUE_NAME, "priority": 0}
     return {"queue": task.queue_name, "priority": task.priority}

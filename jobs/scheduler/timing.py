@@ -22,11 +22,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from ..exceptions import JobsError
+
 # How far back latest_at_or_before() looks for a cron tick, at most.
 LOOKBACK_LIMIT = timedelta(days=400)
 
 
-class TimingError(ValueError):
+class TimingError(JobsError, ValueError):
     """A cron expression, interval or time zone that cannot make ticks."""
 
 

@@ -77,13 +77,8 @@ class Command(BaseCommand):
         if first is None:
             self.stdout.write("  next      never")
             return
-        upcoming = [first]
-        for tick in timing.ticks_after(first, first):
-            if len(upcoming) == runs:
-                break
-            upcoming.append(tick)
         label = "next" if first > now else "next (due)"
-        for tick in upcoming:
+        for tick in schedule.next_runs(runs):
             self.stdout.write(f"  {label:<9} {self._at(tick, schedule.time_zone)}")
             label = ""
 
