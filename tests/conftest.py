@@ -74,14 +74,15 @@ def fetch_value(sql: str, params: object = None):
     return rows[0][0] if rows else None
 
 
-class WorkerProcess:
-    """One `runworker` subprocess, its output kept in a log file."""
+class ManageProcess:
+    """One `manage.py` command as a subprocess, its output kept in a log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: list[str]) -> None:
+    def __init__(self, command: str, env: dict[str, str], log_path: Path, args: list[str]) -> None:
+        self.command = command
         self.log_path = log_path
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "runworker", *args],
+            [sys.executable, "manage.py", command, *args],
             cwd=BASE_DIR,
             env=env,
             stdout=self.log,
@@ -95,16 +96,10 @@ class WorkerProcess:
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_registered(self, timeout: float = 30.0) -> str:
-        """Wait until the worker has its jobs_worker row; return the worker id."""
-
-        def registered():
-            """the worker registered in jobs_worker"""
-            if self.process.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.output()}")
-            return fetch_value("SELECT id FROM jobs_worker WHERE pid = %s", [self.pid])
-
-        return wait_until(registered, timeout)
+    def check_running(self) -> None:
+        """Fail with the output if the command exited: a wait for it would only time out."""
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.command} exited early:\n{self.output()}")
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
@@ -115,10 +110,34 @@ class WorkerProcess:
         finally:
             self.log.close()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as a deploy stops the command; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL if it still runs, so that no process outlives its test."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
         self.wait()
+
+
+class WorkerProcess(ManageProcess):
+    """One `runworker` subprocess."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, args: list[str]) -> None:
+        super().__init__("runworker", env, log_path, args)
+
+    def wait_registered(self, timeout: float = 30.0) -> str:
+        """Wait until the worker has its jobs_worker row; return the worker id."""
+
+        def registered():
+            """the worker registered in jobs_worker"""
+            self.check_running()
+            return fetch_value("SELECT id FROM jobs_worker WHERE pid = %s", [self.pid])
+
+        return wait_until(registered, timeout)
 
 
 @pytest.fixture
@@ -165,7 +184,7 @@ def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]
 
     yield start
     for worker in workers:
-        worker.stop()
+        worker.kill()
     connection.close()
 
 

@@ -12,9 +12,9 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
-from jobs.models import Job, JobStatus, Schedule
+from jobs.models import JobStatus, Schedule
 from tests import tasks
-from tests.conftest import BASE_DIR, wait_until
+from tests.conftest import BASE_DIR, job_status, wait_for_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = BASE_DIR / "docs" / "screenshots"
@@ -44,10 +44,6 @@ def page(monkeypatch, live_server) -> Iterator:
         browser.close()
 
 
-def job_status(job_id: str) -> str:
-    return Job.objects.values_list("status", flat=True).get(id=job_id)
-
-
 def screenshot(page, name: str, full_page: bool = False) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page)
@@ -64,8 +60,9 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     broken = tasks.record_run.using(max_attempts=1).enqueue("browser")
     done = [tasks.add.enqueue(n, n) for n in range(6)]
     worker = start_worker("--concurrency", "2")
-    wait_until(lambda: job_status(broken.id) == JobStatus.FAILED)
-    wait_until(lambda: all(job_status(r.id) == JobStatus.SUCCESSFUL for r in done))
+    wait_for_status(broken.id, (JobStatus.FAILED,))
+    for result in done:
+        wait_for_status(result.id, (JobStatus.SUCCESSFUL,))
     request.getfixturevalue("ledger")  # now the table exists: a retry can succeed
     waiting = tasks.noop.using(countdown=3600).enqueue()
     Schedule.objects.create(name="signup-report", task_path="tests.tasks.noop", cron="0 18 * * 1-5")
@@ -88,7 +85,7 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
 
     page.click("#job-retry")
     expect(page.locator(".messagelist")).to_contain_text("Retried")
-    wait_until(lambda: job_status(broken.id) == JobStatus.SUCCESSFUL)
+    wait_for_status(broken.id, (JobStatus.SUCCESSFUL,))
     page.reload()
     expect(page.locator(".field-status_label .jobs-status")).to_have_text("SUCCESSFUL")
     expect(page.locator(".field-return_value_json pre")).to_have_text("2")

@@ -39,7 +39,7 @@ def test_a_worker_started_before_the_database_starts_working_once_it_answers(wor
         worker.signal(signal.SIGTERM)
         assert worker.wait() == 0
     finally:
-        worker.stop()
+        worker.kill()
         proxy.close()
 
 
@@ -55,4 +55,4 @@ def test_a_worker_waiting_for_the_database_stops_at_once_on_sigterm(worker_env, 
         assert worker.wait(timeout=10) == 0
         assert "stopped before the database answered" in worker.output()
     finally:
-        worker.stop()
+        worker.kill()

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs.backend import PostgresBackend
 from jobs.models import Job
-from tests.conftest import database_url_for_subprocesses, fetch_value
+from tests.conftest import database_url_for_subprocesses, job_status
 from tests.tasks import add, async_add, noop, patient, sleep_for
 
 pytestmark = pytest.mark.django_db
@@ -208,4 +208,4 @@ def test_enqueue_inside_atomic_is_on_the_callers_connection():
     with transaction.atomic():
         result = add.enqueue(1, 2)
         # Visible inside the transaction that enqueued it, since it is the same connection.
-        assert fetch_value("SELECT status FROM jobs_job WHERE id = %s", [result.id]) == "READY"
+        assert job_status(result.id) == "READY"

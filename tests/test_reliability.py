@@ -16,7 +16,7 @@ from django.utils import timezone
 from jobs import operations, results
 from jobs.models import Job
 from jobs.worker.coordinator import REPEATED_SIGNAL_WINDOW
-from tests.conftest import fetch, fetch_value, wait_until
+from tests.conftest import fetch, fetch_value, wait_for_status, wait_until
 from tests.tasks import (
     add,
     always_fails,
@@ -53,18 +53,10 @@ def job(job_id: str) -> Job:
     return Job.objects.get(id=job_id)
 
 
-def status_is(job_id: str, *statuses: str):
-    def check():
-        """the job reached the expected status"""
-        return Job.objects.filter(id=job_id, status__in=statuses).exists()
-
-    return check
-
-
 def test_kill_9_of_a_worker_mid_job_is_rescued_and_run_once(start_worker, fast_env, ledger):
     result = slow_on_first_attempt.enqueue(30)
     first = start_worker("--concurrency", "1", env=fast_env)
-    wait_until(status_is(result.id, "RUNNING"))
+    wait_for_status(result.id, ("RUNNING",))
     executors = executors_of(first.pid)
     assert len(executors) == 1
     killed_at = time.monotonic()
@@ -74,7 +66,7 @@ def test_kill_9_of_a_worker_mid_job_is_rescued_and_run_once(start_worker, fast_e
     wait_until(lambda: all(gone(p) for p in executors))
 
     start_worker("--concurrency", "1", env=fast_env)
-    wait_until(status_is(result.id, "SUCCESSFUL"), timeout=30)
+    wait_for_status(result.id, ("SUCCESSFUL",), timeout=30)
     rescued_in = time.monotonic() - killed_at
     row = job(result.id)
     assert row.attempts == 2
@@ -87,11 +79,11 @@ def test_kill_9_of_a_worker_mid_job_is_rescued_and_run_once(start_worker, fast_e
 def test_a_frozen_worker_that_wakes_cannot_overwrite_the_rerun(start_worker, fast_env, ledger):
     result = slow_on_first_attempt.enqueue(3)
     frozen = start_worker("--concurrency", "1", env=fast_env)
-    wait_until(status_is(result.id, "RUNNING"))
+    wait_for_status(result.id, ("RUNNING",))
     frozen.signal(signal.SIGSTOP)
     try:
         start_worker("--concurrency", "1", env=fast_env)
-        wait_until(status_is(result.id, "SUCCESSFUL"), timeout=30)
+        wait_for_status(result.id, ("SUCCESSFUL",), timeout=30)
         # The frozen worker's executor finishes attempt 1 meanwhile (its outcome
         # waits in the pipe of the frozen coordinator).
         wait_until(lambda: fetch_value("SELECT runs FROM test_ledger") == 2, timeout=10)
@@ -216,7 +208,7 @@ def test_a_task_that_always_raises_runs_max_attempts_with_growing_gaps(
 ):
     result = always_fails.enqueue()
     start_worker("--concurrency", "1", env=fast_env)
-    wait_until(status_is(result.id, "FAILED"), timeout=30)
+    wait_for_status(result.id, ("FAILED",), timeout=30)
     row = job(result.id)
     assert row.attempts == 4
     assert fetch_value("SELECT runs FROM test_ledger") == 4
@@ -230,7 +222,7 @@ def test_a_task_that_always_raises_runs_max_attempts_with_growing_gaps(
 def test_a_task_past_its_timeout_is_killed_on_time_and_retried(start_worker, fast_env):
     result = sleeps_past_timeout.enqueue()
     start_worker("--concurrency", "1", env=fast_env)
-    wait_until(status_is(result.id, "FAILED"), timeout=30)
+    wait_for_status(result.id, ("FAILED",), timeout=30)
     row = job(result.id)
     assert row.attempts == 2
     assert [e["exception_class_path"] for e in row.errors] == ["jobs.exceptions.JobTimeout"] * 2
@@ -242,7 +234,7 @@ def test_an_executor_that_dies_fails_only_its_own_job(start_worker):
     doomed = exits_the_process.enqueue()
     fine = [r.id for r in add.enqueue_many([((1, 2), {})] * 5)]
     start_worker("--concurrency", "1", "--prefetch", "6")
-    wait_until(status_is(doomed.id, "FAILED"))
+    wait_for_status(doomed.id, ("FAILED",))
     wait_until(lambda: Job.objects.filter(id__in=fine, status="SUCCESSFUL").count() == 5)
     assert "exit code 3" in job(doomed.id).errors[0]["message"]
 
@@ -260,7 +252,7 @@ def test_a_job_that_kills_its_executor_after_a_run_of_short_ones_is_the_one_that
     short = [r.id for r in record_run.enqueue_many([(("short",), {})] * 200)]
     doomed = exits_the_process.enqueue()
     start_worker("--concurrency", "1", "--prefetch", "250")
-    wait_until(status_is(doomed.id, "FAILED"))
+    wait_for_status(doomed.id, ("FAILED",))
     wait_until(lambda: Job.objects.filter(id__in=short, status="SUCCESSFUL").count() == 200)
     row = job(doomed.id)
     assert row.attempts == 1
@@ -278,7 +270,7 @@ def test_the_outcome_connection_lost_mid_run_pauses_claims_and_loses_nothing(sta
     wait_until(lambda: Job.objects.filter(id__in=ids, status="SUCCESSFUL").exists())
     terminated = fetch_value(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE application_name LIKE 'jobs worker % outcomes'"
+        "WHERE datname = current_database() AND application_name LIKE 'jobs worker % outcomes'"
     )
     assert terminated == 1
     wait_until(
@@ -297,7 +289,7 @@ def test_cancel_before_start_never_runs(start_worker, ledger):
     operations.cancel(result.id)
     after = noop.enqueue()
     start_worker("--concurrency", "1")
-    wait_until(status_is(after.id, "SUCCESSFUL"))
+    wait_for_status(after.id, ("SUCCESSFUL",))
     assert job(result.id).status == "CANCELLED"
     assert fetch_value("SELECT count(*) FROM test_ledger") == 0
 
@@ -310,7 +302,7 @@ def test_cancel_while_running_stops_the_executor(start_worker, started, ledger):
     assert operations.cancel(result.id) == "RUNNING"
     wait_until(lambda: gone(executor), timeout=10)
     after = noop.enqueue()
-    wait_until(status_is(after.id, "SUCCESSFUL"))
+    wait_for_status(after.id, ("SUCCESSFUL",))
     assert job(result.id).status == "CANCELLED"
     assert fetch_value("SELECT count(*) FROM test_ledger") == 0
 

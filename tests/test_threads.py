@@ -4,20 +4,15 @@ import pytest
 
 from jobs import operations
 from jobs.models import Job
-from tests.conftest import fetch, fetch_value, wait_until
+from tests.conftest import fetch, fetch_value, wait_for_status, wait_until
 from tests.tasks import add, calls_sys_exit, rendezvous, sleep_for, slow_on_first_attempt, times_out
-
-
-def statuses(*ids: str) -> list[str]:
-    order = {job_id: index for index, job_id in enumerate(ids)}
-    rows = Job.objects.filter(id__in=ids).values_list("id", "status")
-    return [status for _, status in sorted(rows, key=lambda row: order[str(row[0])])]
 
 
 def test_eight_threads_run_eight_jobs_at_once_in_one_process(start_worker, ledger):
     ids = [r.id for r in rendezvous.enqueue_many([((8,), {})] * 8)]
     start_worker("--concurrency", "1", "--threads", "8")
-    wait_until(lambda: set(statuses(*ids)) == {"SUCCESSFUL"}, timeout=30)
+    for job_id in ids:
+        wait_for_status(job_id, ("SUCCESSFUL",))
     pids = {job.return_value for job in Job.objects.filter(id__in=ids)}
     assert len(pids) == 1
     assert fetch_value("SELECT sum(runs) FROM test_ledger") == 8
@@ -30,14 +25,15 @@ def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(
     neighbour = slow_on_first_attempt.enqueue(30)
     culprit = times_out.enqueue() if stop == "timeout" else sleep_for.enqueue(30)
     start_worker("--concurrency", "1", "--threads", "2")
-    wait_until(lambda: statuses(neighbour.id, culprit.id) == ["RUNNING", "RUNNING"])
+    wait_for_status(neighbour.id, ("RUNNING",))
+    wait_for_status(culprit.id, ("RUNNING",))
     wait_until(started(neighbour.id))
     if stop == "cancel":
         wait_until(started(culprit.id))
     if stop == "cancel":
         assert operations.cancel(culprit.id) == "RUNNING"
 
-    wait_until(lambda: statuses(neighbour.id) == ["SUCCESSFUL"], timeout=30)
+    wait_for_status(neighbour.id, ("SUCCESSFUL",))
     culprit_row = Job.objects.get(id=culprit.id)
     assert culprit_row.status == ("FAILED" if stop == "timeout" else "CANCELLED")
     expected = "JobTimeout" if stop == "timeout" else "JobCancelled"
@@ -54,9 +50,9 @@ def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(
 def test_sys_exit_in_a_thread_fails_its_attempt_and_the_executor_goes_on(start_worker):
     exited = calls_sys_exit.enqueue()
     worker = start_worker("--concurrency", "1", "--threads", "2")
-    wait_until(lambda: statuses(exited.id) == ["FAILED"])
+    wait_for_status(exited.id, ("FAILED",))
     [error] = Job.objects.get(id=exited.id).errors
     assert error["exception_class_path"] == "builtins.SystemExit"
     after = add.enqueue(1, 2)
-    wait_until(lambda: statuses(after.id) == ["SUCCESSFUL"])
+    wait_for_status(after.id, ("SUCCESSFUL",))
     assert "executor process died" not in worker.output()

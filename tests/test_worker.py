@@ -14,21 +14,8 @@ from django.tasks import TaskResultStatus, default_task_backend
 from django.utils import timezone
 
 from jobs.models import Job
-from tests.conftest import BASE_DIR, fetch, fetch_value, wait_until
+from tests.conftest import BASE_DIR, fetch, fetch_value, wait_for_status, wait_until
 from tests.tasks import add, async_add, fail, fails_twice, noop, record_run, sleep_for
-
-
-def job_status(job_id: str) -> str:
-    return fetch_value("SELECT status FROM jobs_job WHERE id = %s", [job_id])
-
-
-def wait_finished(job_id: str, timeout: float = 30.0) -> str:
-    def finished():
-        """the job reached a final status"""
-        status = job_status(job_id)
-        return status if status in ("SUCCESSFUL", "FAILED", "CANCELLED") else None
-
-    return wait_until(finished, timeout)
 
 
 def test_committed_job_runs_and_its_status_goes_ready_running_successful(start_worker):
@@ -36,16 +23,12 @@ def test_committed_job_runs_and_its_status_goes_ready_running_successful(start_w
     assert default_task_backend.get_result(result.id).status == TaskResultStatus.READY
     start_worker("--concurrency", "1")
 
-    def running():
-        """the job is RUNNING"""
-        return job_status(result.id) == "RUNNING"
-
-    wait_until(running)
+    wait_for_status(result.id, ("RUNNING",))
     fetched = default_task_backend.get_result(result.id)
     assert fetched.status == TaskResultStatus.RUNNING
     assert fetched.attempts == 1 and fetched.started_at is not None
 
-    assert wait_finished(result.id) == "SUCCESSFUL"
+    assert wait_for_status(result.id) == "SUCCESSFUL"
     fetched = sleep_for.get_result(result.id)
     assert fetched.status == TaskResultStatus.SUCCESSFUL
     assert fetched.return_value == 0.5
@@ -56,7 +39,7 @@ def test_committed_job_runs_and_its_status_goes_ready_running_successful(start_w
 def test_failed_job_keeps_its_traceback(start_worker):
     result = fail.enqueue("the printer is on fire")
     start_worker("--concurrency", "1")
-    assert wait_finished(result.id) == "FAILED"
+    assert wait_for_status(result.id) == "FAILED"
     fetched = default_task_backend.get_result(result.id)
     assert fetched.status == TaskResultStatus.FAILED
     [error] = fetched.errors
@@ -74,7 +57,7 @@ def test_rolled_back_enqueue_never_runs_and_committed_one_does(start_worker, led
     with transaction.atomic():
         committed = record_run.enqueue("committed")
     start_worker("--concurrency", "1")
-    assert wait_finished(committed.id) == "SUCCESSFUL"
+    assert wait_for_status(committed.id) == "SUCCESSFUL"
     assert fetch("SELECT job_id::text FROM test_ledger") == [(committed.id,)]
     assert not Job.objects.filter(id=rolled_back.id).exists()
 
@@ -83,8 +66,8 @@ def test_async_task_and_context_attempt(start_worker):
     async_result = async_add.enqueue(20, 22)
     context_result = record_run.enqueue("context")
     start_worker("--concurrency", "1")
-    assert wait_finished(async_result.id) == "SUCCESSFUL"
-    assert wait_finished(context_result.id) == "SUCCESSFUL"
+    assert wait_for_status(async_result.id) == "SUCCESSFUL"
+    assert wait_for_status(context_result.id) == "SUCCESSFUL"
     assert async_add.get_result(async_result.id).return_value == 42
     # record_run returns context.attempt.
     assert record_run.get_result(context_result.id).return_value == 1
@@ -99,8 +82,8 @@ def test_a_job_whose_task_did_not_load_for_longer_than_the_grace_fails_clearly(s
     )
     after = add.enqueue(1, 1)
     worker = start_worker("--concurrency", "1")
-    assert wait_finished(orphan.id) == "FAILED"
-    assert wait_finished(after.id) == "SUCCESSFUL"
+    assert wait_for_status(orphan.id) == "FAILED"
+    assert wait_for_status(after.id) == "SUCCESSFUL"
     job = Job.objects.get(id=orphan.id)
     assert job.attempts == 1
     assert "does not import" in job.errors[0]["message"]
@@ -112,7 +95,7 @@ def test_countdown_job_starts_after_run_after_and_soon_after(start_worker):
     start_worker("--concurrency", "1")
     enqueued = timezone.now()
     result = add.using(countdown=2).enqueue(1, 2)
-    assert wait_finished(result.id, timeout=10) == "SUCCESSFUL"
+    assert wait_for_status(result.id, timeout=10) == "SUCCESSFUL"
     job = Job.objects.get(id=result.id)
     assert job.started_at >= job.run_at >= enqueued + timedelta(seconds=2)
     late = (job.started_at - job.run_at).total_seconds()
@@ -161,7 +144,7 @@ def test_idle_worker_picks_a_job_up_within_milliseconds(start_worker):
     latencies = []
     for _ in range(20):
         result = noop.enqueue()
-        wait_finished(result.id)
+        wait_for_status(result.id)
         job = Job.objects.get(id=result.id)
         latencies.append((job.started_at - job.enqueued_at).total_seconds() * 1000)
     latencies.sort()
@@ -186,7 +169,7 @@ def test_runworker_rejects_a_queue_that_is_not_configured(worker_env):
 def test_worker_logs_a_summary_at_start_and_one_line_per_job(start_worker):
     result = add.enqueue(1, 2)
     worker = start_worker("--concurrency", "1", "--queues", "default")
-    wait_finished(result.id)
+    wait_for_status(result.id)
 
     def logged():
         """the job's line is in the log"""
@@ -211,7 +194,7 @@ def test_verbosity_sets_the_log_level_and_jobs_log_level_overrides_it(
         env["JOBS_LOG_LEVEL"] = env_level
     result = add.enqueue(1, 2)
     worker = start_worker("--concurrency", "1", "-v", verbosity, env=env)
-    wait_finished(result.id)
+    wait_for_status(result.id)
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     output = worker.output()
@@ -227,7 +210,7 @@ def test_a_retried_attempt_logs_the_delay_to_its_retry_and_only_the_last_logs_fa
     env = {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings", "DJANGO_DEBUG": "1"}
     result = fails_twice.enqueue()
     worker = start_worker("--concurrency", "1", env=env)
-    assert wait_finished(result.id) == "FAILED"
+    assert wait_for_status(result.id) == "FAILED"
     path = "tests.tasks.fails_twice"
 
     def both_logged():
