@@ -10,6 +10,8 @@ import pytest
 from django.db import connection
 
 from jobs import sql
+from jobs.models import JobStatus
+from jobs.worker import protocol
 from jobs.worker.attempts import RetryPolicy, given_back, lost_attempts
 from jobs.worker.connection import Backoff
 from jobs.worker.executor import WaitingJobs
@@ -192,3 +194,8 @@ def test_at_shutdown_every_unanswered_job_goes_back_unspent():
     finished, released = given_back(lost(died=False))
     assert [job.id for job, _ in finished] == ["reported"]
     assert {job.id for job in released} == {"late", "beside", "finished", "waiting"}
+
+
+def test_the_outcome_statuses_that_complete_writes_are_job_statuses():
+    assert {protocol.SUCCESSFUL, protocol.FAILED, protocol.READY} <= set(JobStatus.values)
+    assert not {protocol.SKIPPED, protocol.POSTPONED} & set(JobStatus.values)

@@ -27,7 +27,7 @@ from .. import sql
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
 from ..worker.job_runner import JobRunner
-from ..worker.protocol import ClaimedJob, Outcome, complete_batch
+from ..worker.protocol import POSTPONED, ClaimedJob, Outcome, complete_batch
 
 # Jobs claimed at once; a round claims this many at most.
 BATCH_SIZE = 100
@@ -156,8 +156,8 @@ def _complete(connection: BaseDatabaseWrapper, outcomes: list[Outcome]) -> None:
     its completer (QueueDatabase.complete); a job whose task does not load
     (POSTPONED) goes back to READY with RELEASE, its attempt not spent.
     """
-    postponed = [outcome for outcome in outcomes if outcome.status == "POSTPONED"]
-    finished = [outcome for outcome in outcomes if outcome.status != "POSTPONED"]
+    postponed = [outcome for outcome in outcomes if outcome.status == POSTPONED]
+    finished = [outcome for outcome in outcomes if outcome.status != POSTPONED]
     with connection.cursor() as cursor:
         if finished:
             cursor.execute(sql.COMPLETE, {"outcomes": complete_batch(finished)})

@@ -26,7 +26,7 @@ from ..exceptions import (
 from ..jsonb import storable_text
 from .connection import first_line
 from .executor_handle import LostWork
-from .protocol import ClaimedJob, Finished, Outcome
+from .protocol import FAILED, POSTPONED, READY, ClaimedJob, Finished, Outcome
 
 # A job whose task does not load here waits a tenth of the time it has waited
 # so far, within these bounds (seconds), for a worker that can load it.
@@ -99,9 +99,9 @@ def failed_outcome(
     """The outcome of a failed attempt: a retry while attempts remain, else FAILED."""
     now = time.time()
     retry_at = None
-    status = "FAILED"
+    status = FAILED
     if retry is not None and job.attempt < job.max_attempts:
-        status = "READY"
+        status = READY
         retry_at = now + (retry.delay(job.attempt) if retry_in is None else retry_in)
     return Outcome(
         job.id,
@@ -122,7 +122,7 @@ def postponed_outcome(job: ClaimedJob, waited: float, reason: str) -> Outcome:
     """
     now = time.time()
     delay = min(MISSING_TASK_DELAY_MAX, max(MISSING_TASK_DELAY_MIN, waited / 10))
-    return Outcome(job.id, job.attempt, "POSTPONED", now, now + delay, None, reason, 0.0)
+    return Outcome(job.id, job.attempt, POSTPONED, now, now + delay, None, reason, 0.0)
 
 
 def refused_outcome(outcome: Outcome, error: Exception, worker_id: str) -> Outcome:
@@ -135,7 +135,7 @@ def refused_outcome(outcome: Outcome, error: Exception, worker_id: str) -> Outco
     return Outcome(
         outcome.id,
         outcome.attempt,
-        "FAILED",
+        FAILED,
         outcome.finished_at,
         None,
         None,

@@ -25,7 +25,7 @@ from .attempts import refused_outcome
 from .connection import DATABASE_ERRORS, RECONNECT_BACKOFF_MAX, Backoff, first_line
 from .database import QueueDatabase
 from .outcome_log import log_outcomes
-from .protocol import ClaimedJob, Finished, Outcome
+from .protocol import POSTPONED, SKIPPED, ClaimedJob, Finished, Outcome
 
 logger = logging.getLogger("jobs.worker")
 
@@ -204,10 +204,10 @@ class HeldWrites:
         not load here (POSTPONED) is given back due later.
         """
         for job, outcome in finished:
-            if outcome.status == "SKIPPED":
+            if outcome.status == SKIPPED:
                 self.releases.append(job)
                 continue
-            if outcome.status == "POSTPONED":
+            if outcome.status == POSTPONED:
                 logger.warning(
                     "Job %s: task %s does not load on worker %s (%s); READY again in %.0f s, "
                     "its attempt not spent, for a worker that has it",

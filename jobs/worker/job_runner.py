@@ -27,7 +27,7 @@ from .attempts import (
     failed_outcome,
     postponed_outcome,
 )
-from .protocol import ClaimedJob, Outcome
+from .protocol import READY, SUCCESSFUL, ClaimedJob, Outcome
 
 
 def loads(text: str) -> Any:
@@ -88,7 +88,7 @@ class JobRunner:
             outcome = Outcome(
                 job.id,
                 job.attempt,
-                "SUCCESSFUL",
+                SUCCESSFUL,
                 time.time(),
                 None,
                 return_value,
@@ -210,7 +210,7 @@ class JobRunner:
         reads until the next attempt. Its errors hold this attempt's error.
         """
         object.__setattr__(result, "status", TaskResultStatus(outcome.status))
-        if outcome.status != "READY":
+        if outcome.status != READY:
             object.__setattr__(result, "finished_at", as_datetime(outcome.finished_at))
         if error is None:
             object.__setattr__(result, "_return_value", value)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..models import JobStatus
 from .database import QueueDatabase
 
 logger = logging.getLogger("jobs.worker")
@@ -26,8 +27,8 @@ def retention_groups(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], 
     and `prunejobs` both prune by these.
     """
     return [
-        (("SUCCESSFUL",), options["RETAIN_SUCCESSFUL"]),
-        (("FAILED", "CANCELLED"), options["RETAIN_FAILED"]),
+        ((JobStatus.SUCCESSFUL.value,), options["RETAIN_SUCCESSFUL"]),
+        ((JobStatus.FAILED.value, JobStatus.CANCELLED.value), options["RETAIN_FAILED"]),
     ]
 
 

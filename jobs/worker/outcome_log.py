@@ -9,7 +9,7 @@ job was cancelled, or rescued and re-run elsewhere.
 import json
 import logging
 
-from .protocol import Finished, Outcome
+from .protocol import READY, SUCCESSFUL, Finished, Outcome
 
 logger = logging.getLogger("jobs.worker")
 
@@ -42,7 +42,7 @@ def log_outcomes(finished: Finished, accepted: set[str]) -> float | None:
                 outcome.id,
                 outcome.attempt,
             )
-        elif outcome.status == "SUCCESSFUL":
+        elif outcome.status == SUCCESSFUL:
             if log_each:
                 logger.info(
                     "Job %s %s SUCCESSFUL in %.1f ms (attempt %d of %d)",
@@ -54,7 +54,7 @@ def log_outcomes(finished: Finished, accepted: set[str]) -> float | None:
                 )
         else:
             # A retried attempt is a warning, the last failure an error.
-            retried = outcome.status == "READY"
+            retried = outcome.status == READY
             logger.log(
                 logging.WARNING if retried else logging.ERROR,
                 "Job %s %s %s in %.1f ms (attempt %d of %d): %s%s",

@@ -22,7 +22,7 @@ from django.db import connections
 
 from .executor import executor_main, set_up_spawned_executor
 from .executor_handle import Executor, LostWork
-from .protocol import ClaimedJob, Finished, Outcome, receive_message
+from .protocol import SKIPPED, ClaimedJob, Finished, Outcome, receive_message
 
 logger = logging.getLogger("jobs.worker")
 
@@ -263,7 +263,7 @@ class ExecutorPool:
                 job = executor.answer((outcome.id, outcome.attempt))
                 executor.jobs_run += 1
                 outcomes.append((job, outcome))
-                if outcome.status != "SKIPPED":
+                if outcome.status != SKIPPED:
                     self._observe(outcome.duration)
             executor.note_starts(time.monotonic())
 

@@ -18,6 +18,18 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
+# Outcome.status: the jobs.models.JobStatus value that COMPLETE writes, as a
+# plain string (cheaper to pickle than the enum member, and this module is
+# imported by a spawned executor before Django, and so the models, is set
+# up), or one of two that are not job statuses: the coordinator gives a
+# SKIPPED or POSTPONED job back instead. tests/test_worker_parts.py checks
+# that the first three are JobStatus values.
+SUCCESSFUL = "SUCCESSFUL"
+FAILED = "FAILED"
+READY = "READY"
+SKIPPED = "SKIPPED"
+POSTPONED = "POSTPONED"
+
 
 def send_message(conn: Connection, message: object) -> None:
     """
@@ -92,4 +104,4 @@ def complete_batch(outcomes: Sequence[Outcome]) -> str:
 
 def skipped(job: ClaimedJob, now: float) -> Outcome:
     """The answer for a job withdrawn before it started."""
-    return Outcome(job.id, job.attempt, "SKIPPED", now, None, None, None, 0.0)
+    return Outcome(job.id, job.attempt, SKIPPED, now, None, None, None, 0.0)
