@@ -8,71 +8,16 @@ Each test runs a server of its own in a temporary data directory and stops it.
 
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from project.embedded_postgres import ensure_running, stop
 from tests.conftest import BASE_DIR, wait_until
+from tests.embedded_starter import start_from_threads
 
 PROCESSES = 4
 THREADS = 4
-
-# A process that starts the server from THREADS threads at the same instant,
-# once the test says go, and prints what each thread got.
-STARTER = """
-import sys
-import threading
-import time
-from pathlib import Path
-
-from project.embedded_postgres import ensure_running
-
-pgdata, ready, go, count = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-barrier = threading.Barrier(count)
-results = []
-
-
-def start():
-    barrier.wait()
-    try:
-        results.append(f"socket {ensure_running(pgdata)}")
-    except BaseException as error:
-        results.append(f"error {type(error).__name__}: {error}")
-
-
-threads = [threading.Thread(target=start) for _ in range(count)]
-ready.touch()
-while not go.exists():
-    time.sleep(0.001)
-for thread in threads:
-    thread.start()
-for thread in threads:
-    thread.join()
-print("\\n".join(results))
-"""
-
-
-def start_from_threads(pgdata: Path, count: int) -> list[str]:
-    """ensure_running(pgdata) from count threads released together; what each got."""
-    barrier = threading.Barrier(count)
-    results: list[str] = []
-
-    def start() -> None:
-        barrier.wait()
-        try:
-            results.append(f"socket {ensure_running(pgdata)}")
-        except BaseException as error:
-            results.append(f"error {type(error).__name__}: {error}")
-
-    threads = [threading.Thread(target=start) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return results
 
 
 @pytest.fixture
@@ -107,7 +52,12 @@ def test_many_processes_of_many_threads_starting_a_fresh_server_at_once_all_get_
             (
                 ready,
                 subprocess.Popen(
-                    [sys.executable, "-c", STARTER, str(pgdata), str(ready), str(go), str(THREADS)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.embedded_starter",
+                        *map(str, (pgdata, ready, go, THREADS)),
+                    ],
                     cwd=BASE_DIR,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
