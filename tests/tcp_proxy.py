@@ -3,6 +3,7 @@
 import socket
 import threading
 from pathlib import Path
+from urllib.parse import quote
 
 from django.db import connection
 
@@ -22,6 +23,14 @@ def connect_to_postgres() -> socket.socket:
         server.connect(str(Path(host) / f".s.PGSQL.{port}"))
         return server
     return socket.create_connection((host, port))
+
+
+def proxied_database_url(port: int) -> str:
+    """The test database's URL for subprocesses, reached through 127.0.0.1:port."""
+    params = connection.get_connection_params()
+    password = f":{quote(params['password'], safe='')}" if params.get("password") else ""
+    user = params.get("user") or "postgres"
+    return f"postgres://{user}{password}@127.0.0.1:{port}/{params['dbname']}"
 
 
 class PostgresProxy:

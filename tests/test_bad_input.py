@@ -83,10 +83,12 @@ def test_get_result_of_a_job_of_a_backend_that_is_gone_says_what_is_known(db):
         (["--backend", "nope"], "No task backend 'nope' in the TASKS setting; it has 'default'"),
     ],
 )
-def test_runworker_refuses_arguments_that_name_nothing(arguments, message):
+def test_runworker_refuses_arguments_that_name_nothing(worker_env, arguments, message):
+    # Pointed at the test database: a worker that wrongly started works there.
     finished = subprocess.run(
         [sys.executable, "manage.py", "runworker", *arguments],
         cwd=BASE_DIR,
+        env=worker_env,
         capture_output=True,
         text=True,
         timeout=60,

@@ -409,6 +409,6 @@ def test_runworker_prints_a_line_per_job_without_logging_settings(project: Proje
     job_id, worker = project.run_one_job(command, "worker")
     _, quiet = project.run_one_job([*command, "-v", "0"], "quiet-worker")
 
-    assert not ANY_JOB_LINE.search(quiet.stderr_path.read_text()), quiet.output()
+    assert not ANY_JOB_LINE.search(quiet.output()), quiet.output()
     stderr = worker.stderr_path.read_text()
     assert re.search(JOB_LINE.format(id=job_id), stderr), f"no line for job {job_id}:\n{stderr}"

@@ -191,7 +191,9 @@ def test_test_backends_refuse_what_the_queue_refuses(use_backend, path):
         add.enqueue(object(), 1)
     with pytest.raises(InvalidTask, match="unique key names one job"):
         add.using(unique_key="k").enqueue_many([((1, 2), {}), ((3, 4), {})])
-    assert getattr(default_task_backend, "results", []) == []
+    if path.endswith("DummyBackend"):
+        # Nothing refused was captured.
+        assert default_task_backend.results == []
 
 
 # The record of what was enqueued.

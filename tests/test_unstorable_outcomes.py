@@ -57,7 +57,10 @@ def test_a_batch_that_postgres_refuses_for_one_row_writes_the_others(transaction
     jobs = [noop.enqueue() for _ in range(5)]
     database = QueueDatabase(connection.alias, ["default"])
     database.connect(listen=False)
-    claimed = database.claim("refusal-test", 10)
+    try:
+        claimed = database.claim("refusal-test", 10)
+    finally:
+        database.close()
     assert len(claimed) == 5
     completer = Completer(QueueDatabase(connection.alias, ["default"]), "refusal-test")
     completer.start()
@@ -82,7 +85,6 @@ def test_a_batch_that_postgres_refuses_for_one_row_writes_the_others(transaction
         _, accepted = completer.wait(timeout=30)
     finally:
         completer.stop()
-        database.close()
     assert accepted == {job.id for job in jobs}
     assert counts() == {"SUCCESSFUL": 4, "FAILED": 1}
     [error] = Job.objects.get(id=refused).errors

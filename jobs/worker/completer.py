@@ -19,10 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from queue import Empty, SimpleQueue
 
-import psycopg
-
-from .attempts import refused_outcome
-from .connection import DATABASE_ERRORS, RECONNECT_BACKOFF_MAX, Backoff, first_line
+from .connection import DATABASE_ERRORS, Backoff, first_line
 from .database import QueueDatabase
 from .outcome_log import log_outcomes
 from .protocol import POSTPONED, SKIPPED, ClaimedJob, Finished, Outcome
@@ -36,10 +33,6 @@ OUTCOME_DELAY = 0.005
 OUTCOME_BATCH = 1000
 # How long shutdown waits for the completer's last write.
 SHUTDOWN_WRITE_TIMEOUT = 10.0
-
-# Errors of a statement that Postgres refused for what one of its rows holds,
-# not for the connection: the rows are written apart to find that one.
-REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 class Completer:
@@ -131,7 +124,7 @@ class Completer:
         try:
             if not self.db.connected:
                 self.db.connect(listen=False)
-            return self._complete_isolating(outcomes)
+            return self.db.complete(outcomes, self.worker_id)
         except Exception as error:
             # Whatever went wrong, the batch goes back to the coordinator,
             # which holds it and tries again (a database error) or stops.
@@ -140,34 +133,6 @@ class Completer:
             except Exception:
                 self.db.conn = None
             return error
-
-    def _complete_isolating(self, outcomes: Sequence[Outcome]) -> set[str]:
-        """
-        Write the outcomes; when Postgres refuses the batch for what a row
-        holds, write each half apart, down to the row it refuses, whose
-        attempt fails with Postgres's reason instead. So one outcome that
-        cannot be stored never takes the others, or the worker, with it.
-        Each statement is its own transaction (autocommit): a refused one
-        wrote nothing, and the fence keeps a retried row from being written
-        twice.
-        """
-        try:
-            return self.db.complete(outcomes)
-        except REFUSED_ROW_ERRORS as error:
-            if len(outcomes) > 1:
-                middle = len(outcomes) // 2
-                return self._complete_isolating(outcomes[:middle]) | self._complete_isolating(
-                    outcomes[middle:]
-                )
-            [refused] = outcomes
-            logger.error(
-                "Job %s attempt %d: Postgres refused to store its outcome (%s); failing the "
-                "attempt instead",
-                refused.id,
-                refused.attempt,
-                first_line(error),
-            )
-            return self.db.complete([refused_outcome(refused, error, self.worker_id)])
 
 
 class HeldWrites:
@@ -298,7 +263,7 @@ class HeldWrites:
                 "retrying with backoff up to %.0f s",
                 first_line(error),
                 len(self.outcomes),
-                RECONNECT_BACKOFF_MAX,
+                self._backoff.maximum,
             )
         self.retry_at = time.monotonic() + self._backoff.next()
 
@@ -328,5 +293,8 @@ class HeldWrites:
             db.connect()
         self.write_releases(db)
         if self.outcomes:
-            log_outcomes(self.outcomes, db.complete([outcome for _, outcome in self.outcomes]))
+            log_outcomes(
+                self.outcomes,
+                db.complete([outcome for _, outcome in self.outcomes], self.worker_id),
+            )
             self.outcomes = []

@@ -37,8 +37,9 @@ from .connection import (
     first_line,
 )
 from .database import QueueDatabase
+from .executor_handle import LostWork
 from .maintenance import Maintenance
-from .pool import ExecutorPool, LostWork
+from .pool import ExecutorPool
 
 logger = logging.getLogger("jobs.worker")
 

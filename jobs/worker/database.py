@@ -7,15 +7,22 @@ prepares the ones that repeat. The coordinator's main connection claims and
 LISTENs for new jobs; its completer's only writes outcomes.
 """
 
+import logging
 import socket
 from collections.abc import Sequence
 
 import psycopg
 
 from .. import sql
-from .attempts import WORKER_LOST
-from .connection import connection_params
+from .attempts import WORKER_LOST, refused_outcome
+from .connection import connection_params, first_line
 from .protocol import ClaimedJob, Outcome, complete_batch
+
+logger = logging.getLogger("jobs.worker")
+
+# Errors of a statement that Postgres refused for what one of its rows holds,
+# not for the connection: the rows are written apart to find that one.
+REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 class QueueDatabase:
@@ -85,9 +92,37 @@ class QueueDatabase:
         (seconds,) = self.conn.execute(statement, {"queues": self.queues}).fetchone()
         return None if seconds is None else float(seconds)
 
-    def complete(self, outcomes: Sequence[Outcome]) -> set[str]:
-        """Write outcomes; return the ids the fence accepted."""
-        rows = self.conn.execute(sql.COMPLETE, {"outcomes": complete_batch(outcomes)}).fetchall()
+    def complete(self, outcomes: Sequence[Outcome], worker_id: str) -> set[str]:
+        """
+        Write outcomes; return the ids the fence accepted.
+
+        When Postgres refuses the batch for what a row holds, each half is
+        written apart, down to the row it refuses, whose attempt fails with
+        Postgres's reason instead (attempts.refused_outcome). So one outcome
+        that cannot be stored never takes the others, or the worker, with it,
+        whether the completer writes it or the shutdown does. Each statement
+        is its own transaction (autocommit): a refused one wrote nothing, and
+        the fence keeps a retried row from being written twice.
+        """
+        try:
+            rows = self.conn.execute(
+                sql.COMPLETE, {"outcomes": complete_batch(outcomes)}
+            ).fetchall()
+        except REFUSED_ROW_ERRORS as error:
+            if len(outcomes) > 1:
+                middle = len(outcomes) // 2
+                return self.complete(outcomes[:middle], worker_id) | self.complete(
+                    outcomes[middle:], worker_id
+                )
+            [refused] = outcomes
+            logger.error(
+                "Job %s attempt %d: Postgres refused to store its outcome (%s); failing the "
+                "attempt instead",
+                refused.id,
+                refused.attempt,
+                first_line(error),
+            )
+            return self.complete([refused_outcome(refused, error, worker_id)], worker_id)
         return {row[0] for row in rows}
 
     def release(self, jobs: Sequence[ClaimedJob], run_at: Sequence[float] | None = None) -> int:
