@@ -102,22 +102,26 @@ def take(limits: Sequence[Limit]) -> None:
         return
     now = timezone.now()
     _prune(now)
-    keys = sorted({limit.key for limit in limits})
+    windows = {limit.key: timedelta(seconds=limit.seconds) for limit in limits}
+    keys = sorted(windows)
     # Created, then locked, in one order (by key) in every transaction, so
-    # that two signups with keys in common wait for each other, never in a cycle.
-    RateLimit.objects.bulk_create(
-        [RateLimit(key=key, expires_at=now) for key in keys], ignore_conflicts=True
-    )
-    locked = RateLimit.objects.select_for_update().filter(key__in=keys).order_by("key")
-    rows = {row.key: row for row in locked}
+    # that two signups with keys in common wait for each other, never in a
+    # cycle. A row that existed may be pruned by another signup between the
+    # two (it counted nothing): it is missing from the lock, and made again,
+    # due to expire only after its window, so no prune takes it this time.
+    rows: dict[str, RateLimit] = {}
+    while len(rows) < len(keys):
+        RateLimit.objects.bulk_create(
+            [RateLimit(key=key, expires_at=now + windows[key]) for key in keys],
+            ignore_conflicts=True,
+        )
+        locked = RateLimit.objects.select_for_update().filter(key__in=keys).order_by("key")
+        rows = {row.key: row for row in locked}
     wait = _wait(limits, {key: row.hits for key, row in rows.items()}, now)
     if wait is not None:
         raise RateLimited(wait)
-    longest = {}
-    for limit in limits:
-        longest[limit.key] = max(longest.get(limit.key, 0), limit.seconds)
     for key, row in rows.items():
-        window = timedelta(seconds=longest[key])
+        window = windows[key]
         row.hits = [hit for hit in row.hits if hit > now - window] + [now]
         row.expires_at = now + window
         row.save(update_fields=["hits", "expires_at"])
