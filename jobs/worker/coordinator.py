@@ -184,6 +184,11 @@ class Coordinator:
                 logger.info("Giving back %d claimed job(s) that had not started", skipped)
         if self.db.connected and self._may_claim() and time.monotonic() >= self.claim_due_at:
             self._with_database(self._claim)
+        if self.db.connected and self.db.notifications_unread:
+            # A NOTIFY that came in with a statement's results no longer
+            # wakes the wait: read it now, or its job waits for the next
+            # wake-up (a heartbeat's statement made a job 20 ms late).
+            self._with_database(self._read_notifications)
 
         completer = self.writes.completer
         waitables = [*self.pool.connections(), self.stop_signals.reader, completer]
@@ -208,7 +213,7 @@ class Coordinator:
         # Each operation may lose the connection: look again before the next.
         if self.db.connected and time.monotonic() >= self.writes.due_at():
             self._with_database(lambda: self.writes.write(self.db))
-        if self.db.connected:
+        if self.db.connected and (self.db.conn in ready or self.db.notifications_unread):
             self._with_database(self._read_notifications)
         if self.db.connected and time.monotonic() >= self.maintenance.due_at:
             self._with_database(lambda: self.maintenance.run(prune=not self.stopping))
