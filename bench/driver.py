@@ -28,6 +28,7 @@ from pathlib import Path
 import psycopg
 
 from bench import probe
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR = ROOT / "bench" / "results" / "logs"
@@ -36,8 +37,9 @@ LOG_DIR = ROOT / "bench" / "results" / "logs"
 POLL_SECONDS = 0.02
 # Time for exiting backends to report their statistics.
 BACKEND_EXIT_SECONDS = 0.3
-LATENCY_JOBS = 200
+LATENCY_JOBS = 1000
 LATENCY_GAP_SECONDS = 0.02
+LATENCY_PERCENTILES = (50, 95, 99, 99.9)
 # The large run is left out for a queue whose 10,000-job rate says it would
 # take longer than this to process (filling the queue not counted).
 LARGE_BUDGET_SECONDS = 60.0
@@ -89,6 +91,9 @@ class Queue:
         self.options = options
         self.connection = psycopg.connect(options.dsn, autocommit=True)
         self.figures: dict[str, list[float | None]] = {}
+        # Per-job values of a phase, one list per repeat: each latency
+        # probe's, in the order they were enqueued, to see bursts.
+        self.series: dict[str, list[list[float | None]]] = {}
         # What went wrong in a phase that was given up, for the report.
         self.notes: list[str] = []
 
@@ -268,7 +273,8 @@ class Queue:
     def measure_latency(self) -> dict[str, float]:
         """
         Enqueue→start latency on an idle worker: a warm-up probe first, a
-        second of quiet, then 200 probes 20 ms apart.
+        second of quiet, then LATENCY_JOBS probes LATENCY_GAP_SECONDS apart.
+        Each probe's latency goes into the series, in the order enqueued.
         """
         self.reset()
         processes = self.start_workers()
@@ -287,12 +293,22 @@ class Queue:
             starts = self.wait_for_starts(LATENCY_JOBS + 1)
         finally:
             self.stop_workers(processes)
-        latencies = sorted((starts[n] - enqueued[n]) * 1000 for n in enqueued)
-        return {
-            "latency_p50_ms": percentile(latencies, 50),
-            "latency_p95_ms": percentile(latencies, 95),
-            "latency_p99_ms": percentile(latencies, 99),
+        in_order = [(starts[n] - enqueued[n]) * 1000 for n in range(LATENCY_JOBS)]
+        self.series.setdefault("latency_ms", []).append(in_order)
+        self.record_latency_parts(enqueued, starts)
+        latencies = sorted(in_order)
+        figures = {
+            f"latency_p{p:g}_ms".replace(".", "_"): percentile(latencies, p)
+            for p in LATENCY_PERCENTILES
         }
+        figures["latency_max_ms"] = latencies[-1]
+        return figures
+
+    def record_latency_parts(self, enqueued: dict[int, float], starts: dict[int, float]) -> None:
+        """
+        Where a queue can tell when it took each probe (its own timestamps),
+        the series of each part of the latency; none by default.
+        """
 
     def wait_for_starts(self, count: int) -> dict[int, float]:
         deadline = time.monotonic() + max(60.0, self.options.timeout / 10)
@@ -381,13 +397,6 @@ def steady_rate(samples: list[tuple[float, int]], count: int) -> float | None:
     return 0.8 * count / (high - low)
 
 
-def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile of sorted values, interpolated (as numpy's default)."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
-
-
 def run_checked(command: list[str], env: dict[str, str] | None = None) -> None:
     """Run a set-up command; its output is shown only when it fails."""
     done = subprocess.run(
@@ -434,4 +443,4 @@ def main(queue_class: Callable[[Options], Queue]) -> None:
         queue.run()
     except (Timeout, WorkersExited) as error:
         queue.notes.append(f"stopped: {error}")
-    print(json.dumps({"figures": queue.figures, "notes": queue.notes}))
+    print(json.dumps({"figures": queue.figures, "series": queue.series, "notes": queue.notes}))

@@ -75,6 +75,29 @@ class Ours(driver.Queue):
     def enqueue_probe(self, n: int) -> None:
         self.tasks.record_start.enqueue(n)
 
+    def record_latency_parts(self, enqueued: dict[int, float], starts: dict[int, float]) -> None:
+        """
+        Split each probe's latency by the queue's own timestamps: the enqueue
+        call until its INSERT began (enqueued_at), until the claim that took
+        it began (started_at, which includes the NOTIFY reaching the worker),
+        and from the claim to the job's first line (the claim's round trip,
+        the hand-over to an executor, the job runner).
+        """
+        rows = self.connection.execute(
+            "SELECT (args ->> 0)::int, extract(epoch FROM enqueued_at)::float8,"
+            " extract(epoch FROM started_at)::float8"
+            " FROM jobs_job WHERE task_path = 'bench.tasks.record_start'"
+        ).fetchall()
+        times = {n: (inserted, claimed) for n, inserted, claimed in rows}
+        parts = {"to_insert_ms": [], "to_claim_ms": [], "claim_to_start_ms": []}
+        for n in sorted(enqueued):
+            inserted, claimed = times[n]
+            parts["to_insert_ms"].append((inserted - enqueued[n]) * 1000)
+            parts["to_claim_ms"].append((claimed - inserted) * 1000)
+            parts["claim_to_start_ms"].append((starts[n] - claimed) * 1000)
+        for name, values in parts.items():
+            self.series.setdefault(name, []).append(values)
+
     def worker_command(self) -> list[str]:
         return [sys.executable, "manage.py", "runworker"]
 

@@ -3,12 +3,13 @@ The results as Markdown tables (printed, and saved as latest.md) and as JSON
 (latest.json): medians per queue, their spread, our figures over each peer's.
 """
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.stats import Summary, ratio, summarize
+from bench.stats import Summary, percentile, ratio, summarize
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ COLUMNS = (
     Column("latency_p50_ms", "p50 ms", "{:.1f}"),
     Column("latency_p95_ms", "p95 ms", "{:.1f}"),
     Column("latency_p99_ms", "p99 ms", "{:.1f}"),
+    Column("latency_p99_9_ms", "p99.9 ms", "{:.1f}"),
+    Column("latency_max_ms", "max ms", "{:.1f}"),
     Column("commits_per_job", "commits/job", "{:.3f}"),
     Column("write_xacts_per_job", "write xacts/job", "{:.3f}"),
     Column("wal_bytes_per_job", "WAL bytes/job", "{:,.0f}"),
@@ -35,8 +38,20 @@ COLUMNS = (
 RATIO_COLUMNS = tuple(
     column
     for column in COLUMNS
-    if column.key not in {"latency_p95_ms", "steady_per_s", "first_done_s", "write_xacts_per_job"}
+    if column.key
+    not in {
+        "latency_p95_ms",
+        "latency_p99_9_ms",
+        "latency_max_ms",
+        "steady_per_s",
+        "first_done_s",
+        "write_xacts_per_job",
+    }
 )
+
+# What a burst is, in the latency's tail: consecutive probes each slower than
+# this many times the queue's median.
+BURST_OVER_MEDIAN = 2.0
 
 
 @dataclass
@@ -50,6 +65,8 @@ class QueueResult:
     reason: str = ""
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Summary] = field(default_factory=dict)
+    # Per-job values, one list per repeat (see driver.Queue.series).
+    series: dict[str, list[list[float]]] = field(default_factory=dict)
 
     @classmethod
     def from_driver(
@@ -60,7 +77,14 @@ class QueueResult:
             for key, values in output["figures"].items()
             if (summary := summarize(values)) is not None
         }
-        return cls(name, title, setup, notes=output.get("notes", []), figures=figures)
+        return cls(
+            name,
+            title,
+            setup,
+            notes=output.get("notes", []),
+            figures=figures,
+            series=output.get("series", {}),
+        )
 
 
 # A figure the queue does not have (no batch API, say), and a range.
@@ -138,6 +162,7 @@ def render(results: list[QueueResult], context: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    parts += latency_tail(measured)
     parts += large_run(measured, ours, context)
     if ours is not None:
         parts += ours_only(ours, context)
@@ -152,12 +177,79 @@ def render(results: list[QueueResult], context: dict[str, Any]) -> str:
         " the database; steady/s is the rate from 10% to 90% done; first done s: seconds"
         " from the workers' start until a poll (every 20 ms) first sees a job done, most"
         " of it the workers' start-up. Latency: start of the"
-        " enqueue call to the job's first line, 200 jobs 20 ms apart on an idle worker."
+        " enqueue call to the job's first line, 1,000 jobs 20 ms apart on an idle worker."
         " commits/job: pg_stat_database.xact_commit of the bench database over the run,"
         " read-only ones included; write xacts/job: transaction ids assigned and WAL"
         " bytes/job, both server-wide.",
     ]
     return "\n".join(parts) + "\n"
+
+
+def latency_tail(measured: list[QueueResult]) -> list[str]:
+    """
+    Where each queue's slowest probes came from: its longest burst, and for
+    ours the parts of the latency its own timestamps tell apart.
+    """
+    lines = []
+    for result in measured:
+        runs = result.series.get("latency_ms", [])
+        median = result.figures.get("latency_p50_ms")
+        if not runs or median is None:
+            continue
+        bursts = [longest_burst(run, BURST_OVER_MEDIAN * median.median) for run in runs]
+        length, first = max(bursts)
+        line = f"- {result.title}: longest burst {length} probe(s)"
+        if length:
+            round_ = bursts.index((length, first))
+            slow = runs[round_][first : first + length]
+            line += (
+                f" from probe {first} of round {round_ + 1}, "
+                f"{min(slow):.1f}{DASH}{max(slow):.1f} ms each"
+            )
+        lines.append(line)
+    ours = next((result for result in measured if result.name == "ours"), None)
+    parts = [
+        (name, label)
+        for name, label in (
+            ("to_insert_ms", "enqueue call to its INSERT"),
+            ("to_claim_ms", "INSERT to the claim (the NOTIFY, the worker's wake-up)"),
+            (
+                "claim_to_start_ms",
+                "claim to the job's first line (the claim's round trip, "
+                "the hand-over to an executor, the job runner)",
+            ),
+        )
+        if ours is not None and ours.series.get(name)
+    ]
+    for name, label in parts:
+        values = sorted(value for run in ours.series[name] for value in run)
+        lines.append(
+            f"- this queue, {label}: p50 {percentile(values, 50):.2f} ms, "
+            f"p99 {percentile(values, 99):.2f} ms, max {values[-1]:.2f} ms"
+        )
+    if not lines:
+        return []
+    return [
+        "",
+        f"The latency's tail: a burst is consecutive probes each over {BURST_OVER_MEDIAN:g}"
+        f"{TIMES} the queue's median; every probe's latency is in latency.csv.",
+        "",
+        *lines,
+    ]
+
+
+def longest_burst(values: list[float], over: float) -> tuple[int, int]:
+    """(length, first index) of the longest run of values above `over`; (0, 0) if none."""
+    best = (0, 0)
+    start = None
+    for index, value in enumerate([*values, over]):
+        if value > over:
+            if start is None:
+                start = index
+        elif start is not None:
+            best = max(best, (index - start, -start))
+            start = None
+    return best[0], -best[1]
 
 
 def large_run(
@@ -248,8 +340,17 @@ def save(results: list[QueueResult], context: dict[str, Any], markdown: str, fol
                 "reason": result.reason,
                 "notes": result.notes,
                 "figures": {key: summary.as_dict() for key, summary in result.figures.items()},
+                "series": result.series,
             }
             for result in results
         ],
     }
     (folder / "latest.json").write_text(json.dumps(document, indent=2) + "\n")
+    with open(folder / "latency.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["queue", "round", "probe", "latency_ms"])
+        for result in results:
+            for round_, run in enumerate(result.series.get("latency_ms", []), start=1):
+                writer.writerows(
+                    [result.name, round_, probe, f"{value:.3f}"] for probe, value in enumerate(run)
+                )

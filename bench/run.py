@@ -25,6 +25,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -258,10 +259,14 @@ def run_driver(
         with subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         ) as process:
-            for line in process.stderr:
-                print(line, end="", file=sys.stderr, flush=True)
-                tail.append(line)
-            output = process.stdout.read()
+            # The output (with every probe's latency) outgrows a pipe's
+            # buffer: read it while the progress is shown, or both ends wait.
+            with ThreadPoolExecutor(max_workers=1) as reader:
+                stdout = reader.submit(process.stdout.read)
+                for line in process.stderr:
+                    print(line, end="", file=sys.stderr, flush=True)
+                    tail.append(line)
+                output = stdout.result()
         if process.returncode != 0:
             return QueueResult(
                 queue.name,
@@ -282,12 +287,15 @@ def ran_large(outputs: list[dict]) -> bool:
 def merge_outputs(outputs: list[dict]) -> dict:
     """The rounds of one driver as one output: each figure's values in round order."""
     figures: dict[str, list] = {}
+    series: dict[str, list] = {}
     notes: list[str] = []
     for output in outputs:
         for key, values in output["figures"].items():
             figures.setdefault(key, []).extend(values)
+        for key, runs in output.get("series", {}).items():
+            series.setdefault(key, []).extend(runs)
         notes += [note for note in output.get("notes", []) if note not in notes]
-    return {"figures": figures, "notes": notes}
+    return {"figures": figures, "series": series, "notes": notes}
 
 
 def redis_answers() -> bool:

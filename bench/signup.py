@@ -38,7 +38,8 @@ from pathlib import Path
 import psycopg
 
 from bench import database
-from bench.driver import percentile, run_checked
+from bench.driver import run_checked
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

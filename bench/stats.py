@@ -28,3 +28,13 @@ def ratio(ours: Summary | None, theirs: Summary | None) -> float | None:
     if ours is None or theirs is None or theirs.median == 0:
         return None
     return ours.median / theirs.median
+
+
+def percentile(values: list[float], p: float) -> float:
+    """
+    The p-th percentile (to a tenth: 99.9) of sorted values, interpolated as
+    numpy's default is.
+    """
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[round(p * 10) - 1]

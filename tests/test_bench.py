@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from bench import driver, run
-from bench.report import DASH, MISSING, TIMES, QueueResult, format_ratio, render
+from bench import driver, run, stats
+from bench.report import DASH, MISSING, TIMES, QueueResult, format_ratio, render, save
 from bench.stats import ratio, summarize
 from project.settings import BASE_DIR
 from tests.conftest import database_url_for_subprocesses
@@ -23,9 +23,11 @@ def test_steady_rate_is_the_rate_between_10_and_90_percent_done():
 
 def test_percentile_interpolates_like_numpy():
     values = [float(v) for v in range(1, 101)]
-    assert driver.percentile(values, 50) == pytest.approx(50.5)
-    assert driver.percentile(values, 99) == pytest.approx(99.01)
-    assert driver.percentile([7.0], 99) == 7.0
+    assert stats.percentile(values, 50) == pytest.approx(50.5)
+    assert stats.percentile(values, 99) == pytest.approx(99.01)
+    assert stats.percentile([7.0], 99) == 7.0
+    thousand = [float(v) for v in range(1, 1001)]
+    assert stats.percentile(thousand, 99.9) == pytest.approx(999.001)
 
 
 def test_summaries_skip_missing_repeats_and_ratios_are_ours_over_theirs():
@@ -72,6 +74,44 @@ def test_report_has_medians_spreads_ratios_the_large_run_and_what_was_skipped():
     assert f"| queue peer | 400 | {none} | 5.00{TIMES} |" in report
     assert "queue slow: 100,000 jobs not run" in report
     assert "Celery: skipped, no Redis answers" in report
+
+
+def test_the_latency_tail_names_each_queues_longest_burst_and_every_probe_is_saved(tmp_path):
+    context = {
+        "date": "2026-12-02 12:00 UTC",
+        "machine": "2 cores",
+        "postgres": "PostgreSQL 15",
+        "command": "./scripts/bench.sh",
+        "jobs": 10_000,
+        "repeat": 2,
+        "history_rows": 1_000_000,
+        "large_jobs": 100_000,
+    }
+    calm, stalled = [2.0] * 10, [2.0, 2.0, 9.0, 12.0, 7.0, 2.0, 5.0, 2.0, 2.0, 2.0]
+    ours = QueueResult.from_driver(
+        "ours",
+        "this queue",
+        "setup",
+        {
+            "figures": {"latency_p50_ms": [2.0, 2.0]},
+            "series": {"latency_ms": [calm, stalled], "to_claim_ms": [[1.0] * 10, [3.0] * 10]},
+        },
+    )
+    peer = QueueResult.from_driver(
+        "peer", "queue peer", "setup", {"figures": {"latency_p50_ms": [2.0]},
+        "series": {"latency_ms": [calm]}}
+    )  # fmt: skip
+    report = render([ours, peer], context)
+    assert f"- this queue: longest burst 3 probe(s) from probe 2 of round 2, 7.0{DASH}12.0 ms" in (
+        report
+    )
+    assert "- queue peer: longest burst 0 probe(s)" in report
+    assert "the worker's wake-up): p50 2.00 ms, p99 3.00 ms, max 3.00 ms" in report
+    save([ours, peer], context, report, tmp_path)
+    lines = (tmp_path / "latency.csv").read_text().splitlines()
+    assert lines[0] == "queue,round,probe,latency_ms"
+    assert "ours,2,3,12.000" in lines
+    assert len(lines) == 1 + 30
 
 
 def test_the_large_run_is_left_out_for_a_queue_too_slow_for_it():
