@@ -10,7 +10,7 @@ import importlib.util
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -272,26 +272,44 @@ class PostgresBackend(BaseTaskBackend):
             or task.run_after <= timezone.now() + timedelta(seconds=self.config["POLL_INTERVAL"]),
         }
         with self._enqueue_cursor() as cursor:
-            cursor.execute(sql.ENQUEUE_ONE if len(calls) == 1 else sql.ENQUEUE, params)
-            inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
-            if unique_key is not None and not inserted:
-                cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
-                row = cursor.fetchone()
-                if row is None:
-                    # The live job finished between the insert and this read:
-                    # the key is free again, so enqueue anew.
-                    return self.enqueue_many(task, calls)
-                return [self.get_result(str(row[0]))]
+            if len(calls) == 1:
+                cursor.execute(sql.ENQUEUE_ONE, params)
+                inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
+                if unique_key is not None and not inserted:
+                    cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
+                    row = cursor.fetchone()
+                    if row is None:
+                        # The live job finished between the insert and this
+                        # read: the key is free again, so enqueue anew.
+                        return self.enqueue_many(task, calls)
+                    return [self.get_result(str(row[0]))]
+                results = self._ready_results(task, ids, calls)
+            else:
+                # Pipelined: the statement goes to the server at once, and
+                # the results are made while Postgres inserts the rows (each
+                # takes about as long), instead of after. An error may come
+                # at any of the three steps: each is Django's, as for one job.
+                with cursor.db.wrap_database_errors, _pipeline(cursor.cursor.connection):
+                    cursor.execute(sql.ENQUEUE, params)
+                    results = self._ready_results(task, ids, calls)
+                    _, enqueued_at, _ = cursor.fetchone()
 
         # Asked once: a signal with no receivers still costs a lookup per send.
         announce = task_enqueued.has_listeners(type(self))
-        results = []
-        for job_id, (args, kwargs) in zip(ids, calls, strict=True):
-            result = ready_result(task, job_id, args, kwargs, self.alias, enqueued_at)
+        for result in results:
+            # Known only now; the result is not yet anyone else's to see.
+            object.__setattr__(result, "enqueued_at", enqueued_at)
             if announce:
                 task_enqueued.send(type(self), task_result=result)
-            results.append(result)
         return results
+
+    def _ready_results(
+        self, task: Task, ids: list[str], calls: list[tuple[list[Any], dict[str, Any]]]
+    ) -> list[TaskResult]:
+        return [
+            ready_result(task, job_id, args, kwargs, self.alias)
+            for job_id, (args, kwargs) in zip(ids, calls, strict=True)
+        ]
 
     @contextmanager
     def _enqueue_cursor(self) -> Iterator[Any]:
@@ -438,6 +456,16 @@ def current_task_path(task_path: str) -> str:
         return find_task(task_path).module_path
     except InvalidTask:
         return task_path
+
+
+def _pipeline(connection: Any) -> AbstractContextManager[Any]:
+    """
+    psycopg's pipeline mode on the caller's connection, where its libpq has
+    it (14 and newer); otherwise statements simply wait for their results.
+    """
+    import psycopg
+
+    return connection.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
 
 
 @functools.cache

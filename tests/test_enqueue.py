@@ -6,7 +6,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from asgiref.sync import async_to_sync
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.tasks import TaskResultStatus, default_task_backend, task_backends
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
@@ -83,6 +83,52 @@ def test_enqueue_many_is_one_round_trip():
     assert len(results) == 500
     assert Job.objects.count() == 500
     assert sorted(Job.objects.values_list("args", flat=True))[0] == [0, 0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_gets_its_rows_enqueue_time_and_signals_once_each():
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.id, task_result.enqueued_at))
+
+    task_enqueued.connect(receiver)
+    try:
+        results = add.enqueue_many([((i, i), {}) for i in range(300)])
+    finally:
+        task_enqueued.disconnect(receiver)
+    stored = dict(Job.objects.values_list("id", "enqueued_at"))
+    assert [(r.id, r.enqueued_at) for r in results] == seen
+    assert {uuid.UUID(r.id): r.enqueued_at for r in results} == stored
+    assert results[299].args == [299, 299]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_postgres_refuses_enqueues_nothing_and_the_connection_goes_on():
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append(task_result.id)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "ALTER TABLE jobs_job ADD CONSTRAINT test_refuse_add "
+            "CHECK (task_path <> 'tests.tasks.add')"
+        )
+    task_enqueued.connect(receiver)
+    try:
+        with pytest.raises(IntegrityError, match="test_refuse_add"):
+            add.enqueue_many([((1, 1), {})] * 50)
+        with pytest.raises(IntegrityError), transaction.atomic():
+            noop.enqueue_many([((), {})] * 5)
+            add.enqueue_many([((1, 1), {})] * 5)
+    finally:
+        task_enqueued.disconnect(receiver)
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE jobs_job DROP CONSTRAINT test_refuse_add")
+    assert seen[5:] == []
+    assert Job.objects.count() == 0
+    assert len(noop.enqueue_many([((), {})] * 3)) == Job.objects.count() == 3
 
 
 def test_enqueue_sends_task_enqueued_signal():
