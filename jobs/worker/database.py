@@ -129,9 +129,7 @@ class QueueDatabase:
         the fence keeps a retried row from being written twice.
         """
         try:
-            rows = self._execute(
-                sql.COMPLETE, {"outcomes": complete_batch(outcomes)}
-            ).fetchall()
+            rows = self._execute(sql.COMPLETE, {"outcomes": complete_batch(outcomes)}).fetchall()
         except REFUSED_ROW_ERRORS as error:
             if len(outcomes) > 1:
                 middle = len(outcomes) // 2
