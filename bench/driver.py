@@ -218,11 +218,17 @@ class Queue:
         jobs_per_s counts from the moment the workers are started, so it
         includes their start-up; steady_per_s is the rate between 10% and 90%
         done; first_done_s is when the first poll saw a job done, which is
-        mostly the start-up. Cost is read around the whole run, from the workers' start to
-        their exit: commits in this database (less this monitor's own),
-        transaction ids (every transaction that wrote, in the whole cluster)
-        and WAL bytes (the whole cluster too).
+        mostly the start-up. The database is analyzed first. Cost is read
+        around the whole run, from the workers' start to their exit: commits
+        in this database (less this monitor's own), transaction ids (every
+        transaction that wrote, in the whole cluster) and WAL bytes (the whole
+        cluster too).
         """
+        # A bulk load leaves the queue's tables without planner statistics
+        # (or with those of an empty table), which a user's autovacuum would
+        # fix within a minute: analyzed here, every queue's plans are those
+        # it would have in production, not its plans for an empty table.
+        self.connection.execute("ANALYZE")
         before = self.cost_snapshot()
         polls = 0
         samples: list[tuple[float, int]] = []

@@ -183,10 +183,6 @@ NEVER_ANALYZED = """
 SELECT reltuples < 0 FROM pg_class WHERE oid = 'jobs_job'::regclass
 """
 
-# For the worker's main connection, whose statements are prepared: plan each
-# once, for any parameters, instead of anew at every call.
-GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
-
 # Needs the table's owner; anyone else gets a warning and no statistics.
 ANALYZE = "ANALYZE jobs_job"
 
@@ -395,11 +391,6 @@ SELECT (SELECT count(*) FROM dead),
 # Delete finished jobs older than their retention, one small batch at a time:
 # SKIP LOCKED and a LIMIT keep every batch short, so pruning never holds locks
 # that the claim or the admin would wait on.
-# Its plan depends on the values: only known statuses let it use
-# jobs_job_finished_idx, and only a known age lets it see that no row is old
-# enough, where a generic plan scans the whole history. So it is bound on the
-# client, on the worker's main connection whose plans are otherwise generic
-# (GENERIC_PLANS), and by prunejobs through Django.
 PRUNE_BATCH = """
 WITH old AS (
     SELECT id FROM jobs_job

@@ -5,6 +5,7 @@ queue of waiting jobs, and what the jobs of a lost executor become.
 """
 
 import re
+from multiprocessing.connection import wait
 
 import pytest
 from django.db import connection
@@ -14,6 +15,7 @@ from jobs.models import JobStatus
 from jobs.worker import protocol
 from jobs.worker.attempts import RetryPolicy, given_back, lost_attempts
 from jobs.worker.connection import Backoff
+from jobs.worker.database import QueueDatabase
 from jobs.worker.executor import WaitingJobs
 from jobs.worker.executor_handle import Executor, LostWork
 from jobs.worker.pool import PREFETCH_LIMIT, ExecutorPool
@@ -199,3 +201,26 @@ def test_at_shutdown_every_unanswered_job_goes_back_unspent():
 def test_the_outcome_statuses_that_complete_writes_are_job_statuses():
     assert {protocol.SUCCESSFUL, protocol.FAILED, protocol.READY} <= set(JobStatus.values)
     assert not {protocol.SKIPPED, protocol.POSTPONED} & set(JobStatus.values)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_notify_that_comes_in_with_a_statements_results_is_still_read():
+    # The NOTIFY is on the socket before the heartbeat runs: psycopg reads it
+    # with the heartbeat's results and keeps it, so the socket has nothing
+    # left to wake a wait. The coordinator reads notifications before it
+    # waits whenever a statement ran (notifications_unread), or the job that
+    # NOTIFY announced would wait for the next wake-up.
+    db = QueueDatabase("default", [])
+    db.connect()
+    try:
+        db.notifications()
+        assert not db.notifications_unread
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {sql.READY_CHANNEL}, 'default'")
+        db.heartbeat("no-such-worker")
+        assert db.notifications_unread
+        assert wait([db.conn], timeout=0.2) == []
+        assert db.notifications() == (True, set())
+        assert not db.notifications_unread
+    finally:
+        db.close()

@@ -56,13 +56,6 @@ class QueueDatabase:
         prepare_threshold = 0 if self.prepared_statements else None
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
         if listen:
-            if self.prepared_statements:
-                # Left to choose, Postgres plans the claim anew at every call
-                # (its generic plan looks dearer on paper than a custom one
-                # for one queue and a small limit): 0.3 ms of a 0.6 ms claim,
-                # for the same plan each time. A statement whose plan depends
-                # on its values is bound on the client instead (prune_batch).
-                self._execute(sql.GENERIC_PLANS)
             self._execute(f"LISTEN {sql.READY_CHANNEL}")
             self._execute(f"LISTEN {sql.CANCEL_CHANNEL}")
 
@@ -201,12 +194,8 @@ class QueueDatabase:
         return not self._execute(sql.NEVER_ANALYZED).fetchone()[0]
 
     def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
-        # Bound on the client, so that the server plans with the values (see
-        # sql.PRUNE_BATCH).
-        self.notifications_unread = True
-        with psycopg.ClientCursor(self.conn) as cursor:
-            cursor.execute(
-                sql.PRUNE_BATCH,
-                {"statuses": list(statuses), "older_than": older_than, "limit": limit},
-            )
-            return cursor.rowcount
+        cursor = self._execute(
+            sql.PRUNE_BATCH,
+            {"statuses": list(statuses), "older_than": older_than, "limit": limit},
+        )
+        return cursor.rowcount
