@@ -31,6 +31,8 @@ class QueueStats:
     running: int = 0
     oldest_ready_age: float | None = None
     finished: dict[str, int] = field(default_factory=dict)
+    # Paused: no worker starts its jobs (see jobs.operations.pause_queue).
+    paused: bool = False
 
     @property
     def successful(self) -> int:
@@ -110,17 +112,22 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
     with connections[using or tasks_backend.database].cursor() as cursor:
         live = _fetch(cursor, sql.LIVE_COUNTS)
         finished = _fetch(cursor, sql.FINISHED_BY_MINUTE)
+        paused = {name for (name,) in _fetch(cursor, sql.PAUSED_QUEUES)}
         names = sorted(
             set(tasks_backend.queues or ())
             | {row[0] for row in live}
             | {row[0] for row in finished}
+            | paused
         )
         oldest = dict(_fetch(cursor, sql.OLDEST_READY, {"queues": names}))
         latency_row = _fetch(cursor, sql.LATENCY)[0]
         bounds = _fetch(cursor, sql.MINUTES_OF_LAST_HOUR)
         workers = _fetch(cursor, sql.WORKERS)
 
-    queues = {name: QueueStats(name, oldest_ready_age=oldest.get(name)) for name in names}
+    queues = {
+        name: QueueStats(name, oldest_ready_age=oldest.get(name), paused=name in paused)
+        for name in names
+    }
     for name, status, due_or_count, scheduled in live:
         if status == JobStatus.READY:
             queues[name].ready, queues[name].scheduled = due_or_count, scheduled
@@ -195,6 +202,11 @@ def render_prometheus(data: Snapshot, totals: dict[str, int]) -> str:
     )
     family(
         "jobs_running", "RUNNING jobs, per queue.", [({"queue": q.name}, q.running) for q in queues]
+    )
+    family(
+        "jobs_queue_paused",
+        "1 while the queue is paused (no job of it starts), else 0.",
+        [({"queue": q.name}, int(q.paused)) for q in queues],
     )
     family(
         "jobs_oldest_ready_age_seconds",

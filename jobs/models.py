@@ -157,6 +157,29 @@ class Worker(models.Model):
         return f"{self.hostname}:{self.pid}"
 
 
+class PausedQueue(models.Model):
+    """
+    A queue no worker claims from while its row exists (see sql._CLAIM).
+
+    Kept in the database, so that a pause holds for every worker, through
+    their restarts, and for workers started later; jobs.operations pauses and
+    resumes, and tells the workers at once.
+    """
+
+    queue = models.CharField(max_length=100, primary_key=True)
+    paused_at = models.DateTimeField()
+    paused_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        db_table = "jobs_paused_queue"
+        ordering = ["queue"]
+        default_permissions = ("view",)
+        permissions = [("pause_queue", "Can pause and resume a queue")]
+
+    def __str__(self) -> str:
+        return self.queue
+
+
 def default_time_zone() -> str:
     """New schedules tick in the project's time zone unless they name another."""
     return settings.TIME_ZONE

@@ -1,10 +1,12 @@
 """
-What an operator (or code) can do to one job: cancel, retry, run now.
+What an operator (or code) can do to one job: cancel, retry, run now; and to
+a queue: pause and resume.
 
 Each is one statement that checks the job's state in its WHERE clause, so a
 job that moved on in the meantime is left alone and the caller is told.
 """
 
+import json
 import uuid
 
 from django.db import connections
@@ -12,7 +14,8 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
 from . import sql
 from .exceptions import JobCancelled, JobStateError, class_path
-from .models import Job, JobStatus
+from .jsonb import unstorable
+from .models import Job, JobStatus, PausedQueue
 
 
 def _database(using: str | None, backend: str) -> str:
@@ -84,3 +87,58 @@ def _update_one(statement: str, job_id: str, database: str, rule: str) -> None:
     if status is None:
         raise Job.DoesNotExist(f"No job with id {job_id}.")
     raise JobStateError(f"Job {job_id} is {status}: {rule}.")
+
+
+def pause_queue(
+    queue: str,
+    *,
+    by: str = "",
+    using: str | None = None,
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS,
+) -> bool:
+    """
+    Stop every worker from starting jobs of a queue, until resume_queue().
+
+    Jobs running now finish; no job of the queue starts once this returns
+    (the workers give back what they had claimed and not begun as soon as
+    they hear of it, within milliseconds). The pause is a row in the
+    database: it holds through restarts. Returns False when the queue was
+    paused already. `by` says who paused it, for the admin and `queues list`.
+    """
+    with connections[_database(using, backend)].cursor() as cursor:
+        cursor.execute(sql.PAUSE_QUEUE, {"queue": _queue_name(queue, backend), "by": by[:150]})
+        return cursor.fetchone()[0]
+
+
+def resume_queue(
+    queue: str, *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> bool:
+    """Let the workers claim a paused queue's jobs again; False when it was not paused."""
+    with connections[_database(using, backend)].cursor() as cursor:
+        cursor.execute(sql.RESUME_QUEUE, {"queue": _queue_name(queue, backend)})
+        return cursor.fetchone()[0]
+
+
+def paused_queues(
+    *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> list[PausedQueue]:
+    """The paused queues, by name, with when and by whom each was paused."""
+    return list(PausedQueue.objects.using(_database(using, backend)))
+
+
+def _queue_name(queue: object, backend: str) -> str:
+    """The queue's name, or a ValueError saying why it cannot be one of this backend's."""
+    if not isinstance(queue, str) or not queue:
+        raise ValueError(f"A queue name is a non-empty string, not {queue!r}.")
+    allowed = task_backends[backend].queues
+    if allowed and queue not in allowed:
+        raise ValueError(
+            f"Unknown queue {queue!r}: the {backend!r} backend's QUEUES are "
+            f"{', '.join(sorted(allowed))}."
+        )
+    limit = PausedQueue._meta.get_field("queue").max_length
+    if len(queue) > limit:
+        raise ValueError(f"A queue name is at most {limit} characters long.")
+    if reason := unstorable(json.dumps(queue)):
+        raise ValueError(f"A queue name cannot hold {reason}.")
+    return queue

@@ -79,6 +79,9 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 
 # Claim up to `limit` due jobs of the given queues in one statement.
 #
+# A paused queue (a row in jobs_paused_queue) gives nothing: the pause holds
+# from the commit that paused it, for every claim that starts after.
+#
 # FOR UPDATE SKIP LOCKED: two workers claiming at once never take the same row
 # and never wait for each other; a row another worker is claiming right now is
 # simply skipped. The row lock lasts until this statement commits (autocommit),
@@ -111,6 +114,7 @@ WITH {ready_queues}claimed AS (
         SELECT id, priority, run_at
         FROM jobs_job
         WHERE status = 'READY' AND queue = q.name AND run_at <= statement_timestamp()
+          AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -155,6 +159,8 @@ CLAIM = _CLAIM.format(ready_queues="", queues="unnest(%(queues)s::text[])")
 CLAIM_EVERY_QUEUE = _CLAIM.format(ready_queues=f"{READY_QUEUES},\n", queues="ready_queues")
 
 # Seconds until the next READY job of these queues is due (None: none is).
+# A paused queue's jobs are left out: due but not claimable, they would keep
+# the worker claiming in a loop.
 # One index probe per queue on the (queue, run_at) partial index; for a
 # worker of every queue, per queue that READY_QUEUES finds.
 _SECONDS_UNTIL_NEXT_DUE = """
@@ -163,6 +169,7 @@ FROM {queues} AS q(name)
 CROSS JOIN LATERAL (
     SELECT run_at FROM jobs_job
     WHERE status = 'READY' AND queue = q.name
+      AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
     ORDER BY run_at
     LIMIT 1
 ) AS next
@@ -274,6 +281,37 @@ UPDATE jobs_worker SET last_heartbeat = now() WHERE id = %(id)s RETURNING id
 
 UNREGISTER_WORKER = """
 DELETE FROM jobs_worker WHERE id = %(id)s
+"""
+
+# Channel of the NOTIFY that tells workers a queue was paused; the payload is
+# the queue. Each gives back the jobs of that queue it holds and has not
+# started. Resuming notifies READY_CHANNEL, which wakes them to claim.
+PAUSE_CHANNEL = "jobs_pause"
+
+# Pause a queue: the row is what the claim reads (see _CLAIM). Pausing a
+# paused queue keeps its first pause's time and author. Returns whether this
+# call paused it.
+PAUSE_QUEUE = f"""
+WITH paused AS (
+    INSERT INTO jobs_paused_queue (queue, paused_at, paused_by)
+    VALUES (%(queue)s, now(), %(by)s)
+    ON CONFLICT (queue) DO NOTHING
+    RETURNING queue
+)
+SELECT (SELECT count(*) FROM paused) > 0, pg_notify('{PAUSE_CHANNEL}', %(queue)s)
+"""
+
+PAUSED_QUEUES = "SELECT queue FROM jobs_paused_queue ORDER BY queue"
+
+# Resume a queue; returns whether it was paused. The NOTIFY, sent only then,
+# wakes the workers of the queue as an enqueue does.
+RESUME_QUEUE = f"""
+WITH resumed AS (
+    DELETE FROM jobs_paused_queue WHERE queue = %(queue)s RETURNING queue
+)
+SELECT count(*) > 0,
+       CASE WHEN count(*) > 0 THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+FROM resumed
 """
 
 # Channel of the NOTIFY that asks workers to stop running a cancelled job;

@@ -15,7 +15,7 @@ from jobs.models import JobStatus
 from jobs.worker import protocol
 from jobs.worker.attempts import RetryPolicy, given_back, lost_attempts
 from jobs.worker.connection import Backoff
-from jobs.worker.database import QueueDatabase
+from jobs.worker.database import Notifications, QueueDatabase
 from jobs.worker.executor import WaitingJobs
 from jobs.worker.executor_handle import Executor, LostWork
 from jobs.worker.pool import PREFETCH_LIMIT, ExecutorPool
@@ -220,7 +220,7 @@ def test_a_notify_that_comes_in_with_a_statements_results_is_still_read():
         db.heartbeat("no-such-worker")
         assert db.notifications_unread
         assert wait([db.conn], timeout=0.2) == []
-        assert db.notifications() == (True, set())
+        assert db.notifications() == Notifications(wake=True)
         assert not db.notifications_unread
     finally:
         db.close()

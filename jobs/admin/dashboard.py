@@ -9,6 +9,7 @@ whose index_template is "admin/jobs/index.html" (an opt-in: the app leaves a
 project's admin templates as they are).
 """
 
+import logging
 from datetime import datetime, timedelta
 
 from django.contrib import admin, messages
@@ -21,12 +22,14 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from .. import metrics
-from ..models import Job, JobStatus, Schedule
+from .. import metrics, operations
+from ..models import Job, JobStatus, PausedQueue, Schedule
 from ..scheduler.runner import unique_key
 from ..scheduler.timing import TimingError
 from .charts import Segment, bar_chart, duration_text, throughput_chart
 from .ids import uuid7_floor
+
+logger = logging.getLogger("jobs.admin")
 
 # Seconds between the page's reloads.
 REFRESH_SECONDS = 10
@@ -52,6 +55,7 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
     finished = sum(m.successful + m.failed + m.cancelled for m in snapshot.minutes)
     failed = sum(m.failed for m in snapshot.minutes)
     latency = snapshot.latency
+    pauses = {row.queue: row for row in PausedQueue.objects.all()}
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Jobs dashboard",
@@ -73,6 +77,7 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
                 "ready_url": _changelist(queue=q.name, status__exact=JobStatus.READY),
                 "running_url": _changelist(queue=q.name, status__exact=JobStatus.RUNNING),
                 "failed_url": _changelist(queue=q.name, status__exact=JobStatus.FAILED),
+                "pause": pauses.get(q.name),
             }
             for q in queues
         ],
@@ -125,6 +130,7 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
         "changelist_url": _changelist(),
         "schedules": _schedules(request),
         "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
+        "can_pause_queues": request.user.has_perm("jobs.pause_queue"),
     }
     request.current_app = model_admin.admin_site.name
     return TemplateResponse(request, "admin/jobs/dashboard.html", context)
@@ -199,3 +205,44 @@ def run_schedule_now(
             request, f"{schedule}: enqueued job {result.id}, due now.", messages.SUCCESS
         )
     return HttpResponseRedirect(reverse("admin:jobs_job_dashboard") + "#jobs-schedules")
+
+
+def pause_or_resume_queue(
+    model_admin: admin.ModelAdmin, request: HttpRequest
+) -> HttpResponseRedirect:
+    """
+    Pause or resume the queue named in the POST, for every worker; logged in
+    the admin's history as a change of the queue's pause row, and to the
+    jobs.admin logger.
+    """
+    if not request.user.has_perm("jobs.pause_queue"):
+        raise PermissionDenied
+    queue, action = request.POST.get("queue", ""), request.POST.get("action")
+    back = HttpResponseRedirect(
+        reverse("admin:jobs_job_dashboard", current_app=model_admin.admin_site.name)
+    )
+    if action not in ("pause", "resume"):
+        model_admin.message_user(request, "Nothing done: pause or resume?", messages.ERROR)
+        return back
+    who = request.user.get_username()
+    # The row goes with the resume: kept here for the history's entry.
+    row = PausedQueue.objects.filter(queue=queue).first()
+    try:
+        if action == "pause":
+            changed = operations.pause_queue(queue, by=who)
+            row = PausedQueue.objects.filter(queue=queue).first()
+        else:
+            changed = operations.resume_queue(queue)
+    except ValueError as error:
+        model_admin.message_user(request, f"Nothing done: {error}", messages.ERROR)
+        return back
+    if not changed:
+        was = "paused" if action == "pause" else "not paused"
+        model_admin.message_user(request, f"Queue {queue!r} was {was} already.", messages.INFO)
+        return back
+    if row is not None:
+        model_admin.log_change(request, row, f"{action.capitalize()}d the queue")
+    logger.info("Queue %r %sd from the admin by %s", queue, action, who)
+    done = "paused: none of its jobs starts until it is resumed" if action == "pause" else "resumed"
+    model_admin.message_user(request, f"Queue {queue!r} {done}.", messages.SUCCESS)
+    return back

@@ -456,6 +456,11 @@ class JobAdmin(admin.ModelAdmin):
                 name=f"{info}_run_schedule_now",
             ),
             path(
+                "dashboard/queues/pause/",
+                wrap(require_POST(self.pause_queue_view)),
+                name=f"{info}_pause_queue",
+            ),
+            path(
                 "<path:object_id>/operation/<slug:name>/",
                 wrap(require_POST(self.operation_view)),
                 name=f"{info}_operation",
@@ -473,6 +478,9 @@ class JobAdmin(admin.ModelAdmin):
 
     def run_schedule_now_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
         return dashboard.run_schedule_now(self, request, schedule_id)
+
+    def pause_queue_view(self, request: HttpRequest) -> HttpResponse:
+        return dashboard.pause_or_resume_queue(self, request)
 
     @staticmethod
     def _operations() -> dict[str, tuple[str, Operation, str]]:

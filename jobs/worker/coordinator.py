@@ -266,11 +266,22 @@ class Coordinator:
         self.claim_due_at = time.monotonic() + wait_for
 
     def _read_notifications(self) -> None:
-        wake, cancelled = self.db.notifications()
-        if wake:
+        news = self.db.notifications()
+        if news.wake:
             self.claim_due_at = 0.0
-        for job_id in cancelled:
+        for job_id in news.cancelled:
             self._stop_cancelled(job_id)
+        if news.paused:
+            # The claim already leaves a paused queue alone; what this worker
+            # holds of it and has not started goes back too, for no job of
+            # it to start after the pause.
+            skipped = self.pool.skip_unstarted(queues=news.paused)
+            if skipped:
+                logger.info(
+                    "Queue(s) %s paused: giving back %d claimed job(s) that had not started",
+                    ",".join(sorted(news.paused)),
+                    skipped,
+                )
 
     def _stop_cancelled(self, job_id: str) -> None:
         located = self.pool.locate(job_id)

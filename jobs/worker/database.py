@@ -10,6 +10,7 @@ LISTENs for new jobs; its completer's only writes outcomes.
 import logging
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import psycopg
 
@@ -23,6 +24,18 @@ logger = logging.getLogger("jobs.worker")
 # Errors of a statement that Postgres refused for what one of its rows holds,
 # not for the connection: the rows are written apart to find that one.
 REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+
+
+@dataclass
+class Notifications:
+    """
+    What came by NOTIFY: whether one of the worker's queues has new due jobs,
+    which jobs were cancelled, and which of its queues were paused.
+    """
+
+    wake: bool = False
+    cancelled: set[str] = field(default_factory=set)
+    paused: set[str] = field(default_factory=set)
 
 
 class QueueDatabase:
@@ -58,6 +71,7 @@ class QueueDatabase:
         if listen:
             self._execute(f"LISTEN {sql.READY_CHANNEL}")
             self._execute(f"LISTEN {sql.CANCEL_CHANNEL}")
+            self._execute(f"LISTEN {sql.PAUSE_CHANNEL}")
 
     @property
     def connected(self) -> bool:
@@ -81,17 +95,20 @@ class QueueDatabase:
         self.notifications_unread = True
         return self.conn.execute(statement, params)
 
-    def notifications(self) -> tuple[bool, set[str]]:
-        """Whether a NOTIFY woke one of our queues, and which jobs were cancelled."""
-        wake = False
-        cancelled = set()
+    def notifications(self) -> "Notifications":
+        """What the NOTIFYs that came since the last call ask of this worker."""
+        news = Notifications()
         self.notifications_unread = False
         for notify in self.conn.notifies(timeout=0):
             if notify.channel == sql.CANCEL_CHANNEL:
-                cancelled.add(notify.payload)
-            elif not self.queues or notify.payload in self.queues:
-                wake = True
-        return wake, cancelled
+                news.cancelled.add(notify.payload)
+            elif self.queues and notify.payload not in self.queues:
+                continue
+            elif notify.channel == sql.PAUSE_CHANNEL:
+                news.paused.add(notify.payload)
+            else:
+                news.wake = True
+        return news
 
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
         statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE

@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from multiprocessing.connection import Connection
 
 from django.db import connections
@@ -189,17 +189,18 @@ class ExecutorPool:
         """
         executor.tell(("skip", (job.id, job.attempt)))
 
-    def skip_unstarted(self) -> int:
+    def skip_unstarted(self, queues: Collection[str] | None = None) -> int:
         """
-        Tell every executor not to start any job it holds but has not begun;
-        the count includes finished jobs whose outcome is on its way, which
-        the executor leaves alone.
+        Tell every executor not to start any job it holds but has not begun,
+        of the given queues or of all; the count includes finished jobs whose
+        outcome is on its way, which the executor leaves alone.
         """
         skipped = 0
         for executor in self.executors:
             for job in executor.not_running():
-                self.skip(executor, job)
-                skipped += 1
+                if queues is None or job.queue in queues:
+                    self.skip(executor, job)
+                    skipped += 1
         return skipped
 
     def recycle(self) -> None:
