@@ -1,12 +1,15 @@
 """Paused queues: from Python, the command line and the admin, held by every worker."""
 
+import re
 import time
+import uuid
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils import timezone
 
 from jobs import metrics, operations
 from jobs.models import Job, JobStatus, PausedQueue
@@ -169,3 +172,25 @@ def test_metrics_say_which_queues_are_paused():
     body = metrics.render_prometheus(metrics.snapshot(), metrics.totals_by_status())
     assert 'jobs_queue_paused{queue="reports"} 1\n' in body
     assert 'jobs_queue_paused{queue="default"} 0\n' in body
+
+
+def test_a_ready_jobs_page_says_why_it_waits(admin_client):
+    job = add.using(queue_name="reports").enqueue(1, 1)
+    later = add.using(countdown=3600).enqueue(1, 1)
+    done = Job.objects.create(
+        id=uuid.uuid4(), task_path="tests.tasks.add", status=JobStatus.SUCCESSFUL,
+        run_at=timezone.now(), enqueued_at=timezone.now(),
+    )  # fmt: skip
+
+    def waiting(job_id) -> str:
+        page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id])).content.decode()
+        return re.search(
+            r"<label>Waiting:</label>\s*<div class=\"readonly\">(.*?)</div>", page
+        ).group(1)
+
+    assert waiting(job.id).startswith("Due: the next worker")
+    assert waiting(later.id).startswith("Not due until")
+    assert waiting(done.id) == "-"
+    operations.pause_queue("reports", by="ops")
+    assert waiting(job.id).startswith("Queue &#x27;reports&#x27; is paused (since ")
+    assert "by ops): no job of it starts until it is resumed." in waiting(job.id)

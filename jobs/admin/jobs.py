@@ -25,6 +25,7 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import localize
 from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
@@ -34,7 +35,7 @@ from django.views.decorators.http import require_POST
 from .. import operations, sql
 from ..backend import current_task_path
 from ..exceptions import JobStateError
-from ..models import Job, JobStatus, Worker
+from ..models import Job, JobStatus, PausedQueue, Worker
 from . import dashboard
 from .charts import duration_text
 from .ids import task_id_range, uuid7_floor
@@ -200,6 +201,7 @@ class JobAdmin(admin.ModelAdmin):
                 "fields": (
                     "id",
                     "status_label",
+                    "waiting_reason",
                     "task_link",
                     "queue",
                     "priority",
@@ -239,6 +241,23 @@ class JobAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="jobs-status jobs-status-{}">{}</span>', job.status.lower(), job.status
         )
+
+    @admin.display(description="waiting")
+    def waiting_reason(self, job: Job) -> str:
+        """Why a READY job has not started: paused, not due yet, or waiting for a worker."""
+        if job.status != JobStatus.READY:
+            return self.get_empty_value_display()
+        pause = PausedQueue.objects.filter(queue=job.queue).first()
+        if pause is not None:
+            since = localize(timezone.localtime(pause.paused_at))
+            by = f" by {pause.paused_by}" if pause.paused_by else ""
+            return (
+                f"Queue {job.queue!r} is paused (since {since}{by}): no job of it starts "
+                "until it is resumed."
+            )
+        if job.run_at > timezone.now():
+            return f"Not due until {localize(timezone.localtime(job.run_at))}."
+        return "Due: the next worker of its queue with room takes it."
 
     @admin.display(description="attempts")
     def attempts_label(self, job: Job) -> str:
