@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Run the whole test suite (arguments go to pytest).
-# With DATABASE_URL unset, on the embedded Postgres in .pgdata/.
+# With DATABASE_URL unset, on the embedded Postgres in .pgdata/, which the
+# suite starts; it is stopped again at the end unless it was running before
+# (./scripts/run.sh may be using it).
 source "$(dirname "$0")/bootstrap.sh"
+
+pgdata="${EMBEDDED_POSTGRES_DIR:-$PWD/.pgdata}"
+if [ -z "${DATABASE_URL:-}" ] && [ ! -e "$pgdata/postmaster.pid" ]; then
+    trap 'python -m project.embedded_postgres stop >/dev/null' EXIT
+fi
 
 python -m pytest "$@"
