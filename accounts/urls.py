@@ -5,6 +5,7 @@ from . import views
 app_name = "accounts"
 
 urlpatterns = [
+    path("", views.home_page, name="home"),
     path("signup/", views.signup_page, name="signup"),
     path("signup/<int:user_id>/", views.signup_status_page, name="signup-status"),
     path("api/v1/signup", views.api_signup, name="api-signup"),

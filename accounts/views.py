@@ -324,6 +324,12 @@ def signup_form_page(
 
 
 @require_http_methods(["GET", "POST"])
+@require_GET
+def home_page(request: HttpRequest) -> HttpResponse:
+    """The site's front page: where to sign up, and where to watch the jobs."""
+    return render(request, "accounts/home.html")
+
+
 def signup_page(request: HttpRequest) -> HttpResponse:
     """
     The HTML signup form; after a signup, its delivery status page. The form
