@@ -1,6 +1,6 @@
 """
 What an operator (or code) can do to one job: cancel, retry, run now; and to
-a queue: pause and resume.
+a queue: pause, resume and purge.
 
 Each is one statement that checks the job's state in its WHERE clause, so a
 job that moved on in the meantime is left alone and the caller is told.
@@ -117,6 +117,20 @@ def resume_queue(
     with connections[_database(using, backend)].cursor() as cursor:
         cursor.execute(sql.RESUME_QUEUE, {"queue": _queue_name(queue, backend)})
         return cursor.fetchone()[0]
+
+
+def purge_queue(
+    queue: str, *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> int:
+    """
+    Delete the READY jobs of a queue (due or not), in one statement; return
+    how many. Running jobs are left to finish.
+    """
+    return (
+        Job.objects.using(_database(using, backend))
+        .filter(queue=queue, status=JobStatus.READY)
+        .delete()[0]
+    )
 
 
 def paused_queues(

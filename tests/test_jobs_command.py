@@ -1,0 +1,126 @@
+"""The operator's command line: `manage.py jobs enqueue|show|list|retry|cancel|purge`."""
+
+import io
+import json
+import uuid
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from jobs.models import Job, JobStatus
+from tests.tasks import add, fail
+
+pytestmark = pytest.mark.django_db
+
+
+def jobs(*args: str) -> str:
+    out = io.StringIO()
+    call_command("jobs", *args, stdout=out, stderr=io.StringIO())
+    return out.getvalue()
+
+
+def failed(task=fail, **fields) -> Job:
+    result = task.enqueue()
+    Job.objects.filter(id=result.id).update(
+        status=JobStatus.FAILED, attempts=1, errors=[{"message": "boom"}], **fields
+    )
+    return Job.objects.get(id=result.id)
+
+
+def test_enqueue_by_path_with_json_arguments():
+    out = jobs("enqueue", "tests.tasks.add", "--args", "[1, 2]", "--queue", "reports")
+    job_id = out.split()[-1]
+    job = Job.objects.get(id=job_id)
+    assert (job.task_path, job.args, job.queue) == ("tests.tasks.add", [1, 2], "reports")
+    answer = json.loads(
+        jobs("enqueue", "tests.tasks.add", "--kwargs", '{"a": 1, "b": 2}', "--json")
+    )
+    assert answer["status"] == "READY"
+    assert Job.objects.get(id=answer["id"]).kwargs == {"a": 1, "b": 2}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["enqueue", "tests.tasks.nope"], "Not enqueued: Task 'tests.tasks.nope' does not import"),
+        (["enqueue", "tests.tasks.add", "--args", "[1,"], "--args is not JSON"),
+        (["enqueue", "tests.tasks.add", "--args", '{"a": 1}'], "--args must be a JSON list"),
+        (["enqueue", "tests.tasks.add", "--kwargs", "[]"], "--kwargs must be a JSON object"),
+        (["enqueue", "tests.tasks.add", "--queue", "emails"], "Not enqueued: Queue 'emails'"),
+        (["show", "not-an-id"], "'not-an-id' is not a job id"),
+        (["show", "01a23600-9e7a-71b8-9410-7cf5f4f717de"], "No job with id"),
+        (["retry", "01a23600-9e7a-71b8-9410-7cf5f4f717de"], "No job with id"),
+        (["retry"], "Name the jobs to retry"),
+        (["cancel", "--status", "FAILED"], "Only READY or RUNNING jobs can be cancelled"),
+        (["list", "--limit", "0"], "--limit must be 1 or more"),
+        (["--backend", "nope", "list"], "No task backend 'nope'"),
+    ],
+)
+def test_bad_input_is_refused_by_name(args, message):
+    with pytest.raises(CommandError, match=message.replace("(", r"\(")):
+        jobs(*args)
+    assert Job.objects.count() == 0
+
+
+def test_show_and_list_in_words_and_in_json():
+    broken = failed()
+    ready = add.enqueue(1, 2)
+    shown = jobs("show", str(broken.id))
+    assert "status        FAILED" in shown and "boom" in shown
+    assert json.loads(jobs("show", str(broken.id), "--json"))["errors"] == [{"message": "boom"}]
+    listed = jobs("list")
+    assert listed.index(ready.id) < listed.index(str(broken.id))
+    only_failed = json.loads(jobs("list", "--status", "FAILED", "--json"))
+    assert [row["id"] for row in only_failed] == [str(broken.id)]
+    assert jobs("list", "--task", "tests.tasks.noop") == "No jobs match.\n"
+
+
+def test_retry_and_cancel_by_id():
+    broken = failed()
+    assert jobs("retry", str(broken.id)) == "1 job(s) retried.\n"
+    assert Job.objects.get(id=broken.id).status == JobStatus.READY
+    assert jobs("cancel", str(broken.id)) == "1 job(s) cancelled.\n"
+    assert Job.objects.get(id=broken.id).status == JobStatus.CANCELLED
+    with pytest.raises(CommandError, match="No job cancelled"):
+        jobs("cancel", str(broken.id))
+    # -v 0 keeps quiet on success; -v 2 names each job it acted on.
+    assert jobs("retry", str(broken.id), "-v", "0") == ""
+    Job.objects.filter(id=broken.id).update(status=JobStatus.FAILED)
+    assert jobs("retry", str(broken.id), "-v", "2").startswith(f"retry {broken.id}\n")
+
+
+def test_a_filter_is_counted_and_confirmed_and_yes_skips_the_question(monkeypatch):
+    first, second = failed(), failed(queue="reports")
+    other = add.enqueue(1, 1)
+    # Not a terminal and no --yes: nothing done.
+    with pytest.raises(CommandError, match=r"Retry 2 job\(s\)\? Not confirmed: add --yes"):
+        jobs("retry", "--status", "FAILED")
+    assert Job.objects.filter(status=JobStatus.FAILED).count() == 2
+
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda question: "n")
+    with pytest.raises(CommandError, match="Nothing done"):
+        jobs("retry", "--queue", "reports")
+    monkeypatch.setattr("builtins.input", lambda question: "y")
+    assert jobs("retry", "--queue", "reports") == "1 job(s) retried.\n"
+    assert json.loads(jobs("retry", "--status", "FAILED", "--yes", "--json")) == {
+        "done": 1,
+        "skipped": 0,
+    }
+    statuses = dict(Job.objects.values_list("id", "status"))
+    assert statuses[first.id] == statuses[second.id] == JobStatus.READY
+    assert statuses[uuid.UUID(other.id)] == JobStatus.READY
+    with pytest.raises(CommandError, match="ids or filters to cancel, not both"):
+        jobs("cancel", str(first.id), "--queue", "reports")
+
+
+def test_purge_deletes_a_queues_ready_jobs_only():
+    waiting = add.using(queue_name="reports").enqueue(1, 1)
+    broken = failed(queue="reports")
+    elsewhere = add.enqueue(1, 1)
+    with pytest.raises(CommandError, match=r"Delete the 1 READY job\(s\) of queue 'reports'\?"):
+        jobs("purge", "reports")
+    assert jobs("purge", "reports", "--yes") == "Deleted 1 READY job(s) of queue 'reports'.\n"
+    assert not Job.objects.filter(id=waiting.id).exists()
+    assert Job.objects.filter(id__in=[broken.id, elsewhere.id]).count() == 2
+    assert jobs("purge", "reports") == "Queue 'reports' has no READY job.\n"
