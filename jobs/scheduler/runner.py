@@ -19,6 +19,7 @@ import os
 import select
 import signal
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ from django.db.backends.signals import connection_created
 
 from .. import sql
 from ..backend import PostgresBackend
+from ..health import HealthFile
 from ..models import CatchUp, Schedule
 from ..stop_signals import StopSignals
 from ..worker.connection import Backoff, connection_params, describe, first_line
@@ -122,8 +124,10 @@ class Scheduler:
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         grace: timedelta = DEFAULT_GRACE,
+        health_file: str | None = None,
     ) -> None:
         self.backend = backend
+        self.health = HealthFile(health_file)
         self.database = backend.database
         self.poll_interval = poll_interval
         self.grace = grace
@@ -281,6 +285,7 @@ class Scheduler:
             self._close()
         finally:
             connection_created.disconnect(self._configure_session)
+            self.health.remove()
         logger.info("Scheduler stopped")
 
     def _step(self) -> float:
@@ -364,13 +369,20 @@ class Scheduler:
         return sum(1 for _ in self.listener.notifies(timeout=0)) > 0
 
     def _wait(self, timeout: float) -> None:
-        if timeout <= 0 or self.stopping:
-            return
+        """Sleep until timeout, a NOTIFY or a stop signal; the health file kept fresh."""
         waitables = [self.stop_signals.reader]
         if self.listener is not None:
             waitables.append(self.listener.fileno())
-        ready, _, _ = select.select(waitables, [], [], timeout)
-        self.stop_signals.drain(ready)
+        wake_at = time.monotonic() + timeout
+        while not self.stopping:
+            self.health.beat(ready=self.listener is not None)
+            remaining = wake_at - time.monotonic()
+            if remaining <= 0:
+                return
+            ready, _, _ = select.select(waitables, [], [], self.health.wait_limit(remaining))
+            self.stop_signals.drain(ready)
+            if ready:
+                return
 
     def _cannot_connect(self, error: BaseException) -> float:
         """Log once per outage that the scheduler waits for the database; the next delay."""

@@ -25,6 +25,7 @@ from multiprocessing.connection import wait
 
 from django.tasks import task_backends
 
+from ..health import HealthFile
 from ..stop_signals import StopSignals
 from .attempts import RetryPolicy, given_back, lost_attempts
 from .completer import Completer, HeldWrites
@@ -59,6 +60,7 @@ class WorkerConfig:
     shutdown_timeout: float = 30.0
     max_tasks_per_child: int | None = None
     max_memory_per_child: int | None = None  # bytes of resident memory
+    health_file: str | None = None  # see jobs.health
 
 
 class Coordinator:
@@ -102,6 +104,7 @@ class Coordinator:
         self.connection = Reconnector(self.db)
         self.stop_now = False
         self.stop_signals = StopSignals()
+        self.health = HealthFile(config.health_file)
 
     def _database(self) -> QueueDatabase:
         return QueueDatabase(
@@ -120,10 +123,12 @@ class Coordinator:
         self.pool.start()
         self.writes.completer.start()
         self.stop_signals.install(self._on_stop_signal)
+        self.health.beat(ready=False)
         if not self._connect_at_start():
             # Nothing was claimed: there is nothing to give back.
             self.pool.stop()
             self.writes.completer.stop()
+            self.health.remove()
             logger.info("Worker %s stopped before the database answered", self.worker_id)
             return
         self.maintenance.start()
@@ -167,14 +172,18 @@ class Coordinator:
                         START_BACKOFF_MAX,
                     )
                 self.db.close()
-            ready = wait([self.stop_signals.reader], timeout=backoff.next())
-            self.stop_signals.drain(ready)
-            if self.stopping:
-                return False
+            retry_at = time.monotonic() + backoff.next()
+            while time.monotonic() < retry_at:
+                self.health.beat(ready=False)
+                timeout = self.health.wait_limit(retry_at - time.monotonic())
+                self.stop_signals.drain(wait([self.stop_signals.reader], timeout=timeout))
+                if self.stopping:
+                    return False
 
     # The loop.
 
     def _step(self) -> None:
+        self.health.beat(ready=self.db.connected)
         if self.stopping and not self.unstarted_skipped:
             # Stopping means starting nothing new: what was claimed but not
             # begun goes back to the queue now, for another worker.
@@ -245,7 +254,7 @@ class Coordinator:
         timeout_at = self.pool.next_deadline()
         if timeout_at is not None:
             deadlines.append(timeout_at)
-        return max(0.0, min(deadlines) - now)
+        return self.health.wait_limit(max(0.0, min(deadlines) - now))
 
     # Claiming and cancelling.
 
@@ -370,6 +379,7 @@ class Coordinator:
             )
         finally:
             self.db.close()
+            self.health.remove()
         if released:
             logger.info("Put %d unfinished job(s) back to READY, attempts not spent", released)
         logger.info("Worker %s stopped", self.worker_id)

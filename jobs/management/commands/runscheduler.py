@@ -45,6 +45,17 @@ class Command(BaseCommand):
             ),
         )
 
+        parser.add_argument(
+            "--health-file",
+            default=None,
+            metavar="PATH",
+            help=(
+                "Keep PATH rewritten every second while the scheduler's loop runs, saying "
+                "whether it holds its database connection: for `manage.py probe PATH` "
+                "as a liveness or readiness check (default: none)."
+            ),
+        )
+
     def handle(self, *args, **options):
         configure_command_logging(options["verbosity"], sys.stderr)
         backend = queue_backend(options["backend"], "runscheduler")
@@ -56,4 +67,5 @@ class Command(BaseCommand):
             backend,
             poll_interval=options["poll_interval"],
             grace=timedelta(seconds=options["grace"]),
+            health_file=options["health_file"],
         ).run()

@@ -76,6 +76,16 @@ class Command(BaseCommand):
             help="Replace an executor, once idle, when its resident memory passes this many MB.",
         )
         parser.add_argument(
+            "--health-file",
+            default=None,
+            metavar="PATH",
+            help=(
+                "Keep PATH rewritten every second while the worker's loop runs, saying "
+                "whether it holds its database connection: for `manage.py probe PATH` "
+                "as a liveness or readiness check (default: none)."
+            ),
+        )
+        parser.add_argument(
             "--shutdown-timeout",
             type=float,
             default=30.0,
@@ -123,6 +133,7 @@ class Command(BaseCommand):
             prefetch=options["prefetch"],
             backend=options["backend"],
             shutdown_timeout=options["shutdown_timeout"],
+            health_file=options["health_file"],
             max_tasks_per_child=options["max_tasks_per_child"],
             max_memory_per_child=(
                 options["max_memory_per_child"] * 1024 * 1024
