@@ -484,3 +484,34 @@ class TestMetrics:
         assert "# TYPE jobs_workers_live gauge\njobs_workers_live 0\n" in body
         for line in body.splitlines():
             assert line.startswith("#") or re.fullmatch(r"[a-z_]+(\{[^}]*\})? [0-9.e+-]+", line)
+
+
+class TestWorkerPage:
+    def test_shows_the_jobs_the_worker_runs_now(self, admin_client, db):
+        now = timezone.now()
+        worker = Worker.objects.create(
+            id="host-3-abc",
+            hostname="host-3",
+            pid=77,
+            queues=["default"],
+            concurrency=4,
+            started_at=now - timedelta(minutes=5),
+            last_heartbeat=now - timedelta(seconds=3),
+        )
+        page_url = reverse("admin:jobs_worker_change", args=[worker.pk])
+        assert "None" in admin_client.get(page_url).content.decode()
+        mine = make_job(
+            status=JobStatus.RUNNING,
+            attempts=2,
+            worker_ids=["host-9-old", "host-3-abc"],
+            last_attempted_at=now - timedelta(seconds=42),
+        )
+        # Its earlier attempt was this worker's, its current one another's.
+        make_job(status=JobStatus.RUNNING, attempts=2, worker_ids=["host-3-abc", "host-4-new"])
+        make_job(status=JobStatus.SUCCESSFUL, attempts=1, worker_ids=["host-3-abc"])
+        body = admin_client.get(page_url).content.decode()
+        job_url = reverse("admin:jobs_job_change", args=[mine.pk])
+        assert body.count(" (attempt ") == 1
+        assert f'<li><a href="{job_url}">{mine.pk}</a> tests.tasks.add (attempt 2)' in body
+        assert re.search(r"running for 4\d\.\d s</li>", body)
+        assert re.search(r"<div class=\"readonly\">[3-9]\.\d s</div>", body)

@@ -539,6 +539,10 @@ class JobAdmin(admin.ModelAdmin):
         return (queryset.filter(id__lt=high) if high else queryset), False
 
 
+# RUNNING jobs listed on a worker's page.
+WORKER_PAGE_JOBS = 100
+
+
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
     """The registered workers, read-only: a worker's row is its own to write."""
@@ -554,6 +558,18 @@ class WorkerAdmin(admin.ModelAdmin):
         "last_heartbeat",
     )
     ordering = ("started_at",)
+    fields = (
+        "id",
+        "hostname",
+        "pid",
+        "queues",
+        "concurrency",
+        "started_at",
+        "last_heartbeat",
+        "heartbeat_age",
+        "running_jobs",
+    )
+    readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         running = RawSQL(sql.RUNNING_JOBS_OF_WORKER, ())
@@ -562,6 +578,42 @@ class WorkerAdmin(admin.ModelAdmin):
     @admin.display(description="jobs in flight")
     def in_flight(self, worker: Worker) -> int:
         return worker.running
+
+    @admin.display(description="last heartbeat, ago")
+    def heartbeat_age(self, worker: Worker) -> str:
+        return duration_text((timezone.now() - worker.last_heartbeat).total_seconds())
+
+    @admin.display(description="jobs it runs now")
+    def running_jobs(self, worker: Worker) -> SafeString | str:
+        """The RUNNING jobs whose latest attempt is this worker's, longest running first."""
+        jobs = (
+            Job.objects.filter(status=JobStatus.RUNNING)
+            .annotate(current_worker=RawSQL("worker_ids[cardinality(worker_ids)]", ()))
+            .filter(current_worker=worker.id)
+            .order_by("last_attempted_at")
+            .only("id", "task_path", "last_attempted_at", "attempts")[:WORKER_PAGE_JOBS]
+        )
+        now = timezone.now()
+        rows = [
+            (
+                reverse("admin:jobs_job_change", args=[job.pk]),
+                job.pk,
+                job.task_path,
+                job.attempts,
+                duration_text((now - job.last_attempted_at).total_seconds()),
+            )
+            for job in jobs
+        ]
+        if not rows:
+            return "None"
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join(
+                "",
+                '<li><a href="{}">{}</a> {} (attempt {}), running for {}</li>',
+                rows,
+            ),
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
