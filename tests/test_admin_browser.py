@@ -87,6 +87,12 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     page.click("a[href='/admin/jobs/job/']")
     expect(page.locator("#result_list tbody tr")).to_have_count(8)
     screenshot(page, "job-list")
+    # Every column fits a 1366 px screen, the admin's sidebars open.
+    page.set_viewport_size({"width": 1366, "height": 768})
+    page.reload()
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the job list is {overflow} px wider than a 1366 px screen"
+    page.set_viewport_size({"width": 1680, "height": 900})
 
     page.locator("#changelist-filter").get_by_role("link", name="Failed", exact=True).click()
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
@@ -118,3 +124,24 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     expect(page.locator("#jobs-workers tbody")).to_contain_text(str(worker.pid))
     expect(page.locator("#jobs-schedules")).to_contain_text("At 18:00, Monday through Friday")
     screenshot(page, "dashboard", full_page=True)
+    # The charts' text as drawn on the screen, at 1366 px too.
+    for width in (1680, 1366):
+        page.set_viewport_size({"width": width, "height": 900})
+        smallest = page.evaluate(
+            """Math.min(...Array.from(document.querySelectorAll("svg.jobs-chart text"),
+                text => text.getBoundingClientRect().height))"""
+        )
+        assert smallest >= 11, f"a chart label is {smallest:.1f} px high at {width} px"
+    ticks = page.locator("svg.jobs-chart").first.locator("text")
+    expect(ticks.filter(has_text=":")).not_to_have_count(0)
+
+    # Cancelling a running job asks first.
+    running = tasks.sleep_for.enqueue(60)
+    wait_for_status(running.id, (JobStatus.RUNNING,))
+    page.goto(f"{live_server.url}/admin/jobs/job/{running.id}/change/")
+    page.click("#job-cancel")
+    expect(page.locator("#content")).to_contain_text("is running now")
+    assert job_status(running.id) == JobStatus.RUNNING
+    page.click("#job-cancel-confirmed")
+    expect(page.locator(".messagelist")).to_contain_text("Cancelled")
+    assert job_status(running.id) == JobStatus.CANCELLED

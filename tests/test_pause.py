@@ -190,7 +190,7 @@ def test_a_ready_jobs_page_says_why_it_waits(admin_client):
 
     assert waiting(job.id).startswith("Due: the next worker")
     assert waiting(later.id).startswith("Not due until")
-    assert waiting(done.id) == "-"
+    assert waiting(done.id) == "—"
     operations.pause_queue("reports", by="ops")
     assert waiting(job.id).startswith("Queue &#x27;reports&#x27; is paused (since ")
     assert "by ops): no job of it starts until it is resumed." in waiting(job.id)

@@ -75,12 +75,26 @@ def throughput_chart(minutes: Sequence[Minute]) -> SafeString:
                     f'width="{slot - 2:.1f}" height="{bar:.1f}"/>'
                 )
         body.append("</g>")
-    if minutes:
-        body += [
-            _text(left, height - 6, f"{minutes[0].start:%H:%M}"),
-            _text(width, height - 6, f"{minutes[-1].start:%H:%M}", "end"),
-        ]
+    body += _minute_ticks(minutes, left, slot, top + plot_height, height - 6)
     return _svg(width, height, "Jobs finished per minute, last hour", body)
+
+
+# Minutes between the labelled ticks under the per-minute chart.
+TICK_MINUTES = 10
+
+
+def _minute_ticks(
+    minutes: Sequence[Minute], left: float, slot: float, axis: float, baseline: float
+) -> list[str]:
+    """A tick and its time under every TICK_MINUTES-th minute's bar."""
+    ticks = []
+    for index, minute in enumerate(minutes):
+        if minute.start.minute % TICK_MINUTES:
+            continue
+        x = left + (index + 0.5) * slot
+        ticks.append(f'<line class="grid" x1="{x:.1f}" y1="{axis}" x2="{x:.1f}" y2="{axis + 4}"/>')
+        ticks.append(_text(x, baseline, f"{minute.start:%H:%M}", "middle"))
+    return ticks
 
 
 def bar_chart(
