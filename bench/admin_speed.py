@@ -8,8 +8,8 @@ server of DATABASE_URL) with one INSERT ... SELECT FROM generate_series: a week
 of history, mostly SUCCESSFUL, 2% FAILED, 1% CANCELLED, a recent backlog of
 READY jobs and a few RUNNING ones. The rows are kept between runs. Each page is
 then requested through Django's test client, logged in as a superuser, and its
-median and slowest time are printed. Exits 1 when the list or the dashboard
-takes 300 ms or more at the median.
+median and slowest time are printed. Exits 1 when the list, the dashboard or
+the statistics per task take 300 ms or more at the median.
 """
 
 import argparse
@@ -137,6 +137,7 @@ def main() -> int:
         ("search by full id", f"/admin/jobs/job/?q={some_id}", False),
         ("job detail", f"/admin/jobs/job/{some_id}/change/", False),
         ("dashboard", "/admin/jobs/job/dashboard/", True),
+        ("statistics per task", "/admin/jobs/job/dashboard/tasks/", True),
         ("prometheus /metrics", "/metrics", False),
     ]
     print(f"\n{'page':<28} {'median':>9} {'slowest':>9}   ({options.repeat} requests each)")

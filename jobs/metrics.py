@@ -159,6 +159,50 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
     )
 
 
+@dataclass(frozen=True)
+class Window:
+    """One task's finished jobs over a window: counts, run time percentiles, mean wait."""
+
+    runs: int
+    failed: int
+    runtime: tuple[float | None, float | None, float | None]  # p50, p95, p99 seconds
+    mean_wait: float | None
+
+    @property
+    def failure_rate(self) -> float | None:
+        return self.failed / self.runs if self.runs else None
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """A task's last hour and last day, and its latest failure."""
+
+    task_path: str
+    hour: Window
+    day: Window
+    last_failure_at: datetime | None
+    last_failure_id: str | None
+
+
+def task_statistics(
+    using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> list[TaskStats]:
+    """Every task that finished a job in the last day, busiest first (see sql.TASK_STATISTICS)."""
+    with connections[using or task_backends[backend].database].cursor() as cursor:
+        rows = _fetch(cursor, sql.TASK_STATISTICS)
+    none = (None, None, None)
+    return [
+        TaskStats(
+            task_path=row[0],
+            hour=Window(row[1], row[2], tuple(row[3] or none), row[4]),
+            day=Window(row[5], row[6], tuple(row[7] or none), row[8]),
+            last_failure_at=row[9],
+            last_failure_id=str(row[10]) if row[10] else None,
+        )
+        for row in rows
+    ]
+
+
 def totals_by_status(
     using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> dict[str, int]:

@@ -614,6 +614,39 @@ SELECT count(*), COALESCE(sum(wait), 0),
 FROM waits
 """
 
+# Per task, the jobs that finished in the last day, and in the last hour: how
+# many, how many FAILED, the last attempt's run time (p50, p95, p99), the mean
+# wait from due (enqueued, or run_after) to the first start, and the latest
+# failure. One range read of jobs_job_finished_idx per finished status: the
+# cost follows the jobs of the last day, not the history.
+TASK_STATISTICS = """
+WITH recent AS (
+    SELECT task_path, status, id, finished_at,
+           finished_at >= now() - interval '1 hour' AS last_hour,
+           extract(epoch FROM finished_at - last_attempted_at)::float8 AS runtime,
+           GREATEST(0, extract(epoch FROM started_at
+                    - GREATEST(enqueued_at, COALESCE(run_after, enqueued_at))))::float8 AS wait
+    FROM jobs_job
+    WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+      AND finished_at >= now() - interval '1 day'
+)
+SELECT task_path,
+       count(*) FILTER (WHERE last_hour),
+       count(*) FILTER (WHERE last_hour AND status = 'FAILED'),
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY runtime)
+           FILTER (WHERE last_hour),
+       avg(wait) FILTER (WHERE last_hour),
+       count(*),
+       count(*) FILTER (WHERE status = 'FAILED'),
+       percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY runtime),
+       avg(wait),
+       max(finished_at) FILTER (WHERE status = 'FAILED'),
+       (array_agg(id ORDER BY finished_at DESC) FILTER (WHERE status = 'FAILED'))[1]
+FROM recent
+GROUP BY task_path
+ORDER BY count(*) DESC, task_path
+"""
+
 # Every job by status. READY and RUNNING rows are counted on their partial
 # indexes, finished ones on the (status, finished_at) index.
 TOTALS_BY_STATUS = """

@@ -515,3 +515,37 @@ class TestWorkerPage:
         assert f'<li><a href="{job_url}">{mine.pk}</a> tests.tasks.add (attempt 2)' in body
         assert re.search(r"running for 4\d\.\d s</li>", body)
         assert re.search(r"<div class=\"readonly\">[3-9]\.\d s</div>", body)
+
+
+class TestStatistics:
+    def test_counts_rates_run_times_waits_and_the_last_failure_per_task(self, admin_client, db):
+        now = timezone.now()
+        for ms in (100, 200, 300, 400):
+            make_job(
+                task_path="tests.tasks.add",
+                status=JobStatus.SUCCESSFUL,
+                attempts=1,
+                enqueued_at=now - timedelta(minutes=10),
+                started_at=now - timedelta(minutes=10) + timedelta(seconds=2),
+                last_attempted_at=now - timedelta(minutes=5),
+                finished_at=now - timedelta(minutes=5) + timedelta(milliseconds=ms),
+            )
+        old_failure = failed_job()
+        Job.objects.filter(pk=old_failure.pk).update(finished_at=now - timedelta(hours=5))
+        make_job(status=JobStatus.SUCCESSFUL, enqueued_at=now - timedelta(days=3))
+        [add, failing] = metrics.task_statistics()
+        assert add.task_path == "tests.tasks.add"
+        assert (add.hour.runs, add.hour.failed, add.day.runs) == (4, 0, 4)
+        assert add.hour.runtime[0] == pytest.approx(0.25)
+        assert add.hour.mean_wait == pytest.approx(2.0)
+        assert (failing.hour.runs, failing.day.runs, failing.day.failed) == (0, 1, 1)
+        assert failing.day.failure_rate == 1.0 and failing.last_failure_id == str(old_failure.pk)
+
+        body = admin_client.get(reverse("admin:jobs_job_statistics")).content.decode()
+        row = re.search(r'<tr data-task="tests.tasks.add">(.*?)</tr>', body, re.S).group(1)
+        assert re.findall(r'<td class="runs">(\d+)</td>', row) == ["4", "4"]
+        assert "250 ms" in row and "0.0%" in row
+        failing_row = re.search(rf'<tr data-task="{failing.task_path}">(.*?)</tr>', body, re.S)
+        assert reverse("admin:jobs_job_change", args=[old_failure.pk]) in failing_row.group(1)
+        assert "100.0%" in failing_row.group(1)
+        assert 'id="jobs-statistics-link"' in admin_client.get(DASHBOARD).content.decode()

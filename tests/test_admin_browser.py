@@ -135,6 +135,11 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     ticks = page.locator("svg.jobs-chart").first.locator("text")
     expect(ticks.filter(has_text=":")).not_to_have_count(0)
 
+    page.click("#jobs-statistics-link")
+    add_row = page.locator('#jobs-task-statistics tr[data-task="tests.tasks.add"]')
+    expect(add_row.locator("td.runs")).to_have_text(["6", "6"])
+    expect(add_row.locator("td.failed")).to_have_text(["0", "0"])
+
     # Cancelling a running job asks first.
     running = tasks.sleep_for.enqueue(60)
     wait_for_status(running.id, (JobStatus.RUNNING,))

@@ -36,7 +36,7 @@ from .. import operations, sql
 from ..backend import current_task_path
 from ..exceptions import JobStateError
 from ..models import Job, JobStatus, PausedQueue, Worker
-from . import dashboard
+from . import dashboard, statistics
 from .charts import duration_text
 from .ids import task_id_range, uuid7_floor
 
@@ -515,6 +515,7 @@ class JobAdmin(admin.ModelAdmin):
                 wrap(require_POST(self.run_schedule_now_view)),
                 name=f"{info}_run_schedule_now",
             ),
+            path("dashboard/tasks/", wrap(self.statistics_view), name=f"{info}_statistics"),
             path(
                 "dashboard/queues/pause/",
                 wrap(require_POST(self.pause_queue_view)),
@@ -535,6 +536,11 @@ class JobAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         return dashboard.render(self, request)
+
+    def statistics_view(self, request: HttpRequest) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return statistics.render(self, request)
 
     def run_schedule_now_view(self, request: HttpRequest, schedule_id: int) -> HttpResponse:
         return dashboard.run_schedule_now(self, request, schedule_id)
