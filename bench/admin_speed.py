@@ -6,10 +6,11 @@ How fast the job list and the dashboard answer on a table of 1,000,000 jobs.
 Fills a database of its own (jobs_admin_speed, on the embedded Postgres or the
 server of DATABASE_URL) with one INSERT ... SELECT FROM generate_series: a week
 of history, mostly SUCCESSFUL, 2% FAILED, 1% CANCELLED, a recent backlog of
-READY jobs and a few RUNNING ones. The rows are kept between runs. Each page is
+READY jobs and a few RUNNING ones; one job in 100 tagged, with an account in
+its meta. The rows are kept between runs. Each page is
 then requested through Django's test client, logged in as a superuser, and its
-median and slowest time are printed. Exits 1 when the list, the dashboard or
-the statistics per task take 300 ms or more at the median.
+median and slowest time are printed. Exits 1 when the list, the dashboard, the
+statistics per task or the tag filter take 300 ms or more at the median.
 """
 
 import argparse
@@ -40,7 +41,7 @@ BUDGET_MS = 300.0
 FILL = """
 INSERT INTO jobs_job (id, backend, task_path, queue, priority, args, kwargs, status, run_at,
     attempts, max_attempts, enqueued_at, started_at, last_attempted_at, finished_at,
-    worker_ids, return_value, errors)
+    worker_ids, return_value, errors, tags, meta)
 SELECT
     (lpad(to_hex((extract(epoch FROM t.enqueued_at) * 1000)::bigint), 12, '0')
         || '7' || substr(md5(i::text), 1, 3) || '8' || substr(md5(i::text), 5, 15))::uuid,
@@ -63,7 +64,9 @@ SELECT
     CASE WHEN s.status = 'FAILED' THEN jsonb_build_array(jsonb_build_object(
         'exception_class_path', 'builtins.ValueError', 'message', 'bench',
         'traceback', 'Traceback (most recent call last): ...', 'attempt', 1,
-        'at', extract(epoch FROM t.enqueued_at))) ELSE '[]'::jsonb END
+        'at', extract(epoch FROM t.enqueued_at))) ELSE '[]'::jsonb END,
+    CASE WHEN i %% 100 = 0 THEN ARRAY['bench-tag'] ELSE '{}' END::varchar[],
+    CASE WHEN i %% 100 = 0 THEN jsonb_build_object('account', i %% 500) ELSE '{}' END
 FROM generate_series(1, %(rows)s) AS i
 CROSS JOIN LATERAL (
     SELECT now() - (%(rows)s - i) * interval '7 days' / %(rows)s AS enqueued_at
@@ -82,8 +85,8 @@ CROSS JOIN LATERAL (
 
 def fill(rows: int) -> None:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM jobs_job")
-        if cursor.fetchone()[0] == rows:
+        cursor.execute("SELECT count(*), count(*) FILTER (WHERE tags <> '{}') FROM jobs_job")
+        if cursor.fetchone() == (rows, rows // 100):
             print(f"jobs_job already holds {rows:,} rows")
             return
         print(f"Inserting {rows:,} jobs ...", flush=True)
@@ -138,6 +141,8 @@ def main() -> int:
         ("job detail", f"/admin/jobs/job/{some_id}/change/", False),
         ("dashboard", "/admin/jobs/job/dashboard/", True),
         ("statistics per task", "/admin/jobs/job/dashboard/tasks/", True),
+        ("tag filter", "/admin/jobs/job/?tag=bench-tag", True),
+        ("meta search", "/admin/jobs/job/?q=meta:account%3D100", False),
         ("prometheus /metrics", "/metrics", False),
     ]
     print(f"\n{'page':<28} {'median':>9} {'slowest':>9}   ({options.repeat} requests each)")

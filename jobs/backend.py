@@ -75,12 +75,17 @@ class JobTask(Task):
     A Django Task with the queue's per-task options.
 
     `@task(max_attempts=5, timeout=30)` sets them for every call;
-    `.using(countdown=10, unique_key="...")` for one enqueue.
+    `.using(countdown=10, unique_key="...", tags=["billing"], meta={"account": 42})`
+    for one enqueue.
     """
 
     max_attempts: int | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    # Labels and JSON data stored on the job to find it by (the admin's
+    # filters); the queue never reads them. get_result()'s task carries them.
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] | None = None
     # Paths this task answered to before it was renamed or moved: jobs queued
     # under them still run, and show this task's name.
     aliases: tuple[str, ...] = ()
@@ -89,6 +94,7 @@ class JobTask(Task):
         # Zero-argument super() does not work in a slotted dataclass.
         Task.__post_init__(self)
         object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "tags", tuple(self.tags))
         for alias in self.aliases:
             TASK_ALIASES[alias] = self.module_path
 
@@ -99,6 +105,8 @@ class JobTask(Task):
         max_attempts: int | None = None,
         timeout: float | None = None,
         unique_key: str | None = None,
+        tags: Sequence[str] | None = None,
+        meta: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> "JobTask":
         """Django's `using()`, plus the queue's options and a countdown in seconds."""
@@ -113,6 +121,8 @@ class JobTask(Task):
                 ("max_attempts", max_attempts),
                 ("timeout", timeout),
                 ("unique_key", unique_key),
+                ("tags", None if tags is None else tuple(tags)),
+                ("meta", meta),
             )
             if value is not None
         }
@@ -202,6 +212,28 @@ def _check_column_text(name: str, value: str) -> None:
         raise InvalidTask(f"{name} holds {reason}, which Postgres cannot store.")
 
 
+def _check_tags_and_meta(tags: Sequence[str], meta: dict[str, Any] | None) -> None:
+    """An InvalidTask saying which tag, or what of meta, a job cannot hold."""
+    limit = Job._meta.get_field("tags").base_field.max_length
+    for tag in tags:
+        if not isinstance(tag, str) or not tag:
+            raise InvalidTask(f"A tag is a non-empty string, not {tag!r}.")
+        if len(tag) > limit:
+            raise InvalidTask(f"A tag is {len(tag)} characters long; at most {limit} fit.")
+        if reason := unstorable(_dumps(tag)):
+            raise InvalidTask(f"Tag {tag!r} holds {reason}, which Postgres cannot store.")
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise InvalidTask(f"meta is a dict of JSON values, not {type(meta).__name__}.")
+    try:
+        text = _dumps(meta)
+    except (TypeError, ValueError) as error:
+        raise InvalidTask(f"meta is not JSON: {error}.") from None
+    if reason := unstorable(text):
+        raise InvalidTask(f"meta holds {reason}, which Postgres cannot store in jsonb.")
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
@@ -232,6 +264,7 @@ class PostgresBackend(BaseTaskBackend):
         aliases = getattr(task, "aliases", ())
         if not all(isinstance(alias, str) and "." in alias for alias in aliases):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
+        _check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
         unique_key = getattr(task, "unique_key", None)
         for name, value in (
             ("unique_key", unique_key),
@@ -271,9 +304,13 @@ class PostgresBackend(BaseTaskBackend):
             "notify": task.run_after is None
             or task.run_after <= timezone.now() + timedelta(seconds=self.config["POLL_INTERVAL"]),
         }
+        tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
+        labelled = bool(tags or meta)
+        if labelled:
+            params.update(tags=list(tags), meta=_dumps(meta or {}))
         with self._enqueue_cursor() as cursor:
             if len(calls) == 1:
-                cursor.execute(sql.ENQUEUE_ONE, params)
+                cursor.execute(sql.ENQUEUE_ONE_LABELLED if labelled else sql.ENQUEUE_ONE, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
                 if unique_key is not None and not inserted:
                     cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
@@ -290,7 +327,7 @@ class PostgresBackend(BaseTaskBackend):
                 # takes about as long), instead of after. An error may come
                 # at any of the three steps: each is Django's, as for one job.
                 with cursor.db.wrap_database_errors, _pipeline(cursor.cursor.connection):
-                    cursor.execute(sql.ENQUEUE, params)
+                    cursor.execute(sql.ENQUEUE_LABELLED if labelled else sql.ENQUEUE, params)
                     results = self._ready_results(task, ids, calls)
                     _, enqueued_at, _ = cursor.fetchone()
 
@@ -377,6 +414,8 @@ class PostgresBackend(BaseTaskBackend):
         }
         if isinstance(task, JobTask):
             changes["unique_key"] = job.unique_key
+            changes["tags"] = tuple(job.tags)
+            changes["meta"] = job.meta or None
             timeout = job.timeout.total_seconds() if job.timeout is not None else None
             # The row holds the values in force; the task keeps its own
             # (None: the backend's) unless the enqueue gave others.

@@ -10,6 +10,7 @@ from itertools import islice
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.utils import timezone
@@ -63,6 +64,11 @@ class Job(models.Model):
     errors = models.JSONField(default=list, blank=True)
     # NULL, not '', means no key: the partial unique index ignores NULLs.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Labels and data to find jobs by (`using(tags=..., meta=...)`), never
+    # read by the queue itself. The database's defaults keep inserts that do
+    # not name them working.
+    tags = ArrayField(models.CharField(max_length=100), default=list, db_default=[], blank=True)
+    meta = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         db_table = "jobs_job"
@@ -104,6 +110,16 @@ class Job(models.Model):
                 "finished_at",
                 name="jobs_job_finished_idx",
                 condition=models.Q(status__in=FINISHED_STATUSES),
+            ),
+            # Finding jobs by tag, or by a key and value of their meta. Partial:
+            # a job with neither (most) costs its enqueue nothing here; a query
+            # names the condition to be answered from them (jobs.admin.filters).
+            GinIndex(fields=["tags"], name="jobs_job_tags_idx", condition=~models.Q(tags=[])),
+            GinIndex(
+                fields=["meta"],
+                opclasses=["jsonb_path_ops"],
+                name="jobs_job_meta_idx",
+                condition=~models.Q(meta={}),
             ),
         ]
         constraints = [

@@ -27,17 +27,17 @@ READY_CHANNEL = "jobs_ready"
 # (ON CONFLICT against the partial unique index, so there is no race between
 # concurrent enqueues); the caller then reads the existing job. A unique key
 # comes with a single job only.
-ENQUEUE = f"""
+_ENQUEUE = """
 WITH job AS (
     INSERT INTO jobs_job (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key
+        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key{label_columns}
     )
     SELECT
         new.id, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
         new.call -> 0, new.call -> 1, 'READY', COALESCE(%(run_after)s, statement_timestamp()),
         %(run_after)s, 0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]',
-        %(unique_key)s
+        %(unique_key)s{label_values}
     FROM ROWS FROM (
         unnest(string_to_array(%(ids)s::text, ',')::uuid[]),
         jsonb_array_elements(%(calls)s::jsonb)
@@ -47,7 +47,7 @@ WITH job AS (
     RETURNING 1
 )
 SELECT count(*), statement_timestamp(),
-       CASE WHEN %(notify)s AND count(*) > 0 THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+       CASE WHEN %(notify)s AND count(*) > 0 THEN pg_notify('{ready_channel}', %(queue)s) END
 FROM job
 """
 
@@ -56,22 +56,37 @@ FROM job
 # batch form's unnest and count. Its call is the same [[args, kwargs]] JSON.
 # The same transactional NOTIFY, and the same no-op on a live unique key,
 # which returns no row.
-ENQUEUE_ONE = f"""
+_ENQUEUE_ONE = """
 INSERT INTO jobs_job (
     id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key
+    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key{label_columns}
 )
 VALUES (
     %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
     %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
     COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
-    0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]', %(unique_key)s
+    0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{{}}', '[]',
+    %(unique_key)s{label_values}
 )
 ON CONFLICT (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
 RETURNING 1, statement_timestamp(),
-          CASE WHEN %(notify)s THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+          CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', %(queue)s) END
 """
+
+# Each in two forms: jobs with tags or meta name the two columns; the others
+# leave them to the columns' defaults, which keeps two parameters (5% of an
+# enqueue's time) off the common path.
+_PLAIN = {"label_columns": "", "label_values": "", "ready_channel": READY_CHANNEL}
+_LABELLED = {
+    "label_columns": ", tags, meta",
+    "label_values": ", %(tags)s::varchar[], %(meta)s::jsonb",
+    "ready_channel": READY_CHANNEL,
+}
+ENQUEUE = _ENQUEUE.format(**_PLAIN)
+ENQUEUE_LABELLED = _ENQUEUE.format(**_LABELLED)
+ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN)
+ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
 
 LIVE_JOB_BY_UNIQUE_KEY = """
 SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
@@ -545,6 +560,12 @@ PLAN = "EXPLAIN (FORMAT JSON) {query}"
 RECENT_TASK_PATHS = """
 SELECT DISTINCT task_path
 FROM (SELECT task_path FROM jobs_job ORDER BY id DESC LIMIT %s) AS recent
+"""
+
+# The tags of the most recent jobs, for the admin's tag filter.
+RECENT_TAGS = """
+SELECT DISTINCT unnest(tags)
+FROM (SELECT tags FROM jobs_job ORDER BY id DESC LIMIT %s) AS recent
 """
 
 # The RUNNING jobs of a worker, as a subquery of a jobs_worker row.

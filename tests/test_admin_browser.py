@@ -70,7 +70,8 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS test_ledger")
     broken = tasks.record_run.using(max_attempts=1).enqueue("browser")
-    done = [tasks.add.enqueue(n, n) for n in range(6)]
+    done = [tasks.add.enqueue(n, n) for n in range(5)]
+    done.append(tasks.add.using(tags=["browser"]).enqueue(5, 5))
     worker = start_worker("--concurrency", "2")
     wait_for_status(broken.id, (JobStatus.FAILED,))
     for result in done:
@@ -94,6 +95,10 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     assert overflow <= 0, f"the job list is {overflow} px wider than a 1366 px screen"
     page.set_viewport_size({"width": 1680, "height": 900})
 
+    page.locator("#changelist-filter").get_by_role("link", name="browser", exact=True).click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    expect(page.locator("#result_list tbody tr")).to_contain_text("5, 5")
+    page.goto(f"{live_server.url}/admin/jobs/job/")
     page.locator("#changelist-filter").get_by_role("link", name="Failed", exact=True).click()
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
     page.locator("#result_list tbody tr th a").click()

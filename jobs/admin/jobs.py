@@ -147,6 +147,38 @@ class TaskFilter(admin.SimpleListFilter):
         return queryset.filter(task_path=self.value()) if self.value() else queryset
 
 
+class TagFilter(admin.SimpleListFilter):
+    """The tags of the most recent jobs; any tag by `?tag=` (see tagged())."""
+
+    title = "tag"
+    parameter_name = "tag"
+    sample_size = 10_000
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        with connections[Job.objects.db].cursor() as cursor:
+            cursor.execute(sql.RECENT_TAGS, [self.sample_size])
+            tags = {tag for (tag,) in cursor.fetchall()}
+        if self.value():
+            tags.add(self.value())
+        return [(tag, tag) for tag in sorted(tags)]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return tagged(queryset, self.value()) if self.value() else queryset
+
+
+def tagged(queryset: QuerySet, tag: str) -> QuerySet:
+    """
+    The jobs with this tag. Jobs without tags are excluded by name: that is
+    the condition of jobs_job_tags_idx, which the planner must see to use it.
+    """
+    return queryset.exclude(tags=[]).filter(tags__contains=[tag])
+
+
+def with_meta(queryset: QuerySet, key: str, value: object) -> QuerySet:
+    """The jobs whose meta holds key: value (jobs_job_meta_idx, as tagged() does)."""
+    return queryset.exclude(meta={}).filter(meta__contains={key: value})
+
+
 def _pretty_json(value: object) -> SafeString:
     return format_html(
         '<pre class="jobs-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False)
@@ -186,9 +218,12 @@ class JobAdmin(admin.ModelAdmin):
     )
     list_display_links = ("short_id",)
     empty_value_display = "—"
-    list_filter = ("status", QueueFilter, TaskFilter, EnqueuedFilter)
+    list_filter = ("status", QueueFilter, TaskFilter, TagFilter, EnqueuedFilter)
     search_fields = ("task_path",)
-    search_help_text = "A task id, its first 8 or more characters, or part of a task name."
+    search_help_text = (
+        "A task id, its first 8 or more characters, part of a task name, "
+        "tag:<tag>, or meta:<key>=<value> (the value as JSON, else text)."
+    )
     # Only the primary key is sorted on: every other column would sort the table.
     sortable_by = ("enqueued",)
     ordering = ("-id",)
@@ -214,6 +249,8 @@ class JobAdmin(admin.ModelAdmin):
                     "attempts_label",
                     "timeout",
                     "unique_key",
+                    "tags_list",
+                    "meta_json",
                     "backend",
                 )
             },
@@ -349,6 +386,21 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="kwargs")
     def kwargs_json(self, job: Job) -> SafeString:
         return _pretty_json(job.kwargs)
+
+    @admin.display(description="tags")
+    def tags_list(self, job: Job) -> SafeString | str:
+        if not job.tags:
+            return self.get_empty_value_display()
+        url = reverse("admin:jobs_job_changelist")
+        return format_html_join(
+            ", ",
+            '<a href="{}?{}">{}</a>',
+            ((url, urlencode({"tag": tag}), tag) for tag in job.tags),
+        )
+
+    @admin.display(description="meta")
+    def meta_json(self, job: Job) -> SafeString | str:
+        return _pretty_json(job.meta) if job.meta else self.get_empty_value_display()
 
     @admin.display(description="return value")
     def return_value_json(self, job: Job) -> SafeString | str:
@@ -590,8 +642,17 @@ class JobAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        """A task id, a prefix of one (a primary key range), or part of a task name."""
+        """A task id, a prefix of one (a primary key range), a tag, meta, or part of a task name."""
         term = search_term.strip()
+        if term.startswith("tag:") and term[4:]:
+            return tagged(queryset, term[4:]), False
+        if term.startswith("meta:") and "=" in term:
+            key, _, text = term[5:].partition("=")
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+            return with_meta(queryset, key, value), False
         id_range = task_id_range(term) if term else None
         if id_range is None:
             return super().get_search_results(request, queryset, term)
