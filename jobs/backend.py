@@ -26,7 +26,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
-from . import sql
+from . import sql, tracing
 from .jsonb import unstorable
 from .models import Job, JobStatus
 
@@ -305,9 +305,14 @@ class PostgresBackend(BaseTaskBackend):
             or task.run_after <= timezone.now() + timedelta(seconds=self.config["POLL_INTERVAL"]),
         }
         tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
-        labelled = bool(tags or meta)
+        trace_context = tracing.current_context()
+        labelled = bool(tags or meta or trace_context)
         if labelled:
-            params.update(tags=list(tags), meta=_dumps(meta or {}))
+            params.update(
+                tags=list(tags),
+                meta=_dumps(meta or {}),
+                trace_context=_dumps(trace_context) if trace_context else None,
+            )
         with self._enqueue_cursor() as cursor:
             if len(calls) == 1:
                 cursor.execute(sql.ENQUEUE_ONE_LABELLED if labelled else sql.ENQUEUE_ONE, params)

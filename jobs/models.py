@@ -69,6 +69,9 @@ class Job(models.Model):
     # not name them working.
     tags = ArrayField(models.CharField(max_length=100), default=list, db_default=[], blank=True)
     meta = models.JSONField(default=dict, db_default={}, blank=True)
+    # The enqueuer's OpenTelemetry context (W3C traceparent), when it had one
+    # (see jobs.tracing).
+    trace_context = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "jobs_job"

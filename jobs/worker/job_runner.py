@@ -19,6 +19,7 @@ from django.tasks.base import Task, TaskError
 from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
+from .. import tracing
 from ..exceptions import DoNotRetry, RetryJob, class_path
 from ..jsonb import unstorable
 from .attempts import (
@@ -55,6 +56,15 @@ class JobRunner:
         self._tasks: dict[tuple[str, str], tuple[Task, BaseTaskBackend]] = {}
 
     def run(self, job: ClaimedJob) -> Outcome:
+        if not tracing.enabled():
+            return self._run(job)
+        carrier = loads(job.trace_context) if job.trace_context else None
+        with tracing.attempt_span(job.task_path, job.queue, job.id, job.attempt, carrier) as span:
+            outcome = self._run(job)
+            span.set_attribute("jobs.outcome", outcome.status)
+            return outcome
+
+    def _run(self, job: ClaimedJob) -> Outcome:
         started = time.monotonic()
         try:
             task, backend = self._task(job)

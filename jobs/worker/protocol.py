@@ -67,6 +67,7 @@ class ClaimedJob(NamedTuple):
     worker_ids: list[str]
     errors: str
     run_after: float | None
+    trace_context: str | None  # JSON text; see jobs.tracing
 
 
 class Outcome(NamedTuple):
