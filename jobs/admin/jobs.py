@@ -128,39 +128,38 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue=self.value()) if self.value() else queryset
 
 
-class TaskFilter(admin.SimpleListFilter):
-    """The tasks of the most recent jobs, read from the end of the primary key index."""
+class RecentValuesFilter(admin.SimpleListFilter):
+    """
+    A filter whose choices are read from the most recent jobs (the end of the
+    primary key index), not from the whole table; any value works by its URL.
+    """
 
-    title = "task"
-    parameter_name = "task"
     sample_size = 10_000
+    # Returns one column of values, given the sample size.
+    sample_sql = ""
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
         with connections[Job.objects.db].cursor() as cursor:
-            cursor.execute(sql.RECENT_TASK_PATHS, [self.sample_size])
-            tasks = {task_path for (task_path,) in cursor.fetchall()}
+            cursor.execute(self.sample_sql, [self.sample_size])
+            values = {value for (value,) in cursor.fetchall()}
         if self.value():
-            tasks.add(self.value())
-        return [(task_path, task_path) for task_path in sorted(tasks)]
+            values.add(self.value())
+        return [(value, value) for value in sorted(values)]
+
+
+class TaskFilter(RecentValuesFilter):
+    title = "task"
+    parameter_name = "task"
+    sample_sql = sql.RECENT_TASK_PATHS
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(task_path=self.value()) if self.value() else queryset
 
 
-class TagFilter(admin.SimpleListFilter):
-    """The tags of the most recent jobs; any tag by `?tag=` (see tagged())."""
-
+class TagFilter(RecentValuesFilter):
     title = "tag"
     parameter_name = "tag"
-    sample_size = 10_000
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
-        with connections[Job.objects.db].cursor() as cursor:
-            cursor.execute(sql.RECENT_TAGS, [self.sample_size])
-            tags = {tag for (tag,) in cursor.fetchall()}
-        if self.value():
-            tags.add(self.value())
-        return [(tag, tag) for tag in sorted(tags)]
+    sample_sql = sql.RECENT_TAGS
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return tagged(queryset, self.value()) if self.value() else queryset
