@@ -13,9 +13,12 @@ A file rather than a port: nothing to bind or secure, and a probe that cannot
 be answered by a thread of a process whose loop is stuck.
 """
 
+import logging
 import os
 import time
 from pathlib import Path
+
+logger = logging.getLogger("jobs.health")
 
 # Seconds between rewrites while nothing changes; the loops wake at least
 # this often when a health file is kept.
@@ -32,6 +35,7 @@ class HealthFile:
         self.path = Path(path) if path else None
         self.state: str | None = None
         self.due_at = 0.0
+        self.failing = False
 
     def beat(self, *, ready: bool) -> None:
         """Rewrite the file when its state changed or HEALTH_INTERVAL has passed."""
@@ -43,8 +47,17 @@ class HealthFile:
             return
         # Written aside and renamed: a probe never reads half a file.
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        partial.write_text(f"{state} {os.getpid()}\n")
-        os.replace(partial, self.path)
+        try:
+            partial.write_text(f"{state} {os.getpid()}\n")
+            os.replace(partial, self.path)
+        except OSError as error:
+            # The process goes on: the stale file tells the probe, which is
+            # the supervisor's to act on, not a reason to stop working.
+            if not self.failing:
+                logger.warning("Cannot write the health file %s: %s", self.path, error)
+            self.failing = True
+        else:
+            self.failing = False
         self.state = state
         self.due_at = now + HEALTH_INTERVAL
 

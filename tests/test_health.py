@@ -1,11 +1,13 @@
 """Liveness and readiness probes of runworker and runscheduler, through --health-file."""
 
+import logging
 import signal
 import time
 
 import pytest
 from django.core.management import CommandError, call_command
 
+from jobs.health import HealthFile
 from tests.conftest import ManageProcess, wait_until
 from tests.tcp_proxy import free_port
 
@@ -71,3 +73,27 @@ def test_a_worker_waiting_for_its_database_is_alive_but_not_ready(worker_env, tm
         assert process.stop() == 0
     finally:
         process.kill()
+
+
+def test_a_health_file_that_cannot_be_written_is_logged_once_and_work_goes_on(tmp_path, caplog):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    health = HealthFile(folder / "worker.health")
+    health.beat(ready=True)
+    folder.joinpath("worker.health").unlink()
+    folder.rmdir()
+    with caplog.at_level(logging.WARNING, logger="jobs.health"):
+        health.beat(ready=False)
+        health.beat(ready=True)
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"Cannot write the health file {folder / 'worker.health'}"
+    ]
+    folder.mkdir()
+    health.beat(ready=False)
+    assert (folder / "worker.health").read_text().startswith("waiting ")
+
+
+@pytest.mark.parametrize("command", ["runworker", "runscheduler"])
+def test_a_health_file_in_a_folder_that_is_not_there_is_refused_at_start(command, tmp_path):
+    with pytest.raises(CommandError, match=r"the folder .* does not exist"):
+        call_command(command, "--health-file", str(tmp_path / "nope" / "worker.health"))

@@ -1,4 +1,6 @@
-"""What the queue's management commands share: finding the backend they serve."""
+"""What the queue's management commands share: the backend they serve, their health file."""
+
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -25,3 +27,9 @@ def queue_backend(alias: str, command: str) -> PostgresBackend:
             f"{command} works with jobs.backend.PostgresBackend."
         )
     return backend
+
+
+def check_health_file(path: str | None) -> None:
+    """A CommandError when --health-file names a file in a folder that is not there."""
+    if path is not None and not Path(path).parent.is_dir():
+        raise CommandError(f"--health-file {path}: the folder {Path(path).parent} does not exist.")

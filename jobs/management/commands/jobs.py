@@ -100,7 +100,8 @@ class Command(BaseCommand):
         parser.add_argument("--task", dest="task_path", help="Only jobs of this task path.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        queue_backend(options["backend"], "jobs")
+        # The jobs of this backend, in its database.
+        self.jobs = Job.objects.using(queue_backend(options["backend"], "jobs").database)
         self.options = options
         getattr(self, f"_{options['action']}")(**options)
 
@@ -130,7 +131,7 @@ class Command(BaseCommand):
         self._print({"id": result.id, "status": result.status}, f"Enqueued job {result.id}")
 
     def _show(self, job_id: str, **options: Any) -> None:
-        job = _get_job(job_id)
+        job = self._get_job(job_id)
         fields = {name: getattr(job, name) for name in SHOW_FIELDS}
         if self.options["json"]:
             self._print(fields, "")
@@ -149,7 +150,7 @@ class Command(BaseCommand):
     def _list(self, limit: int, **options: Any) -> None:
         if limit < 1:
             raise CommandError("--limit must be 1 or more.")
-        rows = list(_filtered(**options).values(*LIST_FIELDS)[:limit])
+        rows = list(self._filtered(**options).values(*LIST_FIELDS)[:limit])
         if self.options["json"]:
             self._print(rows, "")
             return
@@ -183,7 +184,7 @@ class Command(BaseCommand):
         )
 
     def _purge(self, queue: str, yes: bool, **options: Any) -> None:
-        waiting = Job.objects.filter(queue=queue, status=JobStatus.READY).count()
+        waiting = self.jobs.filter(queue=queue, status=JobStatus.READY).count()
         if waiting == 0:
             self._print({"deleted": 0}, f"Queue {queue!r} has no READY job.")
             return
@@ -209,12 +210,12 @@ class Command(BaseCommand):
             raise CommandError(f"Give job ids or filters to {verb}, not both.")
         if job_ids:
             for job_id in job_ids:
-                _get_job(job_id)
+                self._get_job(job_id)
             targets: Iterable[str] = job_ids
         elif any(chosen.values()):
             if chosen["status"] and chosen["status"] not in statuses:
                 raise CommandError(f"Only {' or '.join(statuses)} jobs can be {past}.")
-            matching = _filtered(**chosen).filter(status__in=statuses)
+            matching = self._filtered(**chosen).filter(status__in=statuses)
             count = matching.count()
             if count == 0:
                 self._print({"done": 0, "skipped": 0}, "No jobs match.")
@@ -239,6 +240,30 @@ class Command(BaseCommand):
         if skipped and not done:
             raise CommandError(f"No job {past}.")
 
+    def _get_job(self, job_id: str) -> Job:
+        try:
+            return self.jobs.get(id=uuid.UUID(job_id))
+        except ValueError:
+            raise CommandError(f"{job_id!r} is not a job id.") from None
+        except Job.DoesNotExist:
+            raise CommandError(f"No job with id {job_id}.") from None
+
+    def _filtered(
+        self,
+        status: str | None = None,
+        queue: str | None = None,
+        task_path: str | None = None,
+        **_: Any,
+    ) -> QuerySet:
+        jobs = self.jobs.order_by("-id")
+        if status:
+            jobs = jobs.filter(status=status)
+        if queue:
+            jobs = jobs.filter(queue=queue)
+        if task_path:
+            jobs = jobs.filter(task_path=task_path)
+        return jobs
+
     def _confirm(self, question: str, yes: bool) -> None:
         if yes:
             return
@@ -262,28 +287,6 @@ def _json_option(name: str, text: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise CommandError(f"{name} must be a JSON {'list' if kind is list else 'object'}.")
     return value
-
-
-def _get_job(job_id: str) -> Job:
-    try:
-        return Job.objects.get(id=uuid.UUID(job_id))
-    except ValueError:
-        raise CommandError(f"{job_id!r} is not a job id.") from None
-    except Job.DoesNotExist:
-        raise CommandError(f"No job with id {job_id}.") from None
-
-
-def _filtered(
-    status: str | None = None, queue: str | None = None, task_path: str | None = None, **_: Any
-) -> QuerySet:
-    jobs = Job.objects.order_by("-id")
-    if status:
-        jobs = jobs.filter(status=status)
-    if queue:
-        jobs = jobs.filter(queue=queue)
-    if task_path:
-        jobs = jobs.filter(task_path=task_path)
-    return jobs
 
 
 def _text(value: Any) -> str:

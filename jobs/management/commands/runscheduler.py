@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.management.backends import queue_backend
+from jobs.management.backends import check_health_file, queue_backend
 from jobs.management.command_logging import configure_command_logging
 from jobs.scheduler.runner import DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, Scheduler
 
@@ -58,6 +58,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         configure_command_logging(options["verbosity"], sys.stderr)
+        check_health_file(options["health_file"])
         backend = queue_backend(options["backend"], "runscheduler")
         if options["grace"] < 0:
             raise CommandError("--grace must be 0 or more seconds.")

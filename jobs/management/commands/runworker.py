@@ -4,7 +4,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from jobs.management.backends import queue_backend
+from jobs.management.backends import check_health_file, queue_backend
 from jobs.management.command_logging import configure_command_logging
 from jobs.worker.coordinator import Coordinator, WorkerConfig
 
@@ -94,6 +94,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         configure_command_logging(options["verbosity"], sys.stderr)
+        check_health_file(options["health_file"])
         backend = queue_backend(options["backend"], "runworker")
         # No QUEUES (an empty list) allows any queue name, as in Django: the
         # worker then works every queue unless --queues names some.
