@@ -323,13 +323,13 @@ def signup_form_page(
     return render(request, "accounts/signup.html", {"form": form, "error": error}, status=status)
 
 
-@require_http_methods(["GET", "POST"])
 @require_GET
 def home_page(request: HttpRequest) -> HttpResponse:
     """The site's front page: where to sign up, and where to watch the jobs."""
     return render(request, "accounts/home.html")
 
 
+@require_http_methods(["GET", "POST"])
 def signup_page(request: HttpRequest) -> HttpResponse:
     """
     The HTML signup form; after a signup, its delivery status page. The form

@@ -94,7 +94,7 @@ class JobTask(Task):
         # Zero-argument super() does not work in a slotted dataclass.
         Task.__post_init__(self)
         object.__setattr__(self, "aliases", tuple(self.aliases))
-        object.__setattr__(self, "tags", tuple(self.tags))
+        object.__setattr__(self, "tags", _tags(self.tags))
         for alias in self.aliases:
             TASK_ALIASES[alias] = self.module_path
 
@@ -121,7 +121,7 @@ class JobTask(Task):
                 ("max_attempts", max_attempts),
                 ("timeout", timeout),
                 ("unique_key", unique_key),
-                ("tags", None if tags is None else tuple(tags)),
+                ("tags", None if tags is None else _tags(tags)),
                 ("meta", meta),
             )
             if value is not None
@@ -210,6 +210,13 @@ def _check_column_text(name: str, value: str) -> None:
         raise InvalidTask(f"{name} is {len(value)} characters long; at most {limit} fit.")
     if reason := unstorable(_dumps(value)):
         raise InvalidTask(f"{name} holds {reason}, which Postgres cannot store.")
+
+
+def _tags(tags: object) -> tuple[str, ...]:
+    """Tags as a tuple; a string (which would become its letters) is refused."""
+    if isinstance(tags, str | bytes) or not isinstance(tags, list | tuple):
+        raise InvalidTask(f"tags is a list of strings, not {type(tags).__name__}.")
+    return tuple(tags)
 
 
 def _check_tags_and_meta(tags: Sequence[str], meta: dict[str, Any] | None) -> None:

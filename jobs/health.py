@@ -68,8 +68,13 @@ class HealthFile:
         return max(0.0, min(timeout, self.due_at - time.monotonic()))
 
     def remove(self) -> None:
-        if self.path is not None:
+        """Remove the file at a clean exit; a failure is logged, the exit goes on."""
+        if self.path is None:
+            return
+        try:
             self.path.unlink(missing_ok=True)
+        except OSError as error:
+            logger.warning("Cannot remove the health file %s: %s", self.path, error)
 
 
 def probe(path: str | os.PathLike[str], *, max_age: float, ready: bool) -> str | None:

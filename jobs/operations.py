@@ -99,10 +99,12 @@ def pause_queue(
     """
     Stop every worker from starting jobs of a queue, until resume_queue().
 
-    Jobs running now finish; no job of the queue starts once this returns
-    (the workers give back what they had claimed and not begun as soon as
-    they hear of it, within milliseconds). The pause is a row in the
-    database: it holds through restarts. Returns False when the queue was
+    Jobs running now finish. No claim that begins after this returns takes
+    a job of the queue, and each worker gives back the jobs of it that it
+    holds and has not begun as soon as the NOTIFY reaches it (milliseconds;
+    a worker reconnecting to the database looks again), so only a job
+    claimed just before the pause can still start. The pause is a row in
+    the database: it holds through restarts. Returns False when the queue was
     paused already. `by` says who paused it, for the admin and `queues list`.
     """
     with connections[_database(using, backend)].cursor() as cursor:
@@ -114,8 +116,9 @@ def resume_queue(
     queue: str, *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> bool:
     """Let the workers claim a paused queue's jobs again; False when it was not paused."""
+    # Any name goes: a queue paused, then taken out of QUEUES, can be resumed.
     with connections[_database(using, backend)].cursor() as cursor:
-        cursor.execute(sql.RESUME_QUEUE, {"queue": _queue_name(queue, backend)})
+        cursor.execute(sql.RESUME_QUEUE, {"queue": _queue_name(queue, backend, known=False)})
         return cursor.fetchone()[0]
 
 
@@ -126,11 +129,9 @@ def purge_queue(
     Delete the READY jobs of a queue (due or not), in one statement; return
     how many. Running jobs are left to finish.
     """
-    return (
-        Job.objects.using(_database(using, backend))
-        .filter(queue=queue, status=JobStatus.READY)
-        .delete()[0]
-    )
+    with connections[_database(using, backend)].cursor() as cursor:
+        cursor.execute(sql.PURGE_QUEUE, {"queue": queue})
+        return cursor.rowcount
 
 
 def paused_queues(
@@ -140,12 +141,15 @@ def paused_queues(
     return list(PausedQueue.objects.using(_database(using, backend)))
 
 
-def _queue_name(queue: object, backend: str) -> str:
-    """The queue's name, or a ValueError saying why it cannot be one of this backend's."""
+def _queue_name(queue: object, backend: str, *, known: bool = True) -> str:
+    """
+    The queue's name, or a ValueError saying why it cannot be one of this
+    backend's; known=False accepts a name its QUEUES no longer lists.
+    """
     if not isinstance(queue, str) or not queue:
         raise ValueError(f"A queue name is a non-empty string, not {queue!r}.")
     allowed = task_backends[backend].queues
-    if allowed and queue not in allowed:
+    if known and allowed and queue not in allowed:
         raise ValueError(
             f"Unknown queue {queue!r}: the {backend!r} backend's QUEUES are "
             f"{', '.join(sorted(allowed))}."

@@ -319,6 +319,10 @@ SELECT (SELECT count(*) FROM paused) > 0, pg_notify('{PAUSE_CHANNEL}', %(queue)s
 
 PAUSED_QUEUES = "SELECT queue FROM jobs_paused_queue ORDER BY queue"
 
+# Delete a queue's READY jobs, in one statement: a row a worker claims
+# meanwhile is RUNNING by the time this reaches it, and is left alone.
+PURGE_QUEUE = "DELETE FROM jobs_job WHERE queue = %(queue)s AND status = 'READY'"
+
 # Resume a queue; returns whether it was paused. The NOTIFY, sent only then,
 # wakes the workers of the queue as an enqueue does.
 RESUME_QUEUE = f"""
@@ -636,8 +640,8 @@ SELECT count(*), COALESCE(sum(wait), 0),
 FROM waits
 """
 
-# Per task, the jobs that finished in the last day, and in the last hour: how
-# many, how many FAILED, the last attempt's run time (p50, p95, p99), the mean
+# Per task, the jobs that ran and finished in the last day, and in the last
+# hour: how many, how many FAILED, the last attempt's run time (p50, p95, p99), the mean
 # wait from due (enqueued, or run_after) to the first start, and the latest
 # failure. One range read of jobs_job_finished_idx per finished status: the
 # cost follows the jobs of the last day, not the history.
@@ -645,12 +649,17 @@ TASK_STATISTICS = """
 WITH recent AS (
     SELECT task_path, status, id, finished_at,
            finished_at >= now() - interval '1 hour' AS last_hour,
-           extract(epoch FROM finished_at - last_attempted_at)::float8 AS runtime,
+           -- The last attempt's run, for attempts that ran to an outcome (a job
+           -- cancelled while it waited for a retry has none).
+           CASE WHEN status <> 'CANCELLED'
+                THEN extract(epoch FROM finished_at - last_attempted_at)::float8 END AS runtime,
            GREATEST(0, extract(epoch FROM started_at
                     - GREATEST(enqueued_at, COALESCE(run_after, enqueued_at))))::float8 AS wait
     FROM jobs_job
     WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
       AND finished_at >= now() - interval '1 day'
+      -- A job cancelled before it ever started did not run.
+      AND started_at IS NOT NULL
 )
 SELECT task_path,
        count(*) FILTER (WHERE last_hour),

@@ -8,6 +8,7 @@ Without opentelemetry-api, or without an SDK's tracer provider, nothing is
 stored and no span is made: the queue costs what it did.
 """
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +17,8 @@ try:
     from opentelemetry import propagate, trace
 except ImportError:  # pragma: no cover - the package is optional
     propagate = trace = None
+
+logger = logging.getLogger("jobs.worker")
 
 
 def current_context() -> dict[str, str] | None:
@@ -36,20 +39,41 @@ def enabled() -> bool:
 
 @contextmanager
 def attempt_span(
-    task_path: str, queue: str, job_id: str, attempt: int, carrier: dict[str, str] | None
+    task_path: str, queue: str, job_id: str, attempt: int, carrier: object
 ) -> Iterator[Any]:
-    """The span of one attempt, the child of the enqueuer's span when it had one."""
-    parent = propagate.extract(carrier) if carrier else None
-    tracer = trace.get_tracer("jobs")
-    with tracer.start_as_current_span(
-        f"run {task_path}",
-        context=parent,
-        kind=trace.SpanKind.CONSUMER,
-        attributes={
-            "jobs.task": task_path,
-            "jobs.queue": queue,
-            "jobs.id": job_id,
-            "jobs.attempt": attempt,
-        },
-    ) as span:
+    """
+    The span of one attempt, the child of the enqueuer's span when it had one;
+    None when tracing fails to start one: the job runs all the same, since an
+    exception here would end the executor and lose the attempt.
+    """
+    try:
+        parent = propagate.extract(carrier) if isinstance(carrier, dict) else None
+        span_context = trace.get_tracer("jobs").start_as_current_span(
+            f"run {task_path}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "jobs.task": task_path,
+                "jobs.queue": queue,
+                "jobs.id": job_id,
+                "jobs.attempt": attempt,
+            },
+        )
+        span = span_context.__enter__()
+    except Exception:
+        logger.exception("Job %s: no span for its attempt %d; it runs untraced", job_id, attempt)
+        yield None
+        return
+    try:
         yield span
+    finally:
+        try:
+            span_context.__exit__(None, None, None)
+        except Exception:
+            logger.exception("Job %s: its attempt's span did not end cleanly", job_id)
+
+
+def record_outcome(span: Any, status: str) -> None:
+    """The attempt's outcome on its span (none when the span could not start)."""
+    if span is not None:
+        span.set_attribute("jobs.outcome", status)

@@ -533,6 +533,8 @@ class TestStatistics:
         old_failure = failed_job()
         Job.objects.filter(pk=old_failure.pk).update(finished_at=now - timedelta(hours=5))
         make_job(status=JobStatus.SUCCESSFUL, enqueued_at=now - timedelta(days=3))
+        # Cancelled before it ever started: it did not run.
+        make_job(status=JobStatus.CANCELLED, started_at=None, last_attempted_at=None)
         [add, failing] = metrics.task_statistics()
         assert add.task_path == "tests.tasks.add"
         assert (add.hour.runs, add.hour.failed, add.day.runs) == (4, 0, 4)

@@ -44,6 +44,13 @@ def test_a_queue_that_cannot_be_is_refused_by_name(name, message):
     assert PausedQueue.objects.count() == 0
 
 
+def test_a_queue_paused_then_taken_out_of_queues_can_still_be_resumed():
+    PausedQueue.objects.create(queue="retired", paused_at=timezone.now())
+    with pytest.raises(ValueError, match="Unknown queue 'retired'"):
+        operations.pause_queue("retired")
+    assert operations.resume_queue("retired") is True
+
+
 def test_a_name_postgres_cannot_hold_is_refused_where_any_queue_goes(settings):
     settings.TASKS = {"default": {"BACKEND": "jobs.backend.PostgresBackend", "QUEUES": []}}
     with pytest.raises(ValueError, match="at most 100 characters"):

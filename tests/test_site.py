@@ -19,6 +19,14 @@ def test_the_front_page_leads_to_the_signup_the_admin_and_the_dashboard(client, 
     assert client.post("/").status_code == 405
 
 
+@pytest.mark.parametrize("method", ["put", "patch", "delete", "options"])
+def test_the_signup_page_takes_get_and_post_only(client, db, method):
+    response = getattr(client, method)(
+        "/signup/", "email=a@example.com", "application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 405
+
+
 @pytest.mark.timeout(120)
 def test_manage_sh_runs_a_command_with_the_development_settings():
     # DJANGO_DEBUG unset, for the script to set it; a secret key given, so

@@ -29,6 +29,8 @@ def test_tags_and_meta_are_stored_and_come_back_with_the_result():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        ({"tags": "billing"}, "tags is a list of strings, not str"),
+        ({"tags": 5}, "tags is a list of strings, not int"),
         ({"tags": [""]}, "A tag is a non-empty string"),
         ({"tags": [3]}, "A tag is a non-empty string"),
         ({"tags": ["x" * 101]}, "at most 100 fit"),
@@ -58,6 +60,10 @@ def test_the_admin_filters_by_tag_and_searches_by_meta(admin_client):
     assert listed(q="tag:reports") == {other.id}
     assert listed(q="meta:account=42") == {billing.id}
     assert listed(q='meta:account="42"') == set()
+    # Terms nothing stored can match find nothing, and break nothing.
+    for term in ("meta:account=NaN", "meta:account=1e999", "tag:nul\x00", "meta:a\x00=1"):
+        response = admin_client.get(changelist, {"q": term})
+        assert response.status_code == 200, term
     page = admin_client.get(changelist).content.decode()
     assert 'href="?tag=billing"' in page
     detail = admin_client.get(reverse("admin:jobs_job_change", args=[billing.id])).content.decode()

@@ -58,3 +58,14 @@ def test_a_job_enqueued_outside_a_span_carries_nothing_and_its_attempt_starts_a_
     run_due_jobs()
     [run] = [span for span in spans.get_finished_spans() if span.name == "run tests.tasks.add"]
     assert run.parent is None
+
+
+def test_a_span_that_cannot_start_leaves_the_job_to_run_untraced(spans, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("exporter misconfigured")
+
+    monkeypatch.setattr(trace, "get_tracer", broken)
+    result = add.enqueue(4, 4)
+    run_due_jobs()
+    assert Job.objects.get(id=result.id).return_value == 8
+    assert "no span for its attempt 1; it runs untraced" in caplog.text

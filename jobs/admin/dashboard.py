@@ -55,7 +55,8 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
     finished = sum(m.successful + m.failed + m.cancelled for m in snapshot.minutes)
     failed = sum(m.failed for m in snapshot.minutes)
     latency = snapshot.latency
-    pauses = {row.queue: row for row in PausedQueue.objects.all()}
+    database = task_backends[DEFAULT_TASK_BACKEND_ALIAS].database
+    pauses = {row.queue: row for row in PausedQueue.objects.using(database)}
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Jobs dashboard",
@@ -225,12 +226,13 @@ def pause_or_resume_queue(
         model_admin.message_user(request, "Nothing done: pause or resume?", messages.ERROR)
         return back
     who = request.user.get_username()
+    pauses = PausedQueue.objects.using(task_backends[DEFAULT_TASK_BACKEND_ALIAS].database)
     # The row goes with the resume: kept here for the history's entry.
-    row = PausedQueue.objects.filter(queue=queue).first()
+    row = pauses.filter(queue=queue).first()
     try:
         if action == "pause":
             changed = operations.pause_queue(queue, by=who)
-            row = PausedQueue.objects.filter(queue=queue).first()
+            row = pauses.filter(queue=queue).first()
         else:
             changed = operations.resume_queue(queue)
     except ValueError as error:

@@ -35,6 +35,7 @@ from django.views.decorators.http import require_POST
 from .. import operations, sql
 from ..backend import current_task_path
 from ..exceptions import JobStateError
+from ..jsonb import unstorable
 from ..models import Job, JobStatus, PausedQueue, Worker
 from . import dashboard, statistics
 from .charts import duration_text
@@ -178,6 +179,10 @@ def with_meta(queryset: QuerySet, key: str, value: object) -> QuerySet:
     return queryset.exclude(meta={}).filter(meta__contains={key: value})
 
 
+def _cut(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
 def _pretty_json(value: object) -> SafeString:
     return format_html(
         '<pre class="jobs-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False)
@@ -194,8 +199,10 @@ def _moment(value: object) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-# Characters of a job's arguments shown in the list.
+# Characters of a job's arguments shown in the list, and on hover (a page
+# of jobs with large arguments stays small).
 LIST_ARGUMENTS_LENGTH = 40
+LIST_ARGUMENTS_HOVER = 1000
 
 
 @admin.register(Job)
@@ -289,7 +296,8 @@ class JobAdmin(admin.ModelAdmin):
         """Why a READY job has not started: paused, not due yet, or waiting for a worker."""
         if job.status != JobStatus.READY:
             return self.get_empty_value_display()
-        pause = PausedQueue.objects.filter(queue=job.queue).first()
+        database = task_backends[_backend_alias(job.backend)].database
+        pause = PausedQueue.objects.using(database).filter(queue=job.queue).first()
         if pause is not None:
             since = localize(timezone.localtime(pause.paused_at))
             by = f" by {pause.paused_by}" if pause.paused_by else ""
@@ -331,7 +339,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="arguments")
     def arguments(self, job: Job) -> SafeString | str:
-        """args and kwargs as one call, cut to LIST_ARGUMENTS_LENGTH; all of it on hover."""
+        """args and kwargs as one call, cut to LIST_ARGUMENTS_LENGTH (more on hover)."""
         parts = [json.dumps(value, ensure_ascii=False) for value in job.args]
         parts += [
             f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in job.kwargs.items()
@@ -339,10 +347,11 @@ class JobAdmin(admin.ModelAdmin):
         text = ", ".join(parts)
         if not text:
             return self.get_empty_value_display()
-        short = (
-            text if len(text) <= LIST_ARGUMENTS_LENGTH else text[: LIST_ARGUMENTS_LENGTH - 1] + "…"
+        return format_html(
+            '<span title="{}">{}</span>',
+            _cut(text, LIST_ARGUMENTS_HOVER),
+            _cut(text, LIST_ARGUMENTS_LENGTH),
         )
-        return format_html('<span title="{}">{}</span>', text, short)
 
     @admin.display(description="enqueued", ordering="id")
     def enqueued(self, job: Job) -> SafeString:
@@ -643,13 +652,18 @@ class JobAdmin(admin.ModelAdmin):
     ) -> tuple[QuerySet, bool]:
         """A task id, a prefix of one (a primary key range), a tag, meta, or part of a task name."""
         term = search_term.strip()
+        if term.startswith(("tag:", "meta:")) and unstorable(json.dumps(term)):
+            # Nothing stored can hold it (a NUL, a lone surrogate).
+            return queryset.none(), False
         if term.startswith("tag:") and term[4:]:
             return tagged(queryset, term[4:]), False
         if term.startswith("meta:") and "=" in term:
             key, _, text = term[5:].partition("=")
             try:
                 value = json.loads(text)
-            except json.JSONDecodeError:
+                # NaN and Infinity (1e999) read as floats; jsonb holds neither.
+                json.dumps(value, allow_nan=False)
+            except ValueError:
                 value = text
             return with_meta(queryset, key, value), False
         id_range = task_id_range(term) if term else None

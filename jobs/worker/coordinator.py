@@ -280,17 +280,23 @@ class Coordinator:
             self.claim_due_at = 0.0
         for job_id in news.cancelled:
             self._stop_cancelled(job_id)
-        if news.paused:
-            # The claim already leaves a paused queue alone; what this worker
-            # holds of it and has not started goes back too, for no job of
-            # it to start after the pause.
-            skipped = self.pool.skip_unstarted(queues=news.paused)
-            if skipped:
-                logger.info(
-                    "Queue(s) %s paused: giving back %d claimed job(s) that had not started",
-                    ",".join(sorted(news.paused)),
-                    skipped,
-                )
+        self._give_back_paused(news.paused)
+
+    def _give_back_paused(self, queues: set[str]) -> None:
+        """
+        The claim already leaves a paused queue alone; what this worker holds
+        of it and has not started goes back too, for no job of it to start
+        after the pause.
+        """
+        if not queues:
+            return
+        skipped = self.pool.skip_unstarted(queues=queues)
+        if skipped:
+            logger.info(
+                "Queue(s) %s paused: giving back %d claimed job(s) that had not started",
+                ",".join(sorted(queues)),
+                skipped,
+            )
 
     def _stop_cancelled(self, job_id: str) -> None:
         located = self.pool.locate(job_id)
@@ -336,6 +342,8 @@ class Coordinator:
         )
         self.claim_due_at = 0.0
         self.maintenance.due_at = 0.0
+        # A pause announced while the connection was down was not heard.
+        self._with_database(lambda: self._give_back_paused(self.db.paused_queues()))
 
     # Stopping.
 

@@ -110,6 +110,10 @@ class QueueDatabase:
                 news.wake = True
         return news
 
+    def paused_queues(self) -> set[str]:
+        """The paused queues: read after a reconnect, whose NOTIFYs may have been lost."""
+        return {name for (name,) in self._execute(sql.PAUSED_QUEUES).fetchall()}
+
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
         statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
         rows = self._execute(

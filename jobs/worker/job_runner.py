@@ -61,7 +61,7 @@ class JobRunner:
         carrier = loads(job.trace_context) if job.trace_context else None
         with tracing.attempt_span(job.task_path, job.queue, job.id, job.attempt, carrier) as span:
             outcome = self._run(job)
-            span.set_attribute("jobs.outcome", outcome.status)
+            tracing.record_outcome(span, outcome.status)
             return outcome
 
     def _run(self, job: ClaimedJob) -> Outcome:
