@@ -49,3 +49,13 @@ fi
 
 export PATH="$PWD/.venv/bin:$PATH"
 export PYTHONUNBUFFERED=1
+
+# Called by scripts that may start the embedded Postgres (any connection
+# does, with DATABASE_URL unset): stop it again when the script exits, unless
+# it was running before (./scripts/run.sh may be using it).
+stop_embedded_postgres_on_exit() {
+    local pgdata="${EMBEDDED_POSTGRES_DIR:-$PWD/.pgdata}"
+    if [ -z "${DATABASE_URL:-}" ] && [ ! -e "$pgdata/postmaster.pid" ]; then
+        trap 'python -m project.embedded_postgres stop >/dev/null' EXIT
+    fi
+}

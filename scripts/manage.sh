@@ -7,9 +7,6 @@
 source "$(dirname "$0")/bootstrap.sh"
 source "$(dirname "$0")/dev_env.sh"
 
-pgdata="${EMBEDDED_POSTGRES_DIR:-$PWD/.pgdata}"
-if [ -z "${DATABASE_URL:-}" ] && [ ! -e "$pgdata/postmaster.pid" ]; then
-    trap 'python -m project.embedded_postgres stop >/dev/null' EXIT
-fi
+stop_embedded_postgres_on_exit
 
 python manage.py "$@"

@@ -5,9 +5,6 @@
 # (./scripts/run.sh may be using it).
 source "$(dirname "$0")/bootstrap.sh"
 
-pgdata="${EMBEDDED_POSTGRES_DIR:-$PWD/.pgdata}"
-if [ -z "${DATABASE_URL:-}" ] && [ ! -e "$pgdata/postmaster.pid" ]; then
-    trap 'python -m project.embedded_postgres stop >/dev/null' EXIT
-fi
+stop_embedded_postgres_on_exit
 
 python -m pytest "$@"
