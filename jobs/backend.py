@@ -28,6 +28,7 @@ from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql, tracing
 from .jsonb import unstorable
+from .limits import KEY_LENGTH, LimitConfigurationError, Limits, parse_limits
 from .models import Job, JobStatus
 
 DEFAULT_OPTIONS = {
@@ -62,6 +63,10 @@ DEFAULT_OPTIONS = {
     # Counted from when the job was first due (or its last failed attempt);
     # after that it fails with an error that says why.
     "MISSING_TASK_GRACE": 3600.0,
+    # Concurrency limits, rate limits and fair shares across every worker:
+    # {name: {"tasks" or "queues": [...], "key": argument, "concurrency": n,
+    # "rate": "n/s"}}. See jobs.limits.
+    "LIMITS": {},
 }
 
 # Old task paths (`@task(aliases=[...])`) and the path of the task that
@@ -76,7 +81,8 @@ class JobTask(Task):
 
     `@task(max_attempts=5, timeout=30)` sets them for every call;
     `.using(countdown=10, unique_key="...", tags=["billing"], meta={"account": 42})`
-    for one enqueue.
+    for one enqueue; `.using(limit_key=...)` gives the key of the task's keyed
+    limit (jobs.limits) instead of the argument that the limit names.
     """
 
     max_attempts: int | None = None
@@ -86,6 +92,7 @@ class JobTask(Task):
     # filters); the queue never reads them. get_result()'s task carries them.
     tags: tuple[str, ...] = ()
     meta: dict[str, Any] | None = None
+    limit_key: str | None = None
     # Paths this task answered to before it was renamed or moved: jobs queued
     # under them still run, and show this task's name.
     aliases: tuple[str, ...] = ()
@@ -107,6 +114,7 @@ class JobTask(Task):
         unique_key: str | None = None,
         tags: Sequence[str] | None = None,
         meta: dict[str, Any] | None = None,
+        limit_key: str | None = None,
         **kwargs: Any,
     ) -> "JobTask":
         """Django's `using()`, plus the queue's options and a countdown in seconds."""
@@ -123,6 +131,7 @@ class JobTask(Task):
                 ("unique_key", unique_key),
                 ("tags", None if tags is None else _tags(tags)),
                 ("meta", meta),
+                ("limit_key", limit_key),
             )
             if value is not None
         }
@@ -241,6 +250,32 @@ def _check_tags_and_meta(tags: Sequence[str], meta: dict[str, Any] | None) -> No
         raise InvalidTask(f"meta holds {reason}, which Postgres cannot store in jsonb.")
 
 
+def _limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
+    """The calls' JSON with each call's [own key, shared key] third, as ENQUEUE_LIMITED reads it."""
+    calls = json.loads(encoded)
+    for call, call_keys in zip(calls, keys, strict=True):
+        call.append(call_keys)
+    return _dumps(calls)
+
+
+def _limit_key_rows(limits: Any, keys: list[list[str | None]]) -> str:
+    """The key rows that the calls count against, for sql.ENSURE_LIMIT_KEYS."""
+    rows = {}
+    for own, shared in keys:
+        if len(own) > KEY_LENGTH:
+            raise InvalidTask(
+                f"Limit key {own[:40]!r}... is {len(own)} characters; at most {KEY_LENGTH} fit."
+            )
+        if reason := unstorable(_dumps(own)):
+            raise InvalidTask(
+                f"Limit key {own[:40]!r} holds {reason}, which Postgres cannot store."
+            )
+        rows.setdefault(own, limits.own.row(own))
+        if shared is not None:
+            rows.setdefault(shared, limits.shared.row(shared))
+    return _dumps(list(rows.values()))
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
@@ -259,6 +294,14 @@ class PostgresBackend(BaseTaskBackend):
         # queue runs with, the defaults filled in.
         self.config: dict[str, Any] = {**DEFAULT_OPTIONS, **self.options}
         self.database = self.config["DATABASE"]
+        # A LIMITS setting that cannot be enforced is the system check's
+        # error (jobs.E007); until it is fixed no job is under a limit.
+        try:
+            self.limits = Limits(parse_limits(self.config["LIMITS"]))
+        except LimitConfigurationError as error:
+            self.limits, self.limits_error = Limits(()), error
+        else:
+            self.limits_error = None
 
     def validate_task(self, task: Task) -> None:
         super().validate_task(task)
@@ -272,6 +315,16 @@ class PostgresBackend(BaseTaskBackend):
         if not all(isinstance(alias, str) and "." in alias for alias in aliases):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
         _check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
+        limit_key = getattr(task, "limit_key", None)
+        if limit_key is not None:
+            own = self.limits.of(task.module_path, task.queue_name)
+            if own is None or not own.own.keyed:
+                raise InvalidTask(
+                    f"limit_key is the key of a keyed limit, and {task.module_path} on queue "
+                    f"{task.queue_name!r} is under none."
+                )
+            if not isinstance(limit_key, str) or not limit_key:
+                raise InvalidTask("limit_key is a non-empty string.")
         unique_key = getattr(task, "unique_key", None)
         for name, value in (
             ("unique_key", unique_key),
@@ -313,16 +366,28 @@ class PostgresBackend(BaseTaskBackend):
         }
         tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
         trace_context = tracing.current_context()
-        labelled = bool(tags or meta or trace_context)
+        limits = self.limits.of(task.module_path, task.queue_name) if self.limits else None
+        labelled = bool(tags or meta or trace_context or limits)
         if labelled:
             params.update(
                 tags=list(tags),
                 meta=_dumps(meta or {}),
                 trace_context=_dumps(trace_context) if trace_context else None,
             )
+        if limits is not None:
+            keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
+            params["calls"] = _limited_calls(encoded, keys)
+            params["limit_keys"] = _limit_key_rows(limits, keys)
+            one, many = sql.ENQUEUE_ONE_LIMITED, sql.ENQUEUE_LIMITED
+        elif labelled:
+            one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED
+        else:
+            one, many = sql.ENQUEUE_ONE, sql.ENQUEUE
         with self._enqueue_cursor() as cursor:
+            if limits is not None:
+                cursor.execute(sql.ENSURE_LIMIT_KEYS, params)
             if len(calls) == 1:
-                cursor.execute(sql.ENQUEUE_ONE_LABELLED if labelled else sql.ENQUEUE_ONE, params)
+                cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
                 if unique_key is not None and not inserted:
                     cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
@@ -339,7 +404,7 @@ class PostgresBackend(BaseTaskBackend):
                 # takes about as long), instead of after. An error may come
                 # at any of the three steps: each is Django's, as for one job.
                 with cursor.db.wrap_database_errors, _pipeline(cursor.cursor.connection):
-                    cursor.execute(sql.ENQUEUE_LABELLED if labelled else sql.ENQUEUE, params)
+                    cursor.execute(many, params)
                     results = self._ready_results(task, ids, calls)
                     _, enqueued_at, _ = cursor.fetchone()
 
@@ -447,6 +512,14 @@ class PostgresBackend(BaseTaskBackend):
                     hint="pip install 'psycopg[binary]' (or psycopg[c] to build it against "
                     "your libpq). psycopg2 alone is not enough.",
                     id="jobs.E004",
+                )
+            )
+        if self.limits_error is not None:
+            errors.append(
+                checks.Error(
+                    f"Task backend {self.alias!r}: {self.limits_error}",
+                    hint="Fix OPTIONS['LIMITS']; see jobs.limits for its form.",
+                    id="jobs.E007",
                 )
             )
         unknown = ", ".join(sorted(set(self.options) - set(DEFAULT_OPTIONS)))

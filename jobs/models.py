@@ -72,6 +72,11 @@ class Job(models.Model):
     # The enqueuer's OpenTelemetry context (W3C traceparent), when it had one
     # (see jobs.tracing).
     trace_context = models.JSONField(null=True, blank=True)
+    # The jobs_limit_key rows this job counts against while it runs (see
+    # jobs.limits): its own key, which also groups it for fair shares, and
+    # one shared with other keys. NULL for a job under no limit.
+    limit_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    shared_limit_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         db_table = "jobs_job"
@@ -85,21 +90,32 @@ class Job(models.Model):
         ]
         indexes = [
             # The claim reads only READY rows: this index stays as small as the
-            # backlog, however much history the table keeps.
+            # backlog, however much history the table keeps. Jobs under a
+            # limit are claimed through the next index, key by key.
             models.Index(
                 "queue",
                 models.F("priority").desc(),
                 "run_at",
                 "id",
-                name="jobs_job_claim_idx",
-                condition=models.Q(status=JobStatus.READY),
+                name="jobs_job_claim_plain_idx",
+                condition=models.Q(status=JobStatus.READY, limit_key__isnull=True),
             ),
-            # When the next scheduled job of a queue is due.
+            models.Index(
+                "queue",
+                "limit_key",
+                models.F("priority").desc(),
+                "run_at",
+                "id",
+                name="jobs_job_claim_limited_idx",
+                condition=models.Q(status=JobStatus.READY, limit_key__isnull=False),
+            ),
+            # When the next scheduled job of a queue is due; which queues have
+            # READY jobs (with the limited claim index, for jobs under limits).
             models.Index(
                 "queue",
                 "run_at",
-                name="jobs_job_next_due_idx",
-                condition=models.Q(status=JobStatus.READY),
+                name="jobs_job_due_plain_idx",
+                condition=models.Q(status=JobStatus.READY, limit_key__isnull=True),
             ),
             # Rescue and shutdown look at the RUNNING jobs of one worker.
             models.Index(
@@ -367,3 +383,41 @@ def notify_schedulers(using: str | None) -> None:
     """Wake every runscheduler when this transaction commits (NOTIFY is transactional)."""
     with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute(NOTIFY_SCHEDULERS)
+
+
+class LimitKey(models.Model):
+    """
+    The state of one key of a limit (jobs.limits): how many of its jobs run
+    now, and its rate's token bucket.
+
+    The claim locks the row of every key it starts jobs of and counts them in
+    (sql.LIMITED_CLAIM); every statement that ends a run counts them out. The
+    limits are copied from settings when the row is made, and again when a
+    worker starts.
+    """
+
+    key = models.CharField(max_length=255, primary_key=True)
+    name = models.CharField(max_length=100)
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
+    rate = models.PositiveIntegerField(null=True, blank=True)
+    # Seconds over which `rate` tokens refill.
+    period = models.FloatField(null=True, blank=True)
+    burst = models.PositiveIntegerField(null=True, blank=True)
+    running = models.IntegerField(default=0)
+    tokens = models.FloatField(default=0)
+    refilled_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "jobs_limit_key"
+        ordering = ["key"]
+        default_permissions = ("view",)
+        indexes = [
+            # The reconciliation recounts the keys that say jobs run.
+            models.Index(
+                "key", name="jobs_limit_key_running_idx", condition=models.Q(running__gt=0)
+            ),
+            models.Index("name", "key", name="jobs_limit_key_name_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key

@@ -74,19 +74,59 @@ RETURNING 1, statement_timestamp(),
           CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', %(queue)s) END
 """
 
-# Each in two forms: jobs with tags, meta or a trace context name those
+# Each in three forms: jobs with tags, meta or a trace context name those
 # columns; the others leave them to the columns' defaults, which keeps three
-# parameters (5% of an enqueue's time) off the common path.
+# parameters (5% of an enqueue's time) off the common path. Jobs under limits
+# (jobs.limits) name them too, and their keys: each call's [own key, shared
+# key] comes third in its JSON, after args and kwargs.
 _PLAIN = {"label_columns": "", "label_values": "", "ready_channel": READY_CHANNEL}
 _LABELLED = {
     "label_columns": ", tags, meta, trace_context",
     "label_values": ", %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb",
     "ready_channel": READY_CHANNEL,
 }
+_LIMITED = {
+    "label_columns": _LABELLED["label_columns"] + ", limit_key, shared_limit_key",
+    "label_values": _LABELLED["label_values"] + ", {call} -> 2 ->> 0, {call} -> 2 ->> 1",
+    "ready_channel": READY_CHANNEL,
+}
 ENQUEUE = _ENQUEUE.format(**_PLAIN)
 ENQUEUE_LABELLED = _ENQUEUE.format(**_LABELLED)
 ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN)
 ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
+
+# The key rows of jobs under limits are made just before their jobs, in the
+# same transaction: a claim starts a job only through its keys' rows. A row
+# that exists is left as it is, with no lock taken, so enqueues of one key
+# never wait for each other; two transactions that make the same new key wait
+# only for the first's commit.
+# Each row is [key, name, concurrency, rate, period, burst]; a new bucket
+# starts full.
+ENSURE_LIMIT_KEYS = """
+INSERT INTO jobs_limit_key (
+    key, name, concurrency, rate, period, burst, running, tokens, refilled_at
+)
+SELECT row ->> 0, row ->> 1, (row ->> 2)::int, (row ->> 3)::int, (row ->> 4)::float8,
+       (row ->> 5)::int, 0, COALESCE((row ->> 5)::float8, 0), statement_timestamp()
+FROM jsonb_array_elements(%(limit_keys)s::jsonb) AS row
+ON CONFLICT (key) DO NOTHING
+"""
+ENQUEUE_LIMITED = _ENQUEUE.format(
+    **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="new.call")}
+)
+ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(
+    **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="%(calls)s::jsonb -> 0")}
+)
+
+# Bring the key rows of a limit to its settings, when a worker starts.
+SYNC_LIMIT = """
+UPDATE jobs_limit_key
+SET concurrency = %(concurrency)s, rate = %(rate)s, period = %(period)s, burst = %(burst)s,
+    tokens = LEAST(tokens, COALESCE(%(burst)s, 0))
+WHERE name = %(name)s
+  AND (concurrency, rate, period, burst) IS DISTINCT FROM
+      (%(concurrency)s::int, %(rate)s::int, %(period)s::float8, %(burst)s::int)
+"""
 
 LIVE_JOB_BY_UNIQUE_KEY = """
 SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
@@ -101,6 +141,9 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 # and never wait for each other; a row another worker is claiming right now is
 # simply skipped. The row lock lasts until this statement commits (autocommit),
 # by which time the row is RUNNING and no longer matches `status = 'READY'`.
+#
+# Jobs under a limit are not this statement's: see LIMITED_CLAIM, which a
+# worker runs instead when its backend has limits.
 #
 # The lateral subquery reads the partial claim index once per queue in
 # (priority DESC, run_at, id) order and stops after `limit` rows, so the cost
@@ -121,6 +164,19 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 # The columns come back in the order of jobs.worker.protocol.ClaimedJob's
 # fields, each named as the field it fills (tests/test_worker_parts.py checks
 # both), so a row becomes a ClaimedJob by position, with no lookup per column.
+_CLAIMED_COLUMNS = """job.id::text AS id, job.backend AS backend, job.task_path AS task_path,
+          job.queue AS queue, job.priority AS priority,
+          extract(epoch FROM job.run_at)::float8 AS run_at,
+          job.args::text AS args, job.kwargs::text AS kwargs,
+          job.attempts AS attempt, job.max_attempts AS max_attempts,
+          extract(epoch FROM job.timeout)::float8 AS timeout,
+          extract(epoch FROM job.enqueued_at)::float8 AS enqueued_at,
+          extract(epoch FROM job.started_at)::float8 AS started_at,
+          extract(epoch FROM job.last_attempted_at)::float8 AS last_attempted_at,
+          job.worker_ids AS worker_ids, job.errors::text AS errors,
+          extract(epoch FROM job.run_after)::float8 AS run_after,
+          job.trace_context::text AS trace_context"""
+
 _CLAIM = """
 WITH {ready_queues}claimed AS (
     SELECT candidate.id, candidate.priority, candidate.run_at
@@ -128,7 +184,8 @@ WITH {ready_queues}claimed AS (
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at
         FROM jobs_job
-        WHERE status = 'READY' AND queue = q.name AND run_at <= statement_timestamp()
+        WHERE status = 'READY' AND limit_key IS NULL AND queue = q.name
+          AND run_at <= statement_timestamp()
           AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
         ORDER BY priority DESC, run_at, id
         LIMIT %(limit)s
@@ -145,34 +202,40 @@ SET status = 'RUNNING',
     worker_ids = array_append(job.worker_ids, %(worker_id)s)
 FROM claimed
 WHERE job.id = claimed.id
-RETURNING job.id::text AS id, job.backend AS backend, job.task_path AS task_path,
-          job.queue AS queue, job.priority AS priority,
-          extract(epoch FROM job.run_at)::float8 AS run_at,
-          job.args::text AS args, job.kwargs::text AS kwargs,
-          job.attempts AS attempt, job.max_attempts AS max_attempts,
-          extract(epoch FROM job.timeout)::float8 AS timeout,
-          extract(epoch FROM job.enqueued_at)::float8 AS enqueued_at,
-          extract(epoch FROM job.started_at)::float8 AS started_at,
-          extract(epoch FROM job.last_attempted_at)::float8 AS last_attempted_at,
-          job.worker_ids AS worker_ids, job.errors::text AS errors,
-          extract(epoch FROM job.run_after)::float8 AS run_after,
-          job.trace_context::text AS trace_context
+RETURNING {claimed_columns}
 """
 
 # The queues that have READY jobs, for a worker of every queue (a backend
 # whose QUEUES is empty allows any name): a loose index scan, one probe of the
 # claim index per queue, so it costs as many probes as there are queues, not
 # a read of the backlog. Ends with one NULL name, which matches no job.
-READY_QUEUES = """RECURSIVE ready_queues(name) AS (
-    SELECT min(queue) FROM jobs_job WHERE status = 'READY'
+_READY_QUEUES = """{name}(name) AS (
+    SELECT min(queue) FROM jobs_job WHERE status = 'READY' AND limit_key IS {limited}
     UNION ALL
-    SELECT (SELECT min(queue) FROM jobs_job WHERE status = 'READY' AND queue > ready_queues.name)
-    FROM ready_queues
-    WHERE ready_queues.name IS NOT NULL
+    SELECT (SELECT min(queue) FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS {limited} AND queue > {name}.name)
+    FROM {name}
+    WHERE {name}.name IS NOT NULL
 )"""
+READY_QUEUES = "RECURSIVE " + _READY_QUEUES.format(name="ready_queues", limited="NULL")
+# Both kinds of job, for a worker with limits: one loose scan of each claim index.
+READY_QUEUES_LIMITED = (
+    "RECURSIVE "
+    + _READY_QUEUES.format(name="plain_queues", limited="NULL")
+    + ",\n"
+    + _READY_QUEUES.format(name="limited_queues", limited="NOT NULL")
+    + """,
+ready_queues(name) AS (
+    SELECT name FROM plain_queues UNION SELECT name FROM limited_queues
+)"""
+)
 
-CLAIM = _CLAIM.format(ready_queues="", queues="unnest(%(queues)s::text[])")
-CLAIM_EVERY_QUEUE = _CLAIM.format(ready_queues=f"{READY_QUEUES},\n", queues="ready_queues")
+CLAIM = _CLAIM.format(
+    ready_queues="", queues="unnest(%(queues)s::text[])", claimed_columns=_CLAIMED_COLUMNS
+)
+CLAIM_EVERY_QUEUE = _CLAIM.format(
+    ready_queues=f"{READY_QUEUES},\n", queues="ready_queues", claimed_columns=_CLAIMED_COLUMNS
+)
 
 # Seconds until the next READY job of these queues is due (None: none is).
 # A paused queue's jobs are left out: due but not claimable, they would keep
@@ -184,7 +247,7 @@ _SECONDS_UNTIL_NEXT_DUE = """
 FROM {queues} AS q(name)
 CROSS JOIN LATERAL (
     SELECT run_at FROM jobs_job
-    WHERE status = 'READY' AND queue = q.name
+    WHERE status = 'READY' AND limit_key IS NULL AND queue = q.name
       AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
     ORDER BY run_at
     LIMIT 1
@@ -197,10 +260,263 @@ SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _SECONDS_UNTIL_NEXT_DUE.format(
     with_ready_queues=f"WITH {READY_QUEUES}\n", queues="ready_queues"
 )
 
+# How many jobs a key row lets start now: its free slots (concurrency less
+# running) and the whole tokens of its bucket, refilled to this statement's
+# time; a limit it does not set allows the claim's whole batch.
+_ROOM = """LEAST(
+    %(limit)s,
+    COALESCE({row}.concurrency - {row}.running, %(limit)s),
+    COALESCE(floor({tokens})::int, %(limit)s)
+)"""
+_TOKENS = """LEAST({row}.burst, {row}.tokens
+    + extract(epoch FROM statement_timestamp() - {row}.refilled_at) * {row}.rate / {row}.period)"""
+
+
+def _room(row: str) -> str:
+    return _ROOM.format(row=row, tokens=_TOKENS.format(row=row))
+
+
+# Claim, for a worker whose backend has limits (jobs.limits): the jobs under
+# no limit as CLAIM does, and those under limits key by key, in one statement.
+#
+# The invariant: a key's RUNNING jobs never outnumber its concurrency, and its
+# starts never outrun its bucket, at any commit, whatever the number of
+# workers. It is kept by the key rows (jobs_limit_key): a key's jobs start
+# only in the statement that holds its row's lock (FOR NO KEY UPDATE) and adds
+# them to `running` and takes their tokens before it commits; every statement
+# that ends a run (COMPLETE_LIMITED, RELEASE_LIMITED, RESCUE, CANCEL) takes
+# them off under the same lock. A locked row returns its latest committed
+# version (READ COMMITTED re-reads a row it locks), so the room is counted from
+# what every earlier claim and completion wrote, not from this statement's
+# snapshot. SKIP LOCKED: a key another worker is claiming right now is left to
+# it, and no claim ever waits. Blocked jobs are never selected, so nothing is
+# claimed and given back, and a waiting job keeps its attempts.
+#
+# Fair shares: `visit` keys per queue are visited in key order, from where the
+# worker's previous claim stopped (`after`, a JSON object of queue to key), by
+# a loose index scan of the limited claim index, one probe per key; so the
+# cost follows the keys visited, never a key's backlog. Each key gives at most
+# its room, and the batch is filled round by round (every key's first job,
+# then every key's second...), so a key with 100,000 jobs takes a turn like a
+# key with one. Jobs under no limit take their turns as one more key.
+#
+# A job's shared key (a task's or a queue's limit over its own keyed one) is
+# locked after its own; a row that is both some jobs' own key and others'
+# shared key gives the shared ones only what its own ones left.
+#
+# The last row, whose id is NULL, carries in `trace_context` where each
+# queue's scan stopped: the next claim's `after` (an empty key once a scan
+# reached the end, so that the next one starts again from the first key).
+_LIMITED_CLAIM = """
+WITH RECURSIVE {ready_queues}open_queues(name) AS (
+    SELECT q.name FROM {queues} AS q(name)
+    WHERE q.name IS NOT NULL
+      AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
+),
+keys(queue, key, visited) AS (
+    SELECT q.name,
+           (SELECT limit_key FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name
+              AND limit_key > COALESCE(%(after)s::jsonb ->> q.name, '')
+            ORDER BY limit_key LIMIT 1),
+           1
+    FROM open_queues AS q
+    UNION ALL
+    SELECT keys.queue,
+           (SELECT limit_key FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = keys.queue
+              AND limit_key > keys.key
+            ORDER BY limit_key LIMIT 1),
+           keys.visited + 1
+    FROM keys
+    WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
+),
+open_keys AS (
+    SELECT keys.queue, own.key, {own_room} AS room
+    FROM keys JOIN jobs_limit_key AS own ON own.key = keys.key
+    WHERE {own_room} > 0
+    FOR NO KEY UPDATE OF own SKIP LOCKED
+),
+limited AS (
+    SELECT candidate.*, open_keys.key AS own_key,
+           row_number() OVER (
+               PARTITION BY open_keys.key
+               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+           ) AS turn
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp()
+        ORDER BY priority DESC, run_at, id
+        LIMIT open_keys.room
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+),
+open_shared AS (
+    SELECT shared.key,
+           {shared_room} - (SELECT count(*) FROM limited WHERE limited.own_key = shared.key) AS room
+    FROM jobs_limit_key AS shared
+    WHERE shared.key IN (SELECT shared_limit_key FROM limited)
+      AND {shared_room} > 0
+    FOR NO KEY UPDATE OF shared SKIP LOCKED
+),
+plain AS (
+    SELECT candidate.id, candidate.priority, candidate.run_at,
+           row_number() OVER (ORDER BY candidate.priority DESC, candidate.run_at, candidate.id)
+    FROM open_queues AS q
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at
+        FROM jobs_job
+        WHERE status = 'READY' AND limit_key IS NULL AND queue = q.name
+          AND run_at <= statement_timestamp()
+        ORDER BY priority DESC, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+),
+claimed AS (
+    SELECT id, priority, run_at, turn FROM plain AS p(id, priority, run_at, turn)
+    UNION ALL
+    SELECT id, priority, run_at, turn FROM (
+        SELECT limited.id, limited.priority, limited.run_at, limited.turn, limited.shared_limit_key,
+               row_number() OVER (PARTITION BY limited.shared_limit_key
+                                  ORDER BY limited.priority DESC, limited.turn, limited.run_at,
+                                           limited.id) AS shared_turn
+        FROM limited
+    ) AS candidate
+    WHERE candidate.shared_limit_key IS NULL
+       OR candidate.shared_turn <= (SELECT room FROM open_shared
+                                    WHERE open_shared.key = candidate.shared_limit_key)
+    ORDER BY priority DESC, turn, run_at, id
+    LIMIT %(limit)s
+),
+started AS (
+    UPDATE jobs_job AS job
+    SET status = 'RUNNING',
+        attempts = job.attempts + 1,
+        started_at = COALESCE(job.started_at, statement_timestamp()),
+        last_attempted_at = statement_timestamp(),
+        worker_ids = array_append(job.worker_ids, %(worker_id)s)
+    FROM claimed
+    WHERE job.id = claimed.id
+    RETURNING {claimed_columns}, job.limit_key, job.shared_limit_key
+),
+counted AS (
+    UPDATE jobs_limit_key AS counter
+    SET running = counter.running + used.jobs,
+        tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
+                      ELSE {counter_tokens} - used.jobs END,
+        refilled_at = CASE WHEN counter.rate IS NULL THEN counter.refilled_at
+                           ELSE statement_timestamp() END
+    FROM (
+        SELECT key, count(*)::int
+        FROM started, LATERAL (VALUES (started.limit_key), (started.shared_limit_key)) AS k(key)
+        WHERE key IS NOT NULL
+        GROUP BY key
+    ) AS used(key, jobs)
+    WHERE counter.key = used.key
+)
+SELECT id, backend, task_path, queue, priority, run_at, args, kwargs, attempt, max_attempts,
+       timeout, enqueued_at, started_at, last_attempted_at, worker_ids, errors, run_after,
+       trace_context
+FROM started
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL,
+       (SELECT COALESCE(jsonb_object_agg(queue, COALESCE(key, '')), '{{}}')::text
+        FROM (SELECT DISTINCT ON (queue) queue, key FROM keys ORDER BY queue, visited DESC) AS last)
+"""
+_LIMITED_PARTS = {
+    "own_room": _room("own"),
+    "shared_room": _room("shared"),
+    "counter_tokens": _TOKENS.format(row="counter"),
+    "claimed_columns": _CLAIMED_COLUMNS,
+}
+LIMITED_CLAIM = _LIMITED_CLAIM.format(
+    ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_PARTS
+)
+LIMITED_CLAIM_EVERY_QUEUE = _LIMITED_CLAIM.format(
+    ready_queues=READY_QUEUES_LIMITED.removeprefix("RECURSIVE ") + ",\n",
+    queues="ready_queues",
+    **_LIMITED_PARTS,
+)
+
+# Seconds until a job of these queues may start (None: none can until a slot
+# frees, which NOTIFYs). For jobs under no limit as SECONDS_UNTIL_NEXT_DUE;
+# for each key (up to `visit` per queue, from the first) the latest of its
+# first job's run_at, and the time its own and shared buckets next hold a
+# token; a key or shared key that has no free slot counts no time at all.
+# A key's first job in claim order stands for all of its jobs: with one
+# priority, that is the one due first.
+_LIMITED_SECONDS_UNTIL_NEXT_DUE = """
+WITH RECURSIVE {ready_queues}open_queues(name) AS (
+    SELECT q.name FROM {queues} AS q(name)
+    WHERE q.name IS NOT NULL
+      AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
+),
+keys(queue, key, visited) AS (
+    SELECT q.name,
+           (SELECT min(limit_key) FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name),
+           1
+    FROM open_queues AS q
+    UNION ALL
+    SELECT keys.queue,
+           (SELECT limit_key FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = keys.queue
+              AND limit_key > keys.key
+            ORDER BY limit_key LIMIT 1),
+           keys.visited + 1
+    FROM keys
+    WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
+),
+waits AS (
+    SELECT GREATEST(first.run_at, {own_token_due}, {shared_token_due}) AS due_at
+    FROM keys
+    CROSS JOIN LATERAL (
+        SELECT run_at, shared_limit_key FROM jobs_job
+        WHERE status = 'READY' AND queue = keys.queue AND limit_key = keys.key
+        ORDER BY priority DESC, run_at, id
+        LIMIT 1
+    ) AS first
+    JOIN jobs_limit_key AS own ON own.key = keys.key
+    LEFT JOIN jobs_limit_key AS shared ON shared.key = first.shared_limit_key
+    WHERE COALESCE(own.concurrency > own.running, true)
+      AND COALESCE(shared.concurrency > shared.running, true)
+    UNION ALL
+    SELECT min(next.run_at)
+    FROM open_queues AS q
+    CROSS JOIN LATERAL (
+        SELECT run_at FROM jobs_job
+        WHERE status = 'READY' AND limit_key IS NULL AND queue = q.name
+        ORDER BY run_at
+        LIMIT 1
+    ) AS next
+)
+SELECT extract(epoch FROM min(due_at) - clock_timestamp())::float8 FROM waits
+"""
+# When a bucket next holds a whole token (the past, when it holds one now).
+_TOKEN_DUE = """COALESCE({row}.refilled_at + make_interval(secs =>
+    (1 - {row}.tokens) * {row}.period / {row}.rate), '-infinity')"""
+_LIMITED_WAIT_PARTS = {
+    "own_token_due": _TOKEN_DUE.format(row="own"),
+    "shared_token_due": _TOKEN_DUE.format(row="shared"),
+}
+LIMITED_SECONDS_UNTIL_NEXT_DUE = _LIMITED_SECONDS_UNTIL_NEXT_DUE.format(
+    ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_WAIT_PARTS
+)
+LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _LIMITED_SECONDS_UNTIL_NEXT_DUE.format(
+    ready_queues=READY_QUEUES_LIMITED.removeprefix("RECURSIVE ") + ",\n",
+    queues="ready_queues",
+    **_LIMITED_WAIT_PARTS,
+)
+
 # Whether jobs_job has never been analyzed (a new table, or one just
 # truncated). Without statistics the planner guesses one READY row and may
-# claim through jobs_job_next_due_idx, sorting the whole backlog on every
-# claim, instead of reading jobs_job_claim_idx in order; any statistics,
+# claim through jobs_job_due_plain_idx, sorting the whole backlog on every
+# claim, instead of reading jobs_job_claim_plain_idx in order; any statistics,
 # even of an empty table, make it read the claim index.
 NEVER_ANALYZED = """
 SELECT reltuples < 0 FROM pg_class WHERE oid = 'jobs_job'::regclass
@@ -214,6 +530,40 @@ ANALYZE = "ANALYZE jobs_job"
 # caps a payload at 8000 bytes).
 FINISHED_CHANNEL = "jobs_finished"
 WAITER_CHUNK = 200
+
+# Free the slots of the jobs in `{ended}` (a CTE of ended runs, with their
+# limit keys and queue): each key row's `running` goes down by its jobs there,
+# and each of their queues is woken, since a job held back by one of those
+# keys may start now. The rows are locked in key order before they are
+# written, so two statements that free the same keys never deadlock.
+_FREE_SLOTS = """,
+freed_keys AS (
+    SELECT key, count(*)::int AS jobs
+    FROM {ended}, LATERAL (VALUES ({ended}.limit_key), ({ended}.shared_limit_key)) AS k(key)
+    WHERE key IS NOT NULL
+    GROUP BY key
+),
+locked_keys AS (
+    SELECT counter.key FROM jobs_limit_key AS counter
+    WHERE counter.key IN (SELECT key FROM freed_keys)
+    ORDER BY counter.key
+    FOR NO KEY UPDATE
+),
+freed AS (
+    UPDATE jobs_limit_key AS counter
+    SET running = GREATEST(counter.running - freed_keys.jobs, 0)
+    FROM freed_keys JOIN locked_keys USING (key)
+    WHERE counter.key = freed_keys.key
+),
+woken_by_freed AS (
+    SELECT pg_notify('{ready_channel}', queue)
+    FROM (SELECT DISTINCT queue FROM {ended} WHERE limit_key IS NOT NULL) AS queues
+)"""
+
+
+def _freeing(ended: str) -> str:
+    return _FREE_SLOTS.format(ended=ended, ready_channel=READY_CHANNEL)
+
 
 # Write the outcomes of many attempts in one statement.
 #
@@ -233,7 +583,7 @@ WAITER_CHUNK = 200
 #
 # Jobs that finished are announced on FINISHED_CHANNEL, so that code waiting
 # for a result wakes at once instead of polling.
-COMPLETE = f"""
+_COMPLETE = """
 WITH done AS (
     UPDATE jobs_job AS job
     SET status = outcome.status,
@@ -251,38 +601,55 @@ WITH done AS (
     WHERE job.id = outcome.id
       AND job.status = 'RUNNING'
       AND job.attempts = outcome.attempt
-    RETURNING job.id, job.status
+    RETURNING job.id, job.status{limit_columns}
 ),
 announced AS (
-    SELECT pg_notify('{FINISHED_CHANNEL}', string_agg(id::text, ','))
+    SELECT pg_notify('{finished_channel}', string_agg(id::text, ','))
     FROM (
-        SELECT id, (row_number() OVER () - 1) / {WAITER_CHUNK} AS chunk
+        SELECT id, (row_number() OVER () - 1) / {waiter_chunk} AS chunk
         FROM done WHERE status <> 'READY'
     ) AS finished
     GROUP BY chunk
-)
-SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements
+){freeing}
+SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements{woken}
 """
+_COMPLETE_PARTS = {"finished_channel": FINISHED_CHANNEL, "waiter_chunk": WAITER_CHUNK}
+COMPLETE = _COMPLETE.format(limit_columns="", freeing="", woken="", **_COMPLETE_PARTS)
+# COMPLETE for a worker whose backend has limits: the runs that ended free
+# their keys' slots, in the transaction that writes their outcomes.
+COMPLETE_LIMITED = _COMPLETE.format(
+    limit_columns=", job.queue, job.limit_key, job.shared_limit_key",
+    freeing=_freeing("done"),
+    woken=", (SELECT count(*) FROM woken_by_freed) AS woken",
+    **_COMPLETE_PARTS,
+)
 
 # Give back claimed jobs that this worker will not run or report (shutdown,
 # a skip, an executor killed before it reached them or before it reported
 # them, a task that does not load here yet): READY again, the attempt not
 # spent, due at once or, with run_at (epoch seconds), then.
 # Fenced like COMPLETE, so only this worker's current attempt is undone.
-RELEASE = """
+_RELEASE = """
+WITH released AS (
 UPDATE jobs_job AS job
 SET status = 'READY',
     attempts = job.attempts - 1,
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
-    run_at = COALESCE(to_timestamp(released.run_at), job.run_at)
+    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[])
-    AS released(id, attempt, run_at)
-WHERE job.id = released.id
+    AS given_back(id, attempt, run_at)
+WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
-  AND job.attempts = released.attempt
-RETURNING job.id
+  AND job.attempts = given_back.attempt
+RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+){freeing}
+SELECT id FROM released{woken}
 """
+RELEASE = _RELEASE.format(freeing="", woken="")
+RELEASE_LIMITED = _RELEASE.format(
+    freeing=_freeing("released"), woken=", (SELECT count(*) FROM woken_by_freed) AS woken"
+)
 
 REGISTER_WORKER = """
 INSERT INTO jobs_worker (id, hostname, pid, queues, concurrency, started_at, last_heartbeat)
@@ -366,11 +733,15 @@ cancelled AS (
         ))
     FROM target
     WHERE job.id = target.id AND target.status IN ('READY', 'RUNNING')
-    RETURNING job.id
-)
+    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+),
+stopped AS (
+    SELECT cancelled.* FROM cancelled, target WHERE target.status = 'RUNNING'
+){_freeing("stopped")}
 SELECT target.status,
        CASE WHEN target.status = 'RUNNING' AND EXISTS (SELECT 1 FROM cancelled)
-            THEN pg_notify('{CANCEL_CHANNEL}', target.id::text) END
+            THEN pg_notify('{CANCEL_CHANNEL}', target.id::text) END,
+       (SELECT count(*) FROM woken_by_freed)
 FROM target
 """
 
@@ -434,16 +805,56 @@ rescued AS (
           WHERE alive.id = job.worker_ids[cardinality(job.worker_ids)]
             AND alive.last_heartbeat >= now() - make_interval(secs => %(dead_after)s)
       )
-    RETURNING job.id, job.status, job.queue
+    RETURNING job.id, job.status, job.queue, job.limit_key, job.shared_limit_key
 ),
 woken AS (
     SELECT pg_notify('{READY_CHANNEL}', queue)
     FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'READY') AS queues
-)
+){_freeing("rescued")}
 SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM rescued WHERE status = 'READY'),
        (SELECT count(*) FROM rescued WHERE status = 'FAILED'),
-       (SELECT count(*) FROM woken)
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed)
+"""
+
+# The keys whose count of running jobs disagrees with the RUNNING rows, which
+# the reconciliation then recounts under their row locks (RECOUNT_LIMIT_KEYS).
+# Only a bug, or a RUNNING row deleted by hand, can make them disagree: every
+# claim and completion writes a key's count and its jobs in one transaction,
+# so one snapshot sees both or neither. Reads the RUNNING rows and the keys
+# that count some, not the history or every key.
+_RUNNING_BY_KEY = """
+SELECT key, count(*)::int AS jobs
+FROM jobs_job, LATERAL (VALUES (limit_key), (shared_limit_key)) AS k(key)
+WHERE status = 'RUNNING' AND key IS NOT NULL
+GROUP BY key
+"""
+MISCOUNTED_LIMIT_KEYS = f"""
+WITH actual AS ({_RUNNING_BY_KEY})
+SELECT counter.key FROM jobs_limit_key AS counter
+WHERE counter.running > 0
+  AND counter.running <> COALESCE((SELECT jobs FROM actual WHERE actual.key = counter.key), 0)
+UNION
+SELECT counter.key FROM actual JOIN jobs_limit_key AS counter USING (key)
+WHERE counter.running <> actual.jobs
+"""
+
+# Lock the key rows to recount, in key order, inside the reconciliation's
+# transaction: while they are held no claim starts their jobs (it skips
+# them) and no run that ends counts itself out (it waits).
+LOCK_LIMIT_KEYS = """
+SELECT key FROM jobs_limit_key WHERE key = ANY(%(keys)s::text[]) ORDER BY key FOR NO KEY UPDATE
+"""
+
+# The recount, a statement after the locks were taken: its snapshot holds
+# every claim and completion that committed before them.
+RECOUNT_LIMIT_KEYS = f"""
+WITH actual AS ({_RUNNING_BY_KEY})
+UPDATE jobs_limit_key AS counter
+SET running = COALESCE((SELECT jobs FROM actual WHERE actual.key = counter.key), 0)
+WHERE counter.key = ANY(%(keys)s::text[])
+  AND counter.running <> COALESCE((SELECT jobs FROM actual WHERE actual.key = counter.key), 0)
+RETURNING counter.key
 """
 
 # Delete finished jobs older than their retention, one small batch at a time:

@@ -215,3 +215,36 @@ def record_and_return(context, value: str) -> str:
 @task(max_attempts=1)
 def raises_with_a_lone_surrogate() -> None:
     raise ValueError("bad \ud800 input")
+
+
+@task(takes_context=True)
+def limited_run(context, key: str, seconds: float = 0.02) -> None:
+    """Write when this run started and ended, by the database's clock, to test_limit_ledger."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO test_limit_ledger (job_id, attempt, key, started_at) "
+            "VALUES (%s, %s, %s, clock_timestamp())",
+            [context.task_result.id, context.attempt, key],
+        )
+        time.sleep(seconds)
+        cursor.execute(
+            "UPDATE test_limit_ledger SET ended_at = clock_timestamp() "
+            "WHERE job_id = %s AND attempt = %s",
+            [context.task_result.id, context.attempt],
+        )
+
+
+@task
+def rate_limited_run() -> None:
+    return None
+
+
+@task
+def keyed_noop(tenant: str) -> None:
+    return None
+
+
+@task(takes_context=True, max_attempts=3)
+def limited_sleep(context, user_id: int, seconds: float) -> None:
+    note_start(context)
+    time.sleep(seconds)

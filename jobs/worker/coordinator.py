@@ -111,6 +111,7 @@ class Coordinator:
             self.backend.database,
             self.config.queues,
             prepared_statements=self.backend.config["PREPARED_STATEMENTS"],
+            limits=self.backend.limits,
         )
 
     def _hurry(self) -> bool:
@@ -263,9 +264,10 @@ class Coordinator:
         jobs = self.db.claim(self.worker_id, limit)
         if jobs:
             self.pool.dispatch(jobs)
-        if len(jobs) == limit:
+        if len(jobs) == limit or self.db.keys_left:
             # A full claim: there may be more due jobs; claim again as soon as
-            # slots free up.
+            # slots free up. Keys the claim did not reach yet may have jobs
+            # to start too.
             self.claim_due_at = 0.0
             return
         seconds = self.db.seconds_until_next_due()

@@ -7,6 +7,7 @@ prepares the ones that repeat. The coordinator's main connection claims and
 LISTENs for new jobs; its completer's only writes outcomes.
 """
 
+import json
 import logging
 import socket
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from .. import sql
+from ..limits import Limits
 from .attempts import WORKER_LOST, refused_outcome
 from .connection import connection_params, first_line
 from .protocol import ClaimedJob, Outcome, complete_batch
@@ -24,6 +26,11 @@ logger = logging.getLogger("jobs.worker")
 # Errors of a statement that Postgres refused for what one of its rows holds,
 # not for the connection: the rows are written apart to find that one.
 REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
+
+# Keys of a queue that one claim visits at least (see sql.LIMITED_CLAIM), and
+# that the search for the next due job visits at most.
+KEYS_PER_CLAIM = 16
+KEYS_PER_WAIT = 1000
 
 
 @dataclass
@@ -42,12 +49,24 @@ class QueueDatabase:
     """One connection of the coordinator, and the queue's statements it runs."""
 
     def __init__(
-        self, alias: str, queues: Sequence[str], *, prepared_statements: bool = True
+        self,
+        alias: str,
+        queues: Sequence[str],
+        *,
+        prepared_statements: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         # No queues: every queue (the backend's QUEUES is empty, any name goes).
         self.alias = alias
         self.queues = list(queues)
         self.prepared_statements = prepared_statements
+        # With limits, the claim, the completion and the release are their
+        # LIMITED_ forms, which count the runs of limited jobs in and out.
+        self.limits = limits or Limits(())
+        # Where each queue's scan of keys stopped (see sql.LIMITED_CLAIM), and
+        # whether a scan stopped before the last key.
+        self.key_cursor: dict[str, str] = {}
+        self.keys_left = False
         self.conn: psycopg.Connection | None = None
         # Whether a statement ran since notifications were last read (see
         # _execute).
@@ -115,19 +134,37 @@ class QueueDatabase:
         return {name for (name,) in self._execute(sql.PAUSED_QUEUES).fetchall()}
 
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
-        statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
-        rows = self._execute(
-            statement, {"queues": self.queues, "limit": limit, "worker_id": worker_id}
-        ).fetchall()
+        params = {"queues": self.queues, "limit": limit, "worker_id": worker_id}
+        if self.limits:
+            statement = sql.LIMITED_CLAIM if self.queues else sql.LIMITED_CLAIM_EVERY_QUEUE
+            params.update(after=json.dumps(self.key_cursor), visit=max(limit, KEYS_PER_CLAIM))
+            rows = self._execute(statement, params).fetchall()
+            # The last row says where the scans of keys stopped.
+            *rows, (*_, cursor) = rows
+            self.key_cursor = {queue: key for queue, key in json.loads(cursor).items() if key}
+            self.keys_left = bool(self.key_cursor)
+        else:
+            statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
+            rows = self._execute(statement, params).fetchall()
         jobs = [ClaimedJob(*row) for row in rows]
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
 
     def seconds_until_next_due(self) -> float | None:
-        statement = (
-            sql.SECONDS_UNTIL_NEXT_DUE if self.queues else sql.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
-        )
-        (seconds,) = self._execute(statement, {"queues": self.queues}).fetchone()
+        if self.limits:
+            statement = (
+                sql.LIMITED_SECONDS_UNTIL_NEXT_DUE
+                if self.queues
+                else sql.LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
+            )
+        else:
+            statement = (
+                sql.SECONDS_UNTIL_NEXT_DUE
+                if self.queues
+                else sql.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
+            )
+        params = {"queues": self.queues, "visit": KEYS_PER_WAIT}
+        (seconds,) = self._execute(statement, params).fetchone()
         return None if seconds is None else float(seconds)
 
     def complete(self, outcomes: Sequence[Outcome], worker_id: str) -> set[str]:
@@ -143,7 +180,8 @@ class QueueDatabase:
         the fence keeps a retried row from being written twice.
         """
         try:
-            rows = self._execute(sql.COMPLETE, {"outcomes": complete_batch(outcomes)}).fetchall()
+            statement = sql.COMPLETE_LIMITED if self.limits else sql.COMPLETE
+            rows = self._execute(statement, {"outcomes": complete_batch(outcomes)}).fetchall()
         except REFUSED_ROW_ERRORS as error:
             if len(outcomes) > 1:
                 middle = len(outcomes) // 2
@@ -169,7 +207,7 @@ class QueueDatabase:
         if not jobs:
             return 0
         rows = self._execute(
-            sql.RELEASE,
+            sql.RELEASE_LIMITED if self.limits else sql.RELEASE,
             {
                 "ids": [job.id for job in jobs],
                 "attempts": [job.attempt for job in jobs],
@@ -220,3 +258,29 @@ class QueueDatabase:
             {"statuses": list(statuses), "older_than": older_than, "limit": limit},
         )
         return cursor.rowcount
+
+    def sync_limits(self) -> None:
+        """Bring the key rows of every limit to the settings this worker runs with."""
+        for limit in self.limits.all:
+            self._execute(
+                sql.SYNC_LIMIT,
+                {
+                    "name": limit.name,
+                    "concurrency": limit.concurrency,
+                    "rate": limit.rate,
+                    "period": limit.period,
+                    "burst": limit.burst,
+                },
+            )
+
+    def reconcile_limits(self) -> list[str]:
+        """
+        Recount the running jobs of keys whose count disagrees with the
+        RUNNING rows; return the keys recounted. See sql.MISCOUNTED_LIMIT_KEYS.
+        """
+        keys = [key for (key,) in self._execute(sql.MISCOUNTED_LIMIT_KEYS).fetchall()]
+        if not keys:
+            return []
+        with self.conn.transaction():
+            self._execute(sql.LOCK_LIMIT_KEYS, {"keys": keys})
+            return [key for (key,) in self._execute(sql.RECOUNT_LIMIT_KEYS, {"keys": keys})]

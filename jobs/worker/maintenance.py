@@ -60,9 +60,13 @@ class Maintenance:
         self.analyze_refused = False
 
     def start(self) -> None:
-        """Register the worker, and see that the claim has statistics to plan with."""
+        """
+        Register the worker, see that the claim has statistics to plan with,
+        and bring the limits' rows to this worker's settings.
+        """
         self.register()
         self.analyze_if_never_analyzed()
+        self.db.sync_limits()
 
     def register(self) -> None:
         self.db.register(self.worker_id, self.hostname, os.getpid(), self.slots)
@@ -72,6 +76,7 @@ class Maintenance:
         """One heartbeat's upkeep; prune=False while the worker stops."""
         self.heartbeat()
         self.rescue()
+        self.reconcile_limits()
         self.analyze_if_never_analyzed()
         if prune:
             self.prune()
@@ -96,6 +101,18 @@ class Maintenance:
                 dead,
                 ready,
                 failed,
+            )
+
+    def reconcile_limits(self) -> None:
+        """Recount the running jobs of limit keys whose count went wrong (see sql)."""
+        if not self.db.limits:
+            return
+        recounted = self.db.reconcile_limits()
+        if recounted:
+            logger.warning(
+                "Recounted the running jobs of %d limit key(s) whose count was wrong: %s",
+                len(recounted),
+                ", ".join(recounted[:10]),
             )
 
     def analyze_if_never_analyzed(self) -> None:

@@ -1,0 +1,399 @@
+"""
+Flow control (jobs.limits): concurrency limits per key, rate limits and fair
+shares, held by the claim for every worker at once.
+"""
+
+import json
+import signal
+import time
+
+import pytest
+from django.core import checks
+from django.db import connection
+from django.tasks import TaskResultStatus, task_backends
+from django.tasks.exceptions import InvalidTask
+from django.test import override_settings
+from django.utils import timezone
+
+from jobs import operations, sql
+from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
+from jobs.models import Job, JobStatus, LimitKey
+from jobs.worker.database import QueueDatabase
+from jobs.worker.protocol import ClaimedJob, Outcome
+from tests.conftest import fetch, fetch_value, wait_until
+from tests.limits_settings import LIMITS, TASKS
+from tests.tasks import add, keyed_noop, limited_run, limited_sleep, rate_limited_run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def limited_backend():
+    with override_settings(TASKS=TASKS):
+        yield task_backends["default"]
+
+
+@pytest.fixture
+def limited_env(worker_env) -> dict[str, str]:
+    return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.limits_settings"}
+
+
+@pytest.fixture
+def db(limited_backend):
+    database = QueueDatabase("default", ["default"], limits=limited_backend.limits)
+    database.connect()
+    yield database
+    database.close()
+
+
+def succeeded(job: ClaimedJob) -> Outcome:
+    return Outcome(job.id, job.attempt, "SUCCESSFUL", time.time(), None, "null", None, 0.1)
+
+
+def running(key: str) -> int:
+    return LimitKey.objects.get(key=key).running
+
+
+# Settings.
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ([], "LIMITS is a dict"),
+        ({"a:b": {"tasks": ["t.x"], "concurrency": 1}}, "without ':'"),
+        ({"x": {"tasks": ["t.x"]}}, "neither concurrency nor rate"),
+        ({"x": {"tasks": ["t.x"], "queues": ["q"], "concurrency": 1}}, "either tasks or queues"),
+        ({"x": {"tasks": "t.x", "concurrency": 1}}, "tasks is a list"),
+        ({"x": {"tasks": ["t.x"], "concurrency": 0}}, "at least 1"),
+        ({"x": {"tasks": ["t.x"], "rate": "fast"}}, "is not '<count>/<unit>'"),
+        ({"x": {"tasks": ["t.x"], "rate": "0/s"}}, "at least one start"),
+        ({"x": {"queues": ["q"], "key": "user", "concurrency": 1}}, "a keyed limit names tasks"),
+        ({"x": {"tasks": ["t.x"], "concurrency": 1, "burst": 3}}, "burst goes with a rate"),
+        ({"x": {"tasks": ["t.x"], "concurency": 1}}, "unknown settings concurency"),
+    ],
+)
+def test_a_limit_that_cannot_be_enforced_is_refused_with_the_reason(setting, message):
+    with pytest.raises(LimitConfigurationError, match=message):
+        parse_limits(setting)
+
+
+def test_rates_read_as_starts_per_period():
+    assert parse_rate("10/s") == (10, 1.0)
+    assert parse_rate("500/m") == (500, 60.0)
+    assert parse_rate("3/10s") == (3, 10.0)
+    assert parse_rate(" 2 / h ") == (2, 3600.0)
+
+
+def test_a_bad_limits_setting_is_a_system_check_error():
+    broken = {"default": {**TASKS["default"], "OPTIONS": {"LIMITS": {"x": {"tasks": ["t"]}}}}}
+    with override_settings(TASKS=broken):
+        errors = task_backends["default"].check()
+    assert [error.id for error in errors if isinstance(error, checks.Error)] == ["jobs.E007"]
+    assert "neither concurrency nor rate" in errors[0].msg
+
+
+# Enqueue.
+
+
+def test_an_enqueue_records_its_keys_and_makes_their_rows():
+    result = limited_sleep.enqueue(42, 0.1)
+    job = Job.objects.get(id=result.id)
+    assert (job.limit_key, job.shared_limit_key) == ("user:42", "shared")
+    rows = {row.key: row for row in LimitKey.objects.all()}
+    assert rows["user:42"].concurrency == 1 and rows["shared"].concurrency == 3
+    assert rows["user:42"].running == 0
+    # An argument given by keyword, or left to its default, keys the same.
+    again = limited_sleep.enqueue(user_id=42, seconds=0.1)
+    assert Job.objects.get(id=again.id).limit_key == "user:42"
+    # A job under no limit has no key.
+    assert Job.objects.get(id=add.enqueue(1, 2).id).limit_key is None
+
+
+def test_a_key_given_at_enqueue_replaces_the_argument():
+    result = limited_sleep.using(limit_key="account-7").enqueue(42, 0.1)
+    assert Job.objects.get(id=result.id).limit_key == "user:account-7"
+
+
+def test_a_call_without_the_keyed_argument_is_refused_and_enqueues_nothing():
+    with pytest.raises(InvalidTask, match=r"limited per 'key'.*gives no 'key'"):
+        limited_run.enqueue()
+    with pytest.raises(InvalidTask, match="limit_key is the key of a keyed limit"):
+        add.using(limit_key="x").enqueue(1, 2)
+    assert not Job.objects.exists()
+    assert not LimitKey.objects.exists()
+
+
+def test_a_task_under_more_limits_than_a_job_keeps_is_refused():
+    limits = {
+        **LIMITS,
+        "second-key": {"tasks": ["tests.tasks.limited_run"], "key": "seconds", "concurrency": 1},
+    }
+    with override_settings(TASKS={"default": {**TASKS["default"], "OPTIONS": {"LIMITS": limits}}}):
+        with pytest.raises(InvalidTask, match="at most one of them keyed"):
+            limited_run.enqueue("a")
+
+
+def test_a_waiting_job_reads_as_ready():
+    result = limited_sleep.enqueue(1, 0.1)
+    assert result.status == TaskResultStatus.READY
+    assert limited_sleep.get_result(result.id).status == TaskResultStatus.READY
+
+
+# The claim, statement by statement.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped():
+    with connection.cursor() as cursor:
+        params = {"queues": ["default"], "limit": 0, "worker_id": "w", "after": "{}", "visit": 1}
+        cursor.execute(sql.LIMITED_CLAIM, params)
+        names = tuple(column.name for column in cursor.description)
+        [last] = cursor.fetchall()
+    assert names == ClaimedJob._fields
+    assert last[0] is None and json.loads(last[-1]) == {"default": ""}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_at_its_concurrency_starts_nothing_until_a_run_ends(db):
+    for _ in range(3):
+        limited_run.enqueue("a")
+    first = db.claim("w", 10)
+    assert len(first) == 2 and running("per-key:a") == 2
+    assert db.claim("w", 10) == []
+    # Nothing to wake for but a run that ends: no busy loop.
+    assert db.seconds_until_next_due() is None
+    assert db.complete([succeeded(first[0])], "w") == {first[0].id}
+    assert running("per-key:a") == 1
+    assert db.seconds_until_next_due() <= 0
+    [third] = db.claim("w", 10)
+    assert running("per-key:a") == 2
+    # The waiting job spent no attempt.
+    assert third.attempt == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shared_limit_caps_the_keys_under_it(db):
+    # Five users, one run each at most, three runs in all.
+    for user in range(5):
+        limited_sleep.enqueue(user, 0.1)
+    claimed = db.claim("w", 10)
+    assert len(claimed) == 3
+    assert running("shared") == 3
+    assert sorted(running(f"user:{user}") for user in range(5)) == [0, 0, 1, 1, 1]
+    assert db.claim("w", 10) == []
+    db.release(claimed[:1])
+    assert running("shared") == 2
+    assert len(db.claim("w", 10)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_takes_its_burst_then_waits_for_the_next_token(db):
+    rate_limited_run.enqueue_many([((), {})] * 60)
+    claimed_at = time.monotonic()
+    assert len(db.claim("w", 100)) == 50
+    # Only the tokens that came since (one every 1/50 s).
+    second = db.claim("w", 100)
+    assert len(second) <= 1 + (time.monotonic() - claimed_at) * 50
+    # The next token comes in 1/50 s: the worker sleeps until then.
+    seconds = db.seconds_until_next_due()
+    assert seconds is not None and 0 <= seconds <= 0.02
+    wait_until(lambda: db.claim("w", 100), timeout=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_key_takes_a_turn_in_one_claim(db):
+    keyed_noop.enqueue_many([(("a",), {})] * 500)
+    keyed_noop.enqueue("b")
+    add.enqueue(1, 1)
+    claimed = db.claim("w", 3)
+    keys = {Job.objects.get(id=job.id).limit_key for job in claimed}
+    assert keys == {"tenant:a", "tenant:b", None}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_past_one_claims_reach_are_visited_by_the_next(db):
+    # 40 keys of one job each, claimed one at a time: a claim visits 16 keys,
+    # and the next goes on from where it stopped.
+    for key in range(40):
+        limited_run.enqueue(f"k{key:02}")
+    claimed = []
+    while len(claimed) < 40:
+        batch = db.claim("w", 1)
+        assert batch, "a claim found nothing while keys had due jobs"
+        claimed += batch
+    assert {Job.objects.get(id=job.id).limit_key for job in claimed} == {
+        f"per-key:k{key:02}" for key in range(40)
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancelled_running_job_and_a_rescued_one_free_their_slots(db):
+    first, second = limited_run.enqueue("a"), limited_run.enqueue("a")
+    db.claim("w", 10)
+    assert running("per-key:a") == 2
+    operations.cancel(first.id)
+    assert running("per-key:a") == 1
+    # The worker vanished: the rescue gives its job back, and its slot.
+    db.rescue(0.0)
+    assert running("per-key:a") == 0
+    assert Job.objects.get(id=second.id).status == JobStatus.READY
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reconciliation_recounts_a_key_that_went_wrong(db):
+    limited_run.enqueue("a")
+    db.claim("w", 10)
+    LimitKey.objects.filter(key="per-key:a").update(running=2)
+    LimitKey.objects.create(key="per-key:b", name="per-key", running=1, refilled_at=timezone.now())
+    assert sorted(db.reconcile_limits()) == ["per-key:a", "per-key:b"]
+    assert (running("per-key:a"), running("per-key:b")) == (1, 0)
+    assert db.reconcile_limits() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_brings_the_rows_to_its_settings(db):
+    limited_run.enqueue("a")
+    LimitKey.objects.update(concurrency=9)
+    db.sync_limits()
+    assert LimitKey.objects.get(key="per-key:a").concurrency == 2
+
+
+# Real workers.
+
+
+@pytest.fixture
+def limit_ledger(transactional_db) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE TABLE IF NOT EXISTS test_limit_ledger (
+                job_id uuid NOT NULL,
+                attempt int NOT NULL,
+                key text NOT NULL,
+                started_at timestamptz NOT NULL,
+                ended_at timestamptz,
+                PRIMARY KEY (job_id, attempt)
+            )
+            """
+        )
+        cursor.execute("TRUNCATE test_limit_ledger")
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at any instant (an end before a start at a tie)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
+@pytest.mark.django_db(transaction=True)
+def test_four_workers_never_run_more_than_two_of_a_key_at_once(
+    start_worker, limited_env, limit_ledger
+):
+    keys = [f"key-{n:02}" for n in range(20)]
+    ids = [r.id for r in limited_run.enqueue_many([((keys[n % 20],), {}) for n in range(2000)])]
+    for _ in range(4):
+        start_worker("--concurrency", "8", env=limited_env, wait=False)
+    done = Job.objects.filter(id__in=ids, status=JobStatus.SUCCESSFUL)
+    wait_until(lambda: done.count() == len(ids), timeout=180)
+
+    rows = fetch(
+        "SELECT key, job_id, extract(epoch FROM started_at), extract(epoch FROM ended_at) "
+        "FROM test_limit_ledger"
+    )
+    assert len(rows) == len(ids) == len({job_id for _, job_id, _, _ in rows}), "ran exactly once"
+    for key in keys:
+        intervals = [(float(start), float(end)) for k, _, start, end in rows if k == key]
+        assert len(intervals) == 100
+        assert most_at_once(intervals) <= 2, f"{key} ran more than 2 at once"
+    # Over all keys, runs did overlap: the limit, not a lone worker, kept them apart.
+    everything = [(float(start), float(end)) for _, _, start, end in rows]
+    assert most_at_once(everything) > 2
+    # Waiting spent no attempt.
+    assert set(Job.objects.filter(id__in=ids).values_list("attempts", flat=True)) == {1}
+    assert LimitKey.objects.filter(running__gt=0).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rate_over_four_workers_holds_and_is_reached(start_worker, limited_env):
+    ids = [r.id for r in rate_limited_run.enqueue_many([((), {})] * 400)]
+    for _ in range(4):
+        start_worker("--concurrency", "4", env=limited_env, wait=False)
+    done = Job.objects.filter(id__in=ids, status=JobStatus.SUCCESSFUL)
+    wait_until(lambda: done.count() == len(ids), timeout=60)
+
+    # The claim's clock, which the bucket reads too.
+    starts = sorted(
+        float(s)
+        for (s,) in fetch(
+            "SELECT extract(epoch FROM last_attempted_at) FROM jobs_job WHERE id = ANY(%s)",
+            [ids],
+        )
+    )
+    first = starts[0]
+
+    def in_window(start: float) -> int:
+        return sum(1 for s in starts if start <= s < start + 1.0)
+
+    # Any second: at most the burst (50) and the second's own 50 tokens; once
+    # the first burst is spent, at most the rate (and a token's rounding).
+    assert max(in_window(s) for s in starts) <= 100
+    assert max(in_window(s) for s in starts if s >= first + 1.0) <= 51
+    # The rate is reached: after the burst, 350 starts take about 7 s.
+    steady = [s for s in starts if s >= first + 1.0]
+    achieved = (len(steady) - 1) / (steady[-1] - steady[0])
+    assert achieved >= 45, f"{achieved:.1f} starts/s"
+
+
+def wait_for_start(tenant: str, backlog: int, start_worker, limited_env) -> float:
+    """Seconds from enqueue to start of one job of tenant B, behind A's backlog."""
+    keyed_noop.enqueue_many([(("A",), {})] * backlog)
+    start_worker("--concurrency", "4", env=limited_env)
+    a_jobs = Job.objects.filter(limit_key="tenant:A", status=JobStatus.SUCCESSFUL)
+    wait_until(lambda: a_jobs.count() >= 100, timeout=60)
+    result = keyed_noop.enqueue(tenant)
+    job = Job.objects.filter(id=result.id)
+    wait_until(lambda: job.filter(started_at__isnull=False).exists(), timeout=30)
+    started = job.get()
+    assert Job.objects.filter(limit_key="tenant:A", status=JobStatus.READY).count() > 0, (
+        "A's backlog ran out before B started: the test proves nothing"
+    )
+    return (started.started_at - started.enqueued_at).total_seconds()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_job_of_another_key_does_not_wait_behind_a_backlog(start_worker, limited_env):
+    small = wait_for_start("B", 5_000, start_worker, limited_env)
+    Job.objects.all().delete()
+    large = wait_for_start("C", 50_000, start_worker, limited_env)
+    print(
+        f"B started {small * 1000:.0f} ms after enqueue behind 5,000 of A; "
+        f"C {large * 1000:.0f} ms behind 50,000"
+    )
+    assert small < 1.0 and large < 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_holding_limited_jobs_has_its_slots_freed(
+    start_worker, limited_env, started
+):
+    jobs = [limited_sleep.enqueue(user, 30) for user in (1, 2)]
+    worker = start_worker("--concurrency", "2", env=limited_env)
+    wait_until(started(*(job.id for job in jobs)))
+    assert running("shared") == 2
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    # Another worker sees it dead (2 s), rescues the jobs and frees their slots.
+    start_worker("--concurrency", "2", env=limited_env)
+    wait_until(
+        lambda: Job.objects.filter(id__in=[job.id for job in jobs], attempts=2).count() == 2,
+        timeout=30,
+    )
+    # Their second attempts hold the slots again: one each, none leaked.
+    assert running("shared") == 2
+    assert (running("user:1"), running("user:2")) == (1, 1)
+    assert fetch_value("SELECT count(*) FROM jobs_job WHERE status = 'RUNNING'") == 2
