@@ -157,7 +157,9 @@ class SignupForm(forms.Form):
                 )
                 if not inline:
                     for delivery in deliveries:
-                        delivery.task_id = SEND_TASKS[delivery.channel].enqueue(delivery.id).id
+                        delivery.task_id = (
+                            SEND_TASKS[delivery.channel].enqueue(delivery.id, user_id=user.id).id
+                        )
                     Delivery.objects.bulk_update(deliveries, ["task_id"])
         except IntegrityError:
             # Another signup took the address between clean_email() and here.

@@ -17,18 +17,24 @@ from .sending import deliver
 SEND_OPTIONS = {"queue_name": "communications", "max_attempts": 5, "timeout": 30}
 
 
+# Each takes the user's id too, though the delivery knows its user: it keys
+# the limits of settings.SIGNUP_SEND_LIMITS (one send per user at a time), which
+# read it from the job's arguments when it is enqueued. Jobs enqueued without
+# it share one key, and run one at a time.
+
+
 @task(**SEND_OPTIONS)
-def send_welcome_email(delivery_id: int) -> dict[str, Any]:
+def send_welcome_email(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
     return deliver(delivery_id)
 
 
 @task(**SEND_OPTIONS)
-def send_welcome_sms(delivery_id: int) -> dict[str, Any]:
+def send_welcome_sms(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
     return deliver(delivery_id)
 
 
 @task(**SEND_OPTIONS)
-def send_welcome_push(delivery_id: int) -> dict[str, Any]:
+def send_welcome_push(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
     return deliver(delivery_id)
 
 

@@ -17,6 +17,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
 from . import sql
+from .limits import Limits
 from .models import FINISHED_STATUSES, JobStatus
 from .sql import LATENCY_BUCKETS
 
@@ -86,6 +87,50 @@ class WorkerStats:
 
 
 @dataclass(frozen=True)
+class KeyStats:
+    """One key of a limit that runs jobs or has due jobs waiting."""
+
+    key: str
+    concurrency: int | None
+    running: int
+    rate: int | None
+    tokens: float | None
+    waiting: int
+
+    @property
+    def full(self) -> bool:
+        """Whether the key lets nothing start now: no free slot, or no whole token."""
+        no_slot = self.concurrency is not None and self.running >= self.concurrency
+        return no_slot or (self.tokens is not None and self.tokens < 1)
+
+    @property
+    def state(self) -> str:
+        if self.concurrency is not None and self.running >= self.concurrency:
+            return f"full: {self.running} of {self.concurrency} running"
+        if self.tokens is not None and self.tokens < 1:
+            return "rate reached: waits for its next token"
+        return "open"
+
+
+@dataclass
+class LimitStats:
+    """A limit of LIMITS: its keys in use, how many of its jobs run and wait."""
+
+    name: str
+    rule: str
+    keys: int = 0
+    running: int = 0
+    waiting: int = 0
+    # Waiting jobs whose key lets nothing start now.
+    held: int = 0
+    busiest: list[KeyStats] = field(default_factory=list)
+
+
+# Keys of each limit that the dashboard lists, the ones with most waiting first.
+BUSIEST_KEYS = 10
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the dashboard and the Prometheus endpoint show, read at one moment."""
 
@@ -93,6 +138,7 @@ class Snapshot:
     minutes: list[Minute]
     latency: Latency
     workers: list[WorkerStats]
+    limits: list[LimitStats] = field(default_factory=list)
 
 
 def _fetch(cursor, statement: str, params: object = None) -> list[tuple]:
@@ -123,6 +169,7 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
         latency_row = _fetch(cursor, sql.LATENCY)[0]
         bounds = _fetch(cursor, sql.MINUTES_OF_LAST_HOUR)
         workers = _fetch(cursor, sql.WORKERS)
+        keys = _fetch(cursor, sql.LIMIT_KEYS_IN_USE) if tasks_backend.limits else []
 
     queues = {
         name: QueueStats(name, oldest_ready_age=oldest.get(name), paused=name in paused)
@@ -156,7 +203,25 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
             count, total, p50, p95, p99, tuple(zip(LATENCY_BUCKETS, cumulative, strict=True))
         ),
         workers=[WorkerStats(*row, alive=row[7] <= dead_after) for row in workers],
+        limits=_limit_stats(tasks_backend.limits, keys),
     )
+
+
+def _limit_stats(limits: Limits, rows: list[tuple]) -> list[LimitStats]:
+    """Each configured limit with the state of its keys in use (rows of sql.LIMIT_KEYS_IN_USE)."""
+    stats = {limit.name: LimitStats(limit.name, limit.describe()) for limit in limits.all}
+    for name, key, concurrency, running, rate, _period, _burst, tokens, waiting in rows:
+        # A limit taken out of settings keeps its rows until its jobs are gone.
+        limit = stats.setdefault(name, LimitStats(name, "no longer in LIMITS"))
+        state = KeyStats(key, concurrency, running, rate, tokens if rate else None, waiting)
+        limit.keys += 1
+        limit.running += running
+        limit.waiting += waiting
+        if state.full:
+            limit.held += waiting
+        if len(limit.busiest) < BUSIEST_KEYS:
+            limit.busiest.append(state)
+    return list(stats.values())
 
 
 @dataclass(frozen=True)
@@ -287,6 +352,27 @@ def render_prometheus(data: Snapshot, totals: dict[str, int]) -> str:
         "jobs_start_latency_last_hour_seconds_count",
         "Number of those waits.",
         [({}, latency.count)],
+    )
+    limits = data.limits
+    family(
+        "jobs_limit_running",
+        "RUNNING jobs counted against the limit, all its keys together.",
+        [({"limit": limit.name}, limit.running) for limit in limits],
+    )
+    family(
+        "jobs_limit_waiting",
+        "Due READY jobs under the limit, all its keys together.",
+        [({"limit": limit.name}, limit.waiting) for limit in limits],
+    )
+    family(
+        "jobs_limit_held",
+        "Due READY jobs under the limit whose key lets nothing start now (full or out of tokens).",
+        [({"limit": limit.name}, limit.held) for limit in limits],
+    )
+    family(
+        "jobs_limit_keys",
+        "Keys of the limit that run jobs or have due jobs waiting.",
+        [({"limit": limit.name}, limit.keys) for limit in limits],
     )
     family(
         "jobs_workers_live",

@@ -118,6 +118,13 @@ ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(
     **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="%(calls)s::jsonb -> 0")}
 )
 
+# Whether jobs under limits wait: a worker without LIMITS never claims them.
+LIMITED_JOBS_WAIT = """
+SELECT count(*) FROM (
+    SELECT FROM jobs_job WHERE status = 'READY' AND limit_key IS NOT NULL LIMIT 1000
+) AS waiting
+"""
+
 # Bring the key rows of a limit to its settings, when a worker starts.
 SYNC_LIMIT = """
 UPDATE jobs_limit_key
@@ -1000,16 +1007,58 @@ FROM jobs_job WHERE status = 'RUNNING' GROUP BY queue
 """
 
 # How long the oldest due READY job of each queue has waited: one probe per
-# queue of the (queue, run_at) index of READY rows.
+# queue of the (queue, run_at) index of READY rows under no limit, and a read
+# of the queue's jobs under limits in the limited claim index (none, without
+# LIMITS).
 OLDEST_READY = """
-SELECT q.name, extract(epoch FROM now() - oldest.run_at)::float8
+SELECT q.name, extract(epoch FROM now() - LEAST(plain.run_at, limited.run_at))::float8
 FROM unnest(%(queues)s::text[]) AS q(name)
 CROSS JOIN LATERAL (
-    SELECT run_at FROM jobs_job
-    WHERE status = 'READY' AND queue = q.name AND run_at <= now()
-    ORDER BY run_at
-    LIMIT 1
-) AS oldest
+    SELECT (SELECT run_at FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NULL AND queue = q.name AND run_at <= now()
+            ORDER BY run_at
+            LIMIT 1)
+) AS plain(run_at)
+CROSS JOIN LATERAL (
+    SELECT min(run_at) FROM jobs_job
+    WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name AND run_at <= now()
+) AS limited(run_at)
+WHERE plain.run_at IS NOT NULL OR limited.run_at IS NOT NULL
+"""
+
+# The keys of limits that run jobs now or have due jobs waiting, with their
+# state: for each, its limits, how many run, its bucket's tokens now, and its
+# due READY jobs (as their own key, or as their shared one). Reads the READY
+# jobs under limits (the limited claim index) and the keys that run some,
+# never every key ever made.
+LIMIT_KEYS_IN_USE = f"""
+WITH waiting AS (
+    SELECT key, count(*)::int AS jobs
+    FROM jobs_job, LATERAL (VALUES (limit_key), (shared_limit_key)) AS k(key)
+    WHERE status = 'READY' AND limit_key IS NOT NULL AND run_at <= now() AND key IS NOT NULL
+    GROUP BY key
+),
+keys AS (
+    SELECT key FROM waiting
+    UNION
+    SELECT key FROM jobs_limit_key WHERE running > 0
+)
+SELECT counter.name, counter.key, counter.concurrency, counter.running, counter.rate,
+       counter.period, counter.burst,
+       {_TOKENS.format(row="counter").replace("statement_timestamp()", "now()")},
+       COALESCE(waiting.jobs, 0)
+FROM keys
+JOIN jobs_limit_key AS counter USING (key)
+LEFT JOIN waiting USING (key)
+ORDER BY counter.name, COALESCE(waiting.jobs, 0) DESC, counter.key
+"""
+
+# One key's state, for the page of a job that waits under it.
+LIMIT_KEY_STATE = f"""
+SELECT key, name, concurrency, running, rate, period, burst,
+       {_TOKENS.format(row="jobs_limit_key").replace("statement_timestamp()", "now()")}
+FROM jobs_limit_key
+WHERE key = ANY(%(keys)s::text[])
 """
 
 # Jobs finished per queue, status and minute over the last 60 minutes (the

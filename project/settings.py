@@ -159,11 +159,30 @@ if os.environ.get("TEST_DATABASE_NAME"):
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The signup's text message and push providers each allow so many sends a
+# second for the whole account (SIGNUP_SMS_RATE, SIGNUP_PUSH_RATE), across every
+# worker; and a user never gets two texts, or two notifications, racing each
+# other. See jobs.limits.
+SIGNUP_SEND_LIMITS = {
+    f"{channel}-provider": {
+        "tasks": [f"accounts.tasks.send_welcome_{channel}"],
+        "rate": os.environ.get(f"SIGNUP_{channel.upper()}_RATE", default_rate),
+    }
+    for channel, default_rate in (("sms", "10/s"), ("push", "100/s"))
+} | {
+    f"{channel}-per-user": {
+        "tasks": [f"accounts.tasks.send_welcome_{channel}"],
+        "key": "user_id",
+        "concurrency": 1,
+    }
+    for channel in ("sms", "push")
+}
+
 TASKS = {
     "default": {
         "BACKEND": "jobs.backend.PostgresBackend",
         "QUEUES": ["default", "communications", "reports"],
-        "OPTIONS": {},
+        "OPTIONS": {"LIMITS": SIGNUP_SEND_LIMITS},
     }
 }
 

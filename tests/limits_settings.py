@@ -11,6 +11,8 @@ LIMITS = {
     "per-key": {"tasks": ["tests.tasks.limited_run"], "key": "key", "concurrency": 2},
     # 50 starts a second over every worker.
     "provider": {"tasks": ["tests.tasks.rate_limited_run"], "rate": "50/s"},
+    # Two starts an hour: a third waits, whatever the test's pace.
+    "hourly": {"tasks": ["tests.tasks.hourly_run"], "rate": "2/h"},
     # Fair shares only: each key takes its turn.
     "tenant": {"tasks": ["tests.tasks.keyed_noop"], "key": "tenant"},
     # One at a time per key, under a shared rate, as the signup's text messages.

@@ -240,6 +240,11 @@ def rate_limited_run() -> None:
 
 
 @task
+def hourly_run() -> None:
+    return None
+
+
+@task
 def keyed_noop(tenant: str) -> None:
     return None
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.tasks import TaskResultStatus, default_task_backend, task_backends
 from django.test import override_settings
 from django.utils import timezone
@@ -229,4 +230,4 @@ def test_backend_options_are_the_setting_as_given_and_config_fills_the_defaults(
     assert backend.options == {"MAX_ATTEMPTS": 7}
     assert backend.config == {**DEFAULT_OPTIONS, "MAX_ATTEMPTS": 7}
     assert PostgresBackend("bare", {}).options == {}
-    assert task_backends["default"].options == {}
+    assert task_backends["default"].options == {"LIMITS": settings.SIGNUP_SEND_LIMITS}

@@ -3,7 +3,9 @@ Flow control (jobs.limits): concurrency limits per key, rate limits and fair
 shares, held by the claim for every worker at once.
 """
 
+import html
 import json
+import re
 import signal
 import time
 
@@ -13,16 +15,17 @@ from django.db import connection
 from django.tasks import TaskResultStatus, task_backends
 from django.tasks.exceptions import InvalidTask
 from django.test import override_settings
+from django.urls import reverse
 from django.utils import timezone
 
-from jobs import operations, sql
+from jobs import metrics, operations, sql
 from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
 from jobs.models import Job, JobStatus, LimitKey
 from jobs.worker.database import QueueDatabase
 from jobs.worker.protocol import ClaimedJob, Outcome
 from tests.conftest import fetch, fetch_value, wait_until
 from tests.limits_settings import LIMITS, TASKS
-from tests.tasks import add, keyed_noop, limited_run, limited_sleep, rate_limited_run
+from tests.tasks import add, hourly_run, keyed_noop, limited_run, limited_sleep, rate_limited_run
 
 pytestmark = pytest.mark.django_db
 
@@ -257,6 +260,54 @@ def test_a_worker_brings_the_rows_to_its_settings(db):
     LimitKey.objects.update(concurrency=9)
     db.sync_limits()
     assert LimitKey.objects.get(key="per-key:a").concurrency == 2
+
+
+# Seen and explained.
+
+
+def waiting_reason(admin_client, job_id: str) -> str:
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[job_id])).content.decode()
+    found = re.search(r"<label>Waiting:</label>\s*<div class=\"readonly\">(.*?)</div>", page)
+    return html.unescape(found.group(1))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_metrics_and_job_page_say_what_a_limit_holds_back(db, admin_client):
+    jobs = [limited_run.enqueue("a") for _ in range(3)]
+    limited_run.enqueue("b")
+    rate_limited_run.enqueue_many([((), {})] * 55)
+    db.claim("w", 100)
+
+    limits = {limit.name: limit for limit in metrics.snapshot().limits}
+    per_key = limits["per-key"]
+    assert (per_key.keys, per_key.running, per_key.waiting, per_key.held) == (2, 3, 1, 1)
+    assert per_key.rule == "2 at once per key"
+    [a, b] = per_key.busiest
+    assert (a.key, a.state) == ("per-key:a", "full: 2 of 2 running")
+    assert (b.key, b.waiting) == ("per-key:b", 0)
+    provider = limits["provider"]
+    assert provider.rule == "50 per s (burst 50)"
+    assert (provider.running, provider.waiting) == (50, 5)
+    # A limit with no key in use is listed too.
+    assert limits["user"].keys == 0
+
+    page = admin_client.get(reverse("admin:jobs_job_dashboard")).content.decode()
+    assert "per-key:a" in page and "full: 2 of 2 running" in page
+
+    body = metrics.render_prometheus(metrics.snapshot(), metrics.totals_by_status())
+    assert 'jobs_limit_running{limit="per-key"} 3\n' in body
+    assert 'jobs_limit_held{limit="per-key"} 1\n' in body
+    assert 'jobs_limit_waiting{limit="provider"} 5\n' in body
+
+    [waiting] = [job for job in jobs if Job.objects.get(id=job.id).status == JobStatus.READY]
+    reason = waiting_reason(admin_client, waiting.id)
+    assert reason.startswith("Held back: limit 'per-key' (key per-key:a) has all its 2 slot(s)")
+    hourly = [hourly_run.enqueue() for _ in range(3)]
+    db.claim("w", 100)
+    [held] = [job for job in hourly if Job.objects.get(id=job.id).status == JobStatus.READY]
+    reason = waiting_reason(admin_client, held.id)
+    assert "limit 'hourly' (key hourly) reached its rate of 2 per 3600 s" in reason
+    assert re.search(r"its next start is allowed in 1[78]\d\d\.\d\d s", reason)
 
 
 # Real workers.

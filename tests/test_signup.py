@@ -114,6 +114,18 @@ def test_signup_enqueues_three_jobs_in_the_transaction_that_creates_the_user(
             [deliveries[channel].id],
         )
         assert str(deliveries[channel].task_id) == str(job.id)
+        assert job.kwargs == {"user_id": user_id}
+    # The text message and the push notification go under their provider's
+    # rate and one at a time per user (settings.SIGNUP_SEND_LIMITS).
+    assert (jobs["sms"].limit_key, jobs["sms"].shared_limit_key) == (
+        f"sms-per-user:{user_id}",
+        "sms-provider",
+    )
+    assert (jobs["push"].limit_key, jobs["push"].shared_limit_key) == (
+        f"push-per-user:{user_id}",
+        "push-provider",
+    )
+    assert jobs["email"].limit_key is None
     # xmin is the id of the transaction that wrote a row: one for all of them.
     writers = fetch(
         "SELECT xmin::text FROM auth_user WHERE id = %s "

@@ -8,6 +8,7 @@ TASKS = {
     "default": {
         **TASKS["default"],
         "OPTIONS": {
+            **TASKS["default"]["OPTIONS"],
             "HEARTBEAT_INTERVAL": 0.5,
             "WORKER_DEAD_AFTER": 2.0,
             "RETRY_BACKOFF_BASE": 0.2,

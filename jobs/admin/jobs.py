@@ -255,6 +255,8 @@ class JobAdmin(admin.ModelAdmin):
                     "attempts_label",
                     "timeout",
                     "unique_key",
+                    "limit_key",
+                    "shared_limit_key",
                     "tags_list",
                     "meta_json",
                     "backend",
@@ -307,6 +309,8 @@ class JobAdmin(admin.ModelAdmin):
             )
         if job.run_at > timezone.now():
             return f"Not due until {localize(timezone.localtime(job.run_at))}."
+        if held := _held_back_by(job, database):
+            return held
         return "Due: the next worker of its queue with room takes it."
 
     @admin.display(description="attempts")
@@ -758,3 +762,35 @@ class WorkerAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
         return False
+
+
+def _held_back_by(job: Job, database: str) -> str | None:
+    """What of a due job's limits lets it not start now, said in words (None: nothing)."""
+    keys = [key for key in (job.limit_key, job.shared_limit_key) if key]
+    if not keys:
+        return None
+    with connections[database].cursor() as cursor:
+        cursor.execute(sql.LIMIT_KEY_STATE, {"keys": keys})
+        rows = {row[0]: row for row in cursor.fetchall()}
+    reasons = []
+    for key in keys:
+        if key not in rows:
+            continue
+        _, name, concurrency, running, rate, period, _burst, tokens = rows[key]
+        if concurrency is not None and running >= concurrency:
+            reasons.append(
+                f"limit {name!r} (key {key}) has all its {concurrency} slot(s) taken; "
+                "it starts when one of them frees"
+            )
+        elif rate is not None and tokens < 1:
+            wait = (1 - tokens) * period / rate
+            reasons.append(
+                f"limit {name!r} (key {key}) reached its rate of {rate} per {period:g} s; "
+                f"its next start is allowed in {wait:.2f} s"
+            )
+    if not reasons:
+        return (
+            f"Due, under limit key(s) {', '.join(keys)}, which have room: the next worker "
+            "of its queue takes it (keys take turns)."
+        )
+    return "Held back: " + "; ".join(reasons) + "."

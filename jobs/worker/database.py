@@ -259,6 +259,10 @@ class QueueDatabase:
         )
         return cursor.rowcount
 
+    def limited_jobs_waiting(self) -> int:
+        """How many READY jobs are under limits (counted up to 1,000)."""
+        return self._execute(sql.LIMITED_JOBS_WAIT).fetchone()[0]
+
     def sync_limits(self) -> None:
         """Bring the key rows of every limit to the settings this worker runs with."""
         for limit in self.limits.all:

@@ -66,7 +66,14 @@ class Maintenance:
         """
         self.register()
         self.analyze_if_never_analyzed()
-        self.db.sync_limits()
+        if self.db.limits:
+            self.db.sync_limits()
+        elif waiting := self.db.limited_jobs_waiting():
+            logger.warning(
+                "%s job(s) under limits are READY, and this worker's backend has no LIMITS, "
+                "so it does not claim them: give workers the LIMITS the web processes have",
+                "1000 or more" if waiting >= 1000 else waiting,
+            )
 
     def register(self) -> None:
         self.db.register(self.worker_id, self.hostname, os.getpid(), self.slots)
