@@ -13,6 +13,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ValidationError
 from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.models.lookups import IsNull
 from django.utils import timezone
 
 from .scheduler.timing import Timing
@@ -109,13 +110,15 @@ class Job(models.Model):
                 name="jobs_job_claim_limited_idx",
                 condition=models.Q(status=JobStatus.READY, limit_key__isnull=False),
             ),
-            # When the next scheduled job of a queue is due; which queues have
-            # READY jobs (with the limited claim index, for jobs under limits).
+            # Every READY job by queue, then whether it is under no limit, then
+            # run_at: when the next job of a queue is due (under no limit, or
+            # under one), which queues have READY jobs, and the live counts.
             models.Index(
                 "queue",
+                IsNull(models.F("limit_key"), True),
                 "run_at",
-                name="jobs_job_due_plain_idx",
-                condition=models.Q(status=JobStatus.READY, limit_key__isnull=True),
+                name="jobs_job_due_idx",
+                condition=models.Q(status=JobStatus.READY),
             ),
             # Rescue and shutdown look at the RUNNING jobs of one worker.
             models.Index(

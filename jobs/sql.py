@@ -216,26 +216,13 @@ RETURNING {claimed_columns}
 # whose QUEUES is empty allows any name): a loose index scan, one probe of the
 # claim index per queue, so it costs as many probes as there are queues, not
 # a read of the backlog. Ends with one NULL name, which matches no job.
-_READY_QUEUES = """{name}(name) AS (
-    SELECT min(queue) FROM jobs_job WHERE status = 'READY' AND limit_key IS {limited}
+READY_QUEUES = """RECURSIVE ready_queues(name) AS (
+    SELECT min(queue) FROM jobs_job WHERE status = 'READY'
     UNION ALL
-    SELECT (SELECT min(queue) FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS {limited} AND queue > {name}.name)
-    FROM {name}
-    WHERE {name}.name IS NOT NULL
+    SELECT (SELECT min(queue) FROM jobs_job WHERE status = 'READY' AND queue > ready_queues.name)
+    FROM ready_queues
+    WHERE ready_queues.name IS NOT NULL
 )"""
-READY_QUEUES = "RECURSIVE " + _READY_QUEUES.format(name="ready_queues", limited="NULL")
-# Both kinds of job, for a worker with limits: one loose scan of each claim index.
-READY_QUEUES_LIMITED = (
-    "RECURSIVE "
-    + _READY_QUEUES.format(name="plain_queues", limited="NULL")
-    + ",\n"
-    + _READY_QUEUES.format(name="limited_queues", limited="NOT NULL")
-    + """,
-ready_queues(name) AS (
-    SELECT name FROM plain_queues UNION SELECT name FROM limited_queues
-)"""
-)
 
 CLAIM = _CLAIM.format(
     ready_queues="", queues="unnest(%(queues)s::text[])", claimed_columns=_CLAIMED_COLUMNS
@@ -445,7 +432,7 @@ LIMITED_CLAIM = _LIMITED_CLAIM.format(
     ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_PARTS
 )
 LIMITED_CLAIM_EVERY_QUEUE = _LIMITED_CLAIM.format(
-    ready_queues=READY_QUEUES_LIMITED.removeprefix("RECURSIVE ") + ",\n",
+    ready_queues=READY_QUEUES.removeprefix("RECURSIVE ") + ",\n",
     queues="ready_queues",
     **_LIMITED_PARTS,
 )
@@ -515,14 +502,14 @@ LIMITED_SECONDS_UNTIL_NEXT_DUE = _LIMITED_SECONDS_UNTIL_NEXT_DUE.format(
     ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_WAIT_PARTS
 )
 LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _LIMITED_SECONDS_UNTIL_NEXT_DUE.format(
-    ready_queues=READY_QUEUES_LIMITED.removeprefix("RECURSIVE ") + ",\n",
+    ready_queues=READY_QUEUES.removeprefix("RECURSIVE ") + ",\n",
     queues="ready_queues",
     **_LIMITED_WAIT_PARTS,
 )
 
 # Whether jobs_job has never been analyzed (a new table, or one just
 # truncated). Without statistics the planner guesses one READY row and may
-# claim through jobs_job_due_plain_idx, sorting the whole backlog on every
+# claim through jobs_job_due_idx, sorting the whole backlog on every
 # claim, instead of reading jobs_job_claim_plain_idx in order; any statistics,
 # even of an empty table, make it read the claim index.
 NEVER_ANALYZED = """
@@ -1006,24 +993,25 @@ SELECT queue, 'RUNNING', count(*), 0
 FROM jobs_job WHERE status = 'RUNNING' GROUP BY queue
 """
 
-# How long the oldest due READY job of each queue has waited: one probe per
-# queue of the (queue, run_at) index of READY rows under no limit, and a read
-# of the queue's jobs under limits in the limited claim index (none, without
-# LIMITS).
+# How long the oldest due READY job of each queue has waited: two probes per
+# queue of the due index, for its jobs under no limit and under limits
+# (`IS FALSE` is how the planner matches the index's `limit_key IS NULL`).
 OLDEST_READY = """
-SELECT q.name, extract(epoch FROM now() - LEAST(plain.run_at, limited.run_at))::float8
+SELECT q.name, extract(epoch FROM now() - oldest.run_at)::float8
 FROM unnest(%(queues)s::text[]) AS q(name)
 CROSS JOIN LATERAL (
-    SELECT (SELECT run_at FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NULL AND queue = q.name AND run_at <= now()
-            ORDER BY run_at
-            LIMIT 1)
-) AS plain(run_at)
-CROSS JOIN LATERAL (
-    SELECT min(run_at) FROM jobs_job
-    WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name AND run_at <= now()
-) AS limited(run_at)
-WHERE plain.run_at IS NOT NULL OR limited.run_at IS NOT NULL
+    SELECT LEAST(
+        (SELECT run_at FROM jobs_job
+         WHERE status = 'READY' AND queue = q.name AND (limit_key IS NULL) IS TRUE
+           AND run_at <= now()
+         ORDER BY run_at LIMIT 1),
+        (SELECT run_at FROM jobs_job
+         WHERE status = 'READY' AND queue = q.name AND (limit_key IS NULL) IS FALSE
+           AND run_at <= now()
+         ORDER BY run_at LIMIT 1)
+    )
+) AS oldest(run_at)
+WHERE oldest.run_at IS NOT NULL
 """
 
 # The keys of limits that run jobs now or have due jobs waiting, with their

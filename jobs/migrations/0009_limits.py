@@ -1,3 +1,4 @@
+import django.db.models.lookups
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
 
@@ -77,9 +78,10 @@ class Migration(migrations.Migration):
             model_name="job",
             index=models.Index(
                 models.F("queue"),
+                django.db.models.lookups.IsNull(models.F("limit_key"), True),
                 models.F("run_at"),
-                condition=models.Q(("limit_key__isnull", True), ("status", "READY")),
-                name="jobs_job_due_plain_idx",
+                condition=models.Q(("status", "READY")),
+                name="jobs_job_due_idx",
             ),
         ),
         RemoveIndexConcurrently(model_name="job", name="jobs_job_claim_idx"),
