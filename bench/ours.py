@@ -3,15 +3,20 @@ The driver of this queue: `python -m bench.ours --dsn ...`, with the project's P
 
 Its workers are the project's own `manage.py runworker` with default settings,
 started as processes like any peer's, so whatever the worker becomes is what
-is measured. Besides the phases every queue goes through, two are ours alone:
-history (throughput with a million finished jobs in jobs_job) and scale
-(throughput with 1, 2, 4 and 8 runworker processes).
+is measured. Besides the phases every queue goes through, three are ours
+alone: history (throughput with a million finished jobs in jobs_job), scale
+(throughput with 1, 2, 4 and 8 runworker processes) and limits (the plain
+no-op jobs with no LIMITS setting at all, and jobs under a per-key limit).
+
+The project's settings have LIMITS (the signup's), so the process phase
+measures jobs under no limit claimed by a worker whose backend has limits.
 """
 
 import os
 import secrets
 import sys
 import time
+from contextlib import AbstractContextManager
 
 from bench import driver
 
@@ -46,7 +51,7 @@ class Ours(driver.Queue):
         "SELECT (SELECT count(*) FROM jobs_job WHERE status = 'READY')"
         " + (SELECT count(*) FROM jobs_job WHERE status = 'RUNNING')"
     )
-    tables = ("jobs_job", "jobs_worker")
+    tables = ("jobs_job", "jobs_worker", "jobs_limit_key")
     workers = 1
     has_batch = True
 
@@ -102,7 +107,32 @@ class Ours(driver.Queue):
         return [sys.executable, "manage.py", "runworker"]
 
     def worker_env(self) -> dict[str, str]:
-        return {"DATABASE_URL": self.options.dsn, "JOBS_LOG_LEVEL": "WARNING"}
+        return {
+            "DATABASE_URL": self.options.dsn,
+            "JOBS_LOG_LEVEL": "WARNING",
+            **self.settings_env,
+        }
+
+    # The worker's settings module, for the limits phase; empty: the project's.
+    settings_env: dict[str, str] = {}
+
+    def limited(self, limits: str) -> AbstractContextManager:
+        """Workers, and this process's enqueues, with bench.limits_settings' LIMITS."""
+        from django.test import override_settings
+
+        from bench.limits_settings import tasks_with
+
+        self.settings_env = {
+            "DJANGO_SETTINGS_MODULE": "bench.limits_settings",
+            "BENCH_LIMITS": limits,
+        }
+        return override_settings(TASKS=tasks_with(limits))
+
+    def fill_keyed(self, count: int, keys: int) -> None:
+        """count jobs of keyed_noop over `keys` keys, in turn."""
+        for start in range(0, count, 10_000):
+            calls = [((n % keys,), {}) for n in range(start, min(count, start + 10_000))]
+            self.tasks.keyed_noop.enqueue_many(calls)
 
     def run(self) -> dict[str, list[float | None]]:
         figures = super().run()
@@ -124,6 +154,26 @@ class Ours(driver.Queue):
                 measured = self.measure_process(count)
                 figures.setdefault("history_jobs_per_s", []).append(measured["jobs_per_s"])
                 figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
+        if "limits" in self.options.phases:
+            # Plain jobs, with no LIMITS at all (the process phase has the
+            # project's); then jobs under 2 at once per key, over 100 keys
+            # (200 slots, more than a worker holds: the limit's cost) and over
+            # 4 keys (8 slots, fewer than a worker claims ahead: its wait).
+            runs = (("limits_off_", "none", None), ("limited_100_keys_", "per-key", 100))
+            runs += (("limited_4_keys_", "per-key", 4),)
+            for prefix, limits, keys in runs:
+                driver.say(f"limits: {limits}" + (f", {keys} keys" if keys else ""))
+                with self.limited(limits):
+                    for _ in range(self.options.repeat):
+                        self.reset()
+                        if keys is None:
+                            self.fill(count)
+                        else:
+                            self.fill_keyed(count, keys)
+                        measured = self.measure_process(count)
+                        for figure in ("jobs_per_s", "steady_per_s"):
+                            figures.setdefault(f"{prefix}{figure}", []).append(measured[figure])
+                self.settings_env = {}
         if "scale" in self.options.phases:
             for workers in self.options.scale:
                 driver.say(f"scale: {workers} runworker process{'es' if workers > 1 else ''}")

@@ -302,6 +302,13 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
         if empty is not None and full is not None:
             change = (full.median / empty.median - 1) * 100
             lines[-1] += f" ({change:+.0f}% steady/s against the same run on an empty table)"
+    for prefix, label in (
+        ("limits_off_", "no-op jobs with no LIMITS setting (the process phase has the project's)"),
+        ("limited_100_keys_", "no-op jobs under 2 at once per key, 100 keys (200 slots)"),
+        ("limited_4_keys_", "no-op jobs under 2 at once per key, 4 keys (8 slots)"),
+    ):
+        if (figures := rates(prefix)) is not None:
+            lines.append(f"- {label}: {figures}")
     workers = sorted({int(key.split("_")[1]) for key in ours.figures if key.startswith("scale_")})
     lines += [
         f"- {count} runworker process{'es' if count > 1 else ''}: {rates(f'scale_{count}_')}"

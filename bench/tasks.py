@@ -17,3 +17,9 @@ def noop() -> None:
 @task
 def record_start(n: int) -> None:
     probe.record_start(n)
+
+
+@task
+def keyed_noop(key: int) -> None:
+    """A no-op under the per-key limit of bench.limits_settings."""
+    probe.noop()
