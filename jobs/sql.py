@@ -7,6 +7,9 @@ correct under concurrency are stated beside the statement that keeps them.
 
 # Channel of the NOTIFY sent when a job becomes due now; the payload is its queue.
 READY_CHANNEL = "jobs_ready"
+# The same for a job under a limit (jobs.limits), or a slot of one that frees:
+# a worker with limits runs LIMITED_CLAIM only while such jobs may start.
+LIMITED_READY_CHANNEL = "jobs_limited_ready"
 
 # Enqueue one or many jobs of one task in a single INSERT on the caller's
 # connection, so the jobs exist only if the caller's transaction commits.
@@ -88,7 +91,7 @@ _LABELLED = {
 _LIMITED = {
     "label_columns": _LABELLED["label_columns"] + ", limit_key, shared_limit_key",
     "label_values": _LABELLED["label_values"] + ", {call} -> 2 ->> 0, {call} -> 2 ->> 1",
-    "ready_channel": READY_CHANNEL,
+    "ready_channel": LIMITED_READY_CHANNEL,
 }
 ENQUEUE = _ENQUEUE.format(**_PLAIN)
 ENQUEUE_LABELLED = _ENQUEUE.format(**_LABELLED)
@@ -182,7 +185,8 @@ _CLAIMED_COLUMNS = """job.id::text AS id, job.backend AS backend, job.task_path 
           extract(epoch FROM job.last_attempted_at)::float8 AS last_attempted_at,
           job.worker_ids AS worker_ids, job.errors::text AS errors,
           extract(epoch FROM job.run_after)::float8 AS run_after,
-          job.trace_context::text AS trace_context"""
+          job.trace_context::text AS trace_context,
+          job.limit_key IS NOT NULL AS limited"""
 
 _CLAIM = """
 WITH {ready_queues}claimed AS (
@@ -299,8 +303,9 @@ def _room(row: str) -> str:
 # shared key gives the shared ones only what its own ones left.
 #
 # The last row, whose id is NULL, carries in `trace_context` where each
-# queue's scan stopped: the next claim's `after` (an empty key once a scan
-# reached the end, so that the next one starts again from the first key).
+# queue's scan stopped (`after`: the next claim's, an empty key once a scan
+# reached the end, so that the next one starts again from the first key) and
+# how many jobs under limits it claimed (`limited`).
 _LIMITED_CLAIM = """
 WITH RECURSIVE {ready_queues}open_queues(name) AS (
     SELECT q.name FROM {queues} AS q(name)
@@ -414,13 +419,19 @@ counted AS (
 )
 SELECT id, backend, task_path, queue, priority, run_at, args, kwargs, attempt, max_attempts,
        timeout, enqueued_at, started_at, last_attempted_at, worker_ids, errors, run_after,
-       trace_context
+       trace_context, limited
 FROM started
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
        NULL, NULL,
-       (SELECT COALESCE(jsonb_object_agg(queue, COALESCE(key, '')), '{{}}')::text
-        FROM (SELECT DISTINCT ON (queue) queue, key FROM keys ORDER BY queue, visited DESC) AS last)
+       jsonb_build_object(
+           'after',
+           (SELECT COALESCE(jsonb_object_agg(queue, COALESCE(key, '')), '{{}}')
+            FROM (SELECT DISTINCT ON (queue) queue, key FROM keys
+                  ORDER BY queue, visited DESC) AS last),
+           'limited', (SELECT count(*) FROM started WHERE limited)
+       )::text,
+       NULL
 """
 _LIMITED_PARTS = {
     "own_room": _room("own"),
@@ -437,8 +448,9 @@ LIMITED_CLAIM_EVERY_QUEUE = _LIMITED_CLAIM.format(
     **_LIMITED_PARTS,
 )
 
-# Seconds until a job of these queues may start (None: none can until a slot
-# frees, which NOTIFYs). For jobs under no limit as SECONDS_UNTIL_NEXT_DUE;
+# Seconds until a job of these queues may start, under no limit and under
+# limits (None: none is due, or none can start until a slot frees, which
+# NOTIFYs). For jobs under no limit as SECONDS_UNTIL_NEXT_DUE;
 # for each key (up to `visit` per queue, from the first) the latest of its
 # first job's run_at, and the time its own and shared buckets next hold a
 # token; a key or shared key that has no free slot counts no time at all.
@@ -466,8 +478,8 @@ keys(queue, key, visited) AS (
     FROM keys
     WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
 ),
-waits AS (
-    SELECT GREATEST(first.run_at, {own_token_due}, {shared_token_due}) AS due_at
+waits(limited, due_at) AS (
+    SELECT true, GREATEST(first.run_at, {own_token_due}, {shared_token_due})
     FROM keys
     CROSS JOIN LATERAL (
         SELECT run_at, shared_limit_key FROM jobs_job
@@ -480,7 +492,7 @@ waits AS (
     WHERE COALESCE(own.concurrency > own.running, true)
       AND COALESCE(shared.concurrency > shared.running, true)
     UNION ALL
-    SELECT min(next.run_at)
+    SELECT false, min(next.run_at)
     FROM open_queues AS q
     CROSS JOIN LATERAL (
         SELECT run_at FROM jobs_job
@@ -489,7 +501,9 @@ waits AS (
         LIMIT 1
     ) AS next
 )
-SELECT extract(epoch FROM min(due_at) - clock_timestamp())::float8 FROM waits
+SELECT extract(epoch FROM min(due_at) FILTER (WHERE NOT limited) - clock_timestamp())::float8,
+       extract(epoch FROM min(due_at) FILTER (WHERE limited) - clock_timestamp())::float8
+FROM waits
 """
 # When a bucket next holds a whole token (the past, when it holds one now).
 _TOKEN_DUE = """COALESCE({row}.refilled_at + make_interval(secs =>
@@ -556,7 +570,7 @@ woken_by_freed AS (
 
 
 def _freeing(ended: str) -> str:
-    return _FREE_SLOTS.format(ended=ended, ready_channel=READY_CHANNEL)
+    return _FREE_SLOTS.format(ended=ended, ready_channel=LIMITED_READY_CHANNEL)
 
 
 # Write the outcomes of many attempts in one statement.
@@ -691,7 +705,8 @@ WITH resumed AS (
     DELETE FROM jobs_paused_queue WHERE queue = %(queue)s RETURNING queue
 )
 SELECT count(*) > 0,
-       CASE WHEN count(*) > 0 THEN pg_notify('{READY_CHANNEL}', %(queue)s) END
+       CASE WHEN count(*) > 0 THEN pg_notify('{READY_CHANNEL}', %(queue)s) END,
+       CASE WHEN count(*) > 0 THEN pg_notify('{LIMITED_READY_CHANNEL}', %(queue)s) END
 FROM resumed
 """
 
@@ -739,6 +754,11 @@ SELECT target.status,
 FROM target
 """
 
+# The channel that announces a job of jobs_job due now.
+_READY_CHANNEL_OF_JOB = (
+    f"CASE WHEN limit_key IS NULL THEN '{READY_CHANNEL}' ELSE '{LIMITED_READY_CHANNEL}' END"
+)
+
 # Send a FAILED or CANCELLED job round again, with one more attempt to spend.
 RETRY = f"""
 UPDATE jobs_job
@@ -747,14 +767,14 @@ SET status = 'READY',
     finished_at = NULL,
     max_attempts = GREATEST(max_attempts, attempts + 1)
 WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED')
-RETURNING pg_notify('{READY_CHANNEL}', queue)
+RETURNING pg_notify({_READY_CHANNEL_OF_JOB}, queue)
 """
 
 # Make a scheduled READY job due now.
 RUN_NOW = f"""
 UPDATE jobs_job SET run_at = now()
 WHERE id = %(id)s AND status = 'READY'
-RETURNING pg_notify('{READY_CHANNEL}', queue)
+RETURNING pg_notify({_READY_CHANNEL_OF_JOB}, queue)
 """
 
 # Rescue the jobs of dead workers. Any live worker runs this now and then.

@@ -154,7 +154,7 @@ def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped()
         names = tuple(column.name for column in cursor.description)
         [last] = cursor.fetchall()
     assert names == ClaimedJob._fields
-    assert last[0] is None and json.loads(last[-1]) == {"default": ""}
+    assert last[0] is None and json.loads(last[-2]) == {"after": {"default": ""}, "limited": 0}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -176,6 +176,50 @@ def test_a_key_at_its_concurrency_starts_nothing_until_a_run_ends(db):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_jobs_under_no_limit_take_the_plain_claim_until_a_limited_job_may_start(db):
+    executed = []
+    execute = db._execute
+
+    def recording(statement, params=None):
+        executed.append(statement)
+        return execute(statement, params)
+
+    db._execute = recording
+    add.enqueue(1, 1)
+    assert len(db.claim("w", 10)) == 1
+    assert executed[-1] == sql.LIMITED_CLAIM  # at start: jobs under limits may wait
+    add.enqueue(1, 2)
+    assert len(db.claim("w", 10)) == 1
+    assert executed[-1] == sql.CLAIM  # none did
+    limited_run.enqueue("a")
+    wait_until(lambda: db.notifications().limited)
+    [job] = db.claim("w", 10)
+    assert executed[-1] == sql.LIMITED_CLAIM and job.limited
+    # Its end frees its slot and wakes the limited claim again.
+    db.complete([succeeded(job)], "w")
+    wait_until(lambda: db.notifications().limited)
+
+
+def test_run_due_jobs_holds_limits_as_a_worker_does():
+    from jobs.testing import run_due_jobs
+
+    results = [limited_run.enqueue("a", seconds=0) for _ in range(3)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE test_limit_ledger (job_id uuid, attempt int, key text, "
+            "started_at timestamptz, ended_at timestamptz)"
+        )
+    run = run_due_jobs()
+    assert run.counts == {"SUCCESSFUL": 3}
+    assert {limited_run.get_result(r.id).status for r in results} == {TaskResultStatus.SUCCESSFUL}
+    assert running("per-key:a") == 0
+    # Two starts an hour: the third stays READY, attempts untouched.
+    hourly = [hourly_run.enqueue() for _ in range(3)]
+    assert run_due_jobs().counts == {"SUCCESSFUL": 2}
+    assert Job.objects.get(id=hourly[2].id).attempts == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_shared_limit_caps_the_keys_under_it(db):
     # Five users, one run each at most, three runs in all.
     for user in range(5):
@@ -187,6 +231,8 @@ def test_a_shared_limit_caps_the_keys_under_it(db):
     assert db.claim("w", 10) == []
     db.release(claimed[:1])
     assert running("shared") == 2
+    # The slot it freed wakes the claim of jobs under limits.
+    wait_until(lambda: db.notifications().limited)
     assert len(db.claim("w", 10)) == 1
 
 
@@ -390,14 +436,15 @@ def test_a_rate_over_four_workers_holds_and_is_reached(start_worker, limited_env
     def in_window(start: float) -> int:
         return sum(1 for s in starts if start <= s < start + 1.0)
 
-    # Any second: at most the burst (50) and the second's own 50 tokens; once
-    # the first burst is spent, at most the rate (and a token's rounding).
-    assert max(in_window(s) for s in starts) <= 100
-    assert max(in_window(s) for s in starts if s >= first + 1.0) <= 51
+    # Any second: at most the burst (50) and the second's own 50 tokens, as
+    # the README says.
+    busiest = max(in_window(s) for s in starts)
+    assert busiest <= 100
     # The rate is reached: after the burst, 350 starts take about 7 s.
     steady = [s for s in starts if s >= first + 1.0]
     achieved = (len(steady) - 1) / (steady[-1] - steady[0])
-    assert achieved >= 45, f"{achieved:.1f} starts/s"
+    print(f"busiest second {busiest} starts; {achieved:.1f} starts/s after the first second")
+    assert 45 <= achieved <= 51, f"{achieved:.1f} starts/s"
 
 
 def wait_for_start(tenant: str, backlog: int, start_worker, limited_env) -> float:

@@ -94,7 +94,7 @@ def run_due_jobs(
     for _ in range(max_rounds):
         if include_retries:
             _make_retries_due(connection, names)
-        jobs = _claim(connection, runner.worker_id, names)
+        jobs = _claim(connection, runner.worker_id, names, limited=bool(jobs_backend.limits))
         if not jobs:
             break
         outcomes = [_run(runner, job, connection) for job in jobs]
@@ -111,11 +111,23 @@ def run_due_jobs(
     return JobsRun(results=results, attempts=attempts)
 
 
-def _claim(connection: BaseDatabaseWrapper, worker_id: str, queues: list[str]) -> list[ClaimedJob]:
-    statement = sql.CLAIM if queues else sql.CLAIM_EVERY_QUEUE
+def _claim(
+    connection: BaseDatabaseWrapper, worker_id: str, queues: list[str], *, limited: bool
+) -> list[ClaimedJob]:
+    """
+    The worker's claim; with limits, its LIMITED_CLAIM, which holds them as
+    runworker does: a job held back by one stays READY.
+    """
+    params = {"queues": queues, "limit": BATCH_SIZE, "worker_id": worker_id}
+    if limited:
+        statement = sql.LIMITED_CLAIM if queues else sql.LIMITED_CLAIM_EVERY_QUEUE
+        params.update(after="{}", visit=BATCH_SIZE)
+    else:
+        statement = sql.CLAIM if queues else sql.CLAIM_EVERY_QUEUE
     with connection.cursor() as cursor:
-        cursor.execute(statement, {"queues": queues, "limit": BATCH_SIZE, "worker_id": worker_id})
-        jobs = [ClaimedJob(*row) for row in cursor.fetchall()]
+        cursor.execute(statement, params)
+        # LIMITED_CLAIM's last row, with no id, says where its scan stopped.
+        jobs = [ClaimedJob(*row) for row in cursor.fetchall() if row[0] is not None]
     # The worker's order: RETURNING keeps none.
     jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
     return jobs
@@ -154,16 +166,18 @@ def _complete(connection: BaseDatabaseWrapper, outcomes: list[Outcome]) -> None:
     """
     Write outcomes as the worker does: COMPLETE, with the same JSON batch as
     its completer (QueueDatabase.complete); a job whose task does not load
-    (POSTPONED) goes back to READY with RELEASE, its attempt not spent.
+    (POSTPONED) goes back to READY with RELEASE, its attempt not spent. Their
+    LIMITED_ forms, which free the slots of jobs under limits and are the
+    plain ones for the others.
     """
     postponed = [outcome for outcome in outcomes if outcome.status == POSTPONED]
     finished = [outcome for outcome in outcomes if outcome.status != POSTPONED]
     with connection.cursor() as cursor:
         if finished:
-            cursor.execute(sql.COMPLETE, {"outcomes": complete_batch(finished)})
+            cursor.execute(sql.COMPLETE_LIMITED, {"outcomes": complete_batch(finished)})
         if postponed:
             cursor.execute(
-                sql.RELEASE,
+                sql.RELEASE_LIMITED,
                 {
                     "ids": [outcome.id for outcome in postponed],
                     "attempts": [outcome.attempt for outcome in postponed],

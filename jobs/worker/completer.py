@@ -111,7 +111,9 @@ class Completer:
     def _run(self) -> None:
         while (finished := self._requests.get()) is not None:
             try:
-                answer = self._write([outcome for _, outcome in finished])
+                answer = self._write(
+                    [outcome for _, outcome in finished], any(job.limited for job, _ in finished)
+                )
             except BaseException as error:
                 # The coordinator always gets an answer: it would wait for
                 # ever for one that never comes.
@@ -120,11 +122,11 @@ class Completer:
             os.write(self._writer, b"\0")
         self.db.close()
 
-    def _write(self, outcomes: Sequence[Outcome]) -> set[str] | Exception:
+    def _write(self, outcomes: Sequence[Outcome], limited: bool) -> set[str] | Exception:
         try:
             if not self.db.connected:
                 self.db.connect(listen=False)
-            return self.db.complete(outcomes, self.worker_id)
+            return self.db.complete(outcomes, self.worker_id, limited=limited)
         except Exception as error:
             # Whatever went wrong, the batch goes back to the coordinator,
             # which holds it and tries again (a database error) or stops.
@@ -295,6 +297,10 @@ class HeldWrites:
         if self.outcomes:
             log_outcomes(
                 self.outcomes,
-                db.complete([outcome for _, outcome in self.outcomes], self.worker_id),
+                db.complete(
+                    [outcome for _, outcome in self.outcomes],
+                    self.worker_id,
+                    limited=any(job.limited for job, _ in self.outcomes),
+                ),
             )
             self.outcomes = []

@@ -112,6 +112,7 @@ class Coordinator:
             self.config.queues,
             prepared_statements=self.backend.config["PREPARED_STATEMENTS"],
             limits=self.backend.limits,
+            limited_poll=self.backend.config["POLL_INTERVAL"],
         )
 
     def _hurry(self) -> bool:

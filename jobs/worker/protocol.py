@@ -68,6 +68,8 @@ class ClaimedJob(NamedTuple):
     errors: str
     run_after: float | None
     trace_context: str | None  # JSON text; see jobs.tracing
+    # Under a limit (jobs.limits): its end must free its slots (COMPLETE_LIMITED).
+    limited: bool
 
 
 class Outcome(NamedTuple):
