@@ -179,7 +179,7 @@ def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> s
     Arguments are stored as jsonb, never pickled: what goes in must be JSON.
     """
     try:
-        text = _dumps(calls)
+        text = dumps(calls)
     except (TypeError, ValueError):
         pass
     else:
@@ -191,7 +191,7 @@ def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> s
         named += [(f"keyword argument name {name!r}", name) for name in kwargs]
         for label, value in named:
             try:
-                reason = unstorable(_dumps(value))
+                reason = unstorable(dumps(value))
             except (TypeError, ValueError) as error:
                 raise TypeError(
                     f"{label} of {task.module_path} is not JSON serializable "
@@ -217,7 +217,7 @@ def _check_column_text(name: str, value: str) -> None:
     limit = Job._meta.get_field(TEXT_COLUMNS[name]).max_length
     if len(value) > limit:
         raise InvalidTask(f"{name} is {len(value)} characters long; at most {limit} fit.")
-    if reason := unstorable(_dumps(value)):
+    if reason := unstorable(dumps(value)):
         raise InvalidTask(f"{name} holds {reason}, which Postgres cannot store.")
 
 
@@ -236,14 +236,14 @@ def _check_tags_and_meta(tags: Sequence[str], meta: dict[str, Any] | None) -> No
             raise InvalidTask(f"A tag is a non-empty string, not {tag!r}.")
         if len(tag) > limit:
             raise InvalidTask(f"A tag is {len(tag)} characters long; at most {limit} fit.")
-        if reason := unstorable(_dumps(tag)):
+        if reason := unstorable(dumps(tag)):
             raise InvalidTask(f"Tag {tag!r} holds {reason}, which Postgres cannot store.")
     if meta is None:
         return
     if not isinstance(meta, dict):
         raise InvalidTask(f"meta is a dict of JSON values, not {type(meta).__name__}.")
     try:
-        text = _dumps(meta)
+        text = dumps(meta)
     except (TypeError, ValueError) as error:
         raise InvalidTask(f"meta is not JSON: {error}.") from None
     if reason := unstorable(text):
@@ -255,7 +255,7 @@ def _limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
     calls = json.loads(encoded)
     for call, call_keys in zip(calls, keys, strict=True):
         call.append(call_keys)
-    return _dumps(calls)
+    return dumps(calls)
 
 
 def _limit_key_rows(limits: Any, keys: list[list[str | None]]) -> str:
@@ -266,17 +266,18 @@ def _limit_key_rows(limits: Any, keys: list[list[str | None]]) -> str:
             raise InvalidTask(
                 f"Limit key {own[:40]!r}... is {len(own)} characters; at most {KEY_LENGTH} fit."
             )
-        if reason := unstorable(_dumps(own)):
+        if reason := unstorable(dumps(own)):
             raise InvalidTask(
                 f"Limit key {own[:40]!r} holds {reason}, which Postgres cannot store."
             )
         rows.setdefault(own, limits.own.row(own))
         if shared is not None:
             rows.setdefault(shared, limits.shared.row(shared))
-    return _dumps(list(rows.values()))
+    return dumps(list(rows.values()))
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
+    """Compact JSON, as the queue stores it (NaN refused, text as it is)."""
     return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -371,8 +372,8 @@ class PostgresBackend(BaseTaskBackend):
         if labelled:
             params.update(
                 tags=list(tags),
-                meta=_dumps(meta or {}),
-                trace_context=_dumps(trace_context) if trace_context else None,
+                meta=dumps(meta or {}),
+                trace_context=dumps(trace_context) if trace_context else None,
             )
         if limits is not None:
             keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
@@ -629,6 +630,9 @@ def job_result(job: Job, task: Task) -> TaskResult:
         # Django's TaskResultStatus has no CANCELLED; a cancelled job did not
         # succeed, and its errors say why.
         status = JobStatus.FAILED
+    elif status == JobStatus.WAITING:
+        # Nor WAITING: a job that waits for others has not started.
+        status = JobStatus.READY
     result = TaskResult(
         task=task,
         id=str(job.id),

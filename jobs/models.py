@@ -22,6 +22,9 @@ from .sql import NOTIFY_SCHEDULERS
 
 
 class JobStatus(models.TextChoices):
+    # Waiting for the jobs it depends on (jobs.workflows); READY through
+    # Django's API, whose statuses have no other.
+    WAITING = "WAITING", "Waiting"
     READY = "READY", "Ready"
     RUNNING = "RUNNING", "Running"
     SUCCESSFUL = "SUCCESSFUL", "Successful"
@@ -78,6 +81,16 @@ class Job(models.Model):
     # one shared with other keys. NULL for a job under no limit.
     limit_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     shared_limit_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Workflows (jobs.workflows): the graph the job belongs to, how many of
+    # the jobs it waits for have not finished and how many did not succeed,
+    # when it runs ("success", "failure", "finish" of those), what it is
+    # given of their results, and whether jobs wait for it.
+    workflow_id = models.UUIDField(null=True, blank=True)
+    parents_left = models.IntegerField(default=0, db_default=0)
+    parents_failed = models.IntegerField(default=0, db_default=0)
+    run_when = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001
+    parent_results = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001
+    has_dependants = models.BooleanField(default=False, db_default=False)
 
     class Meta:
         db_table = "jobs_job"
@@ -132,6 +145,15 @@ class Job(models.Model):
                 "finished_at",
                 name="jobs_job_finished_idx",
                 condition=models.Q(status__in=FINISHED_STATUSES),
+            ),
+            # The jobs of a workflow; the jobs that wait for others.
+            models.Index(
+                "workflow_id",
+                name="jobs_job_workflow_idx",
+                condition=models.Q(workflow_id__isnull=False),
+            ),
+            models.Index(
+                "id", name="jobs_job_waiting_idx", condition=models.Q(status=JobStatus.WAITING)
             ),
             # Finding jobs by tag, or by a key and value of their meta. Partial:
             # a job with neither (most) costs its enqueue nothing here; a query
@@ -424,3 +446,29 @@ class LimitKey(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class Dependency(models.Model):
+    """
+    An edge of a workflow: the child waits for the parent to finish.
+
+    Plain ids rather than foreign keys: the rows are written and read by the
+    queue's own SQL (sql.ENQUEUE_DEPENDENCIES, sql.ADVANCE_WORKFLOWS, the
+    claim's parent results), and a finished parent may be pruned first.
+    """
+
+    parent_id = models.UUIDField()
+    child_id = models.UUIDField()
+    # The parent's place among the child's: the order of the results it is given.
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        db_table = "jobs_dependency"
+        default_permissions = ("view",)
+        indexes = [
+            models.Index("parent_id", name="jobs_dependency_parent_idx"),
+            models.Index("child_id", "position", name="jobs_dependency_child_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.child_id} after {self.parent_id}"

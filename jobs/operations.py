@@ -9,13 +9,14 @@ job that moved on in the meantime is left alone and the caller is told.
 import json
 import uuid
 
-from django.db import connections
+from django.db import connections, transaction
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
 from . import sql
 from .exceptions import JobCancelled, JobStateError, class_path
 from .jsonb import unstorable
 from .models import Job, JobStatus, PausedQueue
+from .workflows import advance
 
 
 def _database(using: str | None, backend: str) -> str:
@@ -37,13 +38,21 @@ def cancel(
     backend: str = DEFAULT_TASK_BACKEND_ALIAS,
 ) -> str:
     """
-    Cancel a READY or RUNNING job; return the status it had.
+    Cancel a WAITING, READY or RUNNING job; return the status it had.
 
-    A READY job never runs. A RUNNING one ends CANCELLED at once, and its worker
-    kills the executor running it within moments.
+    A WAITING or READY job never runs. A RUNNING one ends CANCELLED at once,
+    and its worker kills the executor running it within moments. The jobs of
+    a workflow that needed it to succeed are cancelled with it, in the same
+    transaction (jobs.workflows.advance).
     """
-    with connections[_database(using, backend)].cursor() as cursor:
-        cursor.execute(
+    database = _database(using, backend)
+    with transaction.atomic(using=database), connections[database].cursor() as cursor:
+
+        def row(statement: str, params: dict) -> tuple | None:
+            cursor.execute(statement, params)
+            return cursor.fetchone()
+
+        found = row(
             sql.CANCEL,
             {
                 "id": _job_id(job_id),
@@ -51,15 +60,40 @@ def cancel(
                 "exception_class_path": class_path(JobCancelled),
             },
         )
-        row = cursor.fetchone()
-    if row is None:
+        if found is not None and found[3]:
+            advance(row, [str(_job_id(job_id))])
+    if found is None:
         raise Job.DoesNotExist(f"No job with id {job_id}.")
-    previous = row[0]
-    if previous not in (JobStatus.READY, JobStatus.RUNNING):
+    previous = found[0]
+    if previous not in (JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING):
         raise JobStateError(
-            f"Job {job_id} is {previous}: only READY or RUNNING jobs can be cancelled."
+            f"Job {job_id} is {previous}: only WAITING, READY or RUNNING jobs can be cancelled."
         )
     return previous
+
+
+def cancel_workflow(
+    workflow_id: str,
+    *,
+    reason: str = "Workflow cancelled",
+    using: str | None = None,
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS,
+) -> int:
+    """Cancel every job of a workflow that has not finished; return how many were."""
+    database = _database(using, backend)
+    live = Job.objects.using(database).filter(
+        workflow_id=_job_id(workflow_id),
+        status__in=(JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING),
+    )
+    cancelled = 0
+    for job_id in live.order_by("id").values_list("id", flat=True):
+        try:
+            cancel(str(job_id), reason=reason, using=database, backend=backend)
+        except JobStateError:
+            # It finished, or a parent's cancel took it, meanwhile.
+            continue
+        cancelled += 1
+    return cancelled
 
 
 def retry(

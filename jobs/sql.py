@@ -174,6 +174,32 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 # The columns come back in the order of jobs.worker.protocol.ClaimedJob's
 # fields, each named as the field it fills (tests/test_worker_parts.py checks
 # both), so a row becomes a ClaimedJob by position, with no lookup per column.
+# What a job of a workflow is given first of the jobs it waited for, set in
+# its args when it is first claimed (jobs.workflows): its one parent's return
+# value ("one", a chain's step), every parent's in order ("all", a batch's
+# success callback), or every parent's outcome ("outcomes"). Read here, not
+# when the last parent finished: that transaction may not see the other
+# parents' outcomes (READ COMMITTED), while a claim that sees the job READY
+# sees all of them. A job given nothing costs the CASE alone.
+_PARENTS = """jobs_dependency AS edge JOIN jobs_job AS parent ON parent.id = edge.parent_id
+            WHERE edge.child_id = job.id"""
+_RESOLVED_ARGS = f"""CASE
+        WHEN job.parent_results IS NULL THEN job.args
+        ELSE jsonb_build_array(CASE job.parent_results
+            WHEN 'one' THEN (SELECT parent.return_value FROM {_PARENTS}
+                             ORDER BY edge.position LIMIT 1)
+            WHEN 'all' THEN (SELECT COALESCE(jsonb_agg(parent.return_value
+                                                       ORDER BY edge.position), '[]')
+                             FROM {_PARENTS})
+            ELSE (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                      'id', parent.id, 'status', parent.status,
+                      'return_value', parent.return_value,
+                      'error', parent.errors -> -1 ->> 'message'
+                  ) ORDER BY edge.position), '[]')
+                  FROM {_PARENTS})
+        END) || job.args
+    END"""
+
 _CLAIMED_COLUMNS = """job.id::text AS id, job.backend AS backend, job.task_path AS task_path,
           job.queue AS queue, job.priority AS priority,
           extract(epoch FROM job.run_at)::float8 AS run_at,
@@ -186,7 +212,8 @@ _CLAIMED_COLUMNS = """job.id::text AS id, job.backend AS backend, job.task_path 
           job.worker_ids AS worker_ids, job.errors::text AS errors,
           extract(epoch FROM job.run_after)::float8 AS run_after,
           job.trace_context::text AS trace_context,
-          job.limit_key IS NOT NULL AS limited"""
+          job.limit_key IS NOT NULL AS limited,
+          job.has_dependants AS has_dependants"""
 
 _CLAIM = """
 WITH {ready_queues}claimed AS (
@@ -210,7 +237,9 @@ SET status = 'RUNNING',
     attempts = job.attempts + 1,
     started_at = COALESCE(job.started_at, statement_timestamp()),
     last_attempted_at = statement_timestamp(),
-    worker_ids = array_append(job.worker_ids, %(worker_id)s)
+    worker_ids = array_append(job.worker_ids, %(worker_id)s),
+    args = {resolved_args},
+    parent_results = NULL
 FROM claimed
 WHERE job.id = claimed.id
 RETURNING {claimed_columns}
@@ -228,11 +257,10 @@ READY_QUEUES = """RECURSIVE ready_queues(name) AS (
     WHERE ready_queues.name IS NOT NULL
 )"""
 
-CLAIM = _CLAIM.format(
-    ready_queues="", queues="unnest(%(queues)s::text[])", claimed_columns=_CLAIMED_COLUMNS
-)
+_CLAIM_PARTS = {"claimed_columns": _CLAIMED_COLUMNS, "resolved_args": _RESOLVED_ARGS}
+CLAIM = _CLAIM.format(ready_queues="", queues="unnest(%(queues)s::text[])", **_CLAIM_PARTS)
 CLAIM_EVERY_QUEUE = _CLAIM.format(
-    ready_queues=f"{READY_QUEUES},\n", queues="ready_queues", claimed_columns=_CLAIMED_COLUMNS
+    ready_queues=f"{READY_QUEUES},\n", queues="ready_queues", **_CLAIM_PARTS
 )
 
 # Seconds until the next READY job of these queues is due (None: none is).
@@ -304,8 +332,9 @@ def _room(row: str) -> str:
 #
 # The last row, whose id is NULL, carries in `trace_context` where each
 # queue's scan stopped (`after`: the next claim's, an empty key once a scan
-# reached the end, so that the next one starts again from the first key) and
-# how many jobs under limits it claimed (`limited`).
+# reached the end, so that the next one starts again from the first key), how
+# many jobs under limits it claimed (`limited`) and how many keys with READY
+# jobs it visited (`keys`).
 _LIMITED_CLAIM = """
 WITH RECURSIVE {ready_queues}open_queues(name) AS (
     SELECT q.name FROM {queues} AS q(name)
@@ -397,7 +426,9 @@ started AS (
         attempts = job.attempts + 1,
         started_at = COALESCE(job.started_at, statement_timestamp()),
         last_attempted_at = statement_timestamp(),
-        worker_ids = array_append(job.worker_ids, %(worker_id)s)
+        worker_ids = array_append(job.worker_ids, %(worker_id)s),
+        args = {resolved_args},
+        parent_results = NULL
     FROM claimed
     WHERE job.id = claimed.id
     RETURNING {claimed_columns}, job.limit_key, job.shared_limit_key
@@ -419,7 +450,7 @@ counted AS (
 )
 SELECT id, backend, task_path, queue, priority, run_at, args, kwargs, attempt, max_attempts,
        timeout, enqueued_at, started_at, last_attempted_at, worker_ids, errors, run_after,
-       trace_context, limited
+       trace_context, limited, has_dependants
 FROM started
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
@@ -429,15 +460,17 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
            (SELECT COALESCE(jsonb_object_agg(queue, COALESCE(key, '')), '{{}}')
             FROM (SELECT DISTINCT ON (queue) queue, key FROM keys
                   ORDER BY queue, visited DESC) AS last),
-           'limited', (SELECT count(*) FROM started WHERE limited)
+           'limited', (SELECT count(*) FROM started WHERE limited),
+           'keys', (SELECT count(*) FROM keys WHERE key IS NOT NULL)
        )::text,
-       NULL
+       NULL, NULL
 """
 _LIMITED_PARTS = {
     "own_room": _room("own"),
     "shared_room": _room("shared"),
     "counter_tokens": _TOKENS.format(row="counter"),
     "claimed_columns": _CLAIMED_COLUMNS,
+    "resolved_args": _RESOLVED_ARGS,
 }
 LIMITED_CLAIM = _LIMITED_CLAIM.format(
     ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_PARTS
@@ -741,8 +774,8 @@ cancelled AS (
             'at', extract(epoch FROM now())
         ))
     FROM target
-    WHERE job.id = target.id AND target.status IN ('READY', 'RUNNING')
-    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+    WHERE job.id = target.id AND target.status IN ('WAITING', 'READY', 'RUNNING')
+    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, job.has_dependants
 ),
 stopped AS (
     SELECT cancelled.* FROM cancelled, target WHERE target.status = 'RUNNING'
@@ -750,7 +783,8 @@ stopped AS (
 SELECT target.status,
        CASE WHEN target.status = 'RUNNING' AND EXISTS (SELECT 1 FROM cancelled)
             THEN pg_notify('{CANCEL_CHANNEL}', target.id::text) END,
-       (SELECT count(*) FROM woken_by_freed)
+       (SELECT count(*) FROM woken_by_freed),
+       EXISTS (SELECT FROM cancelled WHERE has_dependants)
 FROM target
 """
 
@@ -819,7 +853,8 @@ rescued AS (
           WHERE alive.id = job.worker_ids[cardinality(job.worker_ids)]
             AND alive.last_heartbeat >= now() - make_interval(secs => %(dead_after)s)
       )
-    RETURNING job.id, job.status, job.queue, job.limit_key, job.shared_limit_key
+    RETURNING job.id, job.status, job.queue, job.limit_key, job.shared_limit_key,
+              job.has_dependants
 ),
 woken AS (
     SELECT pg_notify('{READY_CHANNEL}', queue)
@@ -828,7 +863,8 @@ woken AS (
 SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM rescued WHERE status = 'READY'),
        (SELECT count(*) FROM rescued WHERE status = 'FAILED'),
-       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed)
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed),
+       ARRAY(SELECT id::text FROM rescued WHERE status = 'FAILED' AND has_dependants)
 """
 
 # The keys whose count of running jobs disagrees with the RUNNING rows, which
@@ -963,6 +999,122 @@ SECONDS_UNTIL_NEXT_TICK = """
 SELECT extract(epoch FROM min(next_run_at) - clock_timestamp())::float8
 FROM jobs_schedule
 WHERE enabled
+"""
+
+# Workflows (jobs.workflows).
+
+# Insert the jobs of one workflow, all in one statement: each row a JSON
+# object of its columns. READY ones wake their queues at commit, as an
+# enqueue does; WAITING ones are not the claim's until ADVANCE_WORKFLOWS makes
+# them READY.
+ENQUEUE_WORKFLOW = f"""
+WITH job AS (
+    INSERT INTO jobs_job (
+        id, backend, task_path, queue, priority, args, kwargs, status, run_at, attempts,
+        max_attempts, timeout, enqueued_at, worker_ids, errors, workflow_id, parents_left,
+        parents_failed, run_when, parent_results, has_dependants
+    )
+    SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
+           (node ->> 'priority')::smallint, node -> 'args', node -> 'kwargs', node ->> 'status',
+           statement_timestamp(), 0, (node ->> 'max_attempts')::int,
+           make_interval(secs => (node ->> 'timeout')::float8), statement_timestamp(), '{{}}',
+           '[]', %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0,
+           node ->> 'run_when', node ->> 'parent_results', (node ->> 'has_dependants')::boolean
+    FROM jsonb_array_elements(%(jobs)s::jsonb) AS node
+    RETURNING queue, status
+)
+SELECT statement_timestamp(),
+       (SELECT count(pg_notify('{READY_CHANNEL}', queue))
+        FROM (SELECT DISTINCT queue FROM job WHERE status = 'READY') AS due)
+"""
+
+# The edges of a workflow: [parent id, child id, position among the child's parents].
+ENQUEUE_DEPENDENCIES = """
+INSERT INTO jobs_dependency (parent_id, child_id, position)
+SELECT (edge ->> 0)::uuid, (edge ->> 1)::uuid, (edge ->> 2)::int
+FROM jsonb_array_elements(%(edges)s::jsonb) AS edge
+"""
+
+# Move the dependants of jobs that just finished (`ids`), in the transaction
+# that wrote those jobs' outcomes (the completer's, the rescue's, a cancel's).
+#
+# The invariant: a dependant is made READY, or cancelled, once. Each finished
+# parent is counted against each child once, because its outcome was
+# accepted once (the fence of COMPLETE, RESCUE's status check, CANCEL's row
+# lock), and is counted here in the same transaction; the child's row lock
+# serialises the transactions that finish its parents at the same instant,
+# and the one that takes its count to zero re-reads it (READ COMMITTED
+# re-reads a row it updates) and is the one that moves it. A worker killed
+# before its commit leaves both undone, and the rescue re-runs the parent.
+#
+# A child that runs "on success" is cancelled as soon as one parent did not
+# succeed; one that runs "on failure" is cancelled once all finished and none
+# failed. Cancelled children come back, for the caller to run this again
+# with them (jobs.workflows.advance), in the same transaction: their own
+# dependants count them as parents that did not succeed.
+ADVANCE_WORKFLOWS = f"""
+WITH finished AS (
+    SELECT id, status FROM jobs_job
+    WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+),
+counts AS (
+    SELECT edge.child_id, count(*)::int AS done,
+           count(*) FILTER (WHERE finished.status <> 'SUCCESSFUL')::int AS failed,
+           (array_agg(finished.id ORDER BY edge.position)
+               FILTER (WHERE finished.status <> 'SUCCESSFUL'))[1] AS failed_parent
+    FROM finished JOIN jobs_dependency AS edge ON edge.parent_id = finished.id
+    GROUP BY edge.child_id
+),
+locked AS (
+    -- The children's latest versions, locked in id order (two transactions
+    -- that finish parents of the same children never deadlock).
+    SELECT child.id, child.run_when, counts.failed_parent,
+           child.parents_left - counts.done AS parents_left,
+           child.parents_failed + counts.failed AS parents_failed
+    FROM jobs_job AS child JOIN counts ON counts.child_id = child.id
+    WHERE child.status = 'WAITING'
+    ORDER BY child.id
+    FOR UPDATE OF child
+),
+next AS (
+    SELECT id, parents_left, parents_failed,
+           CASE
+               WHEN run_when = 'success' AND parents_failed > 0 THEN 'CANCELLED'
+               WHEN parents_left > 0 THEN 'WAITING'
+               WHEN run_when = 'failure' AND parents_failed = 0 THEN 'CANCELLED'
+               ELSE 'READY'
+           END AS status,
+           CASE WHEN run_when = 'failure'
+                THEN 'Not run: every job it waited for succeeded.'
+                ELSE 'Not run: job ' || COALESCE(failed_parent::text, '?')
+                     || ', which it waited for, did not succeed.'
+           END AS reason
+    FROM locked
+),
+moved AS (
+    UPDATE jobs_job AS child
+    SET parents_left = next.parents_left,
+        parents_failed = next.parents_failed,
+        status = next.status,
+        run_at = CASE WHEN next.status = 'READY' THEN statement_timestamp() ELSE child.run_at END,
+        finished_at = CASE WHEN next.status = 'CANCELLED' THEN statement_timestamp() END,
+        errors = CASE WHEN next.status = 'CANCELLED' THEN child.errors || jsonb_build_array(
+            jsonb_build_object(
+                'exception_class_path', %(exception_class_path)s::text,
+                'message', next.reason, 'traceback', next.reason, 'attempt', 0,
+                'at', extract(epoch FROM statement_timestamp())
+            )) ELSE child.errors END
+    FROM next
+    WHERE child.id = next.id
+    RETURNING child.id, child.status, child.queue
+),
+woken AS (
+    SELECT pg_notify('{READY_CHANNEL}', queue)
+    FROM (SELECT DISTINCT queue FROM moved WHERE status = 'READY') AS due
+)
+SELECT ARRAY(SELECT id::text FROM moved WHERE status = 'CANCELLED'),
+       (SELECT count(*) FROM moved WHERE status = 'READY'),
+       (SELECT count(*) FROM woken)
 """
 
 
@@ -1149,6 +1301,8 @@ ORDER BY count(*) DESC, task_path
 # Every job by status. READY and RUNNING rows are counted on their partial
 # indexes, finished ones on the (status, finished_at) index.
 TOTALS_BY_STATUS = """
+SELECT 'WAITING', count(*) FROM jobs_job WHERE status = 'WAITING'
+UNION ALL
 SELECT 'READY', count(*) FROM jobs_job WHERE status = 'READY'
 UNION ALL
 SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'

@@ -253,3 +253,26 @@ def keyed_noop(tenant: str) -> None:
 def limited_sleep(context, user_id: int, seconds: float) -> None:
     note_start(context)
     time.sleep(seconds)
+
+
+@task(takes_context=True, max_attempts=3)
+def chain_link(context, previous: str = "", label: str = "", seconds: float = 0.0) -> str:
+    """A step of a chain: its side effect (the ledger's row) comes after its work."""
+    note_start(context)
+    time.sleep(seconds)
+    record_run.call(context, label)
+    return f"{previous}>{label}" if previous else label
+
+
+@task(takes_context=True, max_attempts=1)
+def batch_member(context, n: int, fail: bool = False) -> int:
+    record_run.call(context, str(n))
+    if fail:
+        raise ValueError(f"member {n} failed")
+    return n
+
+
+@task(takes_context=True, max_attempts=3)
+def batch_callback(context, results: list, label: str = "") -> int:
+    record_run.call(context, label)
+    return len(results)

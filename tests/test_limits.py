@@ -154,7 +154,8 @@ def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped()
         names = tuple(column.name for column in cursor.description)
         [last] = cursor.fetchall()
     assert names == ClaimedJob._fields
-    assert last[0] is None and json.loads(last[-2]) == {"after": {"default": ""}, "limited": 0}
+    state = json.loads(last[ClaimedJob._fields.index("trace_context")])
+    assert last[0] is None and state == {"after": {"default": ""}, "limited": 0, "keys": 0}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -25,7 +25,7 @@ from jobs.worker.protocol import COMPLETE_FIELDS, ClaimedJob, Outcome
 def claimed(job_id: str, *, attempt: int = 1, max_attempts: int = 3) -> ClaimedJob:
     return ClaimedJob(
         job_id, "default", "tests.tasks.noop", "default", 0, 0.0, "[]", "{}",
-        attempt, max_attempts, None, 0.0, 0.0, 0.0, ["w"], "[]", None, None, False,
+        attempt, max_attempts, None, 0.0, 0.0, 0.0, ["w"], "[]", None, None, False, False,
     )  # fmt: skip
 
 

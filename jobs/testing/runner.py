@@ -28,6 +28,7 @@ from ..backend import PostgresBackend
 from ..models import Job, JobStatus
 from ..worker.job_runner import JobRunner
 from ..worker.protocol import POSTPONED, ClaimedJob, Outcome, complete_batch
+from ..workflows import advance
 
 # Jobs claimed at once; a round claims this many at most.
 BATCH_SIZE = 100
@@ -100,7 +101,7 @@ def run_due_jobs(
         outcomes = [_run(runner, job, connection) for job in jobs]
         attempts += len(outcomes)
         ran.update((job.id, job.backend) for job in jobs)
-        _complete(connection, outcomes)
+        _complete(connection, outcomes, {job.id for job in jobs if job.has_dependants})
     else:
         if _due(connection, names, include_retries):
             raise RuntimeError(
@@ -162,19 +163,29 @@ class _RollBack(Exception):
     """Leaves a job's savepoint by rolling it back."""
 
 
-def _complete(connection: BaseDatabaseWrapper, outcomes: list[Outcome]) -> None:
+def _complete(
+    connection: BaseDatabaseWrapper, outcomes: list[Outcome], dependants: set[str]
+) -> None:
     """
     Write outcomes as the worker does: COMPLETE, with the same JSON batch as
     its completer (QueueDatabase.complete); a job whose task does not load
     (POSTPONED) goes back to READY with RELEASE, its attempt not spent. Their
     LIMITED_ forms, which free the slots of jobs under limits and are the
-    plain ones for the others.
+    plain ones for the others. The jobs of workflows that wait for them move
+    as the worker moves them (jobs.workflows.advance).
     """
     postponed = [outcome for outcome in outcomes if outcome.status == POSTPONED]
     finished = [outcome for outcome in outcomes if outcome.status != POSTPONED]
     with connection.cursor() as cursor:
         if finished:
             cursor.execute(sql.COMPLETE_LIMITED, {"outcomes": complete_batch(finished)})
+            accepted = {row[0] for row in cursor.fetchall()}
+
+            def row(statement: str, params: dict) -> tuple:
+                cursor.execute(statement, params)
+                return cursor.fetchone()
+
+            advance(row, sorted(accepted & dependants))
         if postponed:
             cursor.execute(
                 sql.RELEASE_LIMITED,

@@ -22,7 +22,7 @@ from queue import Empty, SimpleQueue
 from .connection import DATABASE_ERRORS, Backoff, first_line
 from .database import QueueDatabase
 from .outcome_log import log_outcomes
-from .protocol import POSTPONED, SKIPPED, ClaimedJob, Finished, Outcome
+from .protocol import POSTPONED, SKIPPED, ClaimedJob, Finished
 
 logger = logging.getLogger("jobs.worker")
 
@@ -111,9 +111,7 @@ class Completer:
     def _run(self) -> None:
         while (finished := self._requests.get()) is not None:
             try:
-                answer = self._write(
-                    [outcome for _, outcome in finished], any(job.limited for job, _ in finished)
-                )
+                answer = self._write(finished)
             except BaseException as error:
                 # The coordinator always gets an answer: it would wait for
                 # ever for one that never comes.
@@ -122,11 +120,11 @@ class Completer:
             os.write(self._writer, b"\0")
         self.db.close()
 
-    def _write(self, outcomes: Sequence[Outcome], limited: bool) -> set[str] | Exception:
+    def _write(self, finished: Finished) -> set[str] | Exception:
         try:
             if not self.db.connected:
                 self.db.connect(listen=False)
-            return self.db.complete(outcomes, self.worker_id, limited=limited)
+            return write_outcomes(self.db, finished, self.worker_id)
         except Exception as error:
             # Whatever went wrong, the batch goes back to the coordinator,
             # which holds it and tries again (a database error) or stops.
@@ -297,10 +295,19 @@ class HeldWrites:
         if self.outcomes:
             log_outcomes(
                 self.outcomes,
-                db.complete(
-                    [outcome for _, outcome in self.outcomes],
-                    self.worker_id,
-                    limited=any(job.limited for job, _ in self.outcomes),
-                ),
+                write_outcomes(db, self.outcomes, self.worker_id),
             )
             self.outcomes = []
+
+
+def write_outcomes(db: QueueDatabase, finished: Finished, worker_id: str) -> set[str]:
+    """
+    Write the outcomes of finished attempts; the statements follow what
+    their jobs are: under limits or not, waited for by others or not.
+    """
+    return db.complete(
+        [outcome for _, outcome in finished],
+        worker_id,
+        limited=any(job.limited for job, _ in finished),
+        dependants=frozenset(job.id for job, _ in finished if job.has_dependants),
+    )

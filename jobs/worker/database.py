@@ -9,7 +9,6 @@ LISTENs for new jobs; its completer's only writes outcomes.
 
 import json
 import logging
-import math
 import socket
 import time
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import psycopg
 
 from .. import sql
 from ..limits import Limits
+from ..workflows import advance
 from .attempts import WORKER_LOST, refused_outcome
 from .connection import connection_params, first_line
 from .protocol import ClaimedJob, Outcome, complete_batch
@@ -32,6 +32,8 @@ REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 # Keys of a queue that one claim visits at least (see sql.LIMITED_CLAIM), and
 # that the search for the next due job visits at most.
 KEYS_PER_CLAIM = 16
+# Where LIMITED_CLAIM's last row says where its scans stopped.
+STATE_COLUMN = ClaimedJob._fields.index("trace_context")
 KEYS_PER_WAIT = 1000
 
 
@@ -79,8 +81,11 @@ class QueueDatabase:
         # time; `limited_poll` seconds at most, for a slot that a run in
         # another queue freed.
         self.limited_due = True
-        self.limited_due_at = math.inf
+        # Whether the last LIMITED_CLAIM found READY jobs under limits at
+        # all: without, the next due time is the plain statement's.
+        self.limited_jobs_seen = True
         self.limited_poll = limited_poll
+        self.limited_due_at = time.monotonic() + limited_poll
         self.conn: psycopg.Connection | None = None
         # Whether a statement ran since notifications were last read (see
         # _execute).
@@ -101,7 +106,7 @@ class QueueDatabase:
         params.setdefault("keepalives_count", 3)
         prepare_threshold = 0 if self.prepared_statements else None
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
-        self.limited_due = True
+        self.limited_due = self.limited_jobs_seen = True
         if listen:
             self._execute(f"LISTEN {sql.READY_CHANNEL}")
             if self.limits:
@@ -145,7 +150,7 @@ class QueueDatabase:
             else:
                 news.wake = True
                 if notify.channel == sql.LIMITED_READY_CHANNEL:
-                    news.limited = self.limited_due = True
+                    news.limited = self.limited_due = self.limited_jobs_seen = True
         return news
 
     def paused_queues(self) -> set[str]:
@@ -160,15 +165,17 @@ class QueueDatabase:
             rows = self._execute(statement, params).fetchall()
             # The last row says where the scans of keys stopped, and how many
             # jobs under limits were claimed.
-            *rows, (*_, state, _) = rows
-            state = json.loads(state)
+            *rows, last = rows
+            state = json.loads(last[STATE_COLUMN])
             self.key_cursor = {queue: key for queue, key in state["after"].items() if key}
             self.keys_left = bool(self.key_cursor)
-            # A key that had room gave a job, so unless the batch was full
-            # none that is left may start now: a slot that frees, or a due
-            # time, says when one may.
-            self.limited_due = self.keys_left or state["limited"] > 0 or len(rows) == limit
-            self.limited_due_at = math.inf
+            # A key that had room gave a job (it took a turn in the batch
+            # beside the first plain job), so none that is left may start
+            # now: a slot that frees, or a due time, says when one may, and
+            # the limited claim runs again within limited_poll seconds anyway.
+            self.limited_due = self.keys_left or state["limited"] > 0
+            self.limited_jobs_seen = state["keys"] > 0
+            self.limited_due_at = time.monotonic() + self.limited_poll
         else:
             self.keys_left = False
             statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
@@ -178,7 +185,7 @@ class QueueDatabase:
         return jobs
 
     def seconds_until_next_due(self) -> float | None:
-        if self.limits:
+        if self.limits and self.limited_jobs_seen:
             statement = (
                 sql.LIMITED_SECONDS_UNTIL_NEXT_DUE
                 if self.queues
@@ -201,11 +208,18 @@ class QueueDatabase:
         return None if seconds is None else float(seconds)
 
     def complete(
-        self, outcomes: Sequence[Outcome], worker_id: str, *, limited: bool = True
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        *,
+        limited: bool = True,
+        dependants: frozenset[str] = frozenset(),
     ) -> set[str]:
         """
         Write outcomes; return the ids the fence accepted. limited=False
-        says that none of their jobs is under a limit (COMPLETE will do).
+        says that none of their jobs is under a limit (COMPLETE will do);
+        `dependants` are the ids of those that jobs of a workflow wait for,
+        which are moved in the same transaction (jobs.workflows.advance).
 
         When Postgres refuses the batch for what a row holds, each half is
         written apart, down to the row it refuses, whose attempt fails with
@@ -217,12 +231,20 @@ class QueueDatabase:
         """
         try:
             statement = sql.COMPLETE_LIMITED if self.limits and limited else sql.COMPLETE
-            rows = self._execute(statement, {"outcomes": complete_batch(outcomes)}).fetchall()
+            params = {"outcomes": complete_batch(outcomes)}
+            if dependants:
+                with self.conn.transaction():
+                    rows = self._execute(statement, params).fetchall()
+                    accepted = {row[0] for row in rows}
+                    advance(self._row, sorted(accepted & dependants))
+                return accepted
+            rows = self._execute(statement, params).fetchall()
         except REFUSED_ROW_ERRORS as error:
             if len(outcomes) > 1:
                 middle = len(outcomes) // 2
-                return self.complete(outcomes[:middle], worker_id, limited=limited) | self.complete(
-                    outcomes[middle:], worker_id, limited=limited
+                options = {"limited": limited, "dependants": dependants}
+                return self.complete(outcomes[:middle], worker_id, **options) | self.complete(
+                    outcomes[middle:], worker_id, **options
                 )
             [refused] = outcomes
             logger.error(
@@ -233,7 +255,10 @@ class QueueDatabase:
                 first_line(error),
             )
             return self.complete(
-                [refused_outcome(refused, error, worker_id)], worker_id, limited=limited
+                [refused_outcome(refused, error, worker_id)],
+                worker_id,
+                limited=limited,
+                dependants=dependants,
             )
         return {row[0] for row in rows}
 
@@ -274,10 +299,15 @@ class QueueDatabase:
 
     def rescue(self, dead_after: float) -> tuple[int, int, int]:
         """Rescue the jobs of dead workers: (dead workers, jobs READY again, jobs FAILED)."""
-        dead, ready, failed, _ = self._execute(
-            sql.RESCUE, {"dead_after": dead_after, "exception_class_path": WORKER_LOST}
-        ).fetchone()
+        with self.conn.transaction():
+            dead, ready, failed, _, failed_with_dependants = self._row(
+                sql.RESCUE, {"dead_after": dead_after, "exception_class_path": WORKER_LOST}
+            )
+            advance(self._row, failed_with_dependants)
         return dead, ready, failed
+
+    def _row(self, statement: str, params: object = None) -> tuple:
+        return self._execute(statement, params).fetchone()
 
     def analyze_if_never_analyzed(self) -> bool | None:
         """

@@ -70,6 +70,8 @@ class ClaimedJob(NamedTuple):
     trace_context: str | None  # JSON text; see jobs.tracing
     # Under a limit (jobs.limits): its end must free its slots (COMPLETE_LIMITED).
     limited: bool
+    # Jobs of a workflow wait for it: its outcome moves them (ADVANCE_WORKFLOWS).
+    has_dependants: bool
 
 
 class Outcome(NamedTuple):

@@ -1,0 +1,247 @@
+"""
+Workflows: jobs that wait for other jobs.
+
+    from jobs.workflows import batch, chain, group, step
+
+    chain(step(fetch, url), step(parse), step(store)).enqueue()
+    group(step(count, "email"), step(count, "sms")).enqueue()
+    batch(
+        [step(send, user_id) for user_id in ids],
+        on_success=step(report),      # given the members' return values, in order
+        on_failure=step(alert),       # given every member's outcome
+        on_finish=step(cleanup),      # given every member's outcome
+    ).enqueue()
+
+A chain's step is given the previous step's return value as its first
+argument (`step(...).alone()` opts out); a batch's success callback, the list
+of its members' return values, in order; a failure or finish callback, one
+{"id", "status", "return_value", "error"} per member.
+
+The whole graph is inserted in one transaction, inside the caller's (a
+rolled-back request enqueues none of it). A job that waits is WAITING in the
+table, which the claim never reads, and READY through Django's API. It becomes
+READY in the transaction that writes the outcome of its last parent, fenced
+by that parent's attempt (sql.ADVANCE_WORKFLOWS): each outcome is accepted
+once, so each edge is counted once and each callback is made due once. A
+parent that fails for good cancels the steps that needed it to succeed, with
+the reason, and those cancel theirs in turn.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import uuid_utils
+from django.db import connections, transaction
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
+from django.tasks.base import Task
+from django.tasks.exceptions import InvalidTask
+from django.tasks.signals import task_enqueued
+
+from . import sql
+from .backend import PostgresBackend, dumps, encode_calls, ready_result
+from .exceptions import JobCancelled, class_path
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a task in a workflow."""
+
+    task: Task
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    # In a chain: whether it is given the previous step's return value first.
+    takes_previous: bool = True
+
+    def alone(self) -> "Step":
+        """This step without the previous step's return value."""
+        return replace(self, takes_previous=False)
+
+
+def step(task: Task, *args: Any, **kwargs: Any) -> Step:
+    """A call of task, to put in a chain, a group or a batch."""
+    if not isinstance(task, Task):
+        raise InvalidTask(f"A step is a call of a task (@task), not {type(task).__name__}.")
+    return Step(task, args, kwargs)
+
+
+@dataclass
+class _Node:
+    """One job of the graph, before it is inserted."""
+
+    step: Step
+    id: str
+    parents: list[int] = field(default_factory=list)
+    # When it runs: "success" (every parent succeeded), "failure" (all
+    # finished, one failed), "finish" (all finished); None without parents.
+    run_when: str | None = None
+    # What it is given of its parents first (see sql.CLAIM): "one", "all",
+    # "outcomes", or None.
+    parent_results: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowResult:
+    """What enqueue() made: the workflow's id and each job's TaskResult, in graph order."""
+
+    id: str
+    results: list[TaskResult]
+
+
+class Workflow:
+    """A graph of steps, enqueued whole by enqueue()."""
+
+    def __init__(self) -> None:
+        self.nodes: list[_Node] = []
+
+    def _add(self, item: Step, **options: Any) -> int:
+        self.nodes.append(_Node(item, str(uuid_utils.uuid7()), **options))
+        return len(self.nodes) - 1
+
+    def enqueue(self, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) -> WorkflowResult:
+        return enqueue(self, backend=backend)
+
+
+def chain(*steps: Step) -> Workflow:
+    """Steps one after another; each given the previous one's return value, unless alone()."""
+    if not steps:
+        raise InvalidTask("A chain has at least one step.")
+    workflow = Workflow()
+    previous = None
+    for item in _steps(steps):
+        if previous is None:
+            previous = workflow._add(item)
+            continue
+        previous = workflow._add(
+            item,
+            parents=[previous],
+            run_when="success",
+            parent_results="one" if item.takes_previous else None,
+        )
+    return workflow
+
+
+def group(*steps: Step) -> Workflow:
+    """Steps that run side by side."""
+    return batch(steps)
+
+
+def batch(
+    steps: Sequence[Step],
+    *,
+    on_success: Step | None = None,
+    on_failure: Step | None = None,
+    on_finish: Step | None = None,
+) -> Workflow:
+    """
+    Steps that run side by side, and the callbacks that run once they have all
+    finished: on_success when every one succeeded (given their return values,
+    in order), on_failure when one failed for good, on_finish either way (both
+    given every member's outcome).
+    """
+    members = _steps(steps)
+    if not members:
+        raise InvalidTask("A batch has at least one step.")
+    workflow = Workflow()
+    indexes = [workflow._add(item) for item in members]
+    for callback, run_when, results in (
+        (on_success, "success", "all"),
+        (on_failure, "failure", "outcomes"),
+        (on_finish, "finish", "outcomes"),
+    ):
+        if callback is not None:
+            (callback,) = _steps([callback])
+            workflow._add(
+                callback, parents=list(indexes), run_when=run_when, parent_results=results
+            )
+    return workflow
+
+
+def _steps(steps: Sequence[Step]) -> list[Step]:
+    for item in steps:
+        if not isinstance(item, Step):
+            raise InvalidTask(
+                f"Workflows take steps, step(task, *args, **kwargs), not {type(item).__name__}."
+            )
+    return list(steps)
+
+
+def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) -> WorkflowResult:
+    """
+    Insert every job of the workflow and the edges between them in one
+    transaction on the backend's database, inside the caller's own if it has
+    one.
+    """
+    jobs_backend = task_backends[backend]
+    if not isinstance(jobs_backend, PostgresBackend):
+        raise InvalidTask(f"Workflows need a PostgresBackend; {backend!r} is not one.")
+    workflow_id = str(uuid_utils.uuid7())
+    children = {index for node in workflow.nodes for index in node.parents}
+    rows, edges, results = [], [], []
+    for index, node in enumerate(workflow.nodes):
+        task = node.step.task
+        if task.backend != backend:
+            task = task.using(backend=backend)
+        jobs_backend.validate_task(task)
+        if jobs_backend.limits and jobs_backend.limits.of(task.module_path, task.queue_name):
+            raise InvalidTask(
+                f"{task.module_path} is under a limit (LIMITS), which a step of a workflow "
+                "cannot be: enqueue it from a step instead."
+            )
+        args, kwargs = list(node.step.args), dict(node.step.kwargs)
+        encode_calls(task, [(args, kwargs)])
+        timeout = jobs_backend._option(task, "timeout")
+        rows.append(
+            {
+                "id": node.id,
+                "task_path": task.module_path,
+                "queue": task.queue_name,
+                "priority": task.priority,
+                "args": args,
+                "kwargs": kwargs,
+                "status": "WAITING" if node.parents else "READY",
+                "max_attempts": jobs_backend._option(task, "max_attempts"),
+                "timeout": timeout,
+                "parents_left": len(node.parents),
+                "run_when": node.run_when,
+                "parent_results": node.parent_results,
+                "has_dependants": index in children,
+            }
+        )
+        edges += [
+            [workflow.nodes[parent].id, node.id, position]
+            for position, parent in enumerate(node.parents)
+        ]
+        results.append(ready_result(task, node.id, args, kwargs, backend))
+    with transaction.atomic(using=jobs_backend.database):
+        with connections[jobs_backend.database].cursor() as cursor:
+            cursor.execute(
+                sql.ENQUEUE_WORKFLOW,
+                {"backend": backend, "workflow_id": workflow_id, "jobs": dumps(rows)},
+            )
+            enqueued_at, _ = cursor.fetchone()
+            if edges:
+                cursor.execute(sql.ENQUEUE_DEPENDENCIES, {"edges": dumps(edges)})
+    for result in results:
+        object.__setattr__(result, "enqueued_at", enqueued_at)
+        task_enqueued.send(type(jobs_backend), task_result=result)
+    return WorkflowResult(workflow_id, results)
+
+
+def advance(execute: Callable[[str, dict], tuple], finished: Sequence[str]) -> tuple[int, int]:
+    """
+    Move the dependants of jobs that just finished (sql.ADVANCE_WORKFLOWS),
+    then the dependants of the ones that cancelled, and so on down the graph;
+    all through `execute` (one statement, its row), in the caller's
+    transaction, the one that wrote the finished jobs' outcomes. Returns how
+    many became READY and how many were cancelled.
+    """
+    ready = cancelled = 0
+    ids = list(finished)
+    while ids:
+        ids, made_ready, _ = execute(
+            sql.ADVANCE_WORKFLOWS, {"ids": ids, "exception_class_path": class_path(JobCancelled)}
+        )
+        ready += made_ready
+        cancelled += len(ids)
+    return ready, cancelled

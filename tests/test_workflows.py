@@ -1,0 +1,209 @@
+"""
+Workflows (jobs.workflows): chains, groups and batches with callbacks, each
+dependant moved once, in the transaction of its last parent's fenced outcome.
+"""
+
+import signal
+
+import pytest
+from django.db import connection, transaction
+from django.tasks import TaskResultStatus
+from django.tasks.exceptions import InvalidTask
+
+from jobs import operations
+from jobs.models import Dependency, Job, JobStatus
+from jobs.testing import run_due_jobs
+from jobs.workflows import batch, chain, group, step
+from tests.conftest import fetch, wait_until
+from tests.tasks import add, batch_callback, batch_member, chain_link, fail
+
+pytestmark = pytest.mark.django_db
+
+
+def job(result) -> Job:
+    return Job.objects.get(id=result.id)
+
+
+# The graph, run in this process (jobs.testing, the worker's statements).
+
+
+def test_a_chain_runs_in_order_and_passes_each_return_value_on(ledger):
+    enqueued = chain(step(add, 1, 2), step(add, 10), step(add, 100)).enqueue()
+    first, second, third = enqueued.results
+    assert [job(r).status for r in enqueued.results] == ["READY", "WAITING", "WAITING"]
+    # Waiting reads as READY through Django's API.
+    assert add.get_result(second.id).status == TaskResultStatus.READY
+    run_due_jobs()
+    assert [add.get_result(r.id).return_value for r in enqueued.results] == [3, 13, 113]
+    assert add.get_result(third.id).args == [13, 100]
+    assert job(first).finished_at <= job(second).started_at
+    assert job(second).finished_at <= job(third).started_at
+
+
+def test_a_step_alone_is_not_given_the_previous_value():
+    enqueued = chain(step(add, 1, 2), step(add, 5, 6).alone()).enqueue()
+    run_due_jobs()
+    assert add.get_result(enqueued.results[1].id).return_value == 11
+
+
+def test_a_batch_gives_its_success_callback_the_results_in_order(ledger):
+    enqueued = batch(
+        [step(add, n, 0) for n in range(5)],
+        on_success=step(batch_callback, label="success"),
+        on_failure=step(batch_callback, label="failure"),
+        on_finish=step(batch_callback, label="finish"),
+    ).enqueue()
+    run_due_jobs()
+    success, failure, finish = enqueued.results[5:]
+    assert batch_callback.get_result(success.id).args == [[0, 1, 2, 3, 4]]
+    assert job(success).status == JobStatus.SUCCESSFUL
+    assert job(failure).status == JobStatus.CANCELLED
+    assert "every job it waited for succeeded" in job(failure).errors[0]["message"]
+    outcomes = batch_callback.get_result(finish.id).args[0]
+    assert [o["status"] for o in outcomes] == ["SUCCESSFUL"] * 5
+    assert [o["return_value"] for o in outcomes] == [0, 1, 2, 3, 4]
+
+
+def test_a_group_runs_side_by_side():
+    enqueued = group(step(add, 1, 1), step(add, 2, 2)).enqueue()
+    assert {job(r).status for r in enqueued.results} == {"READY"}
+    assert Dependency.objects.count() == 0
+    run_due_jobs()
+    assert [add.get_result(r.id).return_value for r in enqueued.results] == [2, 4]
+
+
+def test_a_parent_failing_for_good_cancels_what_waits_for_it_with_the_reason(ledger):
+    enqueued = chain(step(fail, "no"), step(chain_link, label="b"), step(chain_link, label="c"))
+    first, second, third = enqueued.enqueue().results
+    run_due_jobs()
+    assert job(first).status == JobStatus.FAILED
+    for waiting in (second, third):
+        row = job(waiting)
+        assert row.status == JobStatus.CANCELLED and row.attempts == 0
+        assert "did not succeed" in row.errors[0]["message"]
+    assert f"job {first.id}" in job(second).errors[0]["message"]
+    assert f"job {second.id}" in job(third).errors[0]["message"]
+    # None of them ran.
+    assert fetch("SELECT count(*) FROM test_ledger") == [(0,)]
+
+
+def test_a_failed_member_runs_the_failure_callback_with_every_outcome(ledger):
+    members = [step(batch_member, n, fail=n in (2, 4)) for n in range(6)]
+    enqueued = batch(
+        members,
+        on_success=step(batch_callback, label="success"),
+        on_failure=step(batch_callback, label="failure"),
+    ).enqueue()
+    run_due_jobs()
+    success, failure = enqueued.results[6:]
+    assert job(success).status == JobStatus.CANCELLED
+    assert job(failure).status == JobStatus.SUCCESSFUL
+    outcomes = batch_callback.get_result(failure.id).args[0]
+    assert [o["status"] for o in outcomes] == ["SUCCESSFUL"] * 2 + ["FAILED"] + [
+        "SUCCESSFUL",
+        "FAILED",
+        "SUCCESSFUL",
+    ]
+    assert outcomes[2]["error"] == "member 2 failed"
+
+
+def test_a_graph_enqueued_in_a_transaction_that_rolls_back_leaves_no_row():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        chain(step(add, 1, 2), step(add, 3)).enqueue()
+        batch([step(add, 1, 1)], on_finish=step(batch_callback)).enqueue()
+        raise RuntimeError("the request failed")
+    assert Job.objects.count() == 0
+    assert Dependency.objects.count() == 0
+
+
+def test_cancelling_a_workflow_cancels_what_has_not_run():
+    enqueued = batch([step(add, n, 0) for n in range(3)], on_finish=step(batch_callback))
+    result = enqueued.enqueue()
+    assert operations.cancel_workflow(result.id) == 4
+    assert {job(r).status for r in result.results} == {JobStatus.CANCELLED}
+    assert run_due_jobs().attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: chain(), "at least one step"),
+        (lambda: batch([]), "at least one step"),
+        (lambda: chain((add, 1, 2)), "not tuple"),
+        (lambda: step(len, 1), "not builtin_function_or_method"),
+        (lambda: chain(step(add, object(), 1)).enqueue(), "not JSON serializable"),
+    ],
+)
+def test_a_graph_that_cannot_be_is_refused_and_enqueues_nothing(make, message):
+    with pytest.raises((InvalidTask, TypeError), match=message):
+        make()
+    assert Job.objects.count() == 0
+
+
+# Real workers.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_chain_whose_worker_is_killed_in_its_second_step_completes_each_step_once(
+    start_worker, worker_env, ledger, started
+):
+    env = {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings"}
+    enqueued = chain(
+        step(chain_link, label="a"),
+        step(chain_link, label="b", seconds=3),
+        step(chain_link, label="c"),
+    ).enqueue()
+    first, second, third = enqueued.results
+    worker = start_worker("--concurrency", "1", env=env)
+    wait_until(started(second.id))
+    worker.signal(signal.SIGKILL)
+    worker.wait()
+    # The second step's work is cut short before its side effect; another
+    # worker rescues it, runs it again and goes on.
+    start_worker("--concurrency", "1", env=env)
+    wait_until(lambda: job(third).status == JobStatus.SUCCESSFUL, timeout=60)
+    assert chain_link.get_result(third.id).return_value == "a>b>c"
+    runs = dict(fetch("SELECT job_id::text, runs FROM test_ledger"))
+    assert runs == {first.id: 1, second.id: 1, third.id: 1}
+    assert job(second).attempts == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_finishing_on_four_workers_run_each_callback_once(start_worker, ledger):
+    # 20 batches at once, their last members finishing on different workers
+    # at the same instant; then 10,000 members, 3 of them failing.
+    small = [
+        batch(
+            [step(batch_member, n) for n in range(200)],
+            on_finish=step(batch_callback, label="finish"),
+        ).enqueue()
+        for _ in range(20)
+    ]
+    large = batch(
+        [step(batch_member, n, fail=n in (17, 5_000, 9_999)) for n in range(10_000)],
+        on_success=step(batch_callback, label="success"),
+        on_failure=step(batch_callback, label="failure"),
+        on_finish=step(batch_callback, label="finish"),
+    ).enqueue()
+    for _ in range(4):
+        start_worker("--concurrency", "4", wait=False)
+    callbacks = [result.results[-1] for result in small] + large.results[-3:]
+    wait_until(
+        lambda: all(job(r).status in ("SUCCESSFUL", "CANCELLED") for r in callbacks), timeout=180
+    )
+    for result in small:
+        finish = job(result.results[-1])
+        assert finish.status == JobStatus.SUCCESSFUL and finish.attempts == 1
+        assert len(finish.args[0]) == 200
+    success, failure, finish = (job(r) for r in large.results[-3:])
+    assert success.status == JobStatus.CANCELLED and success.attempts == 0
+    assert failure.status == JobStatus.SUCCESSFUL and failure.attempts == 1
+    assert [o["status"] for o in failure.args[0]].count("FAILED") == 3
+    assert finish.status == JobStatus.SUCCESSFUL and len(finish.args[0]) == 10_000
+    # Each callback that ran, ran once.
+    callback_ids = [str(r.id) for r in callbacks]
+    runs = fetch("SELECT runs FROM test_ledger WHERE job_id::text = ANY(%s)", [callback_ids])
+    assert sorted(runs) == [(1,)] * 22
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM jobs_job WHERE status IN ('WAITING', 'READY')")
+        assert cursor.fetchone() == (0,)
