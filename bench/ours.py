@@ -5,8 +5,9 @@ Its workers are the project's own `manage.py runworker` with default settings,
 started as processes like any peer's, so whatever the worker becomes is what
 is measured. Besides the phases every queue goes through, three are ours
 alone: history (throughput with a million finished jobs in jobs_job), scale
-(throughput with 1, 2, 4 and 8 runworker processes) and limits (the plain
-no-op jobs with no LIMITS setting at all, and jobs under a per-key limit).
+(throughput with 1, 2, 4 and 8 runworker processes), limits (the plain
+no-op jobs with no LIMITS setting at all, and jobs under a per-key limit) and
+workflows (a batch of no-op jobs with a callback, beside as many plain jobs).
 
 The project's settings have LIMITS (the signup's), so the process phase
 measures jobs under no limit claimed by a worker whose backend has limits.
@@ -50,8 +51,9 @@ class Ours(driver.Queue):
     remaining_sql = (
         "SELECT (SELECT count(*) FROM jobs_job WHERE status = 'READY')"
         " + (SELECT count(*) FROM jobs_job WHERE status = 'RUNNING')"
+        " + (SELECT count(*) FROM jobs_job WHERE status = 'WAITING')"
     )
-    tables = ("jobs_job", "jobs_worker", "jobs_limit_key")
+    tables = ("jobs_job", "jobs_worker", "jobs_limit_key", "jobs_dependency")
     workers = 1
     has_batch = True
 
@@ -174,6 +176,21 @@ class Ours(driver.Queue):
                         for figure in ("jobs_per_s", "steady_per_s"):
                             figures.setdefault(f"{prefix}{figure}", []).append(measured[figure])
                 self.settings_env = {}
+        if "workflows" in self.options.phases:
+            from jobs.workflows import batch, step
+
+            driver.say("workflows: plain jobs, then a batch of as many and its callback")
+            for _ in range(self.options.repeat):
+                self.reset()
+                self.fill(count)
+                plain = self.measure_process(count)
+                self.reset()
+                members = [step(self.tasks.noop)] * count
+                batch(members, on_finish=step(self.tasks.batch_done)).enqueue()
+                grouped = self.measure_process(count + 1)
+                for prefix, measured in (("workflow_plain_", plain), ("workflow_batch_", grouped)):
+                    for figure in ("jobs_per_s", "steady_per_s"):
+                        figures.setdefault(f"{prefix}{figure}", []).append(measured[figure])
         if "scale" in self.options.phases:
             for workers in self.options.scale:
                 driver.say(f"scale: {workers} runworker process{'es' if workers > 1 else ''}")

@@ -306,6 +306,8 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
         ("limits_off_", "no-op jobs with no LIMITS setting (the process phase has the project's)"),
         ("limited_100_keys_", "no-op jobs under 2 at once per key, 100 keys (200 slots)"),
         ("limited_4_keys_", "no-op jobs under 2 at once per key, 4 keys (8 slots)"),
+        ("workflow_plain_", "no-op jobs, beside the batch below"),
+        ("workflow_batch_", "a batch of as many no-op jobs and its on_finish callback"),
     ):
         if (figures := rates(prefix)) is not None:
             lines.append(f"- {label}: {figures}")

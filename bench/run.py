@@ -37,7 +37,7 @@ from bench.report import QueueResult, render, save
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 QUEUE_PHASES = ("enqueue", "process", "latency", "large")
-OUR_PHASES = ("history", "scale", "limits")
+OUR_PHASES = ("history", "scale", "limits", "workflows")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

@@ -23,3 +23,9 @@ def record_start(n: int) -> None:
 def keyed_noop(key: int) -> None:
     """A no-op under the per-key limit of bench.limits_settings."""
     probe.noop()
+
+
+@task
+def batch_done(outcomes: list) -> int:
+    """The callback of the workflows phase's batch: given every member's outcome."""
+    return len(outcomes)

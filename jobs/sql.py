@@ -174,32 +174,6 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 # The columns come back in the order of jobs.worker.protocol.ClaimedJob's
 # fields, each named as the field it fills (tests/test_worker_parts.py checks
 # both), so a row becomes a ClaimedJob by position, with no lookup per column.
-# What a job of a workflow is given first of the jobs it waited for, set in
-# its args when it is first claimed (jobs.workflows): its one parent's return
-# value ("one", a chain's step), every parent's in order ("all", a batch's
-# success callback), or every parent's outcome ("outcomes"). Read here, not
-# when the last parent finished: that transaction may not see the other
-# parents' outcomes (READ COMMITTED), while a claim that sees the job READY
-# sees all of them. A job given nothing costs the CASE alone.
-_PARENTS = """jobs_dependency AS edge JOIN jobs_job AS parent ON parent.id = edge.parent_id
-            WHERE edge.child_id = job.id"""
-_RESOLVED_ARGS = f"""CASE
-        WHEN job.parent_results IS NULL THEN job.args
-        ELSE jsonb_build_array(CASE job.parent_results
-            WHEN 'one' THEN (SELECT parent.return_value FROM {_PARENTS}
-                             ORDER BY edge.position LIMIT 1)
-            WHEN 'all' THEN (SELECT COALESCE(jsonb_agg(parent.return_value
-                                                       ORDER BY edge.position), '[]')
-                             FROM {_PARENTS})
-            ELSE (SELECT COALESCE(jsonb_agg(jsonb_build_object(
-                      'id', parent.id, 'status', parent.status,
-                      'return_value', parent.return_value,
-                      'error', parent.errors -> -1 ->> 'message'
-                  ) ORDER BY edge.position), '[]')
-                  FROM {_PARENTS})
-        END) || job.args
-    END"""
-
 _CLAIMED_COLUMNS = """job.id::text AS id, job.backend AS backend, job.task_path AS task_path,
           job.queue AS queue, job.priority AS priority,
           extract(epoch FROM job.run_at)::float8 AS run_at,
@@ -237,9 +211,7 @@ SET status = 'RUNNING',
     attempts = job.attempts + 1,
     started_at = COALESCE(job.started_at, statement_timestamp()),
     last_attempted_at = statement_timestamp(),
-    worker_ids = array_append(job.worker_ids, %(worker_id)s),
-    args = {resolved_args},
-    parent_results = NULL
+    worker_ids = array_append(job.worker_ids, %(worker_id)s)
 FROM claimed
 WHERE job.id = claimed.id
 RETURNING {claimed_columns}
@@ -257,7 +229,7 @@ READY_QUEUES = """RECURSIVE ready_queues(name) AS (
     WHERE ready_queues.name IS NOT NULL
 )"""
 
-_CLAIM_PARTS = {"claimed_columns": _CLAIMED_COLUMNS, "resolved_args": _RESOLVED_ARGS}
+_CLAIM_PARTS = {"claimed_columns": _CLAIMED_COLUMNS}
 CLAIM = _CLAIM.format(ready_queues="", queues="unnest(%(queues)s::text[])", **_CLAIM_PARTS)
 CLAIM_EVERY_QUEUE = _CLAIM.format(
     ready_queues=f"{READY_QUEUES},\n", queues="ready_queues", **_CLAIM_PARTS
@@ -426,9 +398,7 @@ started AS (
         attempts = job.attempts + 1,
         started_at = COALESCE(job.started_at, statement_timestamp()),
         last_attempted_at = statement_timestamp(),
-        worker_ids = array_append(job.worker_ids, %(worker_id)s),
-        args = {resolved_args},
-        parent_results = NULL
+        worker_ids = array_append(job.worker_ids, %(worker_id)s)
     FROM claimed
     WHERE job.id = claimed.id
     RETURNING {claimed_columns}, job.limit_key, job.shared_limit_key
@@ -470,7 +440,6 @@ _LIMITED_PARTS = {
     "shared_room": _room("shared"),
     "counter_tokens": _TOKENS.format(row="counter"),
     "claimed_columns": _CLAIMED_COLUMNS,
-    "resolved_args": _RESOLVED_ARGS,
 }
 LIMITED_CLAIM = _LIMITED_CLAIM.format(
     ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_PARTS
@@ -1035,6 +1004,41 @@ SELECT (edge ->> 0)::uuid, (edge ->> 1)::uuid, (edge ->> 2)::int
 FROM jsonb_array_elements(%(edges)s::jsonb) AS edge
 """
 
+# What a job of a workflow is given first of the jobs it waited for, put
+# before its args as it becomes READY (jobs.workflows): its one parent's
+# return value ("one", a chain's step), every parent's in order ("all", a
+# batch's success callback), or every parent's outcome ("outcomes").
+#
+# A statement of its own, after ADVANCE_WORKFLOWS in the same transaction:
+# ADVANCE's snapshot may predate the commit of another parent's outcome (it
+# waited for that transaction's lock on the child, READ COMMITTED), while this
+# statement's snapshot, taken after, holds every parent's.
+_PARENTS = """jobs_dependency AS edge JOIN jobs_job AS parent ON parent.id = edge.parent_id
+            WHERE edge.child_id = job.id"""
+_RESOLVED_ARGS = f"""CASE
+        WHEN job.parent_results IS NULL THEN job.args
+        ELSE jsonb_build_array(CASE job.parent_results
+            WHEN 'one' THEN (SELECT parent.return_value FROM {_PARENTS}
+                             ORDER BY edge.position LIMIT 1)
+            WHEN 'all' THEN (SELECT COALESCE(jsonb_agg(parent.return_value
+                                                       ORDER BY edge.position), '[]')
+                             FROM {_PARENTS})
+            ELSE (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                      'id', parent.id, 'status', parent.status,
+                      'return_value', parent.return_value,
+                      'error', parent.errors -> -1 ->> 'message'
+                  ) ORDER BY edge.position), '[]')
+                  FROM {_PARENTS})
+        END) || job.args
+    END"""
+
+RESOLVE_PARENT_RESULTS = f"""
+UPDATE jobs_job AS job
+SET args = {_RESOLVED_ARGS}, parent_results = NULL
+WHERE job.id = ANY(%(ids)s::uuid[]) AND job.parent_results IS NOT NULL
+RETURNING job.id
+"""
+
 # Move the dependants of jobs that just finished (`ids`), in the transaction
 # that wrote those jobs' outcomes (the completer's, the rescue's, a cancel's).
 #
@@ -1106,13 +1110,14 @@ moved AS (
             )) ELSE child.errors END
     FROM next
     WHERE child.id = next.id
-    RETURNING child.id, child.status, child.queue
+    RETURNING child.id, child.status, child.queue, child.parent_results
 ),
 woken AS (
     SELECT pg_notify('{READY_CHANNEL}', queue)
     FROM (SELECT DISTINCT queue FROM moved WHERE status = 'READY') AS due
 )
 SELECT ARRAY(SELECT id::text FROM moved WHERE status = 'CANCELLED'),
+       ARRAY(SELECT id::text FROM moved WHERE status = 'READY' AND parent_results IS NOT NULL),
        (SELECT count(*) FROM moved WHERE status = 'READY'),
        (SELECT count(*) FROM woken)
 """

@@ -75,7 +75,7 @@ class _Node:
     # When it runs: "success" (every parent succeeded), "failure" (all
     # finished, one failed), "finish" (all finished); None without parents.
     run_when: str | None = None
-    # What it is given of its parents first (see sql.CLAIM): "one", "all",
+    # What it is given of its parents first (sql.RESOLVE_PARENT_RESULTS): "one", "all",
     # "outcomes", or None.
     parent_results: str | None = None
 
@@ -239,9 +239,11 @@ def advance(execute: Callable[[str, dict], tuple], finished: Sequence[str]) -> t
     ready = cancelled = 0
     ids = list(finished)
     while ids:
-        ids, made_ready, _ = execute(
+        ids, given_results, made_ready, _ = execute(
             sql.ADVANCE_WORKFLOWS, {"ids": ids, "exception_class_path": class_path(JobCancelled)}
         )
+        if given_results:
+            execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given_results})
         ready += made_ready
         cancelled += len(ids)
     return ready, cancelled

@@ -207,3 +207,29 @@ def test_batches_finishing_on_four_workers_run_each_callback_once(start_worker, 
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM jobs_job WHERE status IN ('WAITING', 'READY')")
         assert cursor.fetchone() == (0,)
+
+
+def test_a_jobs_page_shows_its_workflow_and_the_list_finds_the_workflows_jobs(admin_client, ledger):
+    from django.urls import reverse
+
+    enqueued = batch(
+        [step(add, n, 0) for n in range(3)], on_finish=step(batch_callback, label="finish")
+    ).enqueue()
+    run_due_jobs()
+    member, finish = enqueued.results[0], enqueued.results[-1]
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[finish.id])).content.decode()
+    assert "4 of 4 done, 0 failed or cancelled" in page
+    assert page.count('<span class="jobs-status jobs-status-successful">') >= 3
+    assert reverse("admin:jobs_job_change", args=[member.id]) in page
+    member_page = admin_client.get(reverse("admin:jobs_job_change", args=[member.id]))
+    assert reverse("admin:jobs_job_change", args=[finish.id]) in member_page.content.decode()
+    listing = admin_client.get(
+        reverse("admin:jobs_job_changelist"), {"q": f"workflow:{enqueued.id}"}
+    ).content.decode()
+    assert listing.count('class="action-select"') == 4
+    assert (
+        "Workflow"
+        not in admin_client.get(reverse("admin:jobs_job_change", args=[add.enqueue(1, 1).id]))
+        .content.decode()
+        .split("Timeline")[1]
+    )

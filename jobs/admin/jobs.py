@@ -17,7 +17,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -36,13 +36,17 @@ from .. import operations, sql
 from ..backend import current_task_path
 from ..exceptions import JobStateError
 from ..jsonb import unstorable
-from ..models import Job, JobStatus, PausedQueue, Worker
+from ..models import Dependency, Job, JobStatus, PausedQueue, Worker
 from . import dashboard, statistics
 from .charts import duration_text
 from .ids import task_id_range, uuid7_floor
 
 # Above this many rows the list shows an estimate rather than counting.
 EXACT_COUNT_LIMIT = 10_000
+
+
+# Jobs a workflow's job lists as its parents or children; the rest are a link away.
+LINKED_JOBS = 20
 
 
 class Operation(Protocol):
@@ -228,7 +232,8 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ("task_path",)
     search_help_text = (
         "A task id, its first 8 or more characters, part of a task name, "
-        "tag:<tag>, or meta:<key>=<value> (the value as JSON, else text)."
+        "tag:<tag>, meta:<key>=<value> (the value as JSON, else text), or "
+        "workflow:<id> for a workflow's jobs."
     )
     # Only the primary key is sorted on: every other column would sort the table.
     sortable_by = ("enqueued",)
@@ -264,6 +269,7 @@ class JobAdmin(admin.ModelAdmin):
             },
         ),
         ("Timeline", {"fields": ("timeline", "duration")}),
+        ("Workflow", {"fields": ("workflow_progress", "waits_for", "waited_for_by")}),
         ("Workers", {"fields": ("worker_link", "worker_history")}),
         ("Arguments", {"fields": ("args_json", "kwargs_json")}),
         ("Result", {"fields": ("return_value_json", "errors_html")}),
@@ -390,6 +396,77 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="all attempts' workers")
     def worker_history(self, job: Job) -> str:
         return ", ".join(job.worker_ids) or "—"
+
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> tuple:
+        """The Workflow section only for a job of a workflow."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or obj.workflow_id is None:
+            return tuple(entry for entry in fieldsets if entry[0] != "Workflow")
+        return fieldsets
+
+    @admin.display(description="workflow")
+    def workflow_progress(self, job: Job) -> SafeString | str:
+        """Its workflow's jobs by status: done, failed, total, with a bar and a link to them."""
+        if job.workflow_id is None:
+            return self.get_empty_value_display()
+        counts = dict(
+            Job.objects.using(job._state.db)
+            .filter(workflow_id=job.workflow_id)
+            .values_list("status")
+            .annotate(count=Count("id"))
+            .values_list("status", "count")
+        )
+        total = sum(counts.values())
+        done = counts.get(JobStatus.SUCCESSFUL, 0)
+        failed = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.CANCELLED, 0)
+        url = reverse("admin:jobs_job_changelist")
+        return format_html(
+            '<a href="{}?{}">{}</a>: {} of {} done, {} failed or cancelled '
+            '<progress max="{}" value="{}"></progress>',
+            url,
+            urlencode({"q": f"workflow:{job.workflow_id}"}),
+            job.workflow_id,
+            done,
+            total,
+            failed,
+            total,
+            done + failed,
+        )
+
+    @admin.display(description="waits for")
+    def waits_for(self, job: Job) -> SafeString | str:
+        """The jobs it waits for, in the order it is given their results."""
+        edges = Dependency.objects.using(job._state.db).filter(child_id=job.id)
+        return self._linked_jobs(
+            job, edges.order_by("position").values_list("parent_id", flat=True)
+        )
+
+    @admin.display(description="waited for by")
+    def waited_for_by(self, job: Job) -> SafeString | str:
+        edges = Dependency.objects.using(job._state.db).filter(parent_id=job.id)
+        return self._linked_jobs(job, edges.order_by("child_id").values_list("child_id", flat=True))
+
+    def _linked_jobs(self, job: Job, ids: QuerySet) -> SafeString | str:
+        ids = list(ids[: LINKED_JOBS + 1])
+        if not ids:
+            return self.get_empty_value_display()
+        found = Job.objects.using(job._state.db).in_bulk(ids[:LINKED_JOBS])
+        items = format_html_join(
+            "",
+            '<li><a href="{}">{}</a> {} <span class="jobs-status jobs-status-{}">{}</span></li>',
+            (
+                (
+                    reverse("admin:jobs_job_change", args=[linked.id]),
+                    self.short_id(linked),
+                    current_task_path(linked.task_path),
+                    linked.status.lower(),
+                    linked.status,
+                )
+                for linked in (found[job_id] for job_id in ids[:LINKED_JOBS] if job_id in found)
+            ),
+        )
+        more = format_html("<li>and more: see the workflow</li>") if len(ids) > LINKED_JOBS else ""
+        return format_html('<ul class="jobs-linked">{}{}</ul>', items, more)
 
     @admin.display(description="args")
     def args_json(self, job: Job) -> SafeString:
@@ -661,6 +738,11 @@ class JobAdmin(admin.ModelAdmin):
             return queryset.none(), False
         if term.startswith("tag:") and term[4:]:
             return tagged(queryset, term[4:]), False
+        if term.startswith("workflow:"):
+            try:
+                return queryset.filter(workflow_id=uuid.UUID(term[9:])), False
+            except ValueError:
+                return queryset.none(), False
         if term.startswith("meta:") and "=" in term:
             key, _, text = term[5:].partition("=")
             try:

@@ -112,7 +112,9 @@ class Maintenance:
 
     def reconcile_limits(self) -> None:
         """Recount the running jobs of limit keys whose count went wrong (see sql)."""
-        if not self.db.limits:
+        # A worker that sees no job under limits has none to hold back: the
+        # first limited claim that finds some turns the recount back on.
+        if not self.db.limits or not self.db.limited_jobs_seen:
             return
         recounted = self.db.reconcile_limits()
         if recounted:
