@@ -40,6 +40,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from jobs.models import Job
+from jobs.progress import progress_of
 
 from . import limits
 from .models import Delivery
@@ -267,6 +268,11 @@ def task_status(request: HttpRequest, task_id: str) -> JsonResponse:
             "last_attempted_at": job.last_attempted_at,
             "finished_at": job.finished_at,
             "return_value": job.return_value,
+            "progress": (
+                {"value": progress.value, "message": progress.message}
+                if (progress := progress_of(job))
+                else None
+            ),
             "errors": [error_entry(error, with_traceback=staff) for error in job.errors],
         }
     )

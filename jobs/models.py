@@ -91,6 +91,9 @@ class Job(models.Model):
     run_when = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001
     parent_results = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001
     has_dependants = models.BooleanField(default=False, db_default=False)
+    # How far the running attempt got, as its task reported (jobs.progress).
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=200, blank=True, default="", db_default="")
 
     class Meta:
         db_table = "jobs_job"

@@ -1136,6 +1136,15 @@ NOTIFY_SCHEDULERS = f"SELECT pg_notify('{SCHEDULES_CHANNEL}', '')"
 SCHEDULE_SYNC_LOCK = 0x6A6F6273  # "jobs"
 LOCK_SCHEDULE_SYNC = f"SELECT pg_advisory_xact_lock({SCHEDULE_SYNC_LOCK})"
 
+# Record how far a running attempt got (jobs.progress), fenced as COMPLETE
+# is: an attempt that is no longer the job's (cancelled, rescued and run
+# again) writes nothing. A finished attempt keeps its last report.
+REPORT_PROGRESS = """
+UPDATE jobs_job SET progress = %(value)s, progress_message = %(message)s
+WHERE id = %(id)s AND status = 'RUNNING' AND attempts = %(attempt)s
+RETURNING 1
+"""
+
 # A job's status, for a waiter that was woken or has just started listening.
 JOB_STATUS = "SELECT status FROM jobs_job WHERE id = %s"
 

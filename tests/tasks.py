@@ -276,3 +276,14 @@ def batch_member(context, n: int, fail: bool = False) -> int:
 def batch_callback(context, results: list, label: str = "") -> int:
     record_run.call(context, label)
     return len(results)
+
+
+@task(takes_context=True)
+def reports_progress(context, steps: int, seconds: float = 0.0) -> int:
+    from jobs.progress import report_progress
+
+    note_start(context)
+    for done in range(1, steps + 1):
+        report_progress(context, done / steps, f"{done} of {steps}")
+        time.sleep(seconds)
+    return steps

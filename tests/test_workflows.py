@@ -233,3 +233,42 @@ def test_a_jobs_page_shows_its_workflow_and_the_list_finds_the_workflows_jobs(ad
         .content.decode()
         .split("Timeline")[1]
     )
+
+
+# Progress.
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_running_job_reports_its_progress_to_the_admin_and_the_status_api(
+    start_worker, started, admin_client
+):
+    from django.urls import reverse
+
+    from tests.tasks import reports_progress
+
+    result = reports_progress.enqueue(4, seconds=1.0)
+    start_worker("--concurrency", "1")
+    wait_until(started(result.id))
+    wait_until(lambda: (job(result).progress or 0) >= 0.5)
+    page = admin_client.get(reverse("admin:jobs_job_change", args=[result.id])).content.decode()
+    assert '<progress max="1" value="0.5"></progress> 50% 2 of 4' in page or "3 of 4" in page
+    api = admin_client.get(f"/api/v1/tasks/{result.id}").json()
+    assert api["status"] == "RUNNING" and api["progress"]["message"] in ("2 of 4", "3 of 4")
+    wait_until(lambda: job(result).status == JobStatus.SUCCESSFUL, timeout=30)
+    done = job(result)
+    assert (done.progress, done.progress_message) == (1.0, "4 of 4")
+
+
+def test_a_report_of_an_attempt_that_is_no_longer_the_jobs_writes_nothing():
+    from django.tasks.base import TaskContext
+
+    from jobs.progress import report_progress
+
+    result = add.enqueue(1, 2)
+    context = TaskContext(task_result=result)
+    assert report_progress(context, 0.5, "READY: not running") is False
+    with pytest.raises(ValueError, match="finite number"):
+        report_progress(context, float("nan"))
+    with pytest.raises(ValueError, match="cannot store"):
+        report_progress(context, 0.1, "nul\x00")
+    assert job(result).progress is None

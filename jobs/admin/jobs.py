@@ -37,6 +37,7 @@ from ..backend import current_task_path
 from ..exceptions import JobStateError
 from ..jsonb import unstorable
 from ..models import Dependency, Job, JobStatus, PausedQueue, Worker
+from ..progress import progress_of
 from . import dashboard, statistics
 from .charts import duration_text
 from .ids import task_id_range, uuid7_floor
@@ -253,6 +254,7 @@ class JobAdmin(admin.ModelAdmin):
                 "fields": (
                     "id",
                     "status_label",
+                    "progress_bar",
                     "waiting_reason",
                     "task_link",
                     "queue",
@@ -298,6 +300,22 @@ class JobAdmin(admin.ModelAdmin):
         return format_html(
             '<span class="jobs-status jobs-status-{}">{}</span>', job.status.lower(), job.status
         )
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: Job) -> SafeString | str:
+        """The last progress its task reported (jobs.progress): a bar for a fraction."""
+        progress = progress_of(job)
+        if progress is None:
+            return self.get_empty_value_display()
+        value = progress.value
+        if value is not None and 0 <= value <= 1:
+            return format_html(
+                '<progress max="1" value="{}"></progress> {}% {}',
+                value,
+                round(value * 100),
+                progress.message,
+            )
+        return format_html("{} {}", "" if value is None else f"{value:g}", progress.message)
 
     @admin.display(description="waiting")
     def waiting_reason(self, job: Job) -> str:

@@ -77,6 +77,16 @@ class Migration(migrations.Migration):
                 max_length=10,
             ),
         ),
+        migrations.AddField(
+            model_name="job",
+            name="progress",
+            field=models.FloatField(blank=True, null=True),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="progress_message",
+            field=models.CharField(blank=True, db_default="", default="", max_length=200),
+        ),
         AddIndexConcurrently(
             model_name="job",
             index=models.Index(

@@ -1,0 +1,72 @@
+"""
+Progress a running job reports: a number and a short message, which the
+admin's job page and the status API show beside its status.
+
+    @task(takes_context=True)
+    def import_rows(context, upload_id):
+        rows = load(upload_id)
+        for done, row in enumerate(rows, 1):
+            store(row)
+            if done % 100 == 0:
+                report_progress(context, done / len(rows), f"{done} of {len(rows)} rows")
+
+The value is any finite number (a fraction, a count); the message at most
+200 characters. Each report is one UPDATE of the job's row, so report every
+so often, not for every item.
+"""
+
+import math
+from dataclasses import dataclass
+
+from django.db import connections
+from django.tasks import task_backends
+from django.tasks.base import TaskContext
+
+from . import sql
+from .backend import dumps
+from .jsonb import unstorable
+from .models import Job
+
+MESSAGE_LENGTH = Job._meta.get_field("progress_message").max_length
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The last report of a job: its value (None: none yet) and its message."""
+
+    value: float | None
+    message: str
+
+
+def report_progress(context: TaskContext, value: float, message: str = "") -> bool:
+    """
+    Record how far this attempt got. False when the attempt is no longer the
+    job's (cancelled, or given up for lost and run again): its report is
+    not written, as its outcome would not be.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"Progress is a finite number, not {value!r}.")
+    if not isinstance(message, str):
+        raise ValueError(f"A progress message is a string, not {type(message).__name__}.")
+    if reason := unstorable(dumps(message)):
+        raise ValueError(f"A progress message holds {reason}, which Postgres cannot store.")
+    result = context.task_result
+    database = task_backends[result.backend].database
+    with connections[database].cursor() as cursor:
+        cursor.execute(
+            sql.REPORT_PROGRESS,
+            {
+                "id": result.id,
+                "attempt": context.attempt,
+                "value": float(value),
+                "message": message[:MESSAGE_LENGTH],
+            },
+        )
+        return cursor.fetchone() is not None
+
+
+def progress_of(job: Job) -> Progress | None:
+    """A job's last report, or None when it made none."""
+    if job.progress is None and not job.progress_message:
+        return None
+    return Progress(job.progress, job.progress_message)
