@@ -28,7 +28,7 @@ from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql, tracing
 from .jsonb import unstorable
-from .limits import KEY_LENGTH, LimitConfigurationError, Limits, parse_limits
+from .limits import KEY_LENGTH, JobLimits, LimitConfigurationError, Limits, parse_limits
 from .models import Job, JobStatus
 
 DEFAULT_OPTIONS = {
@@ -258,7 +258,7 @@ def _limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
     return dumps(calls)
 
 
-def _limit_key_rows(limits: Any, keys: list[list[str | None]]) -> str:
+def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> str:
     """The key rows that the calls count against, for sql.ENSURE_LIMIT_KEYS."""
     rows = {}
     for own, shared in keys:
@@ -378,7 +378,7 @@ class PostgresBackend(BaseTaskBackend):
         if limits is not None:
             keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
             params["calls"] = _limited_calls(encoded, keys)
-            params["limit_keys"] = _limit_key_rows(limits, keys)
+            params["limit_keys"] = limit_key_rows(limits, keys)
             one, many = sql.ENQUEUE_ONE_LIMITED, sql.ENQUEUE_LIMITED
         elif labelled:
             one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED

@@ -974,27 +974,30 @@ WHERE enabled
 
 # Insert the jobs of one workflow, all in one statement: each row a JSON
 # object of its columns. READY ones wake their queues at commit, as an
-# enqueue does; WAITING ones are not the claim's until ADVANCE_WORKFLOWS makes
-# them READY.
+# enqueue does (on the limited channel for jobs under limits, whose key rows
+# ENSURE_LIMIT_KEYS made first); WAITING ones are not the claim's until
+# ADVANCE_WORKFLOWS makes them READY.
 ENQUEUE_WORKFLOW = f"""
 WITH job AS (
     INSERT INTO jobs_job (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, attempts,
         max_attempts, timeout, enqueued_at, worker_ids, errors, workflow_id, parents_left,
-        parents_failed, run_when, parent_results, has_dependants
+        parents_failed, run_when, parent_results, has_dependants, limit_key, shared_limit_key
     )
     SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
            (node ->> 'priority')::smallint, node -> 'args', node -> 'kwargs', node ->> 'status',
            statement_timestamp(), 0, (node ->> 'max_attempts')::int,
            make_interval(secs => (node ->> 'timeout')::float8), statement_timestamp(), '{{}}',
            '[]', %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0,
-           node ->> 'run_when', node ->> 'parent_results', (node ->> 'has_dependants')::boolean
+           node ->> 'run_when', node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
+           node ->> 'limit_key', node ->> 'shared_limit_key'
     FROM jsonb_array_elements(%(jobs)s::jsonb) AS node
-    RETURNING queue, status
+    RETURNING queue, status, limit_key
 )
 SELECT statement_timestamp(),
-       (SELECT count(pg_notify('{READY_CHANNEL}', queue))
-        FROM (SELECT DISTINCT queue FROM job WHERE status = 'READY') AS due)
+       (SELECT count(pg_notify({_READY_CHANNEL_OF_JOB}, queue))
+        FROM (SELECT queue, min(limit_key) AS limit_key FROM job WHERE status = 'READY'
+              GROUP BY queue, limit_key IS NULL) AS due)
 """
 
 # The edges of a workflow: [parent id, child id, position among the child's parents].
@@ -1110,11 +1113,12 @@ moved AS (
             )) ELSE child.errors END
     FROM next
     WHERE child.id = next.id
-    RETURNING child.id, child.status, child.queue, child.parent_results
+    RETURNING child.id, child.status, child.queue, child.parent_results, child.limit_key
 ),
 woken AS (
-    SELECT pg_notify('{READY_CHANNEL}', queue)
-    FROM (SELECT DISTINCT queue FROM moved WHERE status = 'READY') AS due
+    SELECT pg_notify({_READY_CHANNEL_OF_JOB}, queue)
+    FROM (SELECT queue, min(limit_key) AS limit_key FROM moved WHERE status = 'READY'
+          GROUP BY queue, limit_key IS NULL) AS due
 )
 SELECT ARRAY(SELECT id::text FROM moved WHERE status = 'CANCELLED'),
        ARRAY(SELECT id::text FROM moved WHERE status = 'READY' AND parent_results IS NOT NULL),

@@ -27,6 +27,7 @@ parent that fails for good cancels the steps that needed it to succeed, with
 the reason, and those cancel theirs in turn.
 """
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,7 +40,7 @@ from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
 
 from . import sql
-from .backend import PostgresBackend, dumps, encode_calls, ready_result
+from .backend import PostgresBackend, dumps, encode_calls, limit_key_rows, ready_result
 from .exceptions import JobCancelled, class_path
 
 
@@ -177,19 +178,18 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
         raise InvalidTask(f"Workflows need a PostgresBackend; {backend!r} is not one.")
     workflow_id = str(uuid_utils.uuid7())
     children = {index for node in workflow.nodes for index in node.parents}
-    rows, edges, results = [], [], []
+    rows, edges, results, key_rows = [], [], [], {}
     for index, node in enumerate(workflow.nodes):
         task = node.step.task
         if task.backend != backend:
             task = task.using(backend=backend)
         jobs_backend.validate_task(task)
-        if jobs_backend.limits and jobs_backend.limits.of(task.module_path, task.queue_name):
-            raise InvalidTask(
-                f"{task.module_path} is under a limit (LIMITS), which a step of a workflow "
-                "cannot be: enqueue it from a step instead."
-            )
         args, kwargs = list(node.step.args), dict(node.step.kwargs)
         encode_calls(task, [(args, kwargs)])
+        limits = jobs_backend.limits.of(task.module_path, task.queue_name)
+        keys = limits.keys(task, args, kwargs) if limits else [None, None]
+        if limits:
+            key_rows.update((row[0], row) for row in json.loads(limit_key_rows(limits, [keys])))
         timeout = jobs_backend._option(task, "timeout")
         rows.append(
             {
@@ -206,6 +206,8 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
                 "run_when": node.run_when,
                 "parent_results": node.parent_results,
                 "has_dependants": index in children,
+                "limit_key": keys[0],
+                "shared_limit_key": keys[1],
             }
         )
         edges += [
@@ -215,6 +217,10 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
         results.append(ready_result(task, node.id, args, kwargs, backend))
     with transaction.atomic(using=jobs_backend.database):
         with connections[jobs_backend.database].cursor() as cursor:
+            if key_rows:
+                cursor.execute(
+                    sql.ENSURE_LIMIT_KEYS, {"limit_keys": dumps(list(key_rows.values()))}
+                )
             cursor.execute(
                 sql.ENQUEUE_WORKFLOW,
                 {"backend": backend, "workflow_id": workflow_id, "jobs": dumps(rows)},

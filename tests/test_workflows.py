@@ -272,3 +272,30 @@ def test_a_report_of_an_attempt_that_is_no_longer_the_jobs_writes_nothing():
     with pytest.raises(ValueError, match="cannot store"):
         report_progress(context, 0.1, "nul\x00")
     assert job(result).progress is None
+
+
+def test_steps_under_limits_keep_them(ledger):
+    from django.test import override_settings
+
+    from tests.limits_settings import TASKS
+    from tests.tasks import limited_run
+
+    with override_settings(TASKS=TASKS):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE test_limit_ledger (job_id uuid, attempt int, key text, "
+                "started_at timestamptz, ended_at timestamptz)"
+            )
+        enqueued = batch(
+            [step(limited_run, "a", seconds=0) for _ in range(3)],
+            on_finish=step(batch_callback, label="finish"),
+        ).enqueue()
+        assert {job(r).limit_key for r in enqueued.results[:3]} == {"per-key:a"}
+        run = run_due_jobs()
+        assert run.counts == {"SUCCESSFUL": 4}
+        # Two at once at most: the third was claimed by a later claim (jobs
+        # of one claim share its time).
+        claims = fetch(
+            "SELECT count(DISTINCT started_at) FROM jobs_job WHERE limit_key = 'per-key:a'"
+        )
+        assert claims == [(2,)]
