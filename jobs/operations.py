@@ -99,10 +99,23 @@ def cancel_workflow(
 def retry(
     job_id: str, *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> None:
-    """Send a FAILED or CANCELLED job round again, with one more attempt to spend."""
-    _update_one(
-        sql.RETRY, job_id, _database(using, backend), "only FAILED or CANCELLED jobs can be retried"
-    )
+    """
+    Send a FAILED or CANCELLED job round again, with one more attempt to
+    spend. A job of a workflow resumes it: what was cancelled because it
+    failed waits for it again (sql.RESUME_DEPENDANTS).
+    """
+    database = _database(using, backend)
+    with transaction.atomic(using=database), connections[database].cursor() as cursor:
+        cursor.execute(sql.RETRY, {"id": _job_id(job_id)})
+        row = cursor.fetchone()
+        if row is not None:
+            _, has_dependants, given_results = row
+            if has_dependants:
+                cursor.execute(sql.RESUME_DEPENDANTS, {"id": _job_id(job_id)})
+            if given_results:
+                cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": [str(_job_id(job_id))]})
+            return
+    _refuse(job_id, database, "only FAILED or CANCELLED jobs can be retried")
 
 
 def run_now(
@@ -117,6 +130,11 @@ def _update_one(statement: str, job_id: str, database: str, rule: str) -> None:
         cursor.execute(statement, {"id": _job_id(job_id)})
         if cursor.fetchone() is not None:
             return
+    _refuse(job_id, database, rule)
+
+
+def _refuse(job_id: str, database: str, rule: str) -> None:
+    """Raise why the job was not changed: it does not exist, or its status forbids it."""
     status = Job.objects.using(database).filter(id=job_id).values_list("status", flat=True).first()
     if status is None:
         raise Job.DoesNotExist(f"No job with id {job_id}.")

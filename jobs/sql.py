@@ -770,7 +770,8 @@ SET status = 'READY',
     finished_at = NULL,
     max_attempts = GREATEST(max_attempts, attempts + 1)
 WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED')
-RETURNING pg_notify({_READY_CHANNEL_OF_JOB}, queue)
+RETURNING pg_notify({_READY_CHANNEL_OF_JOB}, queue), has_dependants,
+          parent_results IS NOT NULL
 """
 
 # Make a scheduled READY job due now.
@@ -1039,6 +1040,56 @@ RESOLVE_PARENT_RESULTS = f"""
 UPDATE jobs_job AS job
 SET args = {_RESOLVED_ARGS}, parent_results = NULL
 WHERE job.id = ANY(%(ids)s::uuid[]) AND job.parent_results IS NOT NULL
+RETURNING job.id
+"""
+
+# A retried job of a workflow resumes it (jobs.operations.retry, in the
+# retry's transaction): the jobs cancelled because it failed, and those
+# cancelled because they were, down the graph, wait again. Only jobs that
+# never started (attempts = 0) and were waiting for others. Each counts as
+# unfinished the retried job, the others restored, and any parent not
+# finished; as failed, the parents that failed and stay so.
+#
+# The parents are read with a lock (FOR SHARE), which returns their latest
+# committed status and waits for a completion in flight: a parent that
+# finishes as this runs is either counted finished here, or finishes after
+# this commits and then finds the child WAITING and counts itself out
+# (ADVANCE_WORKFLOWS). Never neither, never both.
+RESUME_DEPENDANTS = """
+WITH RECURSIVE restored(id) AS (
+    SELECT edge.child_id
+    FROM jobs_dependency AS edge JOIN jobs_job AS child ON child.id = edge.child_id
+    WHERE edge.parent_id = %(id)s
+      AND child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL
+    UNION
+    SELECT edge.child_id
+    FROM restored
+    JOIN jobs_dependency AS edge ON edge.parent_id = restored.id
+    JOIN jobs_job AS child ON child.id = edge.child_id
+    WHERE child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL
+),
+counts AS (
+    SELECT restored.id,
+           count(*) FILTER (
+               WHERE parent.status NOT IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+                  OR parent.id = %(id)s OR parent.id IN (SELECT id FROM restored)
+           )::int AS parents_left,
+           count(*) FILTER (
+               WHERE parent.status IN ('FAILED', 'CANCELLED')
+                 AND parent.id <> %(id)s AND parent.id NOT IN (SELECT id FROM restored)
+           )::int AS parents_failed
+    FROM restored
+    JOIN jobs_dependency AS edge ON edge.child_id = restored.id
+    CROSS JOIN LATERAL (
+        SELECT id, status FROM jobs_job WHERE id = edge.parent_id FOR SHARE
+    ) AS parent
+    GROUP BY restored.id
+)
+UPDATE jobs_job AS job
+SET status = 'WAITING', finished_at = NULL,
+    parents_left = counts.parents_left, parents_failed = counts.parents_failed
+FROM counts
+WHERE job.id = counts.id AND job.status = 'CANCELLED'
 RETURNING job.id
 """
 

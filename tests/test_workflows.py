@@ -299,3 +299,18 @@ def test_steps_under_limits_keep_them(ledger):
             "SELECT count(DISTINCT started_at) FROM jobs_job WHERE limit_key = 'per-key:a'"
         )
         assert claims == [(2,)]
+
+
+def test_retrying_a_failed_step_resumes_the_workflow(ledger):
+    flaky = step(batch_member, 1, fail=True)
+    enqueued = chain(flaky, step(chain_link, label="b"), step(chain_link, label="c")).enqueue()
+    first, second, third = enqueued.results
+    run_due_jobs()
+    assert [job(r).status for r in enqueued.results] == ["FAILED", "CANCELLED", "CANCELLED"]
+    # The cause is fixed: the step runs again, and what waited for it resumes.
+    Job.objects.filter(id=first.id).update(kwargs={"fail": False})
+    operations.retry(first.id)
+    assert [job(r).status for r in enqueued.results] == ["READY", "WAITING", "WAITING"]
+    run_due_jobs()
+    assert [job(r).status for r in enqueued.results] == ["SUCCESSFUL"] * 3
+    assert chain_link.get_result(third.id).return_value == "1>b>c"
