@@ -1207,6 +1207,32 @@ JOB_STATUS = "SELECT status FROM jobs_job WHERE id = %s"
 # `query` is SQL that Django compiled; its parameters go with it.
 PLAN = "EXPLAIN (FORMAT JSON) {query}"
 
+# The most recent workflows (their ids are time-ordered), each with its jobs
+# by status: a loose scan down the workflow index, then one count per
+# workflow over the same index.
+RECENT_WORKFLOWS = """
+WITH RECURSIVE recent(id, n) AS (
+    (SELECT workflow_id, 1 FROM jobs_job WHERE workflow_id IS NOT NULL
+     ORDER BY workflow_id DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT workflow_id FROM jobs_job
+            WHERE workflow_id IS NOT NULL AND workflow_id < recent.id
+            ORDER BY workflow_id DESC LIMIT 1), recent.n + 1
+    FROM recent
+    WHERE recent.id IS NOT NULL AND recent.n < %(limit)s
+)
+SELECT recent.id::text, counts.*
+FROM recent
+CROSS JOIN LATERAL (
+    SELECT count(*), count(*) FILTER (WHERE status = 'SUCCESSFUL'),
+           count(*) FILTER (WHERE status IN ('FAILED', 'CANCELLED')),
+           count(*) FILTER (WHERE status = 'RUNNING'), min(enqueued_at)
+    FROM jobs_job WHERE workflow_id = recent.id
+) AS counts
+WHERE recent.id IS NOT NULL
+ORDER BY recent.id DESC
+"""
+
 # The tasks of the most recent jobs, read from the end of the primary key index.
 RECENT_TASK_PATHS = """
 SELECT DISTINCT task_path

@@ -314,3 +314,15 @@ def test_retrying_a_failed_step_resumes_the_workflow(ledger):
     run_due_jobs()
     assert [job(r).status for r in enqueued.results] == ["SUCCESSFUL"] * 3
     assert chain_link.get_result(third.id).return_value == "1>b>c"
+
+
+def test_the_dashboard_lists_recent_workflows_with_their_progress(admin_client, ledger):
+    from django.urls import reverse
+
+    first = batch([step(add, n, 0) for n in range(3)], on_finish=step(batch_callback)).enqueue()
+    run_due_jobs()
+    second = chain(step(fail, "no"), step(add, 1)).enqueue()
+    page = admin_client.get(reverse("admin:jobs_job_dashboard")).content.decode()
+    assert page.index(second.id) < page.index(first.id)  # the most recent first
+    assert '<progress max="4" value="4"></progress> 4/4' in page
+    assert '<progress max="2" value="0"></progress> 0/2' in page

@@ -130,6 +130,13 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
         ],
         "changelist_url": _changelist(),
         "schedules": _schedules(request),
+        "workflows": [
+            {
+                "stats": workflow,
+                "url": _changelist(q=f"workflow:{workflow.id}"),
+            }
+            for workflow in metrics.recent_workflows()
+        ],
         "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
         "can_pause_queues": request.user.has_perm("jobs.pause_queue"),
     }
