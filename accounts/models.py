@@ -12,10 +12,16 @@ from django.db import models
 
 
 class Profile(models.Model):
-    """What a signup knows about a user beyond Django's User: the phone number."""
+    """
+    What a signup knows about a user beyond Django's User: the phone number,
+    and when all three welcome messages had finished, how many went out
+    (accounts.tasks.record_welcome_outcome).
+    """
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     phone = models.CharField(max_length=16, help_text="E.164, e.g. +14155550123")
+    welcome_finished_at = models.DateTimeField(null=True, blank=True)
+    welcome_sent = models.PositiveSmallIntegerField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.user} {self.phone}"

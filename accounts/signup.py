@@ -17,11 +17,12 @@ from django.db import IntegrityError, transaction
 from django.tasks import default_task_backend
 
 from jobs.models import Job, JobStatus
+from jobs.workflows import batch, step
 
 from . import limits
 from .models import Channel, Delivery, DeliveryStatus, Profile
 from .sending import deliver_inline
-from .tasks import SEND_TASKS
+from .tasks import SEND_TASKS, record_welcome_outcome
 
 DUPLICATE_EMAIL = "An account with this e-mail address already exists."
 
@@ -156,10 +157,18 @@ class SignupForm(forms.Form):
                     ]
                 )
                 if not inline:
-                    for delivery in deliveries:
-                        delivery.task_id = (
-                            SEND_TASKS[delivery.channel].enqueue(delivery.id, user_id=user.id).id
-                        )
+                    # One job per channel, and a follow-up once all three
+                    # have finished (jobs.workflows).
+                    sends = batch(
+                        [
+                            step(SEND_TASKS[delivery.channel], delivery.id, user_id=user.id)
+                            for delivery in deliveries
+                        ],
+                        on_finish=step(record_welcome_outcome, user_id=user.id),
+                    ).enqueue()
+                    channel_jobs = sends.results[: len(deliveries)]
+                    for delivery, result in zip(deliveries, channel_jobs, strict=True):
+                        delivery.task_id = result.id
                     Delivery.objects.bulk_update(deliveries, ["task_id"])
         except IntegrityError:
             # Another signup took the address between clean_email() and here.

@@ -8,8 +8,9 @@ the text message alone and never re-sends the e-mail that already went out.
 from typing import Any
 
 from django.tasks import task
+from django.utils import timezone
 
-from .models import Channel
+from .models import Channel, Profile
 from .sending import deliver
 
 # Five attempts spread over about half a minute with the default backoff; an
@@ -36,6 +37,20 @@ def send_welcome_sms(delivery_id: int, user_id: int | None = None) -> dict[str, 
 @task(**SEND_OPTIONS)
 def send_welcome_push(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
     return deliver(delivery_id)
+
+
+@task(queue_name="communications", max_attempts=5)
+def record_welcome_outcome(outcomes: list[dict[str, Any]], user_id: int) -> int:
+    """
+    The signup's follow-up, run once when its three messages have all
+    finished, sent or given up on (the on_finish callback of the signup's
+    batch): records how many went out.
+    """
+    sent = sum(1 for outcome in outcomes if outcome["status"] == "SUCCESSFUL")
+    Profile.objects.filter(user_id=user_id).update(
+        welcome_finished_at=timezone.now(), welcome_sent=sent
+    )
+    return sent
 
 
 SEND_TASKS = {

@@ -43,7 +43,7 @@ from jobs.models import Job
 from jobs.progress import progress_of
 
 from . import limits
-from .models import Delivery
+from .models import Delivery, Profile
 from .signup import (
     FINISHED_STATES,
     NOT_UNICODE,
@@ -228,7 +228,18 @@ def api_communications(request: HttpRequest, user_id: int) -> JsonResponse:
     user = User.objects.filter(id=user_id).first() if may_see(request, user_id) else None
     if user is None or not user.deliveries.exists():
         return not_found(f"No signup with id {user_id}.")
-    return JsonResponse({"user_id": user.id, "communications": communications(user)})
+    profile = Profile.objects.filter(user=user).first()
+    return JsonResponse(
+        {
+            "user_id": user.id,
+            "communications": communications(user),
+            # Once all three have finished, sent or given up on.
+            "welcome": {
+                "finished_at": profile.welcome_finished_at if profile else None,
+                "messages_sent": profile.welcome_sent if profile else None,
+            },
+        }
+    )
 
 
 @require_GET

@@ -83,10 +83,14 @@ class _Node:
 
 @dataclass(frozen=True)
 class WorkflowResult:
-    """What enqueue() made: the workflow's id and each job's TaskResult, in graph order."""
+    """
+    What enqueue() made: the workflow's id and each job's TaskResult, in
+    graph order (None for a job another backend did not enqueue: see
+    _enqueue_elsewhere).
+    """
 
     id: str
-    results: list[TaskResult]
+    results: list[TaskResult | None]
 
 
 class Workflow:
@@ -175,7 +179,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
     """
     jobs_backend = task_backends[backend]
     if not isinstance(jobs_backend, PostgresBackend):
-        raise InvalidTask(f"Workflows need a PostgresBackend; {backend!r} is not one.")
+        return _enqueue_elsewhere(workflow, backend)
     workflow_id = str(uuid_utils.uuid7())
     children = {index for node in workflow.nodes for index in node.parents}
     rows, edges, results, key_rows = [], [], [], {}
@@ -215,7 +219,9 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
             for position, parent in enumerate(node.parents)
         ]
         results.append(ready_result(task, node.id, args, kwargs, backend))
-    with transaction.atomic(using=jobs_backend.database):
+    # The caller's transaction if it has one (no savepoint: the graph is all or
+    # nothing with it), else one of its own.
+    with transaction.atomic(using=jobs_backend.database, savepoint=False):
         with connections[jobs_backend.database].cursor() as cursor:
             if key_rows:
                 cursor.execute(
@@ -232,6 +238,65 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
         object.__setattr__(result, "enqueued_at", enqueued_at)
         task_enqueued.send(type(jobs_backend), task_result=result)
     return WorkflowResult(workflow_id, results)
+
+
+def _enqueue_elsewhere(workflow: Workflow, backend: str) -> WorkflowResult:
+    """
+    The graph on a backend that is not a PostgresBackend, such as the test
+    backends of jobs.testing or Django's own: each job is enqueued there in
+    graph order, a dependant only once its parents have finished (as they
+    have at once on an immediate backend) and its condition holds, given
+    their results as a worker would give them. A dependant whose parents have
+    not finished (a dummy backend) is not enqueued: its result is None.
+    """
+    results: list[TaskResult | None] = []
+    for node in workflow.nodes:
+        task, args = node.step.task, list(node.step.args)
+        parents = [results[index] for index in node.parents]
+        if parents:
+            if any(parent is None or not parent.is_finished for parent in parents):
+                results.append(None)
+                continue
+            succeeded = all(parent.status == "SUCCESSFUL" for parent in parents)
+            wanted = {"success": succeeded, "failure": not succeeded, "finish": True}
+            if not wanted[node.run_when]:
+                results.append(None)
+                continue
+            args = _given(node.parent_results, parents) + args
+        if task.backend != backend:
+            task = task.using(backend=backend)
+        results.append(task.enqueue(*args, **node.step.kwargs))
+    return WorkflowResult(str(uuid_utils.uuid7()), results)
+
+
+def _given(kind: str | None, parents: list[TaskResult]) -> list[Any]:
+    """What a dependant is given first of its finished parents (sql.RESOLVE_PARENT_RESULTS)."""
+    if kind is None:
+        return []
+
+    def value(parent: TaskResult) -> Any:
+        return parent.return_value if parent.status == "SUCCESSFUL" else None
+
+    if kind == "one":
+        return [value(parents[0])]
+    if kind == "all":
+        return [[value(parent) for parent in parents]]
+    return [
+        [
+            {
+                "id": parent.id,
+                "status": parent.status.value,
+                "return_value": value(parent),
+                "error": _last_line(parent.errors[-1].traceback) if parent.errors else None,
+            }
+            for parent in parents
+        ]
+    ]
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 def advance(execute: Callable[[str, dict], tuple], finished: Sequence[str]) -> tuple[int, int]:

@@ -44,6 +44,11 @@ def signup_env(worker_env, tmp_path) -> dict[str, str]:
     }
 
 
+# A signup's jobs: one per channel, and the follow-up that waits for them.
+FOLLOW_UP = "accounts.tasks.record_welcome_outcome"
+JOBS_PER_SIGNUP = 4
+
+
 def signup_payload(**overrides) -> dict:
     payload = {
         "email": f"user-{uuid.uuid4().hex[:12]}@example.com",
@@ -103,8 +108,17 @@ def test_signup_enqueues_three_jobs_in_the_transaction_that_creates_the_user(
 ):
     body = sign_up(client)
     user_id = body["user_id"]
-    jobs = {job.task_path.rsplit("_", 1)[1]: job for job in Job.objects.all()}
+    jobs = {
+        job.task_path.rsplit("_", 1)[1]: job for job in Job.objects.exclude(task_path=FOLLOW_UP)
+    }
     assert set(jobs) == {"email", "sms", "push"}
+    # And the follow-up, waiting for all three (accounts.tasks.record_welcome_outcome).
+    follow_up = Job.objects.get(task_path=FOLLOW_UP)
+    assert (follow_up.status, follow_up.parents_left, follow_up.kwargs) == (
+        "WAITING",
+        3,
+        {"user_id": user_id},
+    )
     assert {channel: str(job.id) for channel, job in jobs.items()} == body["task_ids"]
     deliveries = {d.channel: d for d in Delivery.objects.filter(user_id=user_id)}
     for channel, job in jobs.items():
@@ -158,8 +172,8 @@ def test_a_duplicate_email_answers_400_and_enqueues_nothing(client):
     assert response.json()["errors"]["email"] == [
         {"message": "An account with this e-mail address already exists.", "code": "duplicate"}
     ]
-    assert Job.objects.count() == 3
-    assert set(Job.objects.values_list("id", flat=True)) == {
+    assert Job.objects.count() == JOBS_PER_SIGNUP
+    assert set(Job.objects.exclude(task_path=FOLLOW_UP).values_list("id", flat=True)) == {
         uuid.UUID(task_id) for task_id in first["task_ids"].values()
     }
 
@@ -188,7 +202,7 @@ def test_two_signups_racing_for_one_email_make_one_user_and_three_jobs(
     assert sorted(response.status_code for response in statuses) == [201, 400]
     [refused] = [response for response in statuses if response.status_code == 400]
     assert refused.json()["errors"]["email"][0]["code"] == "duplicate"
-    assert Job.objects.count() == 3
+    assert Job.objects.count() == JOBS_PER_SIGNUP
 
 
 @pytest.mark.django_db
@@ -526,4 +540,4 @@ def test_the_signup_page_works_without_javascript_and_shows_the_deliveries(clien
     assert payload["email"].encode() in status_page.content
     assert status_page.content.count(b'class="queued"') == 3
     assert b'http-equiv="refresh"' in status_page.content
-    assert Job.objects.count() == 3
+    assert Job.objects.count() == JOBS_PER_SIGNUP

@@ -21,7 +21,7 @@ from accounts.models import Delivery, RateLimit
 from accounts.reports import send_signup_report
 from jobs.models import Job
 from tests.conftest import BASE_DIR, wait_until
-from tests.test_signup import STRONG_PASSWORD, post_form, signup_payload
+from tests.test_signup import JOBS_PER_SIGNUP, STRONG_PASSWORD, post_form, signup_payload
 
 NO_LIMITS = {"address": None, "phone": None, "texts": None}
 
@@ -177,7 +177,7 @@ def test_200_signups_from_one_client_create_the_limit_and_another_client_is_not_
             assert response.json()["errors"]["__all__"][0]["code"] == "rate_limited"
     assert statuses == [201] * 5 + [429] * 195
     assert User.objects.count() == 5
-    assert Job.objects.count() == 15
+    assert Job.objects.count() == 5 * JOBS_PER_SIGNUP
     assert Delivery.objects.count() == 15
 
     other = post_json(Client(), signup_payload(phone=phone(999)), "198.51.100.9")
@@ -194,7 +194,7 @@ def test_signups_to_one_number_are_limited_whatever_the_address(client, settings
     ]
     assert statuses == [201, 201, 429, 429, 429]
     assert post_json(client, signup_payload(phone=phone(7)), "192.0.2.9").status_code == 201
-    assert Job.objects.count() == 9
+    assert Job.objects.count() == 3 * JOBS_PER_SIGNUP
 
 
 @pytest.mark.django_db
@@ -217,7 +217,7 @@ def test_the_html_form_is_limited_too_and_says_when_to_come_back(client, setting
     assert 1 <= int(refused["Retry-After"]) <= 600
     assert b"Too many signups" in refused.content
     assert User.objects.count() == 1
-    assert Job.objects.count() == 3
+    assert Job.objects.count() == JOBS_PER_SIGNUP
 
 
 @pytest.mark.django_db
@@ -353,7 +353,7 @@ def test_signups_racing_from_several_processes_create_no_more_than_the_limit(wor
                 process.wait()
     assert sorted(statuses) == [201] * 7 + [429] * 33
     assert User.objects.count() == 7
-    assert Job.objects.count() == 21
+    assert Job.objects.count() == 7 * JOBS_PER_SIGNUP
 
 
 # Who may see a signup and its jobs.

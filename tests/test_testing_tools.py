@@ -496,6 +496,8 @@ ACCOUNT_TASKS = {
     "send_welcome_sms": "sms",
     "send_welcome_push": "push",
 }
+# The signup's follow-up, run by the signup itself once the three have finished.
+FOLLOW_UPS = ["record_welcome_outcome"]
 
 RUN_EVERY_ACCOUNT_TASK = """
 import json
@@ -510,7 +512,7 @@ from django.core import mail
 from django.tasks import Task, task_backends
 
 import accounts.tasks
-from accounts.models import Delivery
+from accounts.models import Delivery, Profile
 from accounts.signup import SignupForm
 
 channels = json.loads(sys.argv[1])
@@ -540,6 +542,7 @@ print(json.dumps({
     "found": sorted(found),
     "results": results,
     "errors": form.errors,
+    "welcome_sent": Profile.objects.get(user=signup.user).welcome_sent,
     "signup": [
         [delivery.channel, delivery.status, str(delivery.task_id)]
         for delivery in Delivery.objects.filter(user=signup.user).order_by("channel")
@@ -568,7 +571,7 @@ def test_test_settings_with_the_immediate_backend_run_every_account_task(transac
     report = json.loads(completed.stdout.splitlines()[-1])
 
     assert report["backend"] == "jobs.testing.backends.ImmediateBackend"
-    assert report["found"] == sorted(ACCOUNT_TASKS), (
+    assert report["found"] == sorted([*ACCOUNT_TASKS, *FOLLOW_UPS]), (
         "accounts/tasks.py has a task this test does not run: give it a channel in ACCOUNT_TASKS"
     )
     for name, channel in ACCOUNT_TASKS.items():
@@ -585,6 +588,8 @@ def test_test_settings_with_the_immediate_backend_run_every_account_task(transac
         ("sms", "sent"),
     ]
     assert all(uuid.UUID(task_id).version == 7 for _, _, task_id in report["signup"])
+    # The follow-up ran once all three had: all three went out.
+    assert report["welcome_sent"] == 3
     assert report["emails"] == [["ada@example.com"], ["grace@example.com"]]
 
 

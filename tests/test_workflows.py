@@ -304,7 +304,7 @@ def test_steps_under_limits_keep_them(ledger):
 def test_retrying_a_failed_step_resumes_the_workflow(ledger):
     flaky = step(batch_member, 1, fail=True)
     enqueued = chain(flaky, step(chain_link, label="b"), step(chain_link, label="c")).enqueue()
-    first, second, third = enqueued.results
+    first, _, third = enqueued.results
     run_due_jobs()
     assert [job(r).status for r in enqueued.results] == ["FAILED", "CANCELLED", "CANCELLED"]
     # The cause is fixed: the step runs again, and what waited for it resumes.
