@@ -81,12 +81,13 @@ def cancel_workflow(
 ) -> int:
     """Cancel every job of a workflow that has not finished; return how many were."""
     database = _database(using, backend)
-    live = Job.objects.using(database).filter(
-        workflow_id=_job_id(workflow_id),
-        status__in=(JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING),
-    )
+    jobs = Job.objects.using(database).filter(workflow_id=_job_id(workflow_id))
+    # The waiting ones first: a callback cancelled before the last member is
+    # cannot be made due by that member's cancel.
+    waiting = jobs.filter(status=JobStatus.WAITING).order_by("id").values_list("id", flat=True)
+    live = jobs.filter(status__in=(JobStatus.READY, JobStatus.RUNNING))
     cancelled = 0
-    for job_id in live.order_by("id").values_list("id", flat=True):
+    for job_id in [*waiting, *live.order_by("id").values_list("id", flat=True)]:
         try:
             cancel(str(job_id), reason=reason, using=database, backend=backend)
         except JobStateError:

@@ -337,8 +337,8 @@ open_keys AS (
     WHERE {own_room} > 0
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
-limited AS (
-    SELECT candidate.*, open_keys.key AS own_key,
+keyed AS (
+    SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
            row_number() OVER (
                PARTITION BY open_keys.key
                ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
@@ -353,6 +353,11 @@ limited AS (
         LIMIT open_keys.room
         FOR UPDATE SKIP LOCKED
     ) AS candidate
+),
+-- A key with jobs in several queues was visited once per queue: its room
+-- holds for all of them together.
+limited AS (
+    SELECT * FROM keyed WHERE turn <= own_room
 ),
 open_shared AS (
     SELECT shared.key,

@@ -221,6 +221,19 @@ def test_run_due_jobs_holds_limits_as_a_worker_does():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_with_jobs_in_two_queues_holds_its_limit_over_both(limited_backend):
+    for queue in ("default", "reports", "default", "reports"):
+        limited_run.using(queue_name=queue).enqueue("a")
+    both = QueueDatabase("default", ["default", "reports"], limits=limited_backend.limits)
+    both.connect()
+    try:
+        assert len(both.claim("w", 10)) == 2
+        assert running("per-key:a") == 2
+    finally:
+        both.close()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_shared_limit_caps_the_keys_under_it(db):
     # Five users, one run each at most, three runs in all.
     for user in range(5):

@@ -611,7 +611,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Cancel selected jobs", permissions=["cancel"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        live = queryset.filter(status__in=(JobStatus.READY, JobStatus.RUNNING))
+        live = queryset.filter(status__in=(JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING))
         self._apply(request, live, self._cancel, "Cancelled")
 
     @admin.action(description="Run selected jobs now", permissions=["run_now"])
@@ -650,7 +650,7 @@ class JobAdmin(admin.ModelAdmin):
                     (
                         "cancel",
                         "Cancel",
-                        job.status in (JobStatus.READY, JobStatus.RUNNING),
+                        job.status in (JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING),
                         self.has_cancel_permission(request),
                     ),
                     (

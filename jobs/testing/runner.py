@@ -176,7 +176,7 @@ def _complete(
     """
     postponed = [outcome for outcome in outcomes if outcome.status == POSTPONED]
     finished = [outcome for outcome in outcomes if outcome.status != POSTPONED]
-    with connection.cursor() as cursor:
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if finished:
             cursor.execute(sql.COMPLETE_LIMITED, {"outcomes": complete_batch(finished)})
             accepted = {row[0] for row in cursor.fetchall()}

@@ -265,10 +265,11 @@ class Coordinator:
         jobs = self.db.claim(self.worker_id, limit)
         if jobs:
             self.pool.dispatch(jobs)
-        if len(jobs) == limit or self.db.keys_left:
+        if len(jobs) == limit or (self.db.keys_left and jobs):
             # A full claim: there may be more due jobs; claim again as soon as
             # slots free up. Keys the claim did not reach yet may have jobs
-            # to start too.
+            # to start too, if this one found some (a scan of keys that are
+            # all blocked waits for a wake-up, not a loop).
             self.claim_due_at = 0.0
             return
         seconds = self.db.seconds_until_next_due()

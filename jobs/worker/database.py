@@ -173,7 +173,10 @@ class QueueDatabase:
             # beside the first plain job), so none that is left may start
             # now: a slot that frees, or a due time, says when one may, and
             # the limited claim runs again within limited_poll seconds anyway.
-            self.limited_due = self.keys_left or state["limited"] > 0
+            # A full batch may have left keys with room for plain jobs.
+            self.limited_due = (
+                self.keys_left or state["limited"] > 0 or (len(rows) == limit and state["keys"] > 0)
+            )
             self.limited_jobs_seen = state["keys"] > 0
             self.limited_due_at = time.monotonic() + self.limited_poll
         else:
@@ -201,7 +204,10 @@ class QueueDatabase:
         seconds, *limited = self._execute(statement, params).fetchone()
         if limited:
             (until_limited,) = limited
+            # At most limited_poll: a key past the ones looked at, or a job
+            # behind its key's first, may be due sooner.
             wait = self.limited_poll if until_limited is None else max(until_limited, 0.0)
+            wait = min(wait, self.limited_poll)
             self.limited_due_at = time.monotonic() + wait
             if until_limited is not None and (seconds is None or until_limited < seconds):
                 seconds = until_limited
