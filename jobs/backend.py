@@ -258,7 +258,7 @@ def _limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
     return dumps(calls)
 
 
-def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> str:
+def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> list[list[Any]]:
     """The key rows that the calls count against, for sql.ENSURE_LIMIT_KEYS."""
     rows = {}
     for own, shared in keys:
@@ -273,7 +273,7 @@ def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> str:
         rows.setdefault(own, limits.own.row(own))
         if shared is not None:
             rows.setdefault(shared, limits.shared.row(shared))
-    return dumps(list(rows.values()))
+    return list(rows.values())
 
 
 def dumps(value: Any) -> str:
@@ -378,7 +378,7 @@ class PostgresBackend(BaseTaskBackend):
         if limits is not None:
             keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
             params["calls"] = _limited_calls(encoded, keys)
-            params["limit_keys"] = limit_key_rows(limits, keys)
+            params["limit_keys"] = dumps(limit_key_rows(limits, keys))
             one, many = sql.ENQUEUE_ONE_LIMITED, sql.ENQUEUE_LIMITED
         elif labelled:
             one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED

@@ -47,12 +47,7 @@ def cancel(
     """
     database = _database(using, backend)
     with transaction.atomic(using=database), connections[database].cursor() as cursor:
-
-        def row(statement: str, params: dict) -> tuple | None:
-            cursor.execute(statement, params)
-            return cursor.fetchone()
-
-        found = row(
+        cursor.execute(
             sql.CANCEL,
             {
                 "id": _job_id(job_id),
@@ -60,8 +55,9 @@ def cancel(
                 "exception_class_path": class_path(JobCancelled),
             },
         )
+        found = cursor.fetchone()
         if found is not None and found[3]:
-            advance(row, [str(_job_id(job_id))])
+            advance(cursor, [str(_job_id(job_id))])
     if found is None:
         raise Job.DoesNotExist(f"No job with id {job_id}.")
     previous = found[0]

@@ -274,6 +274,49 @@ def _room(row: str) -> str:
     return _ROOM.format(row=row, tokens=_TOKENS.format(row=row))
 
 
+# The open (not paused) queues of a worker, and the keys with READY jobs in
+# each: a loose index scan of the limited claim index from `start`, one probe
+# per key, `visit` keys per queue at most. LIMITED_CLAIM starts each queue
+# where its worker's previous claim stopped; LIMITED_SECONDS_UNTIL_NEXT_DUE
+# at the first key.
+_KEY_SCAN = """WITH RECURSIVE {ready_queues}open_queues(name) AS (
+    SELECT q.name FROM {queues} AS q(name)
+    WHERE q.name IS NOT NULL
+      AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
+),
+keys(queue, key, visited) AS (
+    SELECT q.name,
+           (SELECT limit_key FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name
+              AND limit_key > {start}
+            ORDER BY limit_key LIMIT 1),
+           1
+    FROM open_queues AS q
+    UNION ALL
+    SELECT keys.queue,
+           (SELECT limit_key FROM jobs_job
+            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = keys.queue
+              AND limit_key > keys.key
+            ORDER BY limit_key LIMIT 1),
+           keys.visited + 1
+    FROM keys
+    WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
+),"""
+
+
+def _for_queues(template: str, *, key_scan_start: str, **parts: str) -> tuple[str, str]:
+    """A statement that scans keys, for a worker of named queues and for one of every queue."""
+    named = ("", "unnest(%(queues)s::text[])")
+    every = (READY_QUEUES.removeprefix("RECURSIVE ") + ",\n", "ready_queues")
+    return tuple(
+        template.format(
+            key_scan=_KEY_SCAN.format(ready_queues=ready, queues=queues, start=key_scan_start),
+            **parts,
+        )
+        for ready, queues in (named, every)
+    )
+
+
 # Claim, for a worker whose backend has limits (jobs.limits): the jobs under
 # no limit as CLAIM does, and those under limits key by key, in one statement.
 #
@@ -308,29 +351,7 @@ def _room(row: str) -> str:
 # many jobs under limits it claimed (`limited`) and how many keys with READY
 # jobs it visited (`keys`).
 _LIMITED_CLAIM = """
-WITH RECURSIVE {ready_queues}open_queues(name) AS (
-    SELECT q.name FROM {queues} AS q(name)
-    WHERE q.name IS NOT NULL
-      AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
-),
-keys(queue, key, visited) AS (
-    SELECT q.name,
-           (SELECT limit_key FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name
-              AND limit_key > COALESCE(%(after)s::jsonb ->> q.name, '')
-            ORDER BY limit_key LIMIT 1),
-           1
-    FROM open_queues AS q
-    UNION ALL
-    SELECT keys.queue,
-           (SELECT limit_key FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = keys.queue
-              AND limit_key > keys.key
-            ORDER BY limit_key LIMIT 1),
-           keys.visited + 1
-    FROM keys
-    WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
-),
+{key_scan}
 open_keys AS (
     SELECT keys.queue, own.key, {own_room} AS room
     FROM keys JOIN jobs_limit_key AS own ON own.key = keys.key
@@ -446,13 +467,8 @@ _LIMITED_PARTS = {
     "counter_tokens": _TOKENS.format(row="counter"),
     "claimed_columns": _CLAIMED_COLUMNS,
 }
-LIMITED_CLAIM = _LIMITED_CLAIM.format(
-    ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_PARTS
-)
-LIMITED_CLAIM_EVERY_QUEUE = _LIMITED_CLAIM.format(
-    ready_queues=READY_QUEUES.removeprefix("RECURSIVE ") + ",\n",
-    queues="ready_queues",
-    **_LIMITED_PARTS,
+LIMITED_CLAIM, LIMITED_CLAIM_EVERY_QUEUE = _for_queues(
+    _LIMITED_CLAIM, key_scan_start="COALESCE(%(after)s::jsonb ->> q.name, '')", **_LIMITED_PARTS
 )
 
 # Seconds until a job of these queues may start, under no limit and under
@@ -464,27 +480,7 @@ LIMITED_CLAIM_EVERY_QUEUE = _LIMITED_CLAIM.format(
 # A key's first job in claim order stands for all of its jobs: with one
 # priority, that is the one due first.
 _LIMITED_SECONDS_UNTIL_NEXT_DUE = """
-WITH RECURSIVE {ready_queues}open_queues(name) AS (
-    SELECT q.name FROM {queues} AS q(name)
-    WHERE q.name IS NOT NULL
-      AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
-),
-keys(queue, key, visited) AS (
-    SELECT q.name,
-           (SELECT min(limit_key) FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name),
-           1
-    FROM open_queues AS q
-    UNION ALL
-    SELECT keys.queue,
-           (SELECT limit_key FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = keys.queue
-              AND limit_key > keys.key
-            ORDER BY limit_key LIMIT 1),
-           keys.visited + 1
-    FROM keys
-    WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
-),
+{key_scan}
 waits(limited, due_at) AS (
     SELECT true, GREATEST(first.run_at, {own_token_due}, {shared_token_due})
     FROM keys
@@ -519,13 +515,8 @@ _LIMITED_WAIT_PARTS = {
     "own_token_due": _TOKEN_DUE.format(row="own"),
     "shared_token_due": _TOKEN_DUE.format(row="shared"),
 }
-LIMITED_SECONDS_UNTIL_NEXT_DUE = _LIMITED_SECONDS_UNTIL_NEXT_DUE.format(
-    ready_queues="", queues="unnest(%(queues)s::text[])", **_LIMITED_WAIT_PARTS
-)
-LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _LIMITED_SECONDS_UNTIL_NEXT_DUE.format(
-    ready_queues=READY_QUEUES.removeprefix("RECURSIVE ") + ",\n",
-    queues="ready_queues",
-    **_LIMITED_WAIT_PARTS,
+LIMITED_SECONDS_UNTIL_NEXT_DUE, LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _for_queues(
+    _LIMITED_SECONDS_UNTIL_NEXT_DUE, key_scan_start="''", **_LIMITED_WAIT_PARTS
 )
 
 # Whether jobs_job has never been analyzed (a new table, or one just
@@ -1024,9 +1015,7 @@ FROM jsonb_array_elements(%(edges)s::jsonb) AS edge
 # statement's snapshot, taken after, holds every parent's.
 _PARENTS = """jobs_dependency AS edge JOIN jobs_job AS parent ON parent.id = edge.parent_id
             WHERE edge.child_id = job.id"""
-_RESOLVED_ARGS = f"""CASE
-        WHEN job.parent_results IS NULL THEN job.args
-        ELSE jsonb_build_array(CASE job.parent_results
+_RESOLVED_ARGS = f"""jsonb_build_array(CASE job.parent_results
             WHEN 'one' THEN (SELECT parent.return_value FROM {_PARENTS}
                              ORDER BY edge.position LIMIT 1)
             WHEN 'all' THEN (SELECT COALESCE(jsonb_agg(parent.return_value
@@ -1038,14 +1027,12 @@ _RESOLVED_ARGS = f"""CASE
                       'error', parent.errors -> -1 ->> 'message'
                   ) ORDER BY edge.position), '[]')
                   FROM {_PARENTS})
-        END) || job.args
-    END"""
+        END) || job.args"""
 
 RESOLVE_PARENT_RESULTS = f"""
 UPDATE jobs_job AS job
 SET args = {_RESOLVED_ARGS}, parent_results = NULL
 WHERE job.id = ANY(%(ids)s::uuid[]) AND job.parent_results IS NOT NULL
-RETURNING job.id
 """
 
 # A retried job of a workflow resumes it (jobs.operations.retry, in the

@@ -27,8 +27,7 @@ parent that fails for good cancels the steps that needed it to succeed, with
 the reason, and those cancel theirs in turn.
 """
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -193,7 +192,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
         limits = jobs_backend.limits.of(task.module_path, task.queue_name)
         keys = limits.keys(task, args, kwargs) if limits else [None, None]
         if limits:
-            key_rows.update((row[0], row) for row in json.loads(limit_key_rows(limits, [keys])))
+            key_rows.update((row[0], row) for row in limit_key_rows(limits, [keys]))
         timeout = jobs_backend._option(task, "timeout")
         rows.append(
             {
@@ -299,22 +298,23 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def advance(execute: Callable[[str, dict], tuple], finished: Sequence[str]) -> tuple[int, int]:
+def advance(cursor: Any, finished: Sequence[str]) -> tuple[int, int]:
     """
     Move the dependants of jobs that just finished (sql.ADVANCE_WORKFLOWS),
     then the dependants of the ones that cancelled, and so on down the graph;
-    all through `execute` (one statement, its row), in the caller's
-    transaction, the one that wrote the finished jobs' outcomes. Returns how
-    many became READY and how many were cancelled.
+    on `cursor` (Django's or psycopg's), in the caller's transaction, the one
+    that wrote the finished jobs' outcomes. Returns how many became READY and
+    how many were cancelled.
     """
     ready = cancelled = 0
     ids = list(finished)
     while ids:
-        ids, given_results, made_ready, _ = execute(
+        cursor.execute(
             sql.ADVANCE_WORKFLOWS, {"ids": ids, "exception_class_path": class_path(JobCancelled)}
         )
+        ids, given_results, made_ready, _ = cursor.fetchone()
         if given_results:
-            execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given_results})
+            cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given_results})
         ready += made_ready
         cancelled += len(ids)
     return ready, cancelled

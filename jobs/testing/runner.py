@@ -180,12 +180,7 @@ def _complete(
         if finished:
             cursor.execute(sql.COMPLETE_LIMITED, {"outcomes": complete_batch(finished)})
             accepted = {row[0] for row in cursor.fetchall()}
-
-            def row(statement: str, params: dict) -> tuple:
-                cursor.execute(statement, params)
-                return cursor.fetchone()
-
-            advance(row, sorted(accepted & dependants))
+            advance(cursor, sorted(accepted & dependants))
         if postponed:
             cursor.execute(
                 sql.RELEASE_LIMITED,

@@ -240,9 +240,9 @@ class QueueDatabase:
             params = {"outcomes": complete_batch(outcomes)}
             if dependants:
                 with self.conn.transaction():
-                    rows = self._execute(statement, params).fetchall()
-                    accepted = {row[0] for row in rows}
-                    advance(self._row, sorted(accepted & dependants))
+                    cursor = self._execute(statement, params)
+                    accepted = {row[0] for row in cursor.fetchall()}
+                    advance(cursor, sorted(accepted & dependants))
                 return accepted
             rows = self._execute(statement, params).fetchall()
         except REFUSED_ROW_ERRORS as error:
@@ -306,14 +306,12 @@ class QueueDatabase:
     def rescue(self, dead_after: float) -> tuple[int, int, int]:
         """Rescue the jobs of dead workers: (dead workers, jobs READY again, jobs FAILED)."""
         with self.conn.transaction():
-            dead, ready, failed, _, failed_with_dependants = self._row(
+            cursor = self._execute(
                 sql.RESCUE, {"dead_after": dead_after, "exception_class_path": WORKER_LOST}
             )
-            advance(self._row, failed_with_dependants)
+            dead, ready, failed, _, failed_with_dependants = cursor.fetchone()
+            advance(cursor, failed_with_dependants)
         return dead, ready, failed
-
-    def _row(self, statement: str, params: object = None) -> tuple:
-        return self._execute(statement, params).fetchone()
 
     def analyze_if_never_analyzed(self) -> bool | None:
         """
