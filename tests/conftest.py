@@ -212,6 +212,19 @@ def embedded_only() -> None:
         pytest.skip("runs only on the embedded Postgres (DATABASE_URL is set)")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark the tests that start processes (a worker, a scheduler, a manage.py).
+
+    What can differ from one Postgres version to the next is the SQL, which the
+    in-process tests run in full; CI runs those on a second server with
+    `-m "not processes"`, and the process tests (most of the time) once.
+    """
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "worker_env" in fixtures or "embedded_only" in fixtures:
+            item.add_marker(pytest.mark.processes)
+
+
 def pytest_report_header(config) -> str:
     database = (
         os.environ.get("DATABASE_URL") or f"embedded Postgres in {settings.EMBEDDED_POSTGRES_DIR}"

@@ -135,6 +135,7 @@ def test_bad_arguments_are_refused_by_name(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.processes
 @pytest.mark.django_db(transaction=True)
 def test_one_command_measures_this_queue_on_a_database_of_its_own(tmp_path):
     server = database_url_for_subprocesses().rsplit("/", 1)[0] + "/postgres"

@@ -35,6 +35,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from .conftest import BASE_DIR, database_url_for_subprocesses, wait_until
 
+pytestmark = pytest.mark.processes
+
 README_SECTION = "## Add it to your project"
 PACKAGE = "django-pgjobs"
 METRICS_TOKEN = "scrape-me"

@@ -7,12 +7,12 @@ import pytest
 from tests.conftest import fetch, fetch_value, wait_until
 from tests.tasks import record_run
 
-JOBS = 100_000
+JOBS = 20_000
 WORKERS = 8
 
 
 @pytest.mark.slow
-def test_8_workers_run_100000_jobs_none_lost_none_twice(start_worker, worker_env, ledger):
+def test_8_workers_run_20000_jobs_none_lost_none_twice(start_worker, worker_env, ledger):
     for start in range(0, JOBS, 10_000):
         record_run.enqueue_many([(("scale",), {})] * min(10_000, JOBS - start))
     workers = [
