@@ -17,7 +17,7 @@ from typing import Any
 
 import uuid_utils
 from django.core import checks
-from django.db import connections
+from django.db import connections, transaction
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task, TaskError
@@ -26,7 +26,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
-from . import sql, tracing
+from . import sql, tracing, transitions
 from .jsonb import unstorable
 from .limits import KEY_LENGTH, JobLimits, LimitConfigurationError, Limits, parse_limits
 from .models import Job, JobStatus
@@ -384,9 +384,9 @@ class PostgresBackend(BaseTaskBackend):
             one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED
         else:
             one, many = sql.ENQUEUE_ONE, sql.ENQUEUE
-        with self._enqueue_cursor() as cursor:
+        with self._enqueue_cursor() as cursor, self._limited_enqueue(limits is not None):
             if limits is not None:
-                cursor.execute(sql.ENSURE_LIMIT_KEYS, params)
+                transitions.hold_limit_keys(cursor, params["limit_keys"])
             if len(calls) == 1:
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
@@ -425,6 +425,16 @@ class PostgresBackend(BaseTaskBackend):
             ready_result(task, job_id, args, kwargs, self.alias)
             for job_id, (args, kwargs) in zip(ids, calls, strict=True)
         ]
+
+    def _limited_enqueue(self, limited: bool) -> AbstractContextManager:
+        """
+        The transaction that holds a limited enqueue's key rows and inserts
+        its jobs (jobs.transitions.hold_limit_keys): the caller's, or one of
+        its own. An enqueue under no limit is one statement and needs none.
+        """
+        if not limited:
+            return nullcontext()
+        return transaction.atomic(using=self.database, savepoint=False)
 
     @contextmanager
     def _enqueue_cursor(self) -> Iterator[Any]:

@@ -457,13 +457,17 @@ class Dependency(models.Model):
 
     Plain ids rather than foreign keys: the rows are written and read by the
     queue's own SQL (sql.ENQUEUE_DEPENDENCIES, sql.ADVANCE_WORKFLOWS, the
-    claim's parent results), and a finished parent may be pruned first.
+    parent results), and a finished parent may be deleted first, its outcome
+    kept here. An edge is deleted with its child (jobs.transitions).
     """
 
     parent_id = models.UUIDField()
     child_id = models.UUIDField()
     # The parent's place among the child's: the order of the results it is given.
     position = models.PositiveIntegerField()
+    # What the child reads of the parent once the parent's row is deleted
+    # (pruned, purged): {"status", "return_value", "error"}. See sql.DELETE_FINISHED.
+    parent_outcome = models.JSONField(null=True, blank=True)
 
     class Meta:
         db_table = "jobs_dependency"

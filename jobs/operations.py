@@ -1,22 +1,26 @@
 """
-What an operator (or code) can do to one job: cancel, retry, run now; and to
-a queue: pause, resume and purge.
+What an operator (or code) can do to jobs: cancel, retry, run now, delete;
+and to a queue: pause, resume and purge.
 
-Each is one statement that checks the job's state in its WHERE clause, so a
-job that moved on in the meantime is left alone and the caller is told.
+Each change of a job goes through jobs.transitions, whose statements check
+the job's state as they lock it, so a job that moved on in the meantime is
+left alone and the caller is told.
 """
 
 import json
 import uuid
+from collections.abc import Callable, Iterable
 
-from django.db import connections, transaction
+from django.db import connections
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
-from . import sql
-from .exceptions import JobCancelled, JobStateError, class_path
+from . import sql, transitions
+from .exceptions import JobStateError
 from .jsonb import unstorable
 from .models import Job, JobStatus, PausedQueue
-from .workflows import advance
+
+# Jobs a purge deletes per transaction.
+PURGE_BATCH = 5000
 
 
 def _database(using: str | None, backend: str) -> str:
@@ -43,29 +47,20 @@ def cancel(
     A WAITING or READY job never runs. A RUNNING one ends CANCELLED at once,
     and its worker kills the executor running it within moments. The jobs of
     a workflow that needed it to succeed are cancelled with it, in the same
-    transaction (jobs.workflows.advance).
+    transaction (jobs.transitions.cancel).
     """
     database = _database(using, backend)
-    with transaction.atomic(using=database), connections[database].cursor() as cursor:
-        cursor.execute(
-            sql.CANCEL,
-            {
-                "id": _job_id(job_id),
-                "reason": reason,
-                "exception_class_path": class_path(JobCancelled),
-            },
-        )
-        found = cursor.fetchone()
-        if found is not None and found[3]:
-            advance(cursor, [str(_job_id(job_id))])
-    if found is None:
+    with connections[database].cursor() as cursor:
+        found = transitions.cancel(cursor, [_job_id(job_id)], reason)
+    if not found:
         raise Job.DoesNotExist(f"No job with id {job_id}.")
-    previous = found[0]
-    if previous not in (JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING):
+    [outcome] = found.values()
+    if not outcome.cancelled:
         raise JobStateError(
-            f"Job {job_id} is {previous}: only WAITING, READY or RUNNING jobs can be cancelled."
+            f"Job {job_id} is {outcome.previous}: only WAITING, READY or RUNNING jobs can be "
+            "cancelled."
         )
-    return previous
+    return outcome.previous
 
 
 def cancel_workflow(
@@ -75,22 +70,18 @@ def cancel_workflow(
     using: str | None = None,
     backend: str = DEFAULT_TASK_BACKEND_ALIAS,
 ) -> int:
-    """Cancel every job of a workflow that has not finished; return how many were."""
+    """
+    Cancel every job of a workflow that has not finished, in one
+    transaction; return how many were.
+    """
     database = _database(using, backend)
-    jobs = Job.objects.using(database).filter(workflow_id=_job_id(workflow_id))
-    # The waiting ones first: a callback cancelled before the last member is
-    # cannot be made due by that member's cancel.
-    waiting = jobs.filter(status=JobStatus.WAITING).order_by("id").values_list("id", flat=True)
-    live = jobs.filter(status__in=(JobStatus.READY, JobStatus.RUNNING))
-    cancelled = 0
-    for job_id in [*waiting, *live.order_by("id").values_list("id", flat=True)]:
-        try:
-            cancel(str(job_id), reason=reason, using=database, backend=backend)
-        except JobStateError:
-            # It finished, or a parent's cancel took it, meanwhile.
-            continue
-        cancelled += 1
-    return cancelled
+    live = Job.objects.using(database).filter(
+        workflow_id=_job_id(workflow_id),
+        status__in=(JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING),
+    )
+    with connections[database].cursor() as cursor:
+        found = transitions.cancel(cursor, live.values_list("id", flat=True), reason)
+    return sum(outcome.cancelled for outcome in found.values())
 
 
 def retry(
@@ -98,19 +89,13 @@ def retry(
 ) -> None:
     """
     Send a FAILED or CANCELLED job round again, with one more attempt to
-    spend. A job of a workflow resumes it: what was cancelled because it
-    failed waits for it again (sql.RESUME_DEPENDANTS).
+    spend. A job of a workflow resumes it: what waits for it counts it as
+    unfinished again, and what was cancelled because it failed waits for it
+    again (jobs.transitions.retry).
     """
     database = _database(using, backend)
-    with transaction.atomic(using=database), connections[database].cursor() as cursor:
-        cursor.execute(sql.RETRY, {"id": _job_id(job_id)})
-        row = cursor.fetchone()
-        if row is not None:
-            _, has_dependants, given_results = row
-            if has_dependants:
-                cursor.execute(sql.RESUME_DEPENDANTS, {"id": _job_id(job_id)})
-            if given_results:
-                cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": [str(_job_id(job_id))]})
+    with connections[database].cursor() as cursor:
+        if transitions.retry(cursor, _job_id(job_id)):
             return
     _refuse(job_id, database, "only FAILED or CANCELLED jobs can be retried")
 
@@ -119,15 +104,26 @@ def run_now(
     job_id: str, *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> None:
     """Make a READY job that waits for its run_at due now."""
-    _update_one(sql.RUN_NOW, job_id, _database(using, backend), "only READY jobs can be run now")
-
-
-def _update_one(statement: str, job_id: str, database: str, rule: str) -> None:
+    database = _database(using, backend)
     with connections[database].cursor() as cursor:
-        cursor.execute(statement, {"id": _job_id(job_id)})
-        if cursor.fetchone() is not None:
+        if transitions.run_now(cursor, _job_id(job_id)):
             return
-    _refuse(job_id, database, rule)
+    _refuse(job_id, database, "only READY jobs can be run now")
+
+
+def delete(
+    job_ids: Iterable[object],
+    *,
+    using: str | None = None,
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS,
+) -> int:
+    """
+    Delete jobs, in one transaction; return how many. A live one is cancelled
+    first, so its slots are freed and the jobs of a workflow that wait for it
+    move on; a deleted job's outcome stays readable for them.
+    """
+    with connections[_database(using, backend)].cursor() as cursor:
+        return transitions.delete(cursor, [_job_id(job_id) for job_id in job_ids])
 
 
 def _refuse(job_id: str, database: str, rule: str) -> None:
@@ -172,15 +168,29 @@ def resume_queue(
 
 
 def purge_queue(
-    queue: str, *, using: str | None = None, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+    queue: str,
+    *,
+    using: str | None = None,
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """
-    Delete the READY jobs of a queue (due or not), in one statement; return
-    how many. Running jobs are left to finish.
+    Delete the READY jobs of a queue (due or not), PURGE_BATCH at a time,
+    each batch a transaction; return how many. Running jobs are left to
+    finish. The jobs of workflows that waited for a purged job move as for a
+    cancel (jobs.transitions.purge). `progress` is told the count so far
+    after each batch.
     """
-    with connections[_database(using, backend)].cursor() as cursor:
-        cursor.execute(sql.PURGE_QUEUE, {"queue": queue})
-        return cursor.rowcount
+    deleted = 0
+    database = _database(using, backend)
+    while True:
+        with connections[database].cursor() as cursor:
+            batch = transitions.purge(cursor, queue, PURGE_BATCH)
+        deleted += batch
+        if progress is not None and batch:
+            progress(deleted)
+        if batch < PURGE_BATCH:
+            return deleted
 
 
 def paused_queues(

@@ -99,20 +99,43 @@ ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN)
 ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
 
 # The key rows of jobs under limits are made just before their jobs, in the
-# same transaction: a claim starts a job only through its keys' rows. A row
-# that exists is left as it is, with no lock taken, so enqueues of one key
-# never wait for each other; two transactions that make the same new key wait
-# only for the first's commit.
+# same transaction: a claim starts a job only through its keys' rows.
+#
 # Each row is [key, name, concurrency, rate, period, burst]; a new bucket
-# starts full.
+# starts full. New rows are inserted in key order, so two enqueues that make
+# the same new keys wait for each other's commit, never deadlock.
+#
+# A row that exists already is held FOR KEY SHARE until the enqueue commits:
+# that lock does not conflict with the claim's and the completion's FOR NO
+# KEY UPDATE, nor with another enqueue's, so enqueues of one key never wait
+# for each other; it does conflict with the DELETE of an idle key
+# (PRUNE_LIMIT_KEYS), which therefore either sees this enqueue's jobs or
+# happens wholly before it. A row deleted or made by another transaction
+# after this statement's snapshot is neither held nor made here: the result
+# is false, and the caller runs the statement again (jobs.transitions).
 ENSURE_LIMIT_KEYS = """
-INSERT INTO jobs_limit_key (
-    key, name, concurrency, rate, period, burst, running, tokens, refilled_at
+WITH wanted AS (
+    SELECT DISTINCT ON (row ->> 0) row ->> 0 AS key, row
+    FROM jsonb_array_elements(%(limit_keys)s::jsonb) AS row
+    ORDER BY row ->> 0
+),
+made AS (
+    INSERT INTO jobs_limit_key (
+        key, name, concurrency, rate, period, burst, running, tokens, refilled_at
+    )
+    SELECT key, row ->> 1, (row ->> 2)::int, (row ->> 3)::int, (row ->> 4)::float8,
+           (row ->> 5)::int, 0, COALESCE((row ->> 5)::float8, 0), statement_timestamp()
+    FROM wanted
+    ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+),
+held AS (
+    SELECT key FROM jobs_limit_key WHERE key IN (SELECT key FROM wanted)
+    ORDER BY key
+    FOR KEY SHARE
 )
-SELECT row ->> 0, row ->> 1, (row ->> 2)::int, (row ->> 3)::int, (row ->> 4)::float8,
-       (row ->> 5)::int, 0, COALESCE((row ->> 5)::float8, 0), statement_timestamp()
-FROM jsonb_array_elements(%(limit_keys)s::jsonb) AS row
-ON CONFLICT (key) DO NOTHING
+SELECT (SELECT count(*) FROM made) + (SELECT count(*) FROM held) = (SELECT count(*) FROM wanted)
 """
 ENQUEUE_LIMITED = _ENQUEUE.format(
     **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="new.call")}
@@ -557,7 +580,7 @@ locked_keys AS (
 ),
 freed AS (
     UPDATE jobs_limit_key AS counter
-    SET running = GREATEST(counter.running - freed_keys.jobs, 0)
+    SET running = GREATEST(counter.running - freed_keys.jobs, 0){refund}
     FROM freed_keys JOIN locked_keys USING (key)
     WHERE counter.key = freed_keys.key
 ),
@@ -567,8 +590,19 @@ woken_by_freed AS (
 )"""
 
 
-def _freeing(ended: str) -> str:
-    return _FREE_SLOTS.format(ended=ended, ready_channel=LIMITED_READY_CHANNEL)
+# A run given back before it began (RELEASE) returns the token its claim took
+# as well as its slot: a give-back spends nothing of the rate.
+_REFUND_TOKENS = """,
+        tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
+                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.jobs) END"""
+
+
+def _freeing(ended: str, *, refund: bool = False) -> str:
+    return _FREE_SLOTS.format(
+        ended=ended,
+        ready_channel=LIMITED_READY_CHANNEL,
+        refund=_REFUND_TOKENS if refund else "",
+    )
 
 
 # Write the outcomes of many attempts in one statement.
@@ -633,7 +667,8 @@ COMPLETE_LIMITED = _COMPLETE.format(
 # Give back claimed jobs that this worker will not run or report (shutdown,
 # a skip, an executor killed before it reached them or before it reported
 # them, a task that does not load here yet): READY again, the attempt not
-# spent, due at once or, with run_at (epoch seconds), then.
+# spent, due at once or, with run_at (epoch seconds), then. Under limits,
+# their slots and their tokens go back to their keys.
 # Fenced like COMPLETE, so only this worker's current attempt is undone.
 _RELEASE = """
 WITH released AS (
@@ -654,7 +689,8 @@ SELECT id FROM released{woken}
 """
 RELEASE = _RELEASE.format(freeing="", woken="")
 RELEASE_LIMITED = _RELEASE.format(
-    freeing=_freeing("released"), woken=", (SELECT count(*) FROM woken_by_freed) AS woken"
+    freeing=_freeing("released", refund=True),
+    woken=", (SELECT count(*) FROM woken_by_freed) AS woken",
 )
 
 REGISTER_WORKER = """
@@ -692,9 +728,17 @@ SELECT (SELECT count(*) FROM paused) > 0, pg_notify('{PAUSE_CHANNEL}', %(queue)s
 
 PAUSED_QUEUES = "SELECT queue FROM jobs_paused_queue ORDER BY queue"
 
-# Delete a queue's READY jobs, in one statement: a row a worker claims
-# meanwhile is RUNNING by the time this reaches it, and is left alone.
-PURGE_QUEUE = "DELETE FROM jobs_job WHERE queue = %(queue)s AND status = 'READY'"
+# The READY jobs of a queue to purge, a batch at a time, locked in id order
+# for jobs.transitions.purge, which cancels them (their dependants move as
+# for any cancel) and deletes them. A row a worker claims meanwhile is
+# RUNNING by the time this reaches it, or skipped, and is left to finish.
+PURGEABLE = """
+SELECT id::text FROM jobs_job
+WHERE queue = %(queue)s AND status = 'READY'
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
 
 # Resume a queue; returns whether it was paused. The NOTIFY, sent only then,
 # wakes the workers of the queue as an enqueue does.
@@ -712,20 +756,24 @@ FROM resumed
 # the payload is the job id.
 CANCEL_CHANNEL = "jobs_cancel"
 
-# Cancel a job that has not finished. A READY job simply never runs. A RUNNING
-# one is marked CANCELLED here and its worker is told to kill the executor; the
-# worker's own outcome write is then refused by the COMPLETE fence
-# (status = 'RUNNING'), so the cancel always wins.
+# Cancel jobs that have not finished. A WAITING or READY job simply never
+# runs. A RUNNING one is marked CANCELLED here and its worker is told to kill
+# the executor; the worker's own outcome write is then refused by the
+# COMPLETE fence (status = 'RUNNING'), so the cancel always wins, and its
+# slots under limits are freed here, once.
 #
-# The row is locked first (FOR UPDATE returns its latest committed version), so
-# the status we act on is the one we replace: a job claimed a moment ago is
-# seen as RUNNING and its worker is told.
+# The rows are locked first, in id order (two cancels of overlapping jobs
+# never deadlock); FOR UPDATE returns each row's latest committed version, so
+# the status acted on is the one replaced: a job claimed a moment ago is seen
+# as RUNNING and its worker is told.
 #
 # `exception_class_path` is the error entry's class: JobCancelled's path, as
-# jobs.operations.cancel passes it.
+# jobs.transitions.cancel passes it. One row per job found, with the status
+# it had, whether this cancelled it, and whether jobs of a workflow wait for
+# it (the caller moves them: jobs.transitions.advance).
 CANCEL = f"""
 WITH target AS (
-    SELECT id, status FROM jobs_job WHERE id = %(id)s FOR UPDATE
+    SELECT id, status FROM jobs_job WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id FOR UPDATE
 ),
 cancelled AS (
     UPDATE jobs_job AS job
@@ -740,17 +788,20 @@ cancelled AS (
         ))
     FROM target
     WHERE job.id = target.id AND target.status IN ('WAITING', 'READY', 'RUNNING')
-    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, job.has_dependants
+    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, job.has_dependants,
+              target.status AS was
 ),
 stopped AS (
-    SELECT cancelled.* FROM cancelled, target WHERE target.status = 'RUNNING'
+    SELECT * FROM cancelled WHERE was = 'RUNNING'
+),
+told AS (
+    SELECT pg_notify('{CANCEL_CHANNEL}', id::text) FROM stopped
 ){_freeing("stopped")}
-SELECT target.status,
-       CASE WHEN target.status = 'RUNNING' AND EXISTS (SELECT 1 FROM cancelled)
-            THEN pg_notify('{CANCEL_CHANNEL}', target.id::text) END,
-       (SELECT count(*) FROM woken_by_freed),
-       EXISTS (SELECT FROM cancelled WHERE has_dependants)
-FROM target
+SELECT target.id::text, target.status, cancelled.id IS NOT NULL,
+       COALESCE(cancelled.has_dependants, false),
+       (SELECT count(*) FROM told) + (SELECT count(*) FROM woken_by_freed)
+FROM target LEFT JOIN cancelled USING (id)
+ORDER BY target.id
 """
 
 # The channel that announces a job of jobs_job due now.
@@ -759,6 +810,10 @@ _READY_CHANNEL_OF_JOB = (
 )
 
 # Send a FAILED or CANCELLED job round again, with one more attempt to spend.
+# Locks the job (the first lock a retry takes: jobs, then dependants). Says
+# whether jobs of a workflow wait for it, and whether it is itself one that
+# was never given its parents' results (cancelled while it waited), which
+# then waits again for what it waits for (RECOUNT_DEPENDANTS).
 RETRY = f"""
 UPDATE jobs_job
 SET status = 'READY',
@@ -767,7 +822,7 @@ SET status = 'READY',
     max_attempts = GREATEST(max_attempts, attempts + 1)
 WHERE id = %(id)s AND status IN ('FAILED', 'CANCELLED')
 RETURNING pg_notify({_READY_CHANNEL_OF_JOB}, queue), has_dependants,
-          parent_results IS NOT NULL
+          parent_results IS NOT NULL AND run_when IS NOT NULL
 """
 
 # Make a scheduled READY job due now.
@@ -873,24 +928,91 @@ WHERE counter.key = ANY(%(keys)s::text[])
 RETURNING counter.key
 """
 
-# Delete finished jobs older than their retention, one small batch at a time:
-# SKIP LOCKED and a LIMIT keep every batch short, so pruning never holds locks
+# Finished jobs older than their retention, one small batch at a time, locked
+# for jobs.transitions.prune, which deletes them (DELETE_FINISHED): SKIP
+# LOCKED and a LIMIT keep every batch short, so pruning never holds locks
 # that the claim or the admin would wait on.
-PRUNE_BATCH = """
-WITH old AS (
-    SELECT id FROM jobs_job
-    WHERE status = ANY(%(statuses)s::text[])
-      AND finished_at < now() - make_interval(secs => %(older_than)s)
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-DELETE FROM jobs_job AS job USING old WHERE job.id = old.id
+PRUNABLE = """
+SELECT id::text FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+ORDER BY id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
 """
 
 COUNT_PRUNABLE = """
 SELECT count(*) FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
+"""
+
+# Delete finished jobs (prune, purge and the admin's delete, after a cancel
+# for a live job: jobs.transitions.delete), locked in id order.
+#
+# What a dependant will read outlives its parent: the outcome of a deleted
+# job that others wait for, or may wait for again after a retry, is kept on
+# its edges (`parent_outcome`), which RESOLVE_PARENT_RESULTS and
+# RECOUNT_DEPENDANTS read when the parent's row is gone. A job's own edges
+# go with it. No edge is both kept and deleted here: an edge between two
+# deleted jobs is only deleted.
+DELETE_FINISHED = """
+WITH doomed AS (
+    SELECT id FROM jobs_job
+    WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+    ORDER BY id
+    FOR UPDATE
+),
+gone AS (
+    DELETE FROM jobs_job AS job USING doomed WHERE job.id = doomed.id
+    RETURNING job.id, job.status, job.return_value, job.errors, job.has_dependants
+),
+kept AS (
+    UPDATE jobs_dependency AS edge
+    SET parent_outcome = jsonb_build_object(
+        'status', gone.status, 'return_value', gone.return_value,
+        'error', gone.errors -> -1 ->> 'message'
+    )
+    FROM gone
+    WHERE gone.has_dependants AND edge.parent_id = gone.id
+      AND edge.child_id NOT IN (SELECT id FROM gone)
+),
+unlinked AS (
+    DELETE FROM jobs_dependency AS edge USING gone WHERE edge.child_id = gone.id
+)
+SELECT count(*) FROM gone
+"""
+
+# Key rows of limits that hold nothing (no run, a full bucket), from `after`
+# in key order, a batch at a time, locked for PRUNE_LIMIT_KEYS. SKIP LOCKED
+# leaves the rows that a claim, a completion or an enqueue holds now.
+IDLE_LIMIT_KEYS = f"""
+SELECT key FROM jobs_limit_key AS idle
+WHERE key > %(after)s AND running = 0
+  AND (rate IS NULL OR {_TOKENS.format(row="idle")} >= burst)
+ORDER BY key
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+# Delete the locked idle keys that no live job names. A statement after the
+# locks were taken, so its snapshot holds every enqueue that held one of
+# these rows (ENSURE_LIMIT_KEYS' FOR KEY SHARE) before: a key whose jobs are
+# WAITING, READY or RUNNING stays. An enqueue that comes after waits for this
+# transaction, finds the row gone and makes it anew.
+PRUNE_LIMIT_KEYS = """
+WITH live AS (
+    SELECT limit_key AS key FROM jobs_job
+    WHERE status = 'READY' AND limit_key = ANY(%(keys)s::text[])
+    UNION
+    SELECT shared_limit_key FROM jobs_job
+    WHERE status = 'READY' AND limit_key IS NOT NULL AND shared_limit_key = ANY(%(keys)s::text[])
+    UNION
+    SELECT key FROM jobs_job, LATERAL (VALUES (limit_key), (shared_limit_key)) AS k(key)
+    WHERE status IN ('WAITING', 'RUNNING') AND key = ANY(%(keys)s::text[])
+)
+DELETE FROM jobs_limit_key
+WHERE key = ANY(%(keys)s::text[]) AND key NOT IN (SELECT key FROM live WHERE key IS NOT NULL)
 """
 
 # Channel of the NOTIFY sent when a schedule is saved or deleted: it wakes every
@@ -1013,7 +1135,18 @@ FROM jsonb_array_elements(%(edges)s::jsonb) AS edge
 # ADVANCE's snapshot may predate the commit of another parent's outcome (it
 # waited for that transaction's lock on the child, READ COMMITTED), while this
 # statement's snapshot, taken after, holds every parent's.
-_PARENTS = """jobs_dependency AS edge JOIN jobs_job AS parent ON parent.id = edge.parent_id
+# A parent that was deleted (pruned, purged) is read from what its edge kept
+# of it (DELETE_FINISHED).
+_PARENTS = """jobs_dependency AS edge
+            LEFT JOIN jobs_job AS job_parent ON job_parent.id = edge.parent_id
+            CROSS JOIN LATERAL (SELECT
+                edge.parent_id AS id,
+                COALESCE(job_parent.status, edge.parent_outcome ->> 'status') AS status,
+                CASE WHEN job_parent.id IS NULL THEN edge.parent_outcome -> 'return_value'
+                     ELSE job_parent.return_value END AS return_value,
+                CASE WHEN job_parent.id IS NULL THEN edge.parent_outcome ->> 'error'
+                     ELSE job_parent.errors -> -1 ->> 'message' END AS error
+            ) AS parent
             WHERE edge.child_id = job.id"""
 _RESOLVED_ARGS = f"""jsonb_build_array(CASE job.parent_results
             WHEN 'one' THEN (SELECT parent.return_value FROM {_PARENTS}
@@ -1024,7 +1157,7 @@ _RESOLVED_ARGS = f"""jsonb_build_array(CASE job.parent_results
             ELSE (SELECT COALESCE(jsonb_agg(jsonb_build_object(
                       'id', parent.id, 'status', parent.status,
                       'return_value', parent.return_value,
-                      'error', parent.errors -> -1 ->> 'message'
+                      'error', parent.error
                   ) ORDER BY edge.position), '[]')
                   FROM {_PARENTS})
         END) || job.args"""
@@ -1035,54 +1168,80 @@ SET args = {_RESOLVED_ARGS}, parent_results = NULL
 WHERE job.id = ANY(%(ids)s::uuid[]) AND job.parent_results IS NOT NULL
 """
 
-# A retried job of a workflow resumes it (jobs.operations.retry, in the
-# retry's transaction): the jobs cancelled because it failed, and those
-# cancelled because they were, down the graph, wait again. Only jobs that
-# never started (attempts = 0) and were waiting for others. Each counts as
-# unfinished the retried job, the others restored, and any parent not
-# finished; as failed, the parents that failed and stay so.
-#
-# The parents are read with a lock (FOR SHARE), which returns their latest
-# committed status and waits for a completion in flight: a parent that
-# finishes as this runs is either counted finished here, or finishes after
-# this commits and then finds the child WAITING and counts itself out
-# (ADVANCE_WORKFLOWS). Never neither, never both.
-RESUME_DEPENDANTS = """
-WITH RECURSIVE restored(id) AS (
-    SELECT edge.child_id
+# A retried job of a workflow resumes it (jobs.transitions.retry, in the
+# retry's transaction, after RETRY locked the retried job): its dependants
+# that still wait count it as unfinished again, and those cancelled because
+# it failed (never started, attempts = 0), and theirs down the graph, wait
+# again. This statement finds them and locks them in id order (the lock
+# order of every path: jobs, then keys, then dependants by id); the retried
+# job itself comes with them when it was cancelled before it was given its
+# parents' results. Returns the locked ids, and those of them that come back
+# from CANCELLED.
+LOCK_RESUMED = """
+WITH RECURSIVE resumed(id, restored) AS (
+    SELECT child.id, child.status = 'CANCELLED'
     FROM jobs_dependency AS edge JOIN jobs_job AS child ON child.id = edge.child_id
     WHERE edge.parent_id = %(id)s
-      AND child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL
+      AND (child.status = 'WAITING'
+           OR (child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL))
     UNION
-    SELECT edge.child_id
-    FROM restored
-    JOIN jobs_dependency AS edge ON edge.parent_id = restored.id
+    SELECT child.id, child.status = 'CANCELLED'
+    FROM resumed
+    JOIN jobs_dependency AS edge ON edge.parent_id = resumed.id
     JOIN jobs_job AS child ON child.id = edge.child_id
-    WHERE child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL
-),
-counts AS (
-    SELECT restored.id,
+    WHERE resumed.restored
+      AND (child.status = 'WAITING'
+           OR (child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL))
+)
+,
+locked AS (
+    SELECT id, status FROM jobs_job
+    WHERE (id IN (SELECT id FROM resumed) AND status IN ('WAITING', 'CANCELLED'))
+       OR (id = %(id)s AND %(recount_retried)s)
+    ORDER BY id
+    FOR UPDATE
+)
+SELECT ARRAY(SELECT id::text FROM locked),
+       ARRAY(SELECT id::text FROM locked WHERE status = 'CANCELLED')
+"""
+
+# Count again the parents of locked dependants (LOCK_RESUMED): a statement
+# after the locks were taken, whose snapshot holds every outcome committed
+# before. A parent that finishes after it counts itself out when it commits
+# (ADVANCE_WORKFLOWS waits for these locks, then finds the child WAITING),
+# so each parent is counted once: here as finished, or there.
+#
+# The retried job and the cancelled dependants that come back count as
+# unfinished; a deleted parent by what its edge kept. A dependant with no
+# unfinished parent (only the retried job can have none) is READY, the
+# others WAITING.
+RECOUNT_DEPENDANTS = """
+WITH counts AS (
+    SELECT edge.child_id AS id,
            count(*) FILTER (
-               WHERE parent.status NOT IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
-                  OR parent.id = %(id)s OR parent.id IN (SELECT id FROM restored)
+               WHERE edge.parent_id = ANY(%(unfinished)s::uuid[])
+                  OR COALESCE(parent.status, edge.parent_outcome ->> 'status')
+                     NOT IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
            )::int AS parents_left,
            count(*) FILTER (
-               WHERE parent.status IN ('FAILED', 'CANCELLED')
-                 AND parent.id <> %(id)s AND parent.id NOT IN (SELECT id FROM restored)
+               WHERE edge.parent_id <> ALL(%(unfinished)s::uuid[])
+                 AND COALESCE(parent.status, edge.parent_outcome ->> 'status')
+                     IN ('FAILED', 'CANCELLED')
            )::int AS parents_failed
-    FROM restored
-    JOIN jobs_dependency AS edge ON edge.child_id = restored.id
-    CROSS JOIN LATERAL (
-        SELECT id, status FROM jobs_job WHERE id = edge.parent_id FOR SHARE
-    ) AS parent
-    GROUP BY restored.id
+    FROM jobs_dependency AS edge
+    LEFT JOIN jobs_job AS parent ON parent.id = edge.parent_id
+    WHERE edge.child_id = ANY(%(ids)s::uuid[])
+    GROUP BY edge.child_id
 )
 UPDATE jobs_job AS job
-SET status = 'WAITING', finished_at = NULL,
-    parents_left = counts.parents_left, parents_failed = counts.parents_failed
+SET status = CASE WHEN counts.parents_left = 0 THEN 'READY' ELSE 'WAITING' END,
+    finished_at = NULL,
+    run_at = CASE WHEN counts.parents_left = 0 THEN statement_timestamp() ELSE job.run_at END,
+    parents_left = counts.parents_left,
+    parents_failed = counts.parents_failed
 FROM counts
-WHERE job.id = counts.id AND job.status = 'CANCELLED'
-RETURNING job.id
+WHERE job.id = counts.id
+RETURNING job.id::text, job.status, job.queue, job.limit_key
 """
 
 # Move the dependants of jobs that just finished (`ids`), in the transaction

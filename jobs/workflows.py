@@ -21,7 +21,7 @@ The whole graph is inserted in one transaction, inside the caller's (a
 rolled-back request enqueues none of it). A job that waits is WAITING in the
 table, which the claim never reads, and READY through Django's API. It becomes
 READY in the transaction that writes the outcome of its last parent, fenced
-by that parent's attempt (sql.ADVANCE_WORKFLOWS): each outcome is accepted
+by that parent's attempt (sql.ADVANCE_WORKFLOWS, jobs.transitions.advance): each outcome is accepted
 once, so each edge is counted once and each callback is made due once. A
 parent that fails for good cancels the steps that needed it to succeed, with
 the reason, and those cancel theirs in turn.
@@ -38,9 +38,8 @@ from django.tasks.base import Task
 from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
 
-from . import sql
+from . import sql, transitions
 from .backend import PostgresBackend, dumps, encode_calls, limit_key_rows, ready_result
-from .exceptions import JobCancelled, class_path
 
 
 @dataclass(frozen=True)
@@ -223,9 +222,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
     with transaction.atomic(using=jobs_backend.database, savepoint=False):
         with connections[jobs_backend.database].cursor() as cursor:
             if key_rows:
-                cursor.execute(
-                    sql.ENSURE_LIMIT_KEYS, {"limit_keys": dumps(list(key_rows.values()))}
-                )
+                transitions.hold_limit_keys(cursor, dumps(list(key_rows.values())))
             cursor.execute(
                 sql.ENQUEUE_WORKFLOW,
                 {"backend": backend, "workflow_id": workflow_id, "jobs": dumps(rows)},
@@ -296,25 +293,3 @@ def _given(kind: str | None, parents: list[TaskResult]) -> list[Any]:
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else ""
-
-
-def advance(cursor: Any, finished: Sequence[str]) -> tuple[int, int]:
-    """
-    Move the dependants of jobs that just finished (sql.ADVANCE_WORKFLOWS),
-    then the dependants of the ones that cancelled, and so on down the graph;
-    on `cursor` (Django's or psycopg's), in the caller's transaction, the one
-    that wrote the finished jobs' outcomes. Returns how many became READY and
-    how many were cancelled.
-    """
-    ready = cancelled = 0
-    ids = list(finished)
-    while ids:
-        cursor.execute(
-            sql.ADVANCE_WORKFLOWS, {"ids": ids, "exception_class_path": class_path(JobCancelled)}
-        )
-        ids, given_results, made_ready, _ = cursor.fetchone()
-        if given_results:
-            cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given_results})
-        ready += made_ready
-        cancelled += len(ids)
-    return ready, cancelled

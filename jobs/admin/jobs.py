@@ -622,6 +622,19 @@ class JobAdmin(admin.ModelAdmin):
     def _cancel(job_id: str, *, backend: str) -> None:
         operations.cancel(job_id, reason="Cancelled from the admin", backend=backend)
 
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """
+        Delete through the queue (jobs.transitions.delete), never by a plain
+        DELETE: a live job is cancelled first, so its slots are freed and the
+        jobs of a workflow that wait for it move on.
+        """
+        ids = list(queryset.order_by().values_list("id", flat=True))
+        for start in range(0, len(ids), 2000):
+            operations.delete(ids[start : start + 2000], using=queryset.db)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        operations.delete([obj.id], using=obj._state.db)
+
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         """Refuse with 403, not a quiet redirect, an action this user may not run."""
         name = request.POST.get("action") if request.method == "POST" else None

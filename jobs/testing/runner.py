@@ -23,12 +23,11 @@ from django.db.models.functions import Now
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
 from psycopg.pq import TransactionStatus
 
-from .. import sql
+from .. import sql, transitions
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
 from ..worker.job_runner import JobRunner
 from ..worker.protocol import POSTPONED, ClaimedJob, Outcome, complete_batch
-from ..workflows import advance
 
 # Jobs claimed at once; a round claims this many at most.
 BATCH_SIZE = 100
@@ -172,23 +171,22 @@ def _complete(
     (POSTPONED) goes back to READY with RELEASE, its attempt not spent. Their
     LIMITED_ forms, which free the slots of jobs under limits and are the
     plain ones for the others. The jobs of workflows that wait for them move
-    as the worker moves them (jobs.workflows.advance).
+    as the worker moves them (jobs.transitions).
     """
     postponed = [outcome for outcome in outcomes if outcome.status == POSTPONED]
     finished = [outcome for outcome in outcomes if outcome.status != POSTPONED]
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if finished:
-            cursor.execute(sql.COMPLETE_LIMITED, {"outcomes": complete_batch(finished)})
-            accepted = {row[0] for row in cursor.fetchall()}
-            advance(cursor, sorted(accepted & dependants))
+            transitions.complete(
+                cursor, complete_batch(finished), limited=True, dependants=frozenset(dependants)
+            )
         if postponed:
-            cursor.execute(
-                sql.RELEASE_LIMITED,
-                {
-                    "ids": [outcome.id for outcome in postponed],
-                    "attempts": [outcome.attempt for outcome in postponed],
-                    "run_at": [outcome.retry_at for outcome in postponed],
-                },
+            transitions.release(
+                cursor,
+                [outcome.id for outcome in postponed],
+                [outcome.attempt for outcome in postponed],
+                [outcome.retry_at for outcome in postponed],
+                limited=True,
             )
 
 

@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from .. import sql
+from .. import sql, transitions
 from ..limits import Limits
-from ..workflows import advance
 from .attempts import WORKER_LOST, refused_outcome
 from .connection import connection_params, first_line
 from .protocol import ClaimedJob, Outcome, complete_batch
@@ -136,6 +135,11 @@ class QueueDatabase:
         self.notifications_unread = True
         return self.conn.execute(statement, params)
 
+    def _cursor(self) -> psycopg.Cursor:
+        """A cursor for jobs.transitions, which may run several statements (see _execute)."""
+        self.notifications_unread = True
+        return self.conn.cursor()
+
     def notifications(self) -> "Notifications":
         """What the NOTIFYs that came since the last call ask of this worker."""
         news = Notifications()
@@ -236,15 +240,12 @@ class QueueDatabase:
         the fence keeps a retried row from being written twice.
         """
         try:
-            statement = sql.COMPLETE_LIMITED if self.limits and limited else sql.COMPLETE
-            params = {"outcomes": complete_batch(outcomes)}
-            if dependants:
-                with self.conn.transaction():
-                    cursor = self._execute(statement, params)
-                    accepted = {row[0] for row in cursor.fetchall()}
-                    advance(cursor, sorted(accepted & dependants))
-                return accepted
-            rows = self._execute(statement, params).fetchall()
+            return transitions.complete(
+                self._cursor(),
+                complete_batch(outcomes),
+                limited=bool(self.limits) and limited,
+                dependants=dependants,
+            )
         except REFUSED_ROW_ERRORS as error:
             if len(outcomes) > 1:
                 middle = len(outcomes) // 2
@@ -266,7 +267,6 @@ class QueueDatabase:
                 limited=limited,
                 dependants=dependants,
             )
-        return {row[0] for row in rows}
 
     def release(self, jobs: Sequence[ClaimedJob], run_at: Sequence[float] | None = None) -> int:
         """
@@ -275,15 +275,13 @@ class QueueDatabase:
         """
         if not jobs:
             return 0
-        rows = self._execute(
-            sql.RELEASE_LIMITED if any(job.limited for job in jobs) else sql.RELEASE,
-            {
-                "ids": [job.id for job in jobs],
-                "attempts": [job.attempt for job in jobs],
-                "run_at": None if run_at is None else list(run_at),
-            },
-        ).fetchall()
-        return len(rows)
+        return transitions.release(
+            self._cursor(),
+            [job.id for job in jobs],
+            [job.attempt for job in jobs],
+            run_at,
+            limited=any(job.limited for job in jobs),
+        )
 
     def register(self, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:
         self._execute(
@@ -305,13 +303,8 @@ class QueueDatabase:
 
     def rescue(self, dead_after: float) -> tuple[int, int, int]:
         """Rescue the jobs of dead workers: (dead workers, jobs READY again, jobs FAILED)."""
-        with self.conn.transaction():
-            cursor = self._execute(
-                sql.RESCUE, {"dead_after": dead_after, "exception_class_path": WORKER_LOST}
-            )
-            dead, ready, failed, _, failed_with_dependants = cursor.fetchone()
-            advance(cursor, failed_with_dependants)
-        return dead, ready, failed
+        rescued = transitions.rescue(self._cursor(), dead_after, WORKER_LOST)
+        return rescued.dead_workers, rescued.ready, rescued.failed
 
     def analyze_if_never_analyzed(self) -> bool | None:
         """
@@ -325,11 +318,10 @@ class QueueDatabase:
         return not self._execute(sql.NEVER_ANALYZED).fetchone()[0]
 
     def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
-        cursor = self._execute(
-            sql.PRUNE_BATCH,
-            {"statuses": list(statuses), "older_than": older_than, "limit": limit},
-        )
-        return cursor.rowcount
+        return transitions.prune(self._cursor(), statuses, older_than, limit)
+
+    def prune_limit_keys(self, after: str, limit: int) -> tuple[int, str | None]:
+        return transitions.prune_limit_keys(self._cursor(), after, limit)
 
     def limited_jobs_waiting(self) -> int:
         """How many READY jobs are under limits (counted up to 1,000)."""

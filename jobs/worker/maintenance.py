@@ -18,6 +18,9 @@ from .database import QueueDatabase
 logger = logging.getLogger("jobs.worker")
 
 PRUNE_BATCH_SIZE = 500
+# Idle limit keys looked at per batch, and how often a worker prunes a batch.
+LIMIT_KEYS_PRUNE_BATCH = 1000
+LIMIT_KEYS_PRUNE_INTERVAL = 60.0
 
 
 def retention_groups(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], float | None]]:
@@ -58,6 +61,9 @@ class Maintenance:
         self.skip_unstarted = skip_unstarted
         self.due_at = 0.0
         self.analyze_refused = False
+        # Where the next prune of idle limit keys goes on, and when it is due.
+        self.limit_keys_after = ""
+        self.limit_keys_prune_at = 0.0
 
     def start(self) -> None:
         """
@@ -140,7 +146,16 @@ class Maintenance:
             )
 
     def prune(self) -> None:
-        """Delete one small batch of expired jobs per status group, per heartbeat."""
+        """
+        Delete one small batch of expired jobs per status group, per heartbeat;
+        and, under limits, the rows of keys that hold nothing any more, a
+        batch every LIMIT_KEYS_PRUNE_INTERVAL seconds (one row per key value
+        ever seen would otherwise stay for ever: one per user, say).
+        """
         for statuses, retain in self.retention:
             if retain is not None:
                 self.db.prune_batch(statuses, retain, PRUNE_BATCH_SIZE)
+        if self.db.limits and time.monotonic() >= self.limit_keys_prune_at:
+            _, after = self.db.prune_limit_keys(self.limit_keys_after, LIMIT_KEYS_PRUNE_BATCH)
+            self.limit_keys_after = after or ""
+            self.limit_keys_prune_at = time.monotonic() + LIMIT_KEYS_PRUNE_INTERVAL

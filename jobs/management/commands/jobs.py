@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.tasks.exceptions import InvalidTask
 
@@ -70,7 +70,7 @@ class Command(BaseCommand):
 
         for name, verb in (
             ("retry", "Retry FAILED or CANCELLED"),
-            ("cancel", "Cancel READY or RUNNING"),
+            ("cancel", "Cancel WAITING, READY or RUNNING"),
         ):
             acting = actions.add_parser(name, help=f"{verb} jobs, by id or by filter.")
             acting.add_argument("job_ids", nargs="*", metavar="job_id")
@@ -176,7 +176,7 @@ class Command(BaseCommand):
         self._act(
             "cancel",
             job_ids,
-            (JobStatus.READY, JobStatus.RUNNING),
+            (JobStatus.WAITING, JobStatus.READY, JobStatus.RUNNING),
             lambda job_id: operations.cancel(
                 job_id, reason="Cancelled from the command line", backend=backend
             ),
@@ -189,7 +189,11 @@ class Command(BaseCommand):
             self._print({"deleted": 0}, f"Queue {queue!r} has no READY job.")
             return
         self._confirm(f"Delete the {waiting} READY job(s) of queue {queue!r}?", yes)
-        deleted = operations.purge_queue(queue, backend=options["backend"])
+        deleted = operations.purge_queue(
+            queue,
+            backend=options["backend"],
+            progress=self._purge_progress(waiting),
+        )
         self._print({"deleted": deleted}, f"Deleted {deleted} READY job(s) of queue {queue!r}.")
 
     # What the actions share.
@@ -214,14 +218,22 @@ class Command(BaseCommand):
             targets: Iterable[str] = job_ids
         elif any(chosen.values()):
             if chosen["status"] and chosen["status"] not in statuses:
-                raise CommandError(f"Only {' or '.join(statuses)} jobs can be {past}.")
+                named = f"{', '.join(statuses[:-1])} or {statuses[-1]}"
+                raise CommandError(f"Only {named} jobs can be {past}.")
             matching = self._filtered(**chosen).filter(status__in=statuses)
             count = matching.count()
             if count == 0:
                 self._print({"done": 0, "skipped": 0}, "No jobs match.")
                 return
             self._confirm(f"{verb.capitalize()} {count} job(s)?", yes)
-            targets = [str(job_id) for job_id in matching.values_list("id", flat=True).iterator()]
+            # WAITING jobs first: a workflow's callback cancelled before its
+            # members cannot be made due by their cancels.
+            waiting_first = matching.annotate(
+                later=ExpressionWrapper(~Q(status=JobStatus.WAITING), BooleanField())
+            ).order_by("later", "id")
+            targets = [
+                str(job_id) for job_id in waiting_first.values_list("id", flat=True).iterator()
+            ]
         else:
             raise CommandError(f"Name the jobs to {verb}: their ids, or --status/--queue/--task.")
         done, skipped = 0, []
@@ -271,6 +283,13 @@ class Command(BaseCommand):
             raise CommandError(f"{question} Not confirmed: add --yes to run without asking.")
         if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
             raise CommandError("Nothing done.")
+
+    def _purge_progress(self, total: int) -> Callable[[int], None]:
+        def progress(deleted: int) -> None:
+            if not self.options["json"] and self.options["verbosity"] > 0 and deleted < total:
+                self.stderr.write(f"{deleted} of {total} deleted...")
+
+        return progress
 
     def _print(self, data: Any, line: str) -> None:
         if self.options["json"]:

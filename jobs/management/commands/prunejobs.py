@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 from django.db import connections
 
-from jobs import sql
+from jobs import sql, transitions
 from jobs.management.backends import queue_backend
 from jobs.worker.maintenance import retention_groups
 
@@ -9,8 +9,10 @@ from jobs.worker.maintenance import retention_groups
 class Command(BaseCommand):
     help = (
         "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL and "
-        "RETAIN_FAILED options), in small batches that hold no long locks. Workers do this "
-        "on their own; this is for doing it now, or seeing what it would do."
+        "RETAIN_FAILED options), in small batches that hold no long locks, keeping what the "
+        "jobs of workflows that wait for them read; and the rows of limit keys that hold "
+        "nothing. Workers do this on their own; this is for doing it now, or seeing what it "
+        "would do."
     )
 
     def add_arguments(self, parser):
@@ -42,9 +44,18 @@ class Command(BaseCommand):
                     continue
                 deleted = 0
                 while True:
-                    cursor.execute(sql.PRUNE_BATCH, {**params, "limit": options["batch_size"]})
-                    deleted += cursor.rowcount
-                    if cursor.rowcount < options["batch_size"]:
+                    batch = transitions.prune(cursor, statuses, retain, options["batch_size"])
+                    deleted += batch
+                    if batch < options["batch_size"]:
                         break
                     self.stdout.write(f"{label}: {deleted} deleted so far...")
                 self.stdout.write(f"{label}: deleted {deleted} job(s) older than {retain:.0f} s")
+            if backend.limits and not options["dry_run"]:
+                self._prune_limit_keys(cursor, options["batch_size"])
+
+    def _prune_limit_keys(self, cursor, batch_size: int) -> None:
+        deleted, after = 0, ""
+        while after is not None:
+            batch, after = transitions.prune_limit_keys(cursor, after, batch_size)
+            deleted += batch
+        self.stdout.write(f"limit keys: deleted {deleted} idle key(s)")

@@ -1,0 +1,279 @@
+"""
+Every change of a job's status, in one place.
+
+A job's status changes by enqueue, claim, completion (success, failure,
+retry), give-back, rescue, cancel, operator retry, purge, delete and prune.
+Each change implies others: a run that ends frees its slots under limits, a
+give-back returns its token too, a parent that finishes moves, cancels or
+resumes the jobs that wait for it, a deleted parent leaves its outcome for
+them to read. Those rules hold only if every path keeps them, so every path
+is a function here, and the worker, `jobs.operations`, the admin, the
+commands and `jobs.testing` call these functions; no other module runs a
+statement that changes `jobs_job.status` (tests/test_transitions.py checks).
+
+Each function runs on the caller's cursor (Django's or psycopg's), inside
+the caller's transaction when it has one; one that runs several statements
+opens a transaction of its own otherwise, so what it does is all or
+nothing. Every path takes its row locks in one order: jobs by id, then limit
+keys by key, then dependants by id. So two paths that meet on the same rows
+wait for each other, and never deadlock.
+"""
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from . import sql
+from .exceptions import JobCancelled, class_path
+
+# How many times enqueue makes and holds its limit keys before it gives up
+# (see sql.ENSURE_LIMIT_KEYS): each try loses only to a prune of the same
+# idle key that committed meanwhile.
+HOLD_LIMIT_KEYS_TRIES = 5
+
+
+def _atomic(cursor: Any) -> AbstractContextManager:
+    """A transaction on the cursor's connection, or the caller's if it is in one."""
+    database = getattr(cursor, "db", None)
+    if database is not None:
+        return transaction.atomic(using=database.alias, savepoint=False)
+    return cursor.connection.transaction()
+
+
+def _ids(ids: Iterable[object]) -> list[str]:
+    return [str(job_id) for job_id in ids]
+
+
+# Enqueue.
+
+
+def hold_limit_keys(cursor: Any, key_rows_json: str) -> None:
+    """
+    Make the limit key rows that jobs about to be enqueued count against, and
+    hold them until the caller's transaction commits, which must also insert
+    the jobs: a prune of idle keys cannot delete a row they rely on.
+    """
+    with _atomic(cursor):
+        for _ in range(HOLD_LIMIT_KEYS_TRIES):
+            cursor.execute(sql.ENSURE_LIMIT_KEYS, {"limit_keys": key_rows_json})
+            if cursor.fetchone()[0]:
+                return
+    raise RuntimeError(
+        f"The limit keys could not be held in {HOLD_LIMIT_KEYS_TRIES} tries: each was "
+        "deleted as idle meanwhile."
+    )
+
+
+# Completion, give-back and rescue: the worker's paths.
+
+
+def complete(
+    cursor: Any, outcomes: str, *, limited: bool, dependants: frozenset[str] = frozenset()
+) -> set[str]:
+    """
+    Write the outcomes of attempts (sql.COMPLETE's JSON batch); return the
+    ids the fence accepted. `limited=False` says none of their jobs is under
+    a limit; `dependants` are the ids of those that jobs of a workflow wait
+    for, which move in the same transaction.
+    """
+    statement = sql.COMPLETE_LIMITED if limited else sql.COMPLETE
+    if not dependants:
+        cursor.execute(statement, {"outcomes": outcomes})
+        return {row[0] for row in cursor.fetchall()}
+    with _atomic(cursor):
+        cursor.execute(statement, {"outcomes": outcomes})
+        accepted = {row[0] for row in cursor.fetchall()}
+        advance(cursor, sorted(accepted & dependants))
+    return accepted
+
+
+def release(
+    cursor: Any,
+    ids: Sequence[str],
+    attempts: Sequence[int],
+    run_at: Sequence[float] | None = None,
+    *,
+    limited: bool,
+) -> int:
+    """
+    Give claimed jobs back, READY, their attempt not spent and, under limits,
+    their slots and tokens returned (sql.RELEASE); due at once or at run_at.
+    Returns how many the fence let through.
+    """
+    cursor.execute(
+        sql.RELEASE_LIMITED if limited else sql.RELEASE,
+        {
+            "ids": list(ids),
+            "attempts": list(attempts),
+            "run_at": None if run_at is None else list(run_at),
+        },
+    )
+    return len(cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class Rescued:
+    """What a rescue did."""
+
+    dead_workers: int
+    ready: int
+    failed: int
+
+
+def rescue(cursor: Any, dead_after: float, exception_class_path: str) -> Rescued:
+    """Put the jobs of dead workers back (sql.RESCUE), and move their dependants."""
+    with _atomic(cursor):
+        cursor.execute(
+            sql.RESCUE, {"dead_after": dead_after, "exception_class_path": exception_class_path}
+        )
+        dead, ready, failed, _, failed_with_dependants = cursor.fetchone()
+        advance(cursor, failed_with_dependants)
+    return Rescued(dead, ready, failed)
+
+
+# What an operator does.
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """One job a cancel found: the status it had, and whether this cancelled it."""
+
+    previous: str
+    cancelled: bool
+
+
+def cancel(cursor: Any, ids: Iterable[object], reason: str) -> dict[str, Cancelled]:
+    """
+    Cancel the WAITING, READY and RUNNING jobs among `ids` (sql.CANCEL): the
+    running ones' workers kill them, their slots are freed, and the jobs of
+    workflows that needed them move. Returns each job found.
+    """
+    with _atomic(cursor):
+        cursor.execute(
+            sql.CANCEL,
+            {"ids": _ids(ids), "reason": reason, "exception_class_path": class_path(JobCancelled)},
+        )
+        rows = cursor.fetchall()
+        waited_for = [job_id for job_id, _, cancelled, dependants, _ in rows if dependants]
+        advance(cursor, waited_for)
+    return {job_id: Cancelled(previous, cancelled) for job_id, previous, cancelled, _, _ in rows}
+
+
+def retry(cursor: Any, job_id: object) -> bool:
+    """
+    Send a FAILED or CANCELLED job round again, with one more attempt; False
+    when it is not one. A job of a workflow resumes it: its dependants count
+    it as unfinished again, and those cancelled because it failed wait again
+    (sql.LOCK_RESUMED, sql.RECOUNT_DEPENDANTS). A dependant itself cancelled
+    before its parents finished waits for them again.
+    """
+    with _atomic(cursor):
+        cursor.execute(sql.RETRY, {"id": str(job_id)})
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        _, has_dependants, waits_for_parents = row
+        if has_dependants or waits_for_parents:
+            cursor.execute(
+                sql.LOCK_RESUMED, {"id": str(job_id), "recount_retried": waits_for_parents}
+            )
+            locked, restored = cursor.fetchone()
+            if locked:
+                cursor.execute(
+                    sql.RECOUNT_DEPENDANTS,
+                    {"ids": locked, "unfinished": [str(job_id), *restored]},
+                )
+                given = [job for job, status, _, _ in cursor.fetchall() if status == "READY"]
+                if given:
+                    cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given})
+    return True
+
+
+def run_now(cursor: Any, job_id: object) -> bool:
+    """Make a READY job that waits for its run_at due now; False when it is not one."""
+    cursor.execute(sql.RUN_NOW, {"id": str(job_id)})
+    return cursor.fetchone() is not None
+
+
+def delete(cursor: Any, ids: Iterable[object], reason: str = "Deleted") -> int:
+    """
+    Delete jobs, whatever their status: a live one is cancelled first, with
+    `reason`, so that its slots are freed and its dependants move; the
+    outcome of one that others wait for is kept on their edges. Returns how
+    many were deleted.
+    """
+    ids = _ids(ids)
+    with _atomic(cursor):
+        cancel(cursor, ids, reason)
+        cursor.execute(sql.DELETE_FINISHED, {"ids": ids})
+        return cursor.fetchone()[0]
+
+
+def purge(cursor: Any, queue: str, limit: int) -> int:
+    """
+    Delete up to `limit` READY jobs of a queue, as delete() does (cancelled
+    first: "Purged"); returns how many. Jobs that run are left to finish.
+    """
+    with _atomic(cursor):
+        cursor.execute(sql.PURGEABLE, {"queue": queue, "limit": limit})
+        ids = [job_id for (job_id,) in cursor.fetchall()]
+        return delete(cursor, ids, "Purged") if ids else 0
+
+
+def prune(cursor: Any, statuses: Sequence[str], older_than: float, limit: int) -> int:
+    """
+    Delete up to `limit` jobs of `statuses` finished more than `older_than`
+    seconds ago, keeping what their dependants read; returns how many.
+    """
+    with _atomic(cursor):
+        cursor.execute(
+            sql.PRUNABLE,
+            {"statuses": list(statuses), "older_than": older_than, "limit": limit},
+        )
+        ids = [job_id for (job_id,) in cursor.fetchall()]
+        if not ids:
+            return 0
+        cursor.execute(sql.DELETE_FINISHED, {"ids": ids})
+        return cursor.fetchone()[0]
+
+
+def prune_limit_keys(cursor: Any, after: str, limit: int) -> tuple[int, str | None]:
+    """
+    Delete idle limit key rows (no run, a full bucket, no live job), up to
+    `limit` looked at from key `after` on. Returns how many were deleted and
+    where the next call goes on (None: the end was reached).
+    """
+    with _atomic(cursor):
+        cursor.execute(sql.IDLE_LIMIT_KEYS, {"after": after, "limit": limit})
+        keys = [key for (key,) in cursor.fetchall()]
+        if not keys:
+            return 0, None
+        cursor.execute(sql.PRUNE_LIMIT_KEYS, {"keys": keys})
+        return cursor.rowcount, keys[-1] if len(keys) == limit else None
+
+
+# Workflows.
+
+
+def advance(cursor: Any, finished: Sequence[str]) -> tuple[int, int]:
+    """
+    Move the dependants of jobs that just finished (sql.ADVANCE_WORKFLOWS),
+    then the dependants of the ones that were cancelled, and so on down the
+    graph, in the transaction that wrote the finished jobs' outcomes.
+    Returns how many became READY and how many were cancelled.
+    """
+    ready = cancelled = 0
+    ids = list(finished)
+    while ids:
+        cursor.execute(
+            sql.ADVANCE_WORKFLOWS, {"ids": ids, "exception_class_path": class_path(JobCancelled)}
+        )
+        ids, given_results, made_ready, _ = cursor.fetchone()
+        if given_results:
+            cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given_results})
+        ready += made_ready
+        cancelled += len(ids)
+    return ready, cancelled
