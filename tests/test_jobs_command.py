@@ -52,9 +52,9 @@ def test_enqueue_by_path_with_json_arguments():
         (["retry", "01a23600-9e7a-71b8-9410-7cf5f4f717de"], "No job with id"),
         (["retry"], "Name the jobs to retry"),
         (
-                ["cancel", "--status", "FAILED"],
-                "Only WAITING, READY or RUNNING jobs can be cancelled",
-            ),
+            ["cancel", "--status", "FAILED"],
+            "Only WAITING, READY or RUNNING jobs can be cancelled",
+        ),
         (["list", "--limit", "0"], "--limit must be 1 or more"),
         (["--backend", "nope", "list"], "No task backend 'nope'"),
     ],
