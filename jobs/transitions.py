@@ -67,7 +67,23 @@ def hold_limit_keys(cursor: Any, key_rows_json: str) -> None:
     )
 
 
-# Completion, give-back and rescue: the worker's paths.
+# The worker's paths: claim, completion, give-back and rescue.
+
+
+def claim(cursor: Any, params: dict[str, Any], *, limited: bool, every_queue: bool) -> list[tuple]:
+    """
+    Claim due jobs (sql.CLAIM's parameters: queues, limit, worker_id), each
+    RUNNING with an attempt spent. `limited` runs LIMITED_CLAIM (with `after`
+    and `visit`), which takes the jobs under limits their keys let start and
+    counts them in, and ends with a row whose id is None; `every_queue`
+    claims from every queue that has jobs.
+    """
+    if limited:
+        statement = sql.LIMITED_CLAIM_EVERY_QUEUE if every_queue else sql.LIMITED_CLAIM
+    else:
+        statement = sql.CLAIM_EVERY_QUEUE if every_queue else sql.CLAIM
+    cursor.execute(statement, params)
+    return cursor.fetchall()
 
 
 def complete(

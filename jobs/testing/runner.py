@@ -23,7 +23,7 @@ from django.db.models.functions import Now
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
 from psycopg.pq import TransactionStatus
 
-from .. import sql, transitions
+from .. import transitions
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
 from ..worker.job_runner import JobRunner
@@ -120,14 +120,11 @@ def _claim(
     """
     params = {"queues": queues, "limit": BATCH_SIZE, "worker_id": worker_id}
     if limited:
-        statement = sql.LIMITED_CLAIM if queues else sql.LIMITED_CLAIM_EVERY_QUEUE
         params.update(after="{}", visit=BATCH_SIZE)
-    else:
-        statement = sql.CLAIM if queues else sql.CLAIM_EVERY_QUEUE
     with connection.cursor() as cursor:
-        cursor.execute(statement, params)
+        rows = transitions.claim(cursor, params, limited=limited, every_queue=not queues)
         # LIMITED_CLAIM's last row, with no id, says where its scan stopped.
-        jobs = [ClaimedJob(*row) for row in cursor.fetchall() if row[0] is not None]
+        jobs = [ClaimedJob(*row) for row in rows if row[0] is not None]
     # The worker's order: RETURNING keeps none.
     jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
     return jobs

@@ -164,9 +164,10 @@ class QueueDatabase:
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
         params = {"queues": self.queues, "limit": limit, "worker_id": worker_id}
         if self.limits and (self.limited_due or time.monotonic() >= self.limited_due_at):
-            statement = sql.LIMITED_CLAIM if self.queues else sql.LIMITED_CLAIM_EVERY_QUEUE
             params.update(after=json.dumps(self.key_cursor), visit=max(limit, KEYS_PER_CLAIM))
-            rows = self._execute(statement, params).fetchall()
+            rows = transitions.claim(
+                self._cursor(), params, limited=True, every_queue=not self.queues
+            )
             # The last row says where the scans of keys stopped, and how many
             # jobs under limits were claimed.
             *rows, last = rows
@@ -185,8 +186,9 @@ class QueueDatabase:
             self.limited_due_at = time.monotonic() + self.limited_poll
         else:
             self.keys_left = False
-            statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
-            rows = self._execute(statement, params).fetchall()
+            rows = transitions.claim(
+                self._cursor(), params, limited=False, every_queue=not self.queues
+            )
         jobs = [ClaimedJob(*row) for row in rows]
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
