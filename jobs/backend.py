@@ -9,7 +9,7 @@ import functools
 import importlib.util
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -20,7 +20,7 @@ from django.core import checks
 from django.db import connections
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import Task, TaskError
+from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
@@ -173,37 +173,91 @@ class UnloadableTask(JobTask):
 def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> str:
     """
     The JSON text of the calls, [[args, kwargs], ...]; or a TypeError that
-    names the first argument that is not JSON, or a ValueError that names
-    the first one that jsonb cannot hold (see jobs.jsonb).
+    names the first argument that is not JSON or holds a key that is not a
+    string, or a ValueError that names the first one that jsonb cannot hold
+    (see jobs.jsonb).
 
-    Arguments are stored as jsonb, never pickled: what goes in must be JSON.
+    Arguments are stored as jsonb, never pickled: what goes in must be JSON,
+    and must come back as it went in.
     """
     try:
         text = dumps(calls)
     except (TypeError, ValueError):
         pass
     else:
-        if unstorable(text) is None:
+        if unstorable(text) is None and _keys_are_text(calls, text):
             return text
     for args, kwargs in calls:
+        for name in kwargs:
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"keyword argument {name!r} of {task.module_path} is not named by a "
+                    "string: JSON object keys are strings."
+                )
         named = [(f"argument {index}", value) for index, value in enumerate(args)]
         named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
         named += [(f"keyword argument name {name!r}", name) for name in kwargs]
         for label, value in named:
-            try:
-                reason = unstorable(dumps(value))
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"{label} of {task.module_path} is not JSON serializable "
-                    f"({type(value).__name__}: {error}). Task arguments are stored as JSON; "
-                    "pass ids or plain data instead."
-                ) from None
-            if reason:
-                raise ValueError(
-                    f"{label} of {task.module_path} holds {reason}, which Postgres cannot "
-                    "store in jsonb."
-                )
-    raise TypeError(f"The keyword argument names of {task.module_path} must be strings.")
+            _check_argument(f"{label} of {task.module_path}", value)
+    # Each argument alone is fine, so all of them are.
+    return dumps(calls)
+
+
+def _check_argument(label: str, value: Any) -> None:
+    """A TypeError or ValueError, in the words of encode_calls, for what value cannot be."""
+    try:
+        reason = unstorable(dumps(value, default=_unsupported))
+    except (TypeError, ValueError) as error:
+        # Django's own backends say "Unsupported type" (normalize_json), and
+        # code written against them looks for those words.
+        raise TypeError(
+            f"{error}. Task arguments must be JSON: {label} is not JSON serializable; "
+            "pass ids or plain data instead."
+        ) from None
+    if reason:
+        raise ValueError(f"{label} holds {reason}, which Postgres cannot store in jsonb.")
+    if (key := _key_not_text(value)) is not _NO_KEY:
+        raise TypeError(
+            f"{label} has key {key!r}, which is not a string: JSON object keys are strings, "
+            f"so it would come back as {dumps(key)!r}. Give the keys as strings."
+        )
+
+
+def _unsupported(value: Any) -> Any:
+    """json.dumps's default: refuse the value in Django's words."""
+    raise TypeError(f"Unsupported type: {type(value)}")
+
+
+_NO_KEY = object()
+
+
+def _key_not_text(value: Any) -> Any:
+    """The first key of a dict within value that is not a string, else _NO_KEY."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return key
+            if (found := _key_not_text(item)) is not _NO_KEY:
+                return found
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if (found := _key_not_text(item)) is not _NO_KEY:
+                return found
+    return _NO_KEY
+
+
+def _keys_are_text(calls: list[tuple[list[Any], dict[str, Any]]], text: str) -> bool:
+    """
+    Whether every key of the calls' dicts is a string, as JSON gives it back
+    (json.dumps writes an int, float, bool or None key as text, silently).
+
+    Each call's kwargs writes one "{" of the calls' JSON: with no other (no
+    dict among the arguments, no brace in their text), only the kwargs'
+    names are looked at. The common call costs a count, not a walk.
+    """
+    if text.count("{") == len(calls):
+        return all(isinstance(name, str) for _, kwargs in calls for name in kwargs)
+    return all(_key_not_text(call) is _NO_KEY for call in calls)
 
 
 # The Job columns that hold a task's names, by the option that sets each.
@@ -276,9 +330,11 @@ def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> list[list
     return list(rows.values())
 
 
-def dumps(value: Any) -> str:
+def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
     """Compact JSON, as the queue stores it (NaN refused, text as it is)."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        value, allow_nan=False, separators=(",", ":"), ensure_ascii=False, default=default
+    )
 
 
 class PostgresBackend(BaseTaskBackend):
@@ -305,6 +361,13 @@ class PostgresBackend(BaseTaskBackend):
             self.limits_error = None
 
     def validate_task(self, task: Task) -> None:
+        # Django's check compares the priority with numbers, which raises a
+        # TypeError for a string: an InvalidTask in its own words instead.
+        if not isinstance(task.priority, int) or isinstance(task.priority, bool):
+            raise InvalidTask(
+                f"priority must be a whole number between {TASK_MIN_PRIORITY} and "
+                f"{TASK_MAX_PRIORITY}."
+            )
         super().validate_task(task)
         max_attempts = getattr(task, "max_attempts", None)
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
