@@ -7,9 +7,8 @@ enqueued inside `transaction.atomic()` exists only if that transaction commits.
 
 import functools
 import importlib.util
-import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -27,8 +26,16 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql, tracing
-from .jsonb import unstorable
-from .limits import KEY_LENGTH, JobLimits, LimitConfigurationError, Limits, parse_limits
+from .calls import (
+    as_tags,
+    check_column_text,
+    check_tags_and_meta,
+    dumps,
+    encode_calls,
+    limit_key_rows,
+    limited_calls,
+)
+from .limits import LimitConfigurationError, Limits, parse_limits
 from .models import Job, JobStatus
 
 DEFAULT_OPTIONS = {
@@ -101,7 +108,7 @@ class JobTask(Task):
         # Zero-argument super() does not work in a slotted dataclass.
         Task.__post_init__(self)
         object.__setattr__(self, "aliases", tuple(self.aliases))
-        object.__setattr__(self, "tags", _tags(self.tags))
+        object.__setattr__(self, "tags", as_tags(self.tags))
         for alias in self.aliases:
             TASK_ALIASES[alias] = self.module_path
 
@@ -129,7 +136,7 @@ class JobTask(Task):
                 ("max_attempts", max_attempts),
                 ("timeout", timeout),
                 ("unique_key", unique_key),
-                ("tags", None if tags is None else _tags(tags)),
+                ("tags", None if tags is None else as_tags(tags)),
                 ("meta", meta),
                 ("limit_key", limit_key),
             )
@@ -168,173 +175,6 @@ class UnloadableTask(JobTask):
         module, _, name = task_path.rpartition(".")
         unloadable.__module__, unloadable.__qualname__, unloadable.__name__ = module, name, name
         return cls(func=unloadable, backend=backend, reason=reason)
-
-
-def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> str:
-    """
-    The JSON text of the calls, [[args, kwargs], ...]; or a TypeError that
-    names the first argument that is not JSON or holds a key that is not a
-    string, or a ValueError that names the first one that jsonb cannot hold
-    (see jobs.jsonb).
-
-    Arguments are stored as jsonb, never pickled: what goes in must be JSON,
-    and must come back as it went in.
-    """
-    try:
-        text = dumps(calls)
-    except (TypeError, ValueError):
-        pass
-    else:
-        if unstorable(text) is None and _keys_are_text(calls, text):
-            return text
-    for args, kwargs in calls:
-        for name in kwargs:
-            if not isinstance(name, str):
-                raise TypeError(
-                    f"keyword argument {name!r} of {task.module_path} is not named by a "
-                    "string: JSON object keys are strings."
-                )
-        named = [(f"argument {index}", value) for index, value in enumerate(args)]
-        named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
-        named += [(f"keyword argument name {name!r}", name) for name in kwargs]
-        for label, value in named:
-            _check_argument(f"{label} of {task.module_path}", value)
-    # Each argument alone is fine, so all of them are.
-    return dumps(calls)
-
-
-def _check_argument(label: str, value: Any) -> None:
-    """A TypeError or ValueError, in the words of encode_calls, for what value cannot be."""
-    try:
-        reason = unstorable(dumps(value, default=_unsupported))
-    except (TypeError, ValueError) as error:
-        # Django's own backends say "Unsupported type" (normalize_json), and
-        # code written against them looks for those words.
-        raise TypeError(
-            f"{error}. Task arguments must be JSON: {label} is not JSON serializable; "
-            "pass ids or plain data instead."
-        ) from None
-    if reason:
-        raise ValueError(f"{label} holds {reason}, which Postgres cannot store in jsonb.")
-    if (key := _key_not_text(value)) is not _NO_KEY:
-        raise TypeError(
-            f"{label} has key {key!r}, which is not a string: JSON object keys are strings, "
-            f"so it would come back as {dumps(key)!r}. Give the keys as strings."
-        )
-
-
-def _unsupported(value: Any) -> Any:
-    """json.dumps's default: refuse the value in Django's words."""
-    raise TypeError(f"Unsupported type: {type(value)}")
-
-
-_NO_KEY = object()
-
-
-def _key_not_text(value: Any) -> Any:
-    """The first key of a dict within value that is not a string, else _NO_KEY."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return key
-            if (found := _key_not_text(item)) is not _NO_KEY:
-                return found
-    elif isinstance(value, list | tuple):
-        for item in value:
-            if (found := _key_not_text(item)) is not _NO_KEY:
-                return found
-    return _NO_KEY
-
-
-def _keys_are_text(calls: list[tuple[list[Any], dict[str, Any]]], text: str) -> bool:
-    """
-    Whether every key of the calls' dicts is a string, as JSON gives it back
-    (json.dumps writes an int, float, bool or None key as text, silently).
-
-    Each call's kwargs writes one "{" of the calls' JSON: with no other (no
-    dict among the arguments, no brace in their text), only the kwargs'
-    names are looked at. The common call costs a count, not a walk.
-    """
-    if text.count("{") == len(calls):
-        return all(isinstance(name, str) for _, kwargs in calls for name in kwargs)
-    return all(_key_not_text(call) is _NO_KEY for call in calls)
-
-
-# The Job columns that hold a task's names, by the option that sets each.
-TEXT_COLUMNS = {"unique_key": "unique_key", "queue_name": "queue", "task_path": "task_path"}
-
-
-def _check_column_text(name: str, value: str) -> None:
-    """An InvalidTask naming `name` when its column cannot hold `value`."""
-    if not isinstance(value, str):
-        raise InvalidTask(f"{name} must be a string, not {type(value).__name__}.")
-    limit = Job._meta.get_field(TEXT_COLUMNS[name]).max_length
-    if len(value) > limit:
-        raise InvalidTask(f"{name} is {len(value)} characters long; at most {limit} fit.")
-    if reason := unstorable(dumps(value)):
-        raise InvalidTask(f"{name} holds {reason}, which Postgres cannot store.")
-
-
-def _tags(tags: object) -> tuple[str, ...]:
-    """Tags as a tuple; a string (which would become its letters) is refused."""
-    if isinstance(tags, str | bytes) or not isinstance(tags, list | tuple):
-        raise InvalidTask(f"tags is a list of strings, not {type(tags).__name__}.")
-    return tuple(tags)
-
-
-def _check_tags_and_meta(tags: Sequence[str], meta: dict[str, Any] | None) -> None:
-    """An InvalidTask saying which tag, or what of meta, a job cannot hold."""
-    limit = Job._meta.get_field("tags").base_field.max_length
-    for tag in tags:
-        if not isinstance(tag, str) or not tag:
-            raise InvalidTask(f"A tag is a non-empty string, not {tag!r}.")
-        if len(tag) > limit:
-            raise InvalidTask(f"A tag is {len(tag)} characters long; at most {limit} fit.")
-        if reason := unstorable(dumps(tag)):
-            raise InvalidTask(f"Tag {tag!r} holds {reason}, which Postgres cannot store.")
-    if meta is None:
-        return
-    if not isinstance(meta, dict):
-        raise InvalidTask(f"meta is a dict of JSON values, not {type(meta).__name__}.")
-    try:
-        text = dumps(meta)
-    except (TypeError, ValueError) as error:
-        raise InvalidTask(f"meta is not JSON: {error}.") from None
-    if reason := unstorable(text):
-        raise InvalidTask(f"meta holds {reason}, which Postgres cannot store in jsonb.")
-
-
-def _limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
-    """The calls' JSON with each call's [own key, shared key] third, as ENQUEUE_LIMITED reads it."""
-    calls = json.loads(encoded)
-    for call, call_keys in zip(calls, keys, strict=True):
-        call.append(call_keys)
-    return dumps(calls)
-
-
-def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> list[list[Any]]:
-    """The key rows that the calls count against, for sql.ENSURE_LIMIT_KEYS."""
-    rows = {}
-    for own, shared in keys:
-        if len(own) > KEY_LENGTH:
-            raise InvalidTask(
-                f"Limit key {own[:40]!r}... is {len(own)} characters; at most {KEY_LENGTH} fit."
-            )
-        if reason := unstorable(dumps(own)):
-            raise InvalidTask(
-                f"Limit key {own[:40]!r} holds {reason}, which Postgres cannot store."
-            )
-        rows.setdefault(own, limits.own.row(own))
-        if shared is not None:
-            rows.setdefault(shared, limits.shared.row(shared))
-    return list(rows.values())
-
-
-def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> str:
-    """Compact JSON, as the queue stores it (NaN refused, text as it is)."""
-    return json.dumps(
-        value, allow_nan=False, separators=(",", ":"), ensure_ascii=False, default=default
-    )
 
 
 class PostgresBackend(BaseTaskBackend):
@@ -378,7 +218,7 @@ class PostgresBackend(BaseTaskBackend):
         aliases = getattr(task, "aliases", ())
         if not all(isinstance(alias, str) and "." in alias for alias in aliases):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
-        _check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
+        check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
         limit_key = getattr(task, "limit_key", None)
         if limit_key is not None:
             own = self.limits.of(task.module_path, task.queue_name)
@@ -396,23 +236,32 @@ class PostgresBackend(BaseTaskBackend):
             ("task_path", task.module_path),
         ):
             if value is not None:
-                _check_column_text(name, value)
+                check_column_text(name, value)
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         return self.enqueue_many(task, [(args, kwargs)])[0]
 
-    def enqueue_many(
-        self, task: Task, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[TaskResult]:
+    def enqueue_params(
+        self, task: Task, calls: list[tuple[list[Any], dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """
+        The parameters of the ENQUEUE statements for these calls of task, all
+        but their ids, once the task and its arguments are checked: every
+        option in force (priority, run_after, attempts, timeout, unique key,
+        tags, meta, the trace context and the limits it is under). What
+        enqueue_many() and each step of a workflow share, so that a step
+        keeps every option an enqueue keeps.
+
+        Jobs with tags, meta, a trace context or a limit have "tags", "meta"
+        and "trace_context"; jobs under a limit have their key rows too
+        ("limit_keys", for sql.ENSURE_LIMIT_KEYS) and each call's keys third
+        in "calls".
+        """
         self.validate_task(task)
-        calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
-        if not calls:
-            return []
         unique_key = getattr(task, "unique_key", None)
         if unique_key is not None and len(calls) > 1:
             raise InvalidTask("A unique key names one job: enqueue it with enqueue().")
         encoded = encode_calls(task, calls)
-        ids = [str(uuid_utils.uuid7()) for _ in calls]
         timeout = self._option(task, "timeout")
         params = {
             "backend": self.alias,
@@ -422,7 +271,6 @@ class PostgresBackend(BaseTaskBackend):
             "run_after": task.run_after,
             "max_attempts": self._option(task, "max_attempts"),
             "timeout": timedelta(seconds=timeout) if timeout is not None else None,
-            "ids": ",".join(ids),
             "calls": encoded,
             "unique_key": unique_key,
             "notify": task.run_after is None
@@ -431,8 +279,7 @@ class PostgresBackend(BaseTaskBackend):
         tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
         trace_context = tracing.current_context()
         limits = self.limits.of(task.module_path, task.queue_name) if self.limits else None
-        labelled = bool(tags or meta or trace_context or limits)
-        if labelled:
+        if tags or meta or trace_context or limits:
             params.update(
                 tags=list(tags),
                 meta=dumps(meta or {}),
@@ -440,16 +287,30 @@ class PostgresBackend(BaseTaskBackend):
             )
         if limits is not None:
             keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
-            params["calls"] = _limited_calls(encoded, keys)
-            params["limit_keys"] = dumps(limit_key_rows(limits, keys))
+            params["calls"] = limited_calls(encoded, keys)
+            params["limit_keys"] = limit_key_rows(limits, keys)
+        return params
+
+    def enqueue_many(
+        self, task: Task, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[TaskResult]:
+        calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
+        params = self.enqueue_params(task, calls)
+        if not calls:
+            return []
+        ids = [str(uuid_utils.uuid7()) for _ in calls]
+        params["ids"] = ",".join(ids)
+        unique_key = params["unique_key"]
+        limited = "limit_keys" in params
+        if limited:
             one, many = sql.ENQUEUE_ONE_LIMITED, sql.ENQUEUE_LIMITED
-        elif labelled:
+        elif "tags" in params:
             one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED
         else:
             one, many = sql.ENQUEUE_ONE, sql.ENQUEUE
         with self._enqueue_cursor() as cursor:
-            if limits is not None:
-                cursor.execute(sql.ENSURE_LIMIT_KEYS, params)
+            if limited:
+                cursor.execute(sql.ENSURE_LIMIT_KEYS, {"limit_keys": dumps(params["limit_keys"])})
             if len(calls) == 1:
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
