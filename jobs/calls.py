@@ -102,9 +102,13 @@ def _keys_are_text(calls: list[tuple[list[Any], dict[str, Any]]], text: str) -> 
     dict among the arguments, no brace in their text), only the kwargs'
     names are looked at. The common call costs a count, not a walk.
     """
-    if text.count("{") == len(calls):
-        return all(isinstance(name, str) for _, kwargs in calls for name in kwargs)
-    return all(_key_not_text(call) is _NO_KEY for call in calls)
+    if text.count("{") != len(calls):
+        return all(_key_not_text(call) is _NO_KEY for call in calls)
+    for _, kwargs in calls:
+        for name in kwargs:
+            if not isinstance(name, str):
+                return False
+    return True
 
 
 # The Job columns that hold a task's names, by the option that sets each.
