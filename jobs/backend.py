@@ -7,7 +7,6 @@ enqueued inside `transaction.atomic()` exists only if that transaction commits.
 
 import functools
 import importlib.util
-import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -20,15 +19,23 @@ from django.core import checks
 from django.db import connections, transaction
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import Task, TaskError
+from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, Task, TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql, tracing, transitions
-from .jsonb import unstorable
-from .limits import KEY_LENGTH, JobLimits, LimitConfigurationError, Limits, parse_limits
+from .calls import (
+    as_tags,
+    check_column_text,
+    check_tags_and_meta,
+    dumps,
+    encode_calls,
+    limit_key_rows,
+    limited_calls,
+)
+from .limits import LimitConfigurationError, Limits, parse_limits
 from .models import Job, JobStatus
 
 DEFAULT_OPTIONS = {
@@ -101,7 +108,7 @@ class JobTask(Task):
         # Zero-argument super() does not work in a slotted dataclass.
         Task.__post_init__(self)
         object.__setattr__(self, "aliases", tuple(self.aliases))
-        object.__setattr__(self, "tags", _tags(self.tags))
+        object.__setattr__(self, "tags", as_tags(self.tags))
         for alias in self.aliases:
             TASK_ALIASES[alias] = self.module_path
 
@@ -129,7 +136,7 @@ class JobTask(Task):
                 ("max_attempts", max_attempts),
                 ("timeout", timeout),
                 ("unique_key", unique_key),
-                ("tags", None if tags is None else _tags(tags)),
+                ("tags", None if tags is None else as_tags(tags)),
                 ("meta", meta),
                 ("limit_key", limit_key),
             )
@@ -170,117 +177,6 @@ class UnloadableTask(JobTask):
         return cls(func=unloadable, backend=backend, reason=reason)
 
 
-def encode_calls(task: Task, calls: list[tuple[list[Any], dict[str, Any]]]) -> str:
-    """
-    The JSON text of the calls, [[args, kwargs], ...]; or a TypeError that
-    names the first argument that is not JSON, or a ValueError that names
-    the first one that jsonb cannot hold (see jobs.jsonb).
-
-    Arguments are stored as jsonb, never pickled: what goes in must be JSON.
-    """
-    try:
-        text = dumps(calls)
-    except (TypeError, ValueError):
-        pass
-    else:
-        if unstorable(text) is None:
-            return text
-    for args, kwargs in calls:
-        named = [(f"argument {index}", value) for index, value in enumerate(args)]
-        named += [(f"keyword argument {name!r}", value) for name, value in kwargs.items()]
-        named += [(f"keyword argument name {name!r}", name) for name in kwargs]
-        for label, value in named:
-            try:
-                reason = unstorable(dumps(value))
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"{label} of {task.module_path} is not JSON serializable "
-                    f"({type(value).__name__}: {error}). Task arguments are stored as JSON; "
-                    "pass ids or plain data instead."
-                ) from None
-            if reason:
-                raise ValueError(
-                    f"{label} of {task.module_path} holds {reason}, which Postgres cannot "
-                    "store in jsonb."
-                )
-    raise TypeError(f"The keyword argument names of {task.module_path} must be strings.")
-
-
-# The Job columns that hold a task's names, by the option that sets each.
-TEXT_COLUMNS = {"unique_key": "unique_key", "queue_name": "queue", "task_path": "task_path"}
-
-
-def _check_column_text(name: str, value: str) -> None:
-    """An InvalidTask naming `name` when its column cannot hold `value`."""
-    if not isinstance(value, str):
-        raise InvalidTask(f"{name} must be a string, not {type(value).__name__}.")
-    limit = Job._meta.get_field(TEXT_COLUMNS[name]).max_length
-    if len(value) > limit:
-        raise InvalidTask(f"{name} is {len(value)} characters long; at most {limit} fit.")
-    if reason := unstorable(dumps(value)):
-        raise InvalidTask(f"{name} holds {reason}, which Postgres cannot store.")
-
-
-def _tags(tags: object) -> tuple[str, ...]:
-    """Tags as a tuple; a string (which would become its letters) is refused."""
-    if isinstance(tags, str | bytes) or not isinstance(tags, list | tuple):
-        raise InvalidTask(f"tags is a list of strings, not {type(tags).__name__}.")
-    return tuple(tags)
-
-
-def _check_tags_and_meta(tags: Sequence[str], meta: dict[str, Any] | None) -> None:
-    """An InvalidTask saying which tag, or what of meta, a job cannot hold."""
-    limit = Job._meta.get_field("tags").base_field.max_length
-    for tag in tags:
-        if not isinstance(tag, str) or not tag:
-            raise InvalidTask(f"A tag is a non-empty string, not {tag!r}.")
-        if len(tag) > limit:
-            raise InvalidTask(f"A tag is {len(tag)} characters long; at most {limit} fit.")
-        if reason := unstorable(dumps(tag)):
-            raise InvalidTask(f"Tag {tag!r} holds {reason}, which Postgres cannot store.")
-    if meta is None:
-        return
-    if not isinstance(meta, dict):
-        raise InvalidTask(f"meta is a dict of JSON values, not {type(meta).__name__}.")
-    try:
-        text = dumps(meta)
-    except (TypeError, ValueError) as error:
-        raise InvalidTask(f"meta is not JSON: {error}.") from None
-    if reason := unstorable(text):
-        raise InvalidTask(f"meta holds {reason}, which Postgres cannot store in jsonb.")
-
-
-def _limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
-    """The calls' JSON with each call's [own key, shared key] third, as ENQUEUE_LIMITED reads it."""
-    calls = json.loads(encoded)
-    for call, call_keys in zip(calls, keys, strict=True):
-        call.append(call_keys)
-    return dumps(calls)
-
-
-def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> list[list[Any]]:
-    """The key rows that the calls count against, for sql.ENSURE_LIMIT_KEYS."""
-    rows = {}
-    for own, shared in keys:
-        if len(own) > KEY_LENGTH:
-            raise InvalidTask(
-                f"Limit key {own[:40]!r}... is {len(own)} characters; at most {KEY_LENGTH} fit."
-            )
-        if reason := unstorable(dumps(own)):
-            raise InvalidTask(
-                f"Limit key {own[:40]!r} holds {reason}, which Postgres cannot store."
-            )
-        rows.setdefault(own, limits.own.row(own))
-        if shared is not None:
-            rows.setdefault(shared, limits.shared.row(shared))
-    return list(rows.values())
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON, as the queue stores it (NaN refused, text as it is)."""
-    return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-
-
 class PostgresBackend(BaseTaskBackend):
     task_class = JobTask
 
@@ -305,6 +201,13 @@ class PostgresBackend(BaseTaskBackend):
             self.limits_error = None
 
     def validate_task(self, task: Task) -> None:
+        # Django's check compares the priority with numbers, which raises a
+        # TypeError for a string: an InvalidTask in its own words instead.
+        if not isinstance(task.priority, int) or isinstance(task.priority, bool):
+            raise InvalidTask(
+                f"priority must be a whole number between {TASK_MIN_PRIORITY} and "
+                f"{TASK_MAX_PRIORITY}."
+            )
         super().validate_task(task)
         max_attempts = getattr(task, "max_attempts", None)
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
@@ -315,7 +218,7 @@ class PostgresBackend(BaseTaskBackend):
         aliases = getattr(task, "aliases", ())
         if not all(isinstance(alias, str) and "." in alias for alias in aliases):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
-        _check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
+        check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
         limit_key = getattr(task, "limit_key", None)
         if limit_key is not None:
             own = self.limits.of(task.module_path, task.queue_name)
@@ -333,23 +236,32 @@ class PostgresBackend(BaseTaskBackend):
             ("task_path", task.module_path),
         ):
             if value is not None:
-                _check_column_text(name, value)
+                check_column_text(name, value)
 
     def enqueue(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         return self.enqueue_many(task, [(args, kwargs)])[0]
 
-    def enqueue_many(
-        self, task: Task, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[TaskResult]:
+    def enqueue_params(
+        self, task: Task, calls: list[tuple[list[Any], dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """
+        The parameters of the ENQUEUE statements for these calls of task, all
+        but their ids, once the task and its arguments are checked: every
+        option in force (priority, run_after, attempts, timeout, unique key,
+        tags, meta, the trace context and the limits it is under). What
+        enqueue_many() and each step of a workflow share, so that a step
+        keeps every option an enqueue keeps.
+
+        Jobs with tags, meta, a trace context or a limit have "tags", "meta"
+        and "trace_context"; jobs under a limit have their key rows too
+        ("limit_keys", for sql.ENSURE_LIMIT_KEYS) and each call's keys third
+        in "calls".
+        """
         self.validate_task(task)
-        calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
-        if not calls:
-            return []
         unique_key = getattr(task, "unique_key", None)
         if unique_key is not None and len(calls) > 1:
             raise InvalidTask("A unique key names one job: enqueue it with enqueue().")
         encoded = encode_calls(task, calls)
-        ids = [str(uuid_utils.uuid7()) for _ in calls]
         timeout = self._option(task, "timeout")
         params = {
             "backend": self.alias,
@@ -359,7 +271,6 @@ class PostgresBackend(BaseTaskBackend):
             "run_after": task.run_after,
             "max_attempts": self._option(task, "max_attempts"),
             "timeout": timedelta(seconds=timeout) if timeout is not None else None,
-            "ids": ",".join(ids),
             "calls": encoded,
             "unique_key": unique_key,
             "notify": task.run_after is None
@@ -368,8 +279,7 @@ class PostgresBackend(BaseTaskBackend):
         tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
         trace_context = tracing.current_context()
         limits = self.limits.of(task.module_path, task.queue_name) if self.limits else None
-        labelled = bool(tags or meta or trace_context or limits)
-        if labelled:
+        if tags or meta or trace_context or limits:
             params.update(
                 tags=list(tags),
                 meta=dumps(meta or {}),
@@ -377,16 +287,30 @@ class PostgresBackend(BaseTaskBackend):
             )
         if limits is not None:
             keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
-            params["calls"] = _limited_calls(encoded, keys)
-            params["limit_keys"] = dumps(limit_key_rows(limits, keys))
+            params["calls"] = limited_calls(encoded, keys)
+            params["limit_keys"] = limit_key_rows(limits, keys)
+        return params
+
+    def enqueue_many(
+        self, task: Task, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[TaskResult]:
+        calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
+        params = self.enqueue_params(task, calls)
+        if not calls:
+            return []
+        ids = [str(uuid_utils.uuid7()) for _ in calls]
+        params["ids"] = ",".join(ids)
+        unique_key = params["unique_key"]
+        limited = "limit_keys" in params
+        if limited:
             one, many = sql.ENQUEUE_ONE_LIMITED, sql.ENQUEUE_LIMITED
-        elif labelled:
+        elif "tags" in params:
             one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED
         else:
             one, many = sql.ENQUEUE_ONE, sql.ENQUEUE
-        with self._enqueue_cursor() as cursor, self._limited_enqueue(limits is not None):
-            if limits is not None:
-                transitions.hold_limit_keys(cursor, params["limit_keys"])
+        with self._enqueue_cursor() as cursor, self._limited_enqueue(limited):
+            if limited:
+                transitions.hold_limit_keys(cursor, dumps(params["limit_keys"]))
             if len(calls) == 1:
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)

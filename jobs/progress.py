@@ -23,7 +23,7 @@ from django.tasks import task_backends
 from django.tasks.base import TaskContext
 
 from . import sql
-from .backend import dumps
+from .calls import dumps
 from .jsonb import unstorable
 from .models import Job
 

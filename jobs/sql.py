@@ -1091,31 +1091,43 @@ WHERE enabled
 
 # Workflows (jobs.workflows).
 
-# Insert the jobs of one workflow, all in one statement: each row a JSON
-# object of its columns. READY ones wake their queues at commit, as an
-# enqueue does (on the limited channel for jobs under limits, whose key rows
-# ENSURE_LIMIT_KEYS made first); WAITING ones are not the claim's until
-# ADVANCE_WORKFLOWS makes them READY.
+# Insert the jobs of one workflow, all in one statement: each node a JSON
+# object of its own columns, zipped with its call ([args, kwargs], its limit
+# keys third for a job under limits), as ENQUEUE zips ids and calls; every
+# option of an enqueue is a column here too. READY ones due before the
+# workers' next poll wake their queues at commit, as an enqueue does (on the
+# limited channel for jobs under limits, whose key rows ENSURE_LIMIT_KEYS
+# made first); WAITING ones are not the claim's until ADVANCE_WORKFLOWS makes
+# them READY, due at their run_after if that is later.
 ENQUEUE_WORKFLOW = f"""
 WITH job AS (
     INSERT INTO jobs_job (
-        id, backend, task_path, queue, priority, args, kwargs, status, run_at, attempts,
-        max_attempts, timeout, enqueued_at, worker_ids, errors, workflow_id, parents_left,
-        parents_failed, run_when, parent_results, has_dependants, limit_key, shared_limit_key
+        id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
+        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags,
+        meta, trace_context, workflow_id, parents_left, parents_failed, run_when,
+        parent_results, has_dependants, limit_key, shared_limit_key
     )
     SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
-           (node ->> 'priority')::smallint, node -> 'args', node -> 'kwargs', node ->> 'status',
-           statement_timestamp(), 0, (node ->> 'max_attempts')::int,
+           (node ->> 'priority')::smallint, call -> 0, call -> 1, node ->> 'status',
+           COALESCE((node ->> 'run_after')::timestamptz, statement_timestamp()),
+           (node ->> 'run_after')::timestamptz, 0, (node ->> 'max_attempts')::int,
            make_interval(secs => (node ->> 'timeout')::float8), statement_timestamp(), '{{}}',
-           '[]', %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0,
-           node ->> 'run_when', node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
-           node ->> 'limit_key', node ->> 'shared_limit_key'
-    FROM jsonb_array_elements(%(jobs)s::jsonb) AS node
-    RETURNING queue, status, limit_key
+           '[]', node ->> 'unique_key',
+           ARRAY(SELECT jsonb_array_elements_text(node -> 'tags'))::varchar[],
+           COALESCE((node ->> 'meta')::jsonb, '{{}}'), (node ->> 'trace_context')::jsonb,
+           %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0, node ->> 'run_when',
+           node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
+           call -> 2 ->> 0, call -> 2 ->> 1
+    FROM ROWS FROM (
+        jsonb_array_elements(%(jobs)s::jsonb), jsonb_array_elements(%(calls)s::jsonb)
+    ) AS new(node, call)
+    RETURNING queue, status, run_at, limit_key
 )
 SELECT statement_timestamp(),
        (SELECT count(pg_notify({_READY_CHANNEL_OF_JOB}, queue))
-        FROM (SELECT queue, min(limit_key) AS limit_key FROM job WHERE status = 'READY'
+        FROM (SELECT queue, min(limit_key) AS limit_key FROM job
+              WHERE status = 'READY'
+                AND run_at <= statement_timestamp() + make_interval(secs => %(poll_interval)s)
               GROUP BY queue, limit_key IS NULL) AS due)
 """
 
@@ -1236,7 +1248,8 @@ WITH counts AS (
 UPDATE jobs_job AS job
 SET status = CASE WHEN counts.parents_left = 0 THEN 'READY' ELSE 'WAITING' END,
     finished_at = NULL,
-    run_at = CASE WHEN counts.parents_left = 0 THEN statement_timestamp() ELSE job.run_at END,
+    run_at = CASE WHEN counts.parents_left = 0
+                  THEN GREATEST(statement_timestamp(), job.run_after) ELSE job.run_at END,
     parents_left = counts.parents_left,
     parents_failed = counts.parents_failed
 FROM counts
@@ -1305,7 +1318,8 @@ moved AS (
     SET parents_left = next.parents_left,
         parents_failed = next.parents_failed,
         status = next.status,
-        run_at = CASE WHEN next.status = 'READY' THEN statement_timestamp() ELSE child.run_at END,
+        run_at = CASE WHEN next.status = 'READY'
+                      THEN GREATEST(statement_timestamp(), child.run_after) ELSE child.run_at END,
         finished_at = CASE WHEN next.status = 'CANCELLED' THEN statement_timestamp() END,
         errors = CASE WHEN next.status = 'CANCELLED' THEN child.errors || jsonb_build_array(
             jsonb_build_object(

@@ -39,7 +39,8 @@ from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
 
 from . import sql, transitions
-from .backend import PostgresBackend, dumps, encode_calls, limit_key_rows, ready_result
+from .backend import PostgresBackend, ready_result
+from .calls import dumps
 
 
 @dataclass(frozen=True)
@@ -173,45 +174,25 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
     """
     Insert every job of the workflow and the edges between them in one
     transaction on the backend's database, inside the caller's own if it has
-    one.
+    one. Each step is checked and keeps its options as an enqueue of it
+    would (PostgresBackend.enqueue_params); one with run_after waits for its
+    parents and for its time.
     """
+    _check_waiting_steps(workflow)
     jobs_backend = task_backends[backend]
     if not isinstance(jobs_backend, PostgresBackend):
         return _enqueue_elsewhere(workflow, backend)
     workflow_id = str(uuid_utils.uuid7())
     children = {index for node in workflow.nodes for index in node.parents}
-    rows, edges, results, key_rows = [], [], [], {}
+    rows, calls, edges, results, key_rows = [], [], [], [], {}
     for index, node in enumerate(workflow.nodes):
-        task = node.step.task
-        if task.backend != backend:
-            task = task.using(backend=backend)
-        jobs_backend.validate_task(task)
+        task = _on_backend(node.step.task, backend)
         args, kwargs = list(node.step.args), dict(node.step.kwargs)
-        encode_calls(task, [(args, kwargs)])
-        limits = jobs_backend.limits.of(task.module_path, task.queue_name)
-        keys = limits.keys(task, args, kwargs) if limits else [None, None]
-        if limits:
-            key_rows.update((row[0], row) for row in limit_key_rows(limits, [keys]))
-        timeout = jobs_backend._option(task, "timeout")
-        rows.append(
-            {
-                "id": node.id,
-                "task_path": task.module_path,
-                "queue": task.queue_name,
-                "priority": task.priority,
-                "args": args,
-                "kwargs": kwargs,
-                "status": "WAITING" if node.parents else "READY",
-                "max_attempts": jobs_backend._option(task, "max_attempts"),
-                "timeout": timeout,
-                "parents_left": len(node.parents),
-                "run_when": node.run_when,
-                "parent_results": node.parent_results,
-                "has_dependants": index in children,
-                "limit_key": keys[0],
-                "shared_limit_key": keys[1],
-            }
-        )
+        params = jobs_backend.enqueue_params(task, [(args, kwargs)])
+        key_rows.update((row[0], row) for row in params.get("limit_keys", ()))
+        rows.append(_row(node, params, has_dependants=index in children))
+        # The one call of "[[args, kwargs]]" (and its limit keys third).
+        calls.append(params["calls"][1:-1])
         edges += [
             [workflow.nodes[parent].id, node.id, position]
             for position, parent in enumerate(node.parents)
@@ -225,7 +206,13 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
                 transitions.hold_limit_keys(cursor, dumps(list(key_rows.values())))
             cursor.execute(
                 sql.ENQUEUE_WORKFLOW,
-                {"backend": backend, "workflow_id": workflow_id, "jobs": dumps(rows)},
+                {
+                    "backend": backend,
+                    "workflow_id": workflow_id,
+                    "jobs": dumps(rows),
+                    "calls": f"[{','.join(calls)}]",
+                    "poll_interval": jobs_backend.config["POLL_INTERVAL"],
+                },
             )
             enqueued_at, _ = cursor.fetchone()
             if edges:
@@ -236,18 +223,66 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
     return WorkflowResult(workflow_id, results)
 
 
+def _check_waiting_steps(workflow: Workflow) -> None:
+    """
+    Refuse a unique key on a step that waits for others. It becomes due in
+    the transaction of its last parent's outcome, where a live job with its
+    key could neither be handed back, as enqueue() hands it back, nor be
+    joined by a second one.
+    """
+    for node in workflow.nodes:
+        task = node.step.task
+        if node.parents and getattr(task, "unique_key", None) is not None:
+            raise InvalidTask(
+                f"A step that waits for others cannot have a unique key "
+                f"({task.module_path}, {task.unique_key!r}): give it to a first step."
+            )
+
+
+def _on_backend(task: Task, backend: str) -> Task:
+    return task if task.backend == backend else task.using(backend=backend)
+
+
+def _row(node: _Node, params: dict[str, Any], *, has_dependants: bool) -> dict[str, Any]:
+    """
+    The columns of a step's job for sql.ENQUEUE_WORKFLOW: those an enqueue
+    of it would write (its params), and its place in the graph.
+    """
+    run_after, timeout = params["run_after"], params["timeout"]
+    return {
+        "id": node.id,
+        "task_path": params["task_path"],
+        "queue": params["queue"],
+        "priority": params["priority"],
+        "run_after": None if run_after is None else run_after.isoformat(),
+        "max_attempts": params["max_attempts"],
+        "timeout": None if timeout is None else timeout.total_seconds(),
+        "unique_key": params["unique_key"],
+        "tags": params.get("tags", []),
+        # JSON text already, as the enqueue statements take them.
+        "meta": params.get("meta"),
+        "trace_context": params.get("trace_context"),
+        "status": "WAITING" if node.parents else "READY",
+        "parents_left": len(node.parents),
+        "run_when": node.run_when,
+        "parent_results": node.parent_results,
+        "has_dependants": has_dependants,
+    }
+
+
 def _enqueue_elsewhere(workflow: Workflow, backend: str) -> WorkflowResult:
     """
     The graph on a backend that is not a PostgresBackend, such as the test
     backends of jobs.testing or Django's own: each job is enqueued there in
-    graph order, a dependant only once its parents have finished (as they
-    have at once on an immediate backend) and its condition holds, given
-    their results as a worker would give them. A dependant whose parents have
-    not finished (a dummy backend) is not enqueued: its result is None.
+    graph order, with its step's options, a dependant only once its parents
+    have finished (as they have at once on an immediate backend) and its
+    condition holds, given their results as a worker would give them. A
+    dependant whose parents have not finished (a dummy backend) is not
+    enqueued: its result is None.
     """
     results: list[TaskResult | None] = []
     for node in workflow.nodes:
-        task, args = node.step.task, list(node.step.args)
+        args = list(node.step.args)
         parents = [results[index] for index in node.parents]
         if parents:
             if any(parent is None or not parent.is_finished for parent in parents):
@@ -259,8 +294,7 @@ def _enqueue_elsewhere(workflow: Workflow, backend: str) -> WorkflowResult:
                 results.append(None)
                 continue
             args = _given(node.parent_results, parents) + args
-        if task.backend != backend:
-            task = task.using(backend=backend)
+        task = _on_backend(node.step.task, backend)
         results.append(task.enqueue(*args, **node.step.kwargs))
     return WorkflowResult(str(uuid_utils.uuid7()), results)
 

@@ -9,10 +9,12 @@ import sys
 import textwrap
 
 import pytest
-from django.tasks import TaskResultStatus, default_task_backend
+from django.core.management import CommandError, call_command
+from django.tasks import TaskResultStatus, default_task_backend, task
 from django.tasks.exceptions import InvalidTask
 
 from jobs.models import Job
+from jobs.workflows import chain, step
 from tests.conftest import BASE_DIR
 from tests.tasks import add
 
@@ -95,3 +97,46 @@ def test_runworker_refuses_arguments_that_name_nothing(worker_env, arguments, me
     )
     assert finished.returncode == 1
     assert message in finished.stderr, textwrap.shorten(finished.stderr, 500)
+
+
+# Options and arguments of the wrong kind, by every way in.
+
+
+def test_a_priority_that_is_not_a_number_is_an_invalid_task(db):
+    with pytest.raises(InvalidTask, match="priority must be a whole number"):
+        add.using(priority="high")
+    with pytest.raises(InvalidTask, match="priority must be a whole number"):
+        task(priority="high")(add.func)
+    with pytest.raises(InvalidTask, match="priority must be a whole number"):
+        chain(step(add, 1, 2), step(add.using(priority=[1]), 3))
+    with pytest.raises(CommandError, match="--priority: invalid int value: 'high'"):
+        call_command("jobs", "enqueue", "tests.tasks.add", "--priority", "high")
+    with pytest.raises(CommandError, match="Not enqueued: priority must be a whole number"):
+        call_command("jobs", "enqueue", "tests.tasks.add", "--args", "[1, 2]", "--priority", "500")
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("enqueue", "named"),
+    [
+        (lambda: add.enqueue({1: "one"}, 2), r"argument 0 of tests\.tasks\.add has key 1"),
+        (lambda: add.enqueue(1, b=[{"a": {2.5: 0}}]), "keyword argument 'b' .* has key 2.5"),
+        (lambda: add.enqueue_many([((1, 2), {}), ((1, {None: 2}), {})]), "argument 1 .* None"),
+        (lambda: chain(step(add, 1, 2), step(add, {True: 1})).enqueue(), "argument 0 .* True"),
+        (lambda: default_task_backend.enqueue(add, [1], {"a": 1, 2: 2}), "keyword argument 2"),
+    ],
+)
+def test_a_dict_whose_keys_are_not_strings_is_refused_at_enqueue(db, enqueue, named):
+    with pytest.raises(TypeError, match=named) as raised:
+        enqueue()
+    assert "JSON object keys are strings" in str(raised.value)
+    assert not Job.objects.exists()
+
+
+def test_an_argument_that_is_not_json_says_what_djangos_backends_say():
+    """Django's own tests look for "Unsupported type" (django.utils.json.normalize_json)."""
+    with pytest.raises(TypeError, match=r"argument 0 of tests\.tasks\.add") as raised:
+        add.enqueue({1, 2}, 3)
+    assert str(raised.value).startswith("Unsupported type: <class 'set'>. ")
+    with pytest.raises(TypeError, match=r"^Unsupported type: <class 'object'>\. "):
+        add.enqueue(1, b=[1, {"deep": object()}])

@@ -6,14 +6,17 @@ its old path.
 
 import sys
 import textwrap
+from datetime import timedelta
 
 import pytest
 from django.tasks import TaskResultStatus, default_task_backend
+from django.utils import timezone
 
 from jobs.backend import current_task_path
 from jobs.models import Job
+from jobs.testing import run_due_jobs
 from tests.conftest import wait_for_status, wait_until
-from tests.tasks import multiply
+from tests.tasks import add, multiply
 
 NEW_TASK_MODULE = """
     from django.tasks import task
@@ -89,3 +92,30 @@ def test_the_admin_shows_an_aliased_job_under_its_current_name(admin_client):
     assert "tests.tasks.multiply (queued as tests.legacy_tasks.multiply)" in page
     detail = admin_client.get(f"/admin/jobs/job/{enqueued.id}/change/").content.decode()
     assert "tests.tasks.multiply (queued as tests.legacy_tasks.multiply)" in detail
+
+
+def test_a_job_of_a_backend_the_worker_lacks_waits_ready_and_its_executor_lives_on(start_worker):
+    stranded = add.enqueue(1, 2)
+    Job.objects.filter(id=stranded.id).update(backend="added_in_release_two")
+    worker = start_worker("--concurrency", "1")
+    line = f"does not load on worker {worker.wait_registered()}"
+    wait_until(lambda: worker.output().count(line) >= 2)
+    served = add.enqueue(2, 3)
+    wait_for_status(served.id)
+    assert add.get_result(served.id).return_value == 5
+    job = Job.objects.get(id=stranded.id)
+    assert (job.status, job.attempts, job.errors) == ("READY", 0, [])
+    assert "task backend 'added_in_release_two' is not in this worker's TASKS" in worker.output()
+    assert "exiting" not in worker.output()
+    worker.check_running()
+
+
+def test_a_job_of_an_unknown_backend_fails_once_the_grace_is_spent(db):
+    stranded = add.enqueue(1, 2)
+    long_ago = timezone.now() - timedelta(days=1)
+    Job.objects.filter(id=stranded.id).update(backend="retired", enqueued_at=long_ago)
+    [result] = run_due_jobs().results
+    assert result.status == TaskResultStatus.FAILED
+    message = Job.objects.get(id=stranded.id).errors[0]["message"]
+    assert "task backend 'retired' is not in this worker's TASKS" in message
+    assert "MISSING_TASK_GRACE" in message

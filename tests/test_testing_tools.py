@@ -30,6 +30,7 @@ from jobs.testing import (
     capture_enqueued,
     run_due_jobs,
 )
+from jobs.workflows import chain, step
 from tests.conftest import BASE_DIR, database_url_for_subprocesses
 from tests.tasks import add, noop
 from tests.testing_tasks import (
@@ -193,6 +194,24 @@ def test_test_backends_refuse_what_the_queue_refuses(use_backend, path):
         add.using(unique_key="k").enqueue_many([((1, 2), {}), ((3, 4), {})])
     if path.endswith("DummyBackend"):
         # Nothing refused was captured.
+        assert default_task_backend.results == []
+
+
+@pytest.mark.parametrize("path", TEST_BACKENDS)
+def test_test_backends_check_each_call_and_each_step_as_the_queue_does(settings, path):
+    from tests.limits_settings import TASKS
+    from tests.tasks import keyed_noop
+
+    settings.TASKS = {"default": {**TASKS["default"], "BACKEND": path}}
+    with pytest.raises(InvalidTask, match="Limit key 'tenant:xxx"):
+        keyed_noop.enqueue("x" * 300)
+    with pytest.raises(InvalidTask, match="Limit key 'tenant:yyy"):
+        keyed_noop.enqueue_many([(("a",), {}), (("y" * 300,), {})])
+    with pytest.raises(InvalidTask, match="cannot have a unique key"):
+        chain(step(add, 1, 2), step(add.using(unique_key="k"), 3)).enqueue()
+    with pytest.raises(TypeError, match="JSON object keys are strings"):
+        chain(step(add, {1: 2}, 3)).enqueue()
+    if path.endswith("DummyBackend"):
         assert default_task_backend.results == []
 
 

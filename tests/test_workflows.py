@@ -4,13 +4,16 @@ dependant moved once, in the transaction of its last parent's fenced outcome.
 """
 
 import signal
+import uuid
+from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.tasks import TaskResultStatus
 from django.tasks.exceptions import InvalidTask
+from django.utils import timezone
 
-from jobs import operations
+from jobs import operations, tracing
 from jobs.models import Dependency, Job, JobStatus
 from jobs.testing import run_due_jobs
 from jobs.workflows import batch, chain, group, step
@@ -138,6 +141,54 @@ def test_a_graph_that_cannot_be_is_refused_and_enqueues_nothing(make, message):
     with pytest.raises((InvalidTask, TypeError), match=message):
         make()
     assert Job.objects.count() == 0
+
+
+def test_a_step_keeps_every_option_an_enqueue_keeps(monkeypatch):
+    carrier = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    monkeypatch.setattr(tracing, "current_context", lambda: carrier)
+    later = timezone.now() + timedelta(hours=1)
+    configured = add.using(
+        run_after=later,
+        unique_key="nightly",
+        tags=["night"],
+        meta={"run": 1},
+        priority=7,
+        max_attempts=9,
+        timeout=5,
+    )
+    first, second = (
+        chain(step(configured, 1, 2), step(add.using(tags=["then"]), 3)).enqueue().results
+    )
+    for result in (first, second):
+        assert add.get_result(result.id) == result
+    row = job(first)
+    assert (row.run_at, row.run_after, row.unique_key) == (later, later, "nightly")
+    assert (row.tags, row.meta, row.trace_context) == (["night"], {"run": 1}, carrier)
+    assert job(second).tags == ["then"]
+    assert run_due_jobs().attempts == 0
+
+
+def test_a_delayed_step_waits_for_its_parents_and_for_its_time():
+    later = timezone.now() + timedelta(hours=1)
+    earlier = timezone.now() - timedelta(minutes=1)
+    _, waits = chain(step(add, 1, 2), step(add.using(run_after=later), 3)).enqueue().results
+    _, due = chain(step(add, 1, 2), step(add.using(run_after=earlier), 3)).enqueue().results
+    run_due_jobs()
+    assert (job(waits).status, job(waits).run_at) == (JobStatus.READY, later)
+    assert add.get_result(waits.id).task == waits.task
+    assert job(due).status == JobStatus.SUCCESSFUL
+
+
+def test_a_step_that_waits_cannot_have_a_unique_key_and_a_first_one_is_not_a_live_job():
+    keyed = step(add.using(unique_key="k"), 3)
+    for workflow in (chain(step(add, 1, 2), keyed), batch([step(add, 1, 2)], on_finish=keyed)):
+        with pytest.raises(InvalidTask, match="unique key"):
+            workflow.enqueue()
+    assert Job.objects.count() == 0
+    live = add.using(unique_key="k").enqueue(1, 2)
+    with pytest.raises(IntegrityError, match="jobs_job_unique_key_live"), transaction.atomic():
+        chain(keyed, step(add, 4)).enqueue()
+    assert list(Job.objects.values_list("id", flat=True)) == [uuid.UUID(live.id)]
 
 
 # Real workers.

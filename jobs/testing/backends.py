@@ -19,15 +19,15 @@ import uuid_utils
 from django.tasks import TaskResult
 from django.tasks.backends import dummy, immediate
 from django.tasks.base import Task
-from django.tasks.exceptions import InvalidTask
 
-from ..backend import JobTask, PostgresBackend, encode_calls, ready_result
+from ..backend import JobTask, PostgresBackend, ready_result
 
 
 class JobOptionsMixin:
     """
-    What both test backends share with PostgresBackend: the task class, its
-    checks, enqueue_many(), ids that are UUIDs and arguments that are JSON.
+    What both test backends share with PostgresBackend: the task class, the
+    checks of a task and of each call (PostgresBackend.enqueue_params),
+    enqueue_many(), ids that are UUIDs and arguments that are JSON.
     """
 
     task_class = JobTask
@@ -47,20 +47,21 @@ class JobOptionsMixin:
     def enqueue_many(
         self, task: Task, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
     ) -> list[TaskResult]:
-        calls = list(calls)
-        self.validate_task(task)
-        if getattr(task, "unique_key", None) is not None and len(calls) > 1:
-            raise InvalidTask("A unique key names one job: enqueue it with enqueue().")
+        calls = [(list(args), dict(kwargs)) for args, kwargs in calls]
+        # Every call checked as the queue checks them, before any is enqueued.
+        self._checker.enqueue_params(task, calls)
         return [self.enqueue(task, args, kwargs) for args, kwargs in calls]
 
     def _new_result(self, task: Task, args: Sequence[Any], kwargs: Mapping[str, Any]) -> TaskResult:
         """
         A READY TaskResult whose arguments went through JSON, as the queue's
-        do: a task sees lists where it was given tuples, and an argument that
-        is not JSON fails here, at enqueue, as it would in production.
+        do: a task sees lists where it was given tuples, and a call the queue
+        would refuse (an argument that is not JSON, a limit key too long)
+        fails here, at enqueue, as it would in production.
         """
-        self.validate_task(task)
-        [[args, kwargs]] = json.loads(encode_calls(task, [(list(args), dict(kwargs))]))
+        params = self._checker.enqueue_params(task, [(list(args), dict(kwargs))])
+        # A job under limits has its keys third.
+        [[args, kwargs, *_]] = json.loads(params["calls"])
         # A UUID like the queue's ids: code that stores a task id in a
         # UUIDField works under test.
         return ready_result(task, str(uuid_utils.uuid7()), args, kwargs, self.alias)

@@ -88,8 +88,8 @@ def run_due_jobs(
             f"its queues are {', '.join(sorted(jobs_backend.queues))}."
         )
     connection = connections[jobs_backend.database]
-    runner = JobRunner(f"run_due_jobs-{os.getpid()}", close_connections=False)
-    ran: dict[str, str] = {}  # job id: its backend, in the order they first ran
+    runner = JobRunner(f"run_due_jobs-{os.getpid()}", backend, close_connections=False)
+    ran: dict[str, None] = {}  # the ids of the jobs that ran, in the order they first ran
     attempts = 0
     for _ in range(max_rounds):
         if include_retries:
@@ -99,7 +99,7 @@ def run_due_jobs(
             break
         outcomes = [_run(runner, job, connection) for job in jobs]
         attempts += len(outcomes)
-        ran.update((job.id, job.backend) for job in jobs)
+        ran.update(dict.fromkeys(job.id for job in jobs))
         _complete(connection, outcomes, {job.id for job in jobs if job.has_dependants})
     else:
         if _due(connection, names, include_retries):
@@ -107,7 +107,9 @@ def run_due_jobs(
                 f"Jobs were still due after {max_rounds} rounds of up to {BATCH_SIZE} "
                 "jobs: does a task enqueue itself? Pass max_rounds to allow more."
             )
-    results = [task_backends[alias].get_result(job_id) for job_id, alias in ran.items()]
+    # Read back by this backend, whose database holds them all, whatever
+    # backend each names.
+    results = [jobs_backend.get_result(job_id) for job_id in ran]
     return JobsRun(results=results, attempts=attempts)
 
 

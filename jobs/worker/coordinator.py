@@ -84,6 +84,7 @@ class Coordinator:
             threads=config.threads,
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
+            backend=config.backend,
         )
         # Writes the database could not take yet are held there until it is back.
         self.writes = HeldWrites(

@@ -58,6 +58,7 @@ def die_with_parent(parent_pid: int) -> None:
 def executor_main(
     conn: Connection,
     worker_id: str,
+    backend: str,
     setup: Callable[[], None] | None,
     parent_pid: int,
     threads: int,
@@ -87,7 +88,7 @@ def executor_main(
     die_with_parent(parent_pid)
     if setup is not None:
         setup()
-    runner = JobRunner(worker_id)
+    runner = JobRunner(worker_id, backend)
     sender = OutcomeSender(conn)
     jobs = start_reader(conn, sender, running)
 

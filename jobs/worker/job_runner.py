@@ -13,13 +13,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import close_old_connections
-from django.tasks import TaskContext, TaskResult, TaskResultStatus
+from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task, TaskError
+from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 from .. import tracing
+from ..backend import PostgresBackend
 from ..exceptions import DoNotRetry, RetryJob, class_path
 from ..jsonb import unstorable
 from .attempts import (
@@ -44,11 +46,30 @@ def as_datetime(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def job_backend(alias: str) -> PostgresBackend:
+    """
+    The queue's backend that a job names; InvalidTask when this worker has
+    no such backend in TASKS, or has one that is not the queue's.
+    """
+    if alias not in task_backends.settings:
+        raise InvalidTask(f"task backend {alias!r} is not in this worker's TASKS setting")
+    backend = task_backends[alias]
+    if not isinstance(backend, PostgresBackend):
+        raise InvalidTask(
+            f"task backend {alias!r} is a {type(backend).__name__} on this worker, "
+            "not a PostgresBackend"
+        )
+    return backend
+
+
 class JobRunner:
     """Runs claimed jobs in this process and says how each ended."""
 
-    def __init__(self, worker_id: str, *, close_connections: bool = True) -> None:
+    def __init__(self, worker_id: str, backend: str, *, close_connections: bool = True) -> None:
         self.worker_id = worker_id
+        # The worker's own task backend, whose MISSING_TASK_GRACE applies to
+        # a job that names a backend this worker does not have.
+        self.backend = backend
         # Around each job, Django's connections that are broken or past their
         # age are closed, as around a request. Not inside a test's
         # transaction (jobs.testing), which Django would close with them.
@@ -131,24 +152,25 @@ class JobRunner:
         key = (job.backend, job.task_path)
         found = self._tasks.get(key)
         if found is None:
-            from django.tasks import task_backends
-
-            task = task_backends[job.backend].load_task(job.task_path)
+            task = job_backend(job.backend).load_task(job.task_path)
             found = self._tasks[key] = (task, task.get_backend())
         return found
 
     def _task_missing(self, job: ClaimedJob, error: Exception) -> Outcome:
         """
-        The outcome of a job whose task does not load on this worker.
+        The outcome of a job whose task, or the task backend it names, does
+        not load on this worker.
 
         In a rolling deploy the web may run code that this worker has not
-        got yet: the job goes back to READY, its attempt not spent, and waits
-        with a backoff for a worker that has it, MISSING_TASK_GRACE seconds
+        got yet, a task or a TASKS alias: the job goes back to READY, its
+        attempt not spent, and waits with a backoff for a worker that has
+        it, MISSING_TASK_GRACE seconds (its backend's, else this worker's)
         from when it was first due (or last failed). Only then does it fail.
         """
-        from django.tasks import task_backends
-
-        grace = task_backends[job.backend].config["MISSING_TASK_GRACE"]
+        try:
+            grace = job_backend(job.backend).config["MISSING_TASK_GRACE"]
+        except InvalidTask:
+            grace = job_backend(self.backend).config["MISSING_TASK_GRACE"]
         errors = loads(job.errors)
         waiting_since = max(
             [job.run_after or job.enqueued_at, *(entry.get("at", 0.0) for entry in errors)]

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable
 from multiprocessing.connection import Connection
 
 from django.db import connections
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 
 from .executor import executor_main, set_up_spawned_executor
 from .executor_handle import Executor, LostWork
@@ -50,6 +51,7 @@ class ExecutorPool:
         threads: int = 1,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        backend: str = DEFAULT_TASK_BACKEND_ALIAS,
     ) -> None:
         self.size = size
         # None: adaptive, see PREFETCH_WINDOW.
@@ -57,6 +59,9 @@ class ExecutorPool:
         self.threads = threads
         self.average_duration: float | None = None
         self.worker_id = worker_id
+        # The worker's task backend, whose options apply to a job that names
+        # a backend this worker does not have (see JobRunner).
+        self.backend = backend
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
         self.next_memory_check = 0.0
@@ -95,7 +100,15 @@ class ExecutorPool:
             setup = functools.partial(set_up_spawned_executor, levels)
         process = context.Process(
             target=executor_main,
-            args=(child_conn, self.worker_id, setup, os.getpid(), self.threads, slots),
+            args=(
+                child_conn,
+                self.worker_id,
+                self.backend,
+                setup,
+                os.getpid(),
+                self.threads,
+                slots,
+            ),
             name="jobs-executor",
             daemon=True,
         )
