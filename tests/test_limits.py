@@ -18,7 +18,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import metrics, operations, sql
+from jobs import metrics, operations, sql, transitions
 from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
 from jobs.models import Job, JobStatus, LimitKey
 from jobs.worker.database import QueueDatabase
@@ -177,15 +177,15 @@ def test_a_key_at_its_concurrency_starts_nothing_until_a_run_ends(db):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_jobs_under_no_limit_take_the_plain_claim_until_a_limited_job_may_start(db):
+def test_jobs_under_no_limit_take_the_plain_claim_until_a_limited_job_may_start(db, monkeypatch):
     executed = []
-    execute = db._execute
+    claim = transitions.claim
 
-    def recording(statement, params=None):
-        executed.append(statement)
-        return execute(statement, params)
+    def recording(cursor, params, *, limited, every_queue):
+        executed.append(sql.LIMITED_CLAIM if limited else sql.CLAIM)
+        return claim(cursor, params, limited=limited, every_queue=every_queue)
 
-    db._execute = recording
+    monkeypatch.setattr(transitions, "claim", recording)
     add.enqueue(1, 1)
     assert len(db.claim("w", 10)) == 1
     assert executed[-1] == sql.LIMITED_CLAIM  # at start: jobs under limits may wait
