@@ -10,7 +10,7 @@ import time
 import traceback
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import close_old_connections
 from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
@@ -21,7 +21,6 @@ from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 from .. import tracing
-from ..backend import PostgresBackend
 from ..exceptions import DoNotRetry, RetryJob, class_path
 from ..jsonb import unstorable
 from .attempts import (
@@ -31,6 +30,9 @@ from .attempts import (
     postponed_outcome,
 )
 from .protocol import READY, SUCCESSFUL, ClaimedJob, Outcome
+
+if TYPE_CHECKING:
+    from ..backend import PostgresBackend
 
 
 def loads(text: str) -> Any:
@@ -46,11 +48,15 @@ def as_datetime(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def job_backend(alias: str) -> PostgresBackend:
+def job_backend(alias: str) -> "PostgresBackend":
     """
     The queue's backend that a job names; InvalidTask when this worker has
     no such backend in TASKS, or has one that is not the queue's.
     """
+    # Imported here: a spawned executor imports this module before Django,
+    # and so the models that the backend imports, is set up.
+    from ..backend import PostgresBackend
+
     if alias not in task_backends.settings:
         raise InvalidTask(f"task backend {alias!r} is not in this worker's TASKS setting")
     backend = task_backends[alias]
