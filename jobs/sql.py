@@ -337,9 +337,18 @@ def _for_queues(template: str, *, key_scan_start: str, **parts: str) -> tuple[st
 # worker's previous claim stopped (`after`, a JSON object of queue to key), by
 # a loose index scan of the limited claim index, one probe per key; so the
 # cost follows the keys visited, never a key's backlog. Each key gives at most
-# its room, and the batch is filled round by round (every key's first job,
-# then every key's second...), so a key with 100,000 jobs takes a turn like a
-# key with one. Jobs under no limit take their turns as one more key.
+# its room, and the batch is filled turn by turn (every key's first job, then
+# every key's second...), so a key with 100,000 jobs takes a turn like a key
+# with one. Within a turn, priority comes first, then the key served longest
+# ago (`served_at`, which `counted` sets, under the lock that counts
+# `running`, on the rows of keys whose jobs start as their own; a key never
+# served goes first), then the oldest job: a claim of one job, a busy pool's
+# free slot, serves the keys in turn too, instead of the one whose jobs are
+# oldest. Jobs under no limit take their turn as one more key, last served
+# when this worker's claims last started one of them (`plain_served`, epoch
+# seconds; NULL: not yet). They have no row to remember it in, and one row for
+# all of them would make every claim of them wait for its lock; so each worker
+# gives them a turn in its own round of the keys.
 #
 # A job's shared key (a task's or a queue's limit over its own keyed one) is
 # locked after its own; a row that is both some jobs' own key and others'
@@ -353,13 +362,14 @@ def _for_queues(template: str, *, key_scan_start: str, **parts: str) -> tuple[st
 _LIMITED_CLAIM = """
 {key_scan}
 open_keys AS (
-    SELECT keys.queue, own.key, {own_room} AS room
+    SELECT keys.queue, own.key, own.served_at, {own_room} AS room
     FROM keys JOIN jobs_limit_key AS own ON own.key = keys.key
     WHERE {own_room} > 0
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
 keyed AS (
     SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
+           open_keys.served_at AS own_served_at,
            row_number() OVER (
                PARTITION BY open_keys.key
                ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
@@ -403,19 +413,22 @@ plain AS (
     ) AS candidate
 ),
 claimed AS (
-    SELECT id, priority, run_at, turn FROM plain AS p(id, priority, run_at, turn)
+    SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
+    FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
-    SELECT id, priority, run_at, turn FROM (
-        SELECT limited.id, limited.priority, limited.run_at, limited.turn, limited.shared_limit_key,
+    SELECT id, priority, run_at, turn, served_at FROM (
+        SELECT limited.id, limited.priority, limited.run_at, limited.turn,
+               limited.own_served_at AS served_at, limited.shared_limit_key,
                row_number() OVER (PARTITION BY limited.shared_limit_key
-                                  ORDER BY limited.priority DESC, limited.turn, limited.run_at,
+                                  ORDER BY limited.priority DESC, limited.turn,
+                                           limited.own_served_at NULLS FIRST, limited.run_at,
                                            limited.id) AS shared_turn
         FROM limited
     ) AS candidate
     WHERE candidate.shared_limit_key IS NULL
        OR candidate.shared_turn <= (SELECT room FROM open_shared
                                     WHERE open_shared.key = candidate.shared_limit_key)
-    ORDER BY priority DESC, turn, run_at, id
+    ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
 ),
 started AS (
@@ -435,13 +448,16 @@ counted AS (
         tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
                       ELSE {counter_tokens} - used.jobs END,
         refilled_at = CASE WHEN counter.rate IS NULL THEN counter.refilled_at
-                           ELSE statement_timestamp() END
+                           ELSE statement_timestamp() END,
+        served_at = CASE WHEN used.own THEN statement_timestamp() ELSE counter.served_at END
     FROM (
-        SELECT key, count(*)::int
-        FROM started, LATERAL (VALUES (started.limit_key), (started.shared_limit_key)) AS k(key)
+        SELECT key, count(*)::int, bool_or(own)
+        FROM started,
+             LATERAL (VALUES (started.limit_key, true), (started.shared_limit_key, false))
+                 AS k(key, own)
         WHERE key IS NOT NULL
         GROUP BY key
-    ) AS used(key, jobs)
+    ) AS used(key, jobs, own)
     WHERE counter.key = used.key
 )
 SELECT id, backend, task_path, queue, priority, run_at, args, kwargs, attempt, max_attempts,

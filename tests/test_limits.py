@@ -149,7 +149,14 @@ def test_a_waiting_job_reads_as_ready():
 @pytest.mark.django_db(transaction=True)
 def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped():
     with connection.cursor() as cursor:
-        params = {"queues": ["default"], "limit": 0, "worker_id": "w", "after": "{}", "visit": 1}
+        params = {
+            "queues": ["default"],
+            "limit": 0,
+            "worker_id": "w",
+            "after": "{}",
+            "visit": 1,
+            "plain_served": None,
+        }
         cursor.execute(sql.LIMITED_CLAIM, params)
         names = tuple(column.name for column in cursor.description)
         [last] = cursor.fetchall()
@@ -288,6 +295,34 @@ def test_keys_past_one_claims_reach_are_visited_by_the_next(db):
     assert {Job.objects.get(id=job.id).limit_key for job in claimed} == {
         f"per-key:k{key:02}" for key in range(40)
     }
+
+
+def claimed_keys(db: QueueDatabase, claims: int) -> list[str | None]:
+    """The keys of the jobs that `claims` claims of one job each started, in turn."""
+    keys = []
+    for _ in range(claims):
+        [job] = db.claim("w", 1)
+        keys.append(Job.objects.get(id=job.id).limit_key)
+    return keys
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_of_one_serves_the_key_served_longest_ago_first(db):
+    # The pool of a worker busy with long jobs claims a slot at a time: the
+    # one job of "small" waits for one job of "big", not for its 200.
+    keyed_noop.enqueue_many([(("big",), {})] * 200)
+    keyed_noop.enqueue("small")
+    assert claimed_keys(db, 2) == ["tenant:big", "tenant:small"]
+    keyed_noop.enqueue_many([(("third",), {})] * 3)
+    assert claimed_keys(db, 4) == ["tenant:third", "tenant:big", "tenant:third", "tenant:big"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_under_no_limit_take_their_turn_as_one_more_key_in_a_claim_of_one(db):
+    add.enqueue_many([((1, 1), {})] * 20)
+    keyed_noop.enqueue_many([(("a",), {})] * 20)
+    keyed_noop.enqueue_many([(("b",), {})] * 20)
+    assert claimed_keys(db, 6) == [None, "tenant:a", "tenant:b"] * 2
 
 
 @pytest.mark.django_db(transaction=True)

@@ -122,7 +122,7 @@ def _claim(
     params = {"queues": queues, "limit": BATCH_SIZE, "worker_id": worker_id}
     if limited:
         statement = sql.LIMITED_CLAIM if queues else sql.LIMITED_CLAIM_EVERY_QUEUE
-        params.update(after="{}", visit=BATCH_SIZE)
+        params.update(after="{}", visit=BATCH_SIZE, plain_served=None)
     else:
         statement = sql.CLAIM if queues else sql.CLAIM_EVERY_QUEUE
     with connection.cursor() as cursor:

@@ -74,6 +74,10 @@ class QueueDatabase:
         # whether a scan stopped before the last key.
         self.key_cursor: dict[str, str] = {}
         self.keys_left = False
+        # When this worker's claims last started a job under no limit (epoch
+        # seconds, the database's clock), which takes its turn among the keys
+        # as one more key last served then (see sql.LIMITED_CLAIM).
+        self.plain_served: float | None = None
         # Whether a job under limits may start now, or when one may (monotonic
         # seconds): until then the plain CLAIM, which costs a third of
         # LIMITED_CLAIM, takes the jobs under no limit. Set by what the last
@@ -161,7 +165,11 @@ class QueueDatabase:
         params = {"queues": self.queues, "limit": limit, "worker_id": worker_id}
         if self.limits and (self.limited_due or time.monotonic() >= self.limited_due_at):
             statement = sql.LIMITED_CLAIM if self.queues else sql.LIMITED_CLAIM_EVERY_QUEUE
-            params.update(after=json.dumps(self.key_cursor), visit=max(limit, KEYS_PER_CLAIM))
+            params.update(
+                after=json.dumps(self.key_cursor),
+                visit=max(limit, KEYS_PER_CLAIM),
+                plain_served=self.plain_served,
+            )
             rows = self._execute(statement, params).fetchall()
             # The last row says where the scans of keys stopped, and how many
             # jobs under limits were claimed.
@@ -184,6 +192,10 @@ class QueueDatabase:
             statement = sql.CLAIM if self.queues else sql.CLAIM_EVERY_QUEUE
             rows = self._execute(statement, params).fetchall()
         jobs = [ClaimedJob(*row) for row in rows]
+        # A claim stamps the jobs it starts with its own time.
+        self.plain_served = max(
+            (job.last_attempted_at for job in jobs if not job.limited), default=self.plain_served
+        )
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
 
