@@ -155,6 +155,7 @@ def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped()
             "worker_id": "w",
             "after": "{}",
             "visit": 1,
+            "skip": 1,
             "plain_served": None,
         }
         cursor.execute(sql.LIMITED_CLAIM, params)
@@ -162,7 +163,8 @@ def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped()
         [last] = cursor.fetchall()
     assert names == ClaimedJob._fields
     state = json.loads(last[ClaimedJob._fields.index("trace_context")])
-    assert last[0] is None and state == {"after": {"default": ""}, "limited": 0, "keys": 0}
+    assert last[0] is None
+    assert state == {"after": {"default": ""}, "limited": 0, "keys": 0, "full": 0}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -323,6 +325,25 @@ def test_jobs_under_no_limit_take_their_turn_as_one_more_key_in_a_claim_of_one(d
     keyed_noop.enqueue_many([(("a",), {})] * 20)
     keyed_noop.enqueue_many([(("b",), {})] * 20)
     assert claimed_keys(db, 6) == [None, "tenant:a", "tenant:b"] * 2
+
+
+@pytest.mark.parametrize("keys_were_open", [False, True])
+@pytest.mark.django_db(transaction=True)
+def test_a_key_with_room_is_found_behind_many_keys_at_their_limit(db, keys_were_open):
+    if keys_were_open:
+        # Claims that met only keys with room look at no key's row.
+        limited_run.enqueue("a")
+        assert len(db.claim("w", 1)) == 1
+    full = [f"k{key:04}" for key in range(1100)]
+    limited_run.enqueue_many([((key,), {}) for key in full])
+    LimitKey.objects.exclude(key="per-key:a").update(running=2)
+    free = limited_run.enqueue("zz")
+    if keys_were_open:
+        # This claim's visits go to full keys; it says so, and the next due
+        # time passes over them, as the next claim does.
+        assert db.claim("w", 1) == []
+        assert db.seconds_until_next_due() <= 0
+    assert [job.id for job in db.claim("w", 1)] == [free.id]
 
 
 @pytest.mark.django_db(transaction=True)

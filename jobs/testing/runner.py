@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 from .. import sql
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
+from ..worker.database import KEYS_SKIPPED
 from ..worker.job_runner import JobRunner
 from ..worker.protocol import POSTPONED, ClaimedJob, Outcome, complete_batch
 from ..workflows import advance
@@ -122,7 +123,7 @@ def _claim(
     params = {"queues": queues, "limit": BATCH_SIZE, "worker_id": worker_id}
     if limited:
         statement = sql.LIMITED_CLAIM if queues else sql.LIMITED_CLAIM_EVERY_QUEUE
-        params.update(after="{}", visit=BATCH_SIZE, plain_served=None)
+        params.update(after="{}", visit=BATCH_SIZE, skip=KEYS_SKIPPED, plain_served=None)
     else:
         statement = sql.CLAIM if queues else sql.CLAIM_EVERY_QUEUE
     with connection.cursor() as cursor:
