@@ -434,6 +434,9 @@ class LimitKey(models.Model):
     running = models.IntegerField(default=0)
     tokens = models.FloatField(default=0)
     refilled_at = models.DateTimeField()
+    # When a claim last started jobs of this key as their own (NULL: never):
+    # within a turn of the claim, the key served longest ago goes first.
+    served_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "jobs_limit_key"

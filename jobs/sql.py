@@ -299,42 +299,71 @@ def _room(row: str) -> str:
 
 # The open (not paused) queues of a worker, and the keys with READY jobs in
 # each: a loose index scan of the limited claim index from `start`, one probe
-# per key, `visit` keys per queue at most. LIMITED_CLAIM starts each queue
-# where its worker's previous claim stopped; LIMITED_SECONDS_UNTIL_NEXT_DUE
-# at the first key.
+# per key. LIMITED_CLAIM starts each queue where its worker's previous claim
+# stopped; LIMITED_SECONDS_UNTIL_NEXT_DUE at the first key.
+#
+# Keys at their limit: with `skip` above 0, each key's row is looked at too
+# (one more probe, by primary key), and a key without room (`has_room`: for
+# the claim, room to start a job now; for the next due time, a free slot,
+# since a bucket's next token is a due time of its own) is passed over
+# instead of visited. The scan stops after `visit` keys visited, or `skip`
+# passed over and one more, or after the last key: so a key with room is
+# found behind a thousand full ones, two probes each, and a scan of keys
+# that are all full still ends. With `skip` 0, every key is visited, as
+# when keys never bind: the worker asks for that while its claims meet no
+# key without room, and so pays for no look it does not need.
+#
+# `has_room` is read in the statement's snapshot: a hint of where to look,
+# never what keeps a limit (LIMITED_CLAIM counts the room again on the row
+# it locks). A key that filled meanwhile is counted again and left; one that
+# freed meanwhile waits for the next scan, which the NOTIFY of its freed
+# slot starts.
 _KEY_SCAN = """WITH RECURSIVE {ready_queues}open_queues(name) AS (
     SELECT q.name FROM {queues} AS q(name)
     WHERE q.name IS NOT NULL
       AND NOT EXISTS (SELECT FROM jobs_paused_queue AS paused WHERE paused.queue = q.name)
 ),
-keys(queue, key, visited) AS (
-    SELECT q.name,
-           (SELECT limit_key FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = q.name
-              AND limit_key > {start}
-            ORDER BY limit_key LIMIT 1),
-           1
+keys(queue, key, has_room, visited, skipped) AS (
+    SELECT q.name, next.key, {key_has_room}, 0, 0
     FROM open_queues AS q
+    LEFT JOIN LATERAL ({first_key}) AS next(key) ON true
     UNION ALL
-    SELECT keys.queue,
-           (SELECT limit_key FROM jobs_job
-            WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = keys.queue
-              AND limit_key > keys.key
-            ORDER BY limit_key LIMIT 1),
-           keys.visited + 1
+    SELECT keys.queue, next.key, {key_has_room},
+           keys.visited + keys.has_room::int, keys.skipped + (NOT keys.has_room)::int
     FROM keys
-    WHERE keys.key IS NOT NULL AND keys.visited < %(visit)s
+    LEFT JOIN LATERAL ({next_key}) AS next(key) ON true
+    WHERE keys.key IS NOT NULL
+      AND keys.visited + keys.has_room::int < %(visit)s
+      AND keys.skipped + (NOT keys.has_room)::int <= %(skip)s
 ),"""
+# The next key of a queue with READY jobs after `after`; past the last, none
+# (the scan's last row, whose key is NULL).
+_NEXT_KEY = """SELECT limit_key FROM jobs_job
+        WHERE status = 'READY' AND limit_key IS NOT NULL AND queue = {queue}
+          AND limit_key > {after}
+        ORDER BY limit_key LIMIT 1"""
+# A row of the scan counts the keys before it (`visited`, `skipped`), so that
+# `has_room` is used once in the row that computes it: used twice, it would
+# look at the key's row twice.
+_KEY_HAS_ROOM = """CASE WHEN %(skip)s = 0 THEN true ELSE EXISTS (
+        SELECT FROM jobs_limit_key AS own WHERE own.key = next.key AND {has_room}
+    ) END"""
 
 
-def _for_queues(template: str, *, key_scan_start: str, **parts: str) -> tuple[str, str]:
+def _for_queues(
+    template: str, *, key_scan_start: str, has_room: str, **parts: str
+) -> tuple[str, str]:
     """A statement that scans keys, for a worker of named queues and for one of every queue."""
     named = ("", "unnest(%(queues)s::text[])")
     every = (READY_QUEUES.removeprefix("RECURSIVE ") + ",\n", "ready_queues")
+    scan = {
+        "first_key": _NEXT_KEY.format(queue="q.name", after=key_scan_start),
+        "next_key": _NEXT_KEY.format(queue="keys.queue", after="keys.key"),
+        "key_has_room": _KEY_HAS_ROOM.format(has_room=has_room),
+    }
     return tuple(
         template.format(
-            key_scan=_KEY_SCAN.format(ready_queues=ready, queues=queues, start=key_scan_start),
-            **parts,
+            key_scan=_KEY_SCAN.format(ready_queues=ready, queues=queues, **scan), **parts
         )
         for ready, queues in (named, every)
     )
@@ -356,13 +385,22 @@ def _for_queues(template: str, *, key_scan_start: str, **parts: str) -> tuple[st
 # it, and no claim ever waits. Blocked jobs are never selected, so nothing is
 # claimed and given back, and a waiting job keeps its attempts.
 #
-# Fair shares: `visit` keys per queue are visited in key order, from where the
-# worker's previous claim stopped (`after`, a JSON object of queue to key), by
-# a loose index scan of the limited claim index, one probe per key; so the
-# cost follows the keys visited, never a key's backlog. Each key gives at most
-# its room, and the batch is filled round by round (every key's first job,
-# then every key's second...), so a key with 100,000 jobs takes a turn like a
-# key with one. Jobs under no limit take their turns as one more key.
+# Fair shares: the keys with READY jobs are visited in key order, from where
+# the worker's previous claim stopped (`after`, a JSON object of queue to
+# key), by _KEY_SCAN: `visit` keys with room per queue, those without passed
+# over; so the cost follows the keys visited and passed over, never a key's
+# backlog. Each key gives at most its room, and the batch is filled turn by
+# turn (every key's first job, then every key's second...), so a key with
+# 100,000 jobs takes a turn like a key with one. Within a turn, priority comes
+# first, then the key served longest ago (`served_at`, which `counted` sets,
+# under the lock that counts `running`, on the rows of keys whose jobs start
+# as their own; a key never served goes first), then the oldest job: a claim
+# of one job, a busy pool's free slot, serves the keys in turn too, instead of
+# the one whose jobs are oldest. Jobs under no limit take their turn as one
+# more key, last served when this worker's claims last started one of them
+# (`plain_served`, epoch seconds; NULL: not yet). They have no row to remember
+# it in, and one row for all of them would make every claim of them wait for
+# its lock; so each worker gives them a turn in its own round of the keys.
 #
 # A job's shared key (a task's or a queue's limit over its own keyed one) is
 # locked after its own; a row that is both some jobs' own key and others'
@@ -371,18 +409,20 @@ def _for_queues(template: str, *, key_scan_start: str, **parts: str) -> tuple[st
 # The last row, whose id is NULL, carries in `trace_context` where each
 # queue's scan stopped (`after`: the next claim's, an empty key once a scan
 # reached the end, so that the next one starts again from the first key), how
-# many jobs under limits it claimed (`limited`) and how many keys with READY
-# jobs it visited (`keys`).
+# many jobs under limits it claimed (`limited`), how many keys with READY
+# jobs it visited or passed over (`keys`) and how many of those it found
+# without room, or being claimed by another worker (`full`).
 _LIMITED_CLAIM = """
 {key_scan}
 open_keys AS (
-    SELECT keys.queue, own.key, {own_room} AS room
+    SELECT keys.queue, own.key, own.served_at, {own_room} AS room
     FROM keys JOIN jobs_limit_key AS own ON own.key = keys.key
-    WHERE {own_room} > 0
+    WHERE keys.has_room AND {own_room} > 0
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
 keyed AS (
     SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
+           open_keys.served_at AS own_served_at,
            row_number() OVER (
                PARTITION BY open_keys.key
                ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
@@ -426,19 +466,22 @@ plain AS (
     ) AS candidate
 ),
 claimed AS (
-    SELECT id, priority, run_at, turn FROM plain AS p(id, priority, run_at, turn)
+    SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
+    FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
-    SELECT id, priority, run_at, turn FROM (
-        SELECT limited.id, limited.priority, limited.run_at, limited.turn, limited.shared_limit_key,
+    SELECT id, priority, run_at, turn, served_at FROM (
+        SELECT limited.id, limited.priority, limited.run_at, limited.turn,
+               limited.own_served_at AS served_at, limited.shared_limit_key,
                row_number() OVER (PARTITION BY limited.shared_limit_key
-                                  ORDER BY limited.priority DESC, limited.turn, limited.run_at,
+                                  ORDER BY limited.priority DESC, limited.turn,
+                                           limited.own_served_at NULLS FIRST, limited.run_at,
                                            limited.id) AS shared_turn
         FROM limited
     ) AS candidate
     WHERE candidate.shared_limit_key IS NULL
        OR candidate.shared_turn <= (SELECT room FROM open_shared
                                     WHERE open_shared.key = candidate.shared_limit_key)
-    ORDER BY priority DESC, turn, run_at, id
+    ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
 ),
 started AS (
@@ -458,13 +501,16 @@ counted AS (
         tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
                       ELSE {counter_tokens} - used.jobs END,
         refilled_at = CASE WHEN counter.rate IS NULL THEN counter.refilled_at
-                           ELSE statement_timestamp() END
+                           ELSE statement_timestamp() END,
+        served_at = CASE WHEN used.own THEN statement_timestamp() ELSE counter.served_at END
     FROM (
-        SELECT key, count(*)::int
-        FROM started, LATERAL (VALUES (started.limit_key), (started.shared_limit_key)) AS k(key)
+        SELECT key, count(*)::int, bool_or(own)
+        FROM started,
+             LATERAL (VALUES (started.limit_key, true), (started.shared_limit_key, false))
+                 AS k(key, own)
         WHERE key IS NOT NULL
         GROUP BY key
-    ) AS used(key, jobs)
+    ) AS used(key, jobs, own)
     WHERE counter.key = used.key
 )
 SELECT id, backend, task_path, queue, priority, run_at, args, kwargs, attempt, max_attempts,
@@ -478,9 +524,11 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
            'after',
            (SELECT COALESCE(jsonb_object_agg(queue, COALESCE(key, '')), '{{}}')
             FROM (SELECT DISTINCT ON (queue) queue, key FROM keys
-                  ORDER BY queue, visited DESC) AS last),
+                  ORDER BY queue, visited + skipped DESC) AS last),
            'limited', (SELECT count(*) FROM started WHERE limited),
-           'keys', (SELECT count(*) FROM keys WHERE key IS NOT NULL)
+           'keys', (SELECT count(*) FROM keys WHERE key IS NOT NULL),
+           'full', (SELECT count(*) FROM keys WHERE key IS NOT NULL)
+                   - (SELECT count(*) FROM open_keys)
        )::text,
        NULL, NULL
 """
@@ -491,15 +539,19 @@ _LIMITED_PARTS = {
     "claimed_columns": _CLAIMED_COLUMNS,
 }
 LIMITED_CLAIM, LIMITED_CLAIM_EVERY_QUEUE = _for_queues(
-    _LIMITED_CLAIM, key_scan_start="COALESCE(%(after)s::jsonb ->> q.name, '')", **_LIMITED_PARTS
+    _LIMITED_CLAIM,
+    key_scan_start="COALESCE(%(after)s::jsonb ->> q.name, '')",
+    has_room=f"{_room('own')} > 0",
+    **_LIMITED_PARTS,
 )
 
 # Seconds until a job of these queues may start, under no limit and under
 # limits (None: none is due, or none can start until a slot frees, which
 # NOTIFYs). For jobs under no limit as SECONDS_UNTIL_NEXT_DUE;
-# for each key (up to `visit` per queue, from the first) the latest of its
-# first job's run_at, and the time its own and shared buckets next hold a
-# token; a key or shared key that has no free slot counts no time at all.
+# for each key (up to `visit` per queue, from the first; with `skip`, those
+# without a free slot passed over, see _KEY_SCAN) the latest of its first
+# job's run_at, and the time its own and shared buckets next hold a token; a
+# key or shared key that has no free slot counts no time at all.
 # A key's first job in claim order stands for all of its jobs: with one
 # priority, that is the one due first.
 _LIMITED_SECONDS_UNTIL_NEXT_DUE = """
@@ -539,7 +591,10 @@ _LIMITED_WAIT_PARTS = {
     "shared_token_due": _TOKEN_DUE.format(row="shared"),
 }
 LIMITED_SECONDS_UNTIL_NEXT_DUE, LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE = _for_queues(
-    _LIMITED_SECONDS_UNTIL_NEXT_DUE, key_scan_start="''", **_LIMITED_WAIT_PARTS
+    _LIMITED_SECONDS_UNTIL_NEXT_DUE,
+    key_scan_start="''",
+    has_room="COALESCE(own.concurrency > own.running, true)",
+    **_LIMITED_WAIT_PARTS,
 )
 
 # Whether jobs_job has never been analyzed (a new table, or one just

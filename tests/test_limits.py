@@ -149,13 +149,22 @@ def test_a_waiting_job_reads_as_ready():
 @pytest.mark.django_db(transaction=True)
 def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped():
     with connection.cursor() as cursor:
-        params = {"queues": ["default"], "limit": 0, "worker_id": "w", "after": "{}", "visit": 1}
+        params = {
+            "queues": ["default"],
+            "limit": 0,
+            "worker_id": "w",
+            "after": "{}",
+            "visit": 1,
+            "skip": 1,
+            "plain_served": None,
+        }
         cursor.execute(sql.LIMITED_CLAIM, params)
         names = tuple(column.name for column in cursor.description)
         [last] = cursor.fetchall()
     assert names == ClaimedJob._fields
     state = json.loads(last[ClaimedJob._fields.index("trace_context")])
-    assert last[0] is None and state == {"after": {"default": ""}, "limited": 0, "keys": 0}
+    assert last[0] is None
+    assert state == {"after": {"default": ""}, "limited": 0, "keys": 0, "full": 0}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -288,6 +297,53 @@ def test_keys_past_one_claims_reach_are_visited_by_the_next(db):
     assert {Job.objects.get(id=job.id).limit_key for job in claimed} == {
         f"per-key:k{key:02}" for key in range(40)
     }
+
+
+def claimed_keys(db: QueueDatabase, claims: int) -> list[str | None]:
+    """The keys of the jobs that `claims` claims of one job each started, in turn."""
+    keys = []
+    for _ in range(claims):
+        [job] = db.claim("w", 1)
+        keys.append(Job.objects.get(id=job.id).limit_key)
+    return keys
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_of_one_serves_the_key_served_longest_ago_first(db):
+    # The pool of a worker busy with long jobs claims a slot at a time: the
+    # one job of "small" waits for one job of "big", not for its 200.
+    keyed_noop.enqueue_many([(("big",), {})] * 200)
+    keyed_noop.enqueue("small")
+    assert claimed_keys(db, 2) == ["tenant:big", "tenant:small"]
+    keyed_noop.enqueue_many([(("third",), {})] * 3)
+    assert claimed_keys(db, 4) == ["tenant:third", "tenant:big", "tenant:third", "tenant:big"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_under_no_limit_take_their_turn_as_one_more_key_in_a_claim_of_one(db):
+    add.enqueue_many([((1, 1), {})] * 20)
+    keyed_noop.enqueue_many([(("a",), {})] * 20)
+    keyed_noop.enqueue_many([(("b",), {})] * 20)
+    assert claimed_keys(db, 6) == [None, "tenant:a", "tenant:b"] * 2
+
+
+@pytest.mark.parametrize("keys_were_open", [False, True])
+@pytest.mark.django_db(transaction=True)
+def test_a_key_with_room_is_found_behind_many_keys_at_their_limit(db, keys_were_open):
+    if keys_were_open:
+        # Claims that met only keys with room look at no key's row.
+        limited_run.enqueue("a")
+        assert len(db.claim("w", 1)) == 1
+    full = [f"k{key:04}" for key in range(1100)]
+    limited_run.enqueue_many([((key,), {}) for key in full])
+    LimitKey.objects.exclude(key="per-key:a").update(running=2)
+    free = limited_run.enqueue("zz")
+    if keys_were_open:
+        # This claim's visits go to full keys; it says so, and the next due
+        # time passes over them, as the next claim does.
+        assert db.claim("w", 1) == []
+        assert db.seconds_until_next_due() <= 0
+    assert [job.id for job in db.claim("w", 1)] == [free.id]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -26,6 +26,7 @@ from psycopg.pq import TransactionStatus
 from .. import transitions
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
+from ..worker.database import KEYS_SKIPPED
 from ..worker.job_runner import JobRunner
 from ..worker.protocol import POSTPONED, ClaimedJob, Outcome, complete_batch
 
@@ -122,7 +123,7 @@ def _claim(
     """
     params = {"queues": queues, "limit": BATCH_SIZE, "worker_id": worker_id}
     if limited:
-        params.update(after="{}", visit=BATCH_SIZE)
+        params.update(after="{}", visit=BATCH_SIZE, skip=KEYS_SKIPPED, plain_served=None)
     with connection.cursor() as cursor:
         rows = transitions.claim(cursor, params, limited=limited, every_queue=not queues)
         # LIMITED_CLAIM's last row, with no id, says where its scan stopped.

@@ -28,12 +28,17 @@ logger = logging.getLogger("jobs.worker")
 # not for the connection: the rows are written apart to find that one.
 REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
-# Keys of a queue that one claim visits at least (see sql.LIMITED_CLAIM), and
-# that the search for the next due job visits at most.
+# Keys with room of a queue that one claim visits at least (see
+# sql.LIMITED_CLAIM), and that the search for the next due job visits at
+# most.
 KEYS_PER_CLAIM = 16
+KEYS_PER_WAIT = 1000
+# Keys without room that a claim, or the search for the next due job, passes
+# over at most (two index probes each, see sql._KEY_SCAN) while this worker's
+# claims meet such keys: when every key is full, the scan ends there.
+KEYS_SKIPPED = 2000
 # Where LIMITED_CLAIM's last row says where its scans stopped.
 STATE_COLUMN = ClaimedJob._fields.index("trace_context")
-KEYS_PER_WAIT = 1000
 
 
 @dataclass
@@ -73,6 +78,14 @@ class QueueDatabase:
         # whether a scan stopped before the last key.
         self.key_cursor: dict[str, str] = {}
         self.keys_left = False
+        # Whether the last LIMITED_CLAIM met keys without room: until one
+        # meets none, the scans pass over such keys (KEYS_SKIPPED) instead of
+        # spending their visits on them.
+        self.full_keys_met = True
+        # When this worker's claims last started a job under no limit (epoch
+        # seconds, the database's clock), which takes its turn among the keys
+        # as one more key last served then (see sql.LIMITED_CLAIM).
+        self.plain_served: float | None = None
         # Whether a job under limits may start now, or when one may (monotonic
         # seconds): until then the plain CLAIM, which costs a third of
         # LIMITED_CLAIM, takes the jobs under no limit. Set by what the last
@@ -164,7 +177,12 @@ class QueueDatabase:
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
         params = {"queues": self.queues, "limit": limit, "worker_id": worker_id}
         if self.limits and (self.limited_due or time.monotonic() >= self.limited_due_at):
-            params.update(after=json.dumps(self.key_cursor), visit=max(limit, KEYS_PER_CLAIM))
+            params.update(
+                after=json.dumps(self.key_cursor),
+                visit=max(limit, KEYS_PER_CLAIM),
+                skip=KEYS_SKIPPED if self.full_keys_met else 0,
+                plain_served=self.plain_served,
+            )
             rows = transitions.claim(
                 self._cursor(), params, limited=True, every_queue=not self.queues
             )
@@ -183,6 +201,7 @@ class QueueDatabase:
                 self.keys_left or state["limited"] > 0 or (len(rows) == limit and state["keys"] > 0)
             )
             self.limited_jobs_seen = state["keys"] > 0
+            self.full_keys_met = state["full"] > 0
             self.limited_due_at = time.monotonic() + self.limited_poll
         else:
             self.keys_left = False
@@ -190,6 +209,10 @@ class QueueDatabase:
                 self._cursor(), params, limited=False, every_queue=not self.queues
             )
         jobs = [ClaimedJob(*row) for row in rows]
+        # A claim stamps the jobs it starts with its own time.
+        self.plain_served = max(
+            (job.last_attempted_at for job in jobs if not job.limited), default=self.plain_served
+        )
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
 
@@ -206,7 +229,11 @@ class QueueDatabase:
                 if self.queues
                 else sql.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
             )
-        params = {"queues": self.queues, "visit": KEYS_PER_WAIT}
+        params = {
+            "queues": self.queues,
+            "visit": KEYS_PER_WAIT,
+            "skip": KEYS_SKIPPED if self.full_keys_met else 0,
+        }
         seconds, *limited = self._execute(statement, params).fetchone()
         if limited:
             (until_limited,) = limited

@@ -25,6 +25,8 @@ def claim(limit: int = 100, queues: tuple[str, ...] = ("default",)) -> list[Clai
         "worker_id": WORKER,
         "after": "{}",
         "visit": max(limit, 16),
+        "skip": 0,
+        "plain_served": None,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql.LIMITED_CLAIM, params)
