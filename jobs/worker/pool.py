@@ -22,6 +22,7 @@ from django.db import connections
 
 from .executor import executor_main, set_up_spawned_executor
 from .executor_handle import Executor, LostWork
+from .lease import Lease
 from .protocol import SKIPPED, ClaimedJob, Finished, Outcome, receive_message
 
 logger = logging.getLogger("jobs.worker")
@@ -46,6 +47,7 @@ class ExecutorPool:
         size: int,
         prefetch: int | None,
         worker_id: str,
+        lease: Lease,
         *,
         threads: int = 1,
         max_tasks_per_child: int | None = None,
@@ -57,6 +59,7 @@ class ExecutorPool:
         self.threads = threads
         self.average_duration: float | None = None
         self.worker_id = worker_id
+        self.lease = lease
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
         self.next_memory_check = 0.0
@@ -95,7 +98,15 @@ class ExecutorPool:
             setup = functools.partial(set_up_spawned_executor, levels)
         process = context.Process(
             target=executor_main,
-            args=(child_conn, self.worker_id, setup, os.getpid(), self.threads, slots),
+            args=(
+                child_conn,
+                self.worker_id,
+                setup,
+                os.getpid(),
+                self.threads,
+                slots,
+                self.lease.shared,
+            ),
             name="jobs-executor",
             daemon=True,
         )
@@ -188,6 +199,10 @@ class ExecutorPool:
         once if the job still waits, or the job's outcome if it had begun.
         """
         executor.tell(("skip", (job.id, job.attempt)))
+
+    def busy(self) -> list[Executor]:
+        """The executors that run a job now."""
+        return [executor for executor in self.executors if executor.running()]
 
     def skip_unstarted(self, queues: Collection[str] | None = None) -> int:
         """
