@@ -107,7 +107,7 @@ class Coordinator:
         self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
-        self.connection = Reconnector(self.db)
+        self.connection = Reconnector(self.db, options["WORKER_DEAD_AFTER"])
         self.stop_now = False
         self.stop_signals = StopSignals()
         self.health = HealthFile(config.health_file)
@@ -383,7 +383,7 @@ class Coordinator:
             len(self.writes.outcomes),
         )
         self.claim_due_at = 0.0
-        self.maintenance.due_at = 0.0
+        self.maintenance.connected()
         # A pause announced while the connection was down was not heard.
         self._with_database(lambda: self._give_back_paused(self.db.paused_queues()))
 

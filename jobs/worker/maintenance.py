@@ -61,6 +61,8 @@ class Maintenance:
         self.lease = lease
         self.stop_jobs = stop_jobs
         self.due_at = 0.0
+        # No worker is taken for dead before this monotonic time (see connected()).
+        self.rescue_from = 0.0
         self.analyze_refused = False
 
     def start(self) -> None:
@@ -68,6 +70,7 @@ class Maintenance:
         Register the worker, see that the claim has statistics to plan with,
         and bring the limits' rows to this worker's settings.
         """
+        self.connected()
         self.register()
         self.analyze_if_never_analyzed()
         if self.db.limits:
@@ -78,6 +81,21 @@ class Maintenance:
                 "so it does not claim them: give workers the LIMITS the web processes have",
                 "1000 or more" if waiting >= 1000 else waiting,
             )
+
+    def connected(self) -> None:
+        """
+        The connection is new, or back: heartbeat at once, and take no other
+        worker for dead for WORKER_DEAD_AFTER.
+
+        Workers that the same outage cut off come back at their own pace
+        (their backoffs, their networks), their heartbeats as old as the
+        outage: the first one back would take the others for dead, live, and
+        rescue their jobs to run them twice. A worker that starts cannot tell
+        whether the database has just come back, so its first connection
+        counts too. Workers that stayed connected rescue a dead one on time.
+        """
+        self.due_at = 0.0
+        self.rescue_from = time.monotonic() + self.dead_after
 
     def register(self) -> None:
         sent_at = time.monotonic()
@@ -137,7 +155,9 @@ class Maintenance:
         self.due_at = 0.0
 
     def rescue(self) -> None:
-        """Give back the jobs of dead workers (see sql.RESCUE)."""
+        """Give back the jobs of dead workers (see sql.RESCUE), if it may (see connected())."""
+        if time.monotonic() < self.rescue_from:
+            return
         dead, ready, failed = self.db.rescue(self.dead_after)
         if dead or ready or failed:
             logger.warning(
