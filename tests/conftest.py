@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -72,6 +73,19 @@ def fetch(sql: str, params: object = None) -> list[tuple]:
 def fetch_value(sql: str, params: object = None):
     rows = fetch(sql, params)
     return rows[0][0] if rows else None
+
+
+def executors_of(pid: int) -> list[psutil.Process]:
+    """The executor processes of a worker (not multiprocessing's resource tracker)."""
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def gone(process: psutil.Process) -> bool:
+    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
 
 
 class ManageProcess:
@@ -223,6 +237,25 @@ def ledger(transactional_db) -> None:
             """
         )
         cursor.execute("TRUNCATE test_ledger RESTART IDENTITY")
+
+
+@pytest.fixture
+def limit_ledger(transactional_db) -> None:
+    """test_limit_ledger: when each attempt of tasks.limited_run started and ended."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE TABLE IF NOT EXISTS test_limit_ledger (
+                job_id uuid NOT NULL,
+                attempt int NOT NULL,
+                key text NOT NULL,
+                started_at timestamptz NOT NULL,
+                ended_at timestamptz,
+                PRIMARY KEY (job_id, attempt)
+            )
+            """
+        )
+        cursor.execute("TRUNCATE test_limit_ledger")
 
 
 @pytest.fixture

@@ -8,23 +8,20 @@ start none of the jobs it held.
 import signal
 import time
 
-import psutil
 import pytest
-from django.db import connection
 from django.tasks import task_backends
 from django.test import override_settings
 
 from jobs.models import Job, JobStatus
-from tests.conftest import fetch, fetch_value, wait_until
+from tests.conftest import executors_of, fetch, fetch_value, gone, wait_until
 from tests.limits_settings import TASKS
 from tests.tasks import limited_run, record_run, sleep_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# tests/worker_settings.py: a worker silent for 2 s is dead, and fences
-# itself after three quarters of that.
-DEAD_AFTER = 2.0
-# How soon after it wakes a frozen worker stops the runs it had begun.
+# How soon after it wakes a frozen worker stops the runs it had begun. Its
+# settings (tests/worker_settings.py): a worker silent for 2 s is dead, and
+# stops its jobs after 1.5 s.
 STOPPED_WITHIN = 1.0
 
 
@@ -35,39 +32,8 @@ def limited_backend():
 
 
 @pytest.fixture
-def fast_env(worker_env) -> dict[str, str]:
+def limited_env(worker_env) -> dict[str, str]:
     return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.limits_settings"}
-
-
-@pytest.fixture
-def limit_ledger(transactional_db) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            CREATE TABLE IF NOT EXISTS test_limit_ledger (
-                job_id uuid NOT NULL,
-                attempt int NOT NULL,
-                key text NOT NULL,
-                started_at timestamptz NOT NULL,
-                ended_at timestamptz,
-                PRIMARY KEY (job_id, attempt)
-            )
-            """
-        )
-        cursor.execute("TRUNCATE test_limit_ledger")
-
-
-def executors_of(pid: int) -> list[psutil.Process]:
-    """The executor processes of a worker (not multiprocessing's resource tracker)."""
-    return [
-        child
-        for child in psutil.Process(pid).children()
-        if "resource_tracker" not in " ".join(child.cmdline())
-    ]
-
-
-def gone(process: psutil.Process) -> bool:
-    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
 
 
 def runs_started(attempt: int) -> int:
@@ -75,7 +41,7 @@ def runs_started(attempt: int) -> int:
 
 
 def test_a_frozen_worker_stops_its_runs_before_they_overlap_the_reruns(
-    start_worker, fast_env, limit_ledger
+    start_worker, limited_env, limit_ledger
 ):
     """
     Two runs of one key under a limit of 2 are frozen with their worker and
@@ -83,13 +49,13 @@ def test_a_frozen_worker_stops_its_runs_before_they_overlap_the_reruns(
     re-runs (4 of the key at once), but be stopped at once.
     """
     ids = [r.id for r in limited_run.enqueue_many([(("frozen", 6.0), {})] * 2)]
-    frozen = start_worker("--concurrency", "2", env=fast_env, own_group=True)
+    frozen = start_worker("--concurrency", "2", env=limited_env, own_group=True)
     wait_until(lambda: runs_started(1) == 2)
     executors = executors_of(frozen.pid)
     assert len(executors) == 2
     frozen.signal_group(signal.SIGSTOP)
     try:
-        start_worker("--concurrency", "2", env=fast_env)
+        start_worker("--concurrency", "2", env=limited_env)
         wait_until(lambda: runs_started(2) == 2, timeout=20)
     finally:
         frozen.signal_group(signal.SIGCONT)

@@ -7,7 +7,6 @@ import threading
 import time
 from datetime import timedelta
 
-import psutil
 import pytest
 from django.core.management import call_command
 from django.db import connection
@@ -16,7 +15,14 @@ from django.utils import timezone
 from jobs import operations, results
 from jobs.models import Job
 from jobs.worker.coordinator import REPEATED_SIGNAL_WINDOW
-from tests.conftest import fetch, fetch_value, wait_for_status, wait_until
+from tests.conftest import (
+    executors_of,
+    fetch,
+    fetch_value,
+    gone,
+    wait_for_status,
+    wait_until,
+)
 from tests.tasks import (
     add,
     always_fails,
@@ -34,19 +40,6 @@ DEAD_AFTER = 2.0  # tests/worker_settings.py
 @pytest.fixture
 def fast_env(worker_env):
     return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings"}
-
-
-def executors_of(pid: int) -> list[psutil.Process]:
-    """The executor processes of a worker (not multiprocessing's resource tracker)."""
-    return [
-        child
-        for child in psutil.Process(pid).children()
-        if "resource_tracker" not in " ".join(child.cmdline())
-    ]
-
-
-def gone(process: psutil.Process) -> bool:
-    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
 
 
 def job(job_id: str) -> Job:
