@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -74,19 +75,43 @@ def fetch_value(sql: str, params: object = None):
     return rows[0][0] if rows else None
 
 
+def executors_of(pid: int) -> list[psutil.Process]:
+    """The executor processes of a worker (not multiprocessing's resource tracker)."""
+    return [
+        child
+        for child in psutil.Process(pid).children()
+        if "resource_tracker" not in " ".join(child.cmdline())
+    ]
+
+
+def gone(process: psutil.Process) -> bool:
+    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+
+
 class ManageProcess:
     """One `manage.py` command as a subprocess, its output kept in a log file."""
 
-    def __init__(self, command: str, env: dict[str, str], log_path: Path, args: list[str]) -> None:
+    def __init__(
+        self,
+        command: str,
+        env: dict[str, str],
+        log_path: Path,
+        args: list[str],
+        *,
+        own_group: bool = False,
+    ) -> None:
         self.command = command
         self.log_path = log_path
         self.log = open(log_path, "wb")
+        # own_group: a process group of its own (with its children), which
+        # signal_group() can freeze whole without freezing the test.
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", command, *args],
             cwd=BASE_DIR,
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=own_group,
         )
 
     @property
@@ -103,6 +128,10 @@ class ManageProcess:
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
+
+    def signal_group(self, signum: int) -> None:
+        """Signal the command and its children at once, as a host's freeze stops them all."""
+        os.killpg(self.process.pid, signum)
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
@@ -126,8 +155,10 @@ class ManageProcess:
 class WorkerProcess(ManageProcess):
     """One `runworker` subprocess."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, args: list[str]) -> None:
-        super().__init__("runworker", env, log_path, args)
+    def __init__(
+        self, env: dict[str, str], log_path: Path, args: list[str], *, own_group: bool = False
+    ) -> None:
+        super().__init__("runworker", env, log_path, args, own_group=own_group)
 
     def wait_registered(self, timeout: float = 30.0) -> str:
         """Wait until the worker has its jobs_worker row; return the worker id."""
@@ -174,9 +205,11 @@ def start_worker(worker_env, tmp_path) -> Iterator[Callable[..., WorkerProcess]]
     """Start runworker subprocesses; all are killed at the end of the test."""
     workers: list[WorkerProcess] = []
 
-    def start(*args: str, wait: bool = True, env: dict[str, str] | None = None) -> WorkerProcess:
+    def start(
+        *args: str, wait: bool = True, env: dict[str, str] | None = None, own_group: bool = False
+    ) -> WorkerProcess:
         log_path = tmp_path / f"worker-{len(workers)}.log"
-        worker = WorkerProcess(env or worker_env, log_path, list(args))
+        worker = WorkerProcess(env or worker_env, log_path, list(args), own_group=own_group)
         workers.append(worker)
         if wait:
             worker.wait_registered()
@@ -204,6 +237,25 @@ def ledger(transactional_db) -> None:
             """
         )
         cursor.execute("TRUNCATE test_ledger RESTART IDENTITY")
+
+
+@pytest.fixture
+def limit_ledger(transactional_db) -> None:
+    """test_limit_ledger: when each attempt of tasks.limited_run started and ended."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            CREATE TABLE IF NOT EXISTS test_limit_ledger (
+                job_id uuid NOT NULL,
+                attempt int NOT NULL,
+                key text NOT NULL,
+                started_at timestamptz NOT NULL,
+                ended_at timestamptz,
+                PRIMARY KEY (job_id, attempt)
+            )
+            """
+        )
+        cursor.execute("TRUNCATE test_limit_ledger")
 
 
 @pytest.fixture

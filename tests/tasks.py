@@ -102,6 +102,14 @@ def record_run_patiently(context, label: str = "") -> int:
     return record_run.call(context, label)
 
 
+@task(takes_context=True, max_attempts=10)
+def sleep_then_record(context, seconds: float) -> int:
+    """Sleep, then count the run in the ledger: a run stopped before its end counts nothing."""
+    note_start(context)
+    time.sleep(seconds)
+    return record_run.call(context, "slept")
+
+
 @task(takes_context=True)
 def rendezvous(context, count: int) -> int:
     """

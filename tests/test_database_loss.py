@@ -10,11 +10,15 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from jobs.models import Job
+from jobs.worker.attempts import WORKER_LOST
 from project import embedded_postgres
 from tests.conftest import fetch, fetch_value, wait_until
-from tests.tasks import record_run_patiently
+from tests.tasks import record_run_patiently, sleep_then_record
+from tests.tcp_proxy import PostgresProxy, free_port, proxied_database_url
 
 JOBS = 20_000
+DEAD_AFTER = 2.0  # tests/worker_settings.py
 
 
 class DatabaseServer:
@@ -87,3 +91,56 @@ def test_database_restart_during_a_20000_job_run_loses_nothing(start_worker, wor
         assert "Database reachable again" in worker.output()
         worker.signal(signal.SIGTERM)
         assert worker.wait() == 0
+
+
+def test_an_outage_longer_than_dead_after_declares_no_live_worker_dead(
+    start_worker, worker_env, started, ledger, embedded_only
+):
+    """
+    Workers come back from an outage at different moments (their backoffs out
+    of step, their networks): the first back must give the others
+    WORKER_DEAD_AFTER to beat again before it takes them for dead, rescues
+    their jobs and so runs them twice. One worker reaches the database through
+    a proxy, closed a moment before the database stops (its backoff counts
+    from then) and opened half a second after it is back. Each worker is
+    running two jobs when the database goes: it stops them once its lease
+    lapses (see test_fence), and they run again, once, when it is back.
+    """
+    server = DatabaseServer()
+    proxy = PostgresProxy(free_port())
+    proxy.open()
+    env = {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings"}
+    ids = [r.id for r in sleep_then_record.enqueue_many([((2.0,), {})] * 8)]
+    late_env = {**env, "DATABASE_URL": proxied_database_url(proxy.port)}
+    late = start_worker("--concurrency", "2", "--prefetch", "1", env=late_env)
+    first = start_worker("--concurrency", "2", "--prefetch", "1", env=env)
+    running = Job.objects.filter(status="RUNNING")
+    wait_until(lambda: running.count() == 4)
+    wait_until(started(*(str(job_id) for job_id in running.values_list("id", flat=True))))
+
+    proxy.close()
+    time.sleep(0.25)
+    server.stop()
+    try:
+        time.sleep(DEAD_AFTER + 0.5)  # the outage: longer than WORKER_DEAD_AFTER
+    finally:
+        server.start()
+    time.sleep(0.5)  # the late worker's way back, well within WORKER_DEAD_AFTER
+    proxy.open()
+
+    def all_done():
+        """every job SUCCESSFUL"""
+        try:
+            return Job.objects.filter(id__in=ids, status="SUCCESSFUL").count() == len(ids)
+        except Exception:
+            connection.close()
+            return False
+
+    wait_until(all_done, timeout=30, interval=0.2)
+    outputs = late.output() + first.output()
+    assert "Database reachable again" in late.output()
+    assert "declared dead" not in outputs
+    assert "result discarded" not in outputs
+    lost = [{"exception_class_path": WORKER_LOST}]
+    assert not Job.objects.filter(id__in=ids, errors__contains=lost).exists()
+    assert fetch("SELECT count(*), max(runs) FROM test_ledger") == [(len(ids), 1)]

@@ -429,24 +429,6 @@ def test_the_dashboard_metrics_and_job_page_say_what_a_limit_holds_back(db, admi
 # Real workers.
 
 
-@pytest.fixture
-def limit_ledger(transactional_db) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            CREATE TABLE IF NOT EXISTS test_limit_ledger (
-                job_id uuid NOT NULL,
-                attempt int NOT NULL,
-                key text NOT NULL,
-                started_at timestamptz NOT NULL,
-                ended_at timestamptz,
-                PRIMARY KEY (job_id, attempt)
-            )
-            """
-        )
-        cursor.execute("TRUNCATE test_limit_ledger")
-
-
 def most_at_once(intervals: list[tuple[float, float]]) -> int:
     """The most intervals that overlap at any instant (an end before a start at a tie)."""
     events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])

@@ -5,6 +5,7 @@ queue of waiting jobs, and what the jobs of a lost executor become.
 """
 
 import re
+import time
 from multiprocessing.connection import wait
 
 import pytest
@@ -18,6 +19,7 @@ from jobs.worker.connection import Backoff
 from jobs.worker.database import Notifications, QueueDatabase
 from jobs.worker.executor import WaitingJobs
 from jobs.worker.executor_handle import Executor, LostWork
+from jobs.worker.lease import Lease
 from jobs.worker.pool import PREFETCH_LIMIT, ExecutorPool
 from jobs.worker.protocol import COMPLETE_FIELDS, ClaimedJob, Outcome
 
@@ -66,7 +68,7 @@ def test_retry_delays_stay_within_half_and_all_of_the_capped_ceiling():
 
 def pool_of(executors: int, *, threads: int = 1, prefetch: int | None = None) -> ExecutorPool:
     """A pool whose executors are handles only: sizing reads nothing else."""
-    pool = ExecutorPool(executors, prefetch, "parts", threads=threads)
+    pool = ExecutorPool(executors, prefetch, "parts", Lease(20.0), threads=threads)
     pool.executors = [
         Executor(process=None, conn=None, slots=[0] * (threads + 1), threads=threads)
         for _ in range(executors)
@@ -116,9 +118,15 @@ def test_claim_size_counts_what_an_executor_may_still_run_before_it_is_replaced(
     assert pool.claim_size() == 0
 
 
+def held_lease() -> Lease:
+    lease = Lease(20.0)
+    lease.renew(time.monotonic())
+    return lease
+
+
 def test_waiting_jobs_are_taken_in_order_and_each_leaves_once():
     running = [0, 0, 0]
-    waiting = WaitingJobs(running)
+    waiting = WaitingJobs(running, held_lease().shared, refuse=None)
     first, second, third = claimed("a"), claimed("b"), claimed("c")
     waiting.add([first, second, third])
     assert waiting.take(0) == first
@@ -132,6 +140,25 @@ def test_waiting_jobs_are_taken_in_order_and_each_leaves_once():
     assert running == [1, 3, 3]
     waiting.end()
     assert waiting.take(0) is None
+
+
+def test_no_waiting_job_starts_once_the_lease_lapsed():
+    running = [0, 0]
+    lease = held_lease()
+    refused = []
+    waiting = WaitingJobs(running, lease.shared, refuse=refused.append)
+    first, second, third = claimed("a"), claimed("b"), claimed("c")
+    waiting.add([first, second])
+    assert waiting.take(0) == first
+    # Renewed by the last heartbeat long enough ago: lapsed.
+    lease.renew(time.monotonic() - lease.length)
+    assert lease.lapsed()
+    waiting.add([third])
+    waiting.end()
+    assert waiting.take(0) is None
+    assert refused == [second, third]
+    # Neither counts as begun: the last slot still holds the first's number.
+    assert running == [1, 1]
 
 
 def lost(*, died: bool, attempt: int = 1) -> LostWork:

@@ -91,11 +91,18 @@ class Reconnector:
     The coordinator's main connection through an outage: closed when an
     operation fails, tried again with backoff, and how long it was gone. The
     coordinator's deadlines wait for it meanwhile (see Coordinator._wait_timeout).
+
+    The backoff stops at a quarter of WORKER_DEAD_AFTER (`dead_after`) if
+    that is shorter: once the database is back, the worker is back well
+    within the time the first worker back gives the others to heartbeat
+    (Maintenance.connected).
     """
 
-    def __init__(self, db: "QueueDatabase") -> None:
+    def __init__(self, db: "QueueDatabase", dead_after: float) -> None:
         self.db = db
-        self.backoff = Backoff()
+        self.backoff = Backoff(
+            maximum=max(RECONNECT_DELAY_MIN, min(RECONNECT_BACKOFF_MAX, dead_after / 4))
+        )
         self.due_at = 0.0
         self.lost_at: float | None = None
 
@@ -104,7 +111,7 @@ class Reconnector:
             self.lost_at = time.monotonic()
             logger.error(
                 "Database unreachable (%s); executors go on, outcomes are held, "
-                "reconnecting with backoff up to %.0f s",
+                "reconnecting with backoff up to %g s",
                 first_line(error),
                 self.backoff.maximum,
             )

@@ -10,7 +10,9 @@ the coordinator does.
 When the database goes away the executors go on; the coordinator holds the
 outcomes they produce, reconnects with capped backoff, and writes them when
 the database is back. The fence of every write makes that safe even when the
-jobs were rescued in the meantime.
+jobs were rescued in the meantime. A worker that could not heartbeat for most
+of WORKER_DEAD_AFTER (an outage, a freeze) stops its jobs before others may
+rescue them (see jobs.worker.lease).
 """
 
 import logging
@@ -39,6 +41,7 @@ from .connection import (
 )
 from .database import QueueDatabase
 from .executor_handle import LostWork
+from .lease import Lease
 from .maintenance import Maintenance
 from .pool import ExecutorPool
 
@@ -77,10 +80,12 @@ class Coordinator:
         self.retry = RetryPolicy.of(options)
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self.db = self._database()
+        self.lease = Lease(options["WORKER_DEAD_AFTER"])
         self.pool = ExecutorPool(
             config.concurrency,
             config.prefetch,
             self.worker_id,
+            self.lease,
             threads=config.threads,
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
@@ -95,14 +100,15 @@ class Coordinator:
             self.worker_id,
             config.concurrency * config.threads,
             options,
-            self.pool.skip_unstarted,
+            self.lease,
+            self._stop_jobs,
         )
         self.stopping = False
         self.unstarted_skipped = False
         self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
-        self.connection = Reconnector(self.db)
+        self.connection = Reconnector(self.db, options["WORKER_DEAD_AFTER"])
         self.stop_now = False
         self.stop_signals = StopSignals()
         self.health = HealthFile(config.health_file)
@@ -207,6 +213,9 @@ class Coordinator:
         if self.db.connected:
             waitables.append(self.db.conn)
         ready = wait(waitables, timeout=self._wait_timeout())
+        # First thing on waking, from a freeze too: executors woken with this
+        # process may be running jobs that others are about to run again.
+        self.maintenance.fence_if_lapsed()
         self.stop_signals.drain(ready)
         if completer in ready and (retry_due_at := self.writes.collect()) is not None:
             # A retry may be due before the next claim we had planned.
@@ -231,8 +240,16 @@ class Coordinator:
             self._with_database(lambda: self.maintenance.run(prune=not self.stopping))
 
     def _may_claim(self) -> bool:
-        """Not while stopping, nor while outcomes cannot be written, nor with no room."""
-        return not self.stopping and not self.writes.paused and self.pool.claim_size() > 0
+        """
+        Not while stopping, nor while outcomes cannot be written, nor with no
+        room, nor with a lapsed lease (its executors would start nothing).
+        """
+        return (
+            not self.stopping
+            and not self.writes.paused
+            and not self.lease.lapsed()
+            and self.pool.claim_size() > 0
+        )
 
     def _with_database(self, operation: Callable[[], object]) -> None:
         try:
@@ -254,6 +271,8 @@ class Coordinator:
             deadlines = [self.connection.due_at]
         if self.stopping:
             deadlines.append(self.stop_deadline)
+        if not self.lease.fenced and not self.pool.idle():
+            deadlines.append(self.lease.expires_at)
         timeout_at = self.pool.next_deadline()
         if timeout_at is not None:
             deadlines.append(timeout_at)
@@ -334,6 +353,25 @@ class Coordinator:
         self.writes.release(released)
         self.writes.hold(finished)
 
+    def _stop_jobs(self) -> tuple[int, int]:
+        """
+        Stop the jobs this worker holds, which another may rescue and run
+        (see Maintenance.fence_if_lapsed): kill the executors that run one,
+        and have the others give back those they have not started. Each goes
+        back unspent (attempts.given_back), by a fenced release that leaves
+        alone a job rescued meanwhile. Returns (jobs that were running, the
+        others).
+        """
+        running = others = 0
+        for executor in self.pool.busy():
+            work = self.pool.replace(executor)
+            finished, released = given_back(work)
+            running += len(work.running)
+            others += len(released) - len(work.running)
+            self.writes.release(released)
+            self.writes.hold(finished)
+        return running, others + self.pool.skip_unstarted()
+
     # Losing and regaining the database.
 
     def _reconnect(self) -> None:
@@ -346,7 +384,7 @@ class Coordinator:
             len(self.writes.outcomes),
         )
         self.claim_due_at = 0.0
-        self.maintenance.due_at = 0.0
+        self.maintenance.connected()
         # A pause announced while the connection was down was not heard.
         self._with_database(lambda: self._give_back_paused(self.db.paused_queues()))
 

@@ -24,6 +24,7 @@ from queue import Empty, SimpleQueue
 import django
 
 from .job_runner import JobRunner
+from .lease import lapsed
 from .protocol import ClaimedJob, Outcome, receive_message, send_message, skipped
 
 logger = logging.getLogger("jobs.worker")
@@ -63,6 +64,7 @@ def executor_main(
     parent_pid: int,
     threads: int,
     running: "ctypes.Array[ctypes.c_longlong]",
+    lease: ctypes.c_longlong,
 ) -> None:
     """
     The executor process's entry point.
@@ -75,7 +77,8 @@ def executor_main(
     and the last slot the highest number taken so far (see WaitingJobs):
     that is how the coordinator knows which jobs run now (their timeout
     clocks) and, when an executor dies, which jobs it had begun. Outcomes go
-    back in batches (see OutcomeSender).
+    back in batches (see OutcomeSender). `lease`, shared too, is when the
+    worker's lease runs out (see jobs.worker.lease): no job starts after it.
 
     SIGINT is ignored: a Ctrl-C in a terminal reaches the whole process
     group, and shutdown is the coordinator's to run (it lets running jobs
@@ -90,7 +93,7 @@ def executor_main(
         setup()
     runner = JobRunner(worker_id, backend)
     sender = OutcomeSender(conn)
-    jobs = start_reader(conn, sender, running)
+    jobs = start_reader(conn, sender, running, lease)
 
     work = (jobs, runner, sender, running)
     others = [
@@ -197,17 +200,26 @@ class WaitingJobs:
     The jobs an executor holds and has not started, in the order they came,
     each with its number (1, 2, ... in that order, as the coordinator counts).
 
-    A job leaves it exactly once, under the lock: taken by a thread to run, or
-    withdrawn on the coordinator's request. So a job that was withdrawn never
-    starts, and a job that started is never answered as skipped. Taking a job
-    writes, under the same lock, its number into the thread's slot and into
-    the last slot, which so holds the highest number ever taken: every job
-    numbered up to it either began, or was withdrawn.
+    A job leaves it exactly once, under the lock: taken by a thread to run,
+    withdrawn on the coordinator's request, or refused because the worker's
+    lease ran out (handed to `refuse`, which answers it as skipped). So a job
+    that was withdrawn or refused never starts, and a job that started is
+    never answered as skipped. Taking a job writes, under the same lock, its
+    number into the thread's slot and into the last slot, which so holds the
+    highest number ever taken: every job numbered up to it either began, or
+    was withdrawn or refused.
     """
 
-    def __init__(self, running: "ctypes.Array[ctypes.c_longlong]") -> None:
+    def __init__(
+        self,
+        running: "ctypes.Array[ctypes.c_longlong]",
+        lease: ctypes.c_longlong,
+        refuse: Callable[[ClaimedJob], None],
+    ) -> None:
         self._jobs: OrderedDict[tuple[str, int], tuple[int, ClaimedJob]] = OrderedDict()
         self._running = running
+        self._lease = lease
+        self._refuse = refuse
         self._received = 0
         self._ended = False
         self._ready = threading.Condition()
@@ -232,18 +244,28 @@ class WaitingJobs:
 
     def take(self, slot: int) -> ClaimedJob | None:
         with self._ready:
-            while not self._jobs and not self._ended:
-                self._ready.wait()
-            if not self._jobs:
-                return None
-            number, job = self._jobs.popitem(last=False)[1]
-            self._running[slot] = number
-            self._running[-1] = number
-            return job
+            while True:
+                while not self._jobs and not self._ended:
+                    self._ready.wait()
+                if not self._jobs:
+                    return None
+                number, job = self._jobs.popitem(last=False)[1]
+                # A worker frozen past its lease may have been rescued: its
+                # jobs are someone else's to run. Checked here, as the job
+                # would start, since the whole process group wakes at once and
+                # this thread may run before the coordinator can say no.
+                if not lapsed(self._lease):
+                    self._running[slot] = number
+                    self._running[-1] = number
+                    return job
+                self._refuse(job)
 
 
 def start_reader(
-    conn: Connection, sender: OutcomeSender, running: "ctypes.Array[ctypes.c_longlong]"
+    conn: Connection,
+    sender: OutcomeSender,
+    running: "ctypes.Array[ctypes.c_longlong]",
+    lease: ctypes.c_longlong,
 ) -> WaitingJobs:
     """
     Read the coordinator's messages in a thread of their own, as they come.
@@ -255,7 +277,11 @@ def start_reader(
     still waits; one that has started by then runs to its end (its outcome is
     the answer), since a thread cannot be stopped.
     """
-    jobs = WaitingJobs(running)
+
+    def answer_skipped(job: ClaimedJob) -> None:
+        sender.put(skipped(job, time.time()))
+
+    jobs = WaitingJobs(running, lease, answer_skipped)
 
     def read() -> None:
         with exit_on_failure("its pipe reader failed"):
@@ -271,7 +297,7 @@ def start_reader(
                 if kind == "run":
                     jobs.add([ClaimedJob(*row) for row in body])
                 elif (job := jobs.withdraw(tuple(body))) is not None:
-                    sender.put(skipped(job, time.time()))
+                    answer_skipped(job)
 
     threading.Thread(target=read, name="jobs-executor-reader", daemon=True).start()
     return jobs

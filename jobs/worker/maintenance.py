@@ -1,8 +1,8 @@
 """
-The worker's upkeep, once per heartbeat: keep its jobs_worker row alive,
-rescue the jobs of workers that stopped beating, give the claim's table
-planner statistics if it has none, and delete finished jobs past their
-retention, one small batch at a time.
+The worker's upkeep, once per heartbeat: keep its jobs_worker row alive and
+so its lease (jobs.worker.lease), rescue the jobs of workers that stopped
+beating, give the claim's table planner statistics if it has none, and
+delete finished jobs past their retention, one small batch at a time.
 """
 
 import logging
@@ -14,6 +14,7 @@ from typing import Any
 
 from ..models import JobStatus
 from .database import QueueDatabase
+from .lease import Lease
 
 logger = logging.getLogger("jobs.worker")
 
@@ -38,9 +39,10 @@ def retention_groups(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], 
 class Maintenance:
     """
     Heartbeat, rescue, analyze and prune for one worker, on its main
-    connection. `skip_unstarted` is called when the worker finds that it was
-    declared dead: the rescue gave its jobs back, so the ones it had not
-    started are someone else's to run now; it returns how many it skipped.
+    connection, and the lease that each heartbeat written renews.
+    `stop_jobs` is called when the lease lapsed or the worker finds that it
+    was declared dead: its jobs may be someone else's to run now, so it stops
+    those that run and gives back the others; it returns how many of each.
     """
 
     def __init__(
@@ -49,7 +51,8 @@ class Maintenance:
         worker_id: str,
         slots: int,
         options: Mapping[str, Any],
-        skip_unstarted: Callable[[], int],
+        lease: Lease,
+        stop_jobs: Callable[[], tuple[int, int]],
     ) -> None:
         self.db = db
         self.worker_id = worker_id
@@ -58,8 +61,11 @@ class Maintenance:
         self.interval = options["HEARTBEAT_INTERVAL"]
         self.dead_after = options["WORKER_DEAD_AFTER"]
         self.retention = retention_groups(options)
-        self.skip_unstarted = skip_unstarted
+        self.lease = lease
+        self.stop_jobs = stop_jobs
         self.due_at = 0.0
+        # No worker is taken for dead before this monotonic time (see connected()).
+        self.rescue_from = 0.0
         self.analyze_refused = False
         # Where the next prune of idle limit keys goes on, and when it is due.
         self.limit_keys_after = ""
@@ -70,6 +76,7 @@ class Maintenance:
         Register the worker, see that the claim has statistics to plan with,
         and bring the limits' rows to this worker's settings.
         """
+        self.connected()
         self.register()
         self.analyze_if_never_analyzed()
         if self.db.limits:
@@ -81,8 +88,25 @@ class Maintenance:
                 "1000 or more" if waiting >= 1000 else waiting,
             )
 
+    def connected(self) -> None:
+        """
+        The connection is new, or back: heartbeat at once, and take no other
+        worker for dead for WORKER_DEAD_AFTER.
+
+        Workers that the same outage cut off come back at their own pace
+        (their backoffs, their networks), their heartbeats as old as the
+        outage: the first one back would take the others for dead, live, and
+        rescue their jobs to run them twice. A worker that starts cannot tell
+        whether the database has just come back, so its first connection
+        counts too. Workers that stayed connected rescue a dead one on time.
+        """
+        self.due_at = 0.0
+        self.rescue_from = time.monotonic() + self.dead_after
+
     def register(self) -> None:
+        sent_at = time.monotonic()
         self.db.register(self.worker_id, self.hostname, os.getpid(), self.slots)
+        self.lease.renew(sent_at)
         self.due_at = time.monotonic() + self.interval
 
     def run(self, *, prune: bool = True) -> None:
@@ -95,18 +119,51 @@ class Maintenance:
             self.prune()
 
     def heartbeat(self) -> None:
-        if not self.db.heartbeat(self.worker_id):
+        # A lapsed lease is fenced before a heartbeat renews it: the worker
+        # may have been rescued meanwhile, even when its row was not deleted
+        # yet (a rescue under way reads the heartbeat it had before).
+        self.fence_if_lapsed()
+        sent_at = time.monotonic()
+        if self.db.heartbeat(self.worker_id):
+            self.lease.renew(sent_at)
+        else:
+            running, others = self.stop_jobs()
             logger.warning(
-                "Worker %s had been declared dead (its jobs were rescued); skipping its "
-                "%d unstarted job(s) and registering again",
+                "Worker %s had been declared dead (its jobs were rescued); stopping its %d "
+                "running job(s) and the %d others it holds, and registering again",
                 self.worker_id,
-                self.skip_unstarted(),
+                running,
+                others,
             )
             self.register()
         self.due_at = time.monotonic() + self.interval
 
+    def fence_if_lapsed(self) -> None:
+        """
+        Once the lease lapsed, stop every job the worker holds, before other
+        workers may take it for dead and run them again (see jobs.worker.lease);
+        then heartbeat as soon as the database answers.
+        """
+        if self.lease.fenced or not self.lease.lapsed():
+            return
+        self.lease.fenced = True
+        running, others = self.stop_jobs()
+        if running or others:
+            logger.warning(
+                "Worker %s has not heartbeaten for %.1f s (WORKER_DEAD_AFTER is %.1f s) and may "
+                "be taken for dead: stopping its %d running job(s) and the %d others it holds",
+                self.worker_id,
+                time.monotonic() - self.lease.renewed_at,
+                self.dead_after,
+                running,
+                others,
+            )
+        self.due_at = 0.0
+
     def rescue(self) -> None:
-        """Give back the jobs of dead workers (see sql.RESCUE)."""
+        """Give back the jobs of dead workers (see sql.RESCUE), if it may (see connected())."""
+        if time.monotonic() < self.rescue_from:
+            return
         dead, ready, failed = self.db.rescue(self.dead_after)
         if dead or ready or failed:
             logger.warning(

@@ -23,6 +23,7 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 
 from .executor import executor_main, set_up_spawned_executor
 from .executor_handle import Executor, LostWork
+from .lease import Lease
 from .protocol import SKIPPED, ClaimedJob, Finished, Outcome, receive_message
 
 logger = logging.getLogger("jobs.worker")
@@ -47,6 +48,7 @@ class ExecutorPool:
         size: int,
         prefetch: int | None,
         worker_id: str,
+        lease: Lease,
         *,
         threads: int = 1,
         max_tasks_per_child: int | None = None,
@@ -62,6 +64,7 @@ class ExecutorPool:
         # The worker's task backend, whose options apply to a job that names
         # a backend this worker does not have (see JobRunner).
         self.backend = backend
+        self.lease = lease
         self.max_tasks_per_child = max_tasks_per_child
         self.max_memory_per_child = max_memory_per_child
         self.next_memory_check = 0.0
@@ -108,6 +111,7 @@ class ExecutorPool:
                 os.getpid(),
                 self.threads,
                 slots,
+                self.lease.shared,
             ),
             name="jobs-executor",
             daemon=True,
@@ -201,6 +205,10 @@ class ExecutorPool:
         once if the job still waits, or the job's outcome if it had begun.
         """
         executor.tell(("skip", (job.id, job.attempt)))
+
+    def busy(self) -> list[Executor]:
+        """The executors that run a job now."""
+        return [executor for executor in self.executors if executor.running()]
 
     def skip_unstarted(self, queues: Collection[str] | None = None) -> int:
         """
