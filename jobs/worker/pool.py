@@ -237,7 +237,7 @@ class ExecutorPool:
                     and executor.jobs_run >= self.max_tasks_per_child
                 ):
                     executor.retiring = True
-                elif check_memory and self._resident_memory(executor) > self.max_memory_per_child:
+                elif check_memory and resident_memory(executor) > self.max_memory_per_child:
                     logger.info(
                         "Executor %s is past its memory ceiling: replacing it once idle",
                         executor.pid,
@@ -248,17 +248,6 @@ class ExecutorPool:
                 executor.process.join(timeout=5)
                 self._kill(executor)
                 self.executors[self.executors.index(executor)] = self._spawn()
-
-    @staticmethod
-    def _resident_memory(executor: Executor) -> int:
-        # Imported on first use: only --max-memory-per-child needs it, and
-        # every worker would otherwise pay for the import at start.
-        import psutil
-
-        try:
-            return psutil.Process(executor.pid).memory_info().rss
-        except psutil.Error:
-            return 0
 
     def connections(self) -> list[Connection]:
         return [executor.conn for executor in self.executors]
@@ -365,3 +354,15 @@ class ExecutorPool:
                 self._kill(executor)
         self.executors = []
         return lost
+
+
+def resident_memory(executor: Executor) -> int:
+    """The executor process's resident memory in bytes (0 once it is gone)."""
+    # Imported on first use: only --max-memory-per-child needs it, and
+    # every worker would otherwise pay for the import at start.
+    import psutil
+
+    try:
+        return psutil.Process(executor.pid).memory_info().rss
+    except psutil.Error:
+        return 0
