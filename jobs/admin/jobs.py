@@ -32,7 +32,7 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from .. import operations, sql
+from .. import metrics, operations, sql
 from ..backend import current_task_path
 from ..exceptions import JobStateError
 from ..jsonb import unstorable
@@ -878,28 +878,27 @@ class WorkerAdmin(admin.ModelAdmin):
 
 
 def _held_back_by(job: Job, database: str) -> str | None:
-    """What of a due job's limits lets it not start now, said in words (None: nothing)."""
+    """
+    What of a due job's limits lets it not start now, in words (None: it is
+    under no limit). The verdict on each key is the claim's own
+    (metrics.key_verdicts): this page only puts it in words.
+    """
     keys = [key for key in (job.limit_key, job.shared_limit_key) if key]
     if not keys:
         return None
-    with connections[database].cursor() as cursor:
-        cursor.execute(sql.LIMIT_KEY_STATE, {"keys": keys})
-        rows = {row[0]: row for row in cursor.fetchall()}
+    verdicts = metrics.key_verdicts(keys, using=database)
     reasons = []
-    for key in keys:
-        if key not in rows:
-            continue
-        _, name, concurrency, running, rate, period, _burst, tokens = rows[key]
-        if concurrency is not None and running >= concurrency:
+    for verdict in (verdicts[key] for key in keys if key in verdicts):
+        limit = f"limit {verdict.name!r} (key {verdict.key})"
+        if verdict.full:
             reasons.append(
-                f"limit {name!r} (key {key}) has all its {concurrency} slot(s) taken; "
+                f"{limit} has all its {verdict.concurrency} slot(s) taken; "
                 "it starts when one of them frees"
             )
-        elif rate is not None and tokens < 1:
-            wait = (1 - tokens) * period / rate
+        elif verdict.out_of_tokens:
             reasons.append(
-                f"limit {name!r} (key {key}) reached its rate of {rate} per {period:g} s; "
-                f"its next start is allowed in {wait:.2f} s"
+                f"{limit} reached its rate of {verdict.rate} per {verdict.period:g} s; "
+                f"its next start is allowed in {verdict.next_token_in:.2f} s"
             )
     if not reasons:
         return (
