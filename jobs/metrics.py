@@ -8,6 +8,7 @@ throughput and latency read the finished-jobs index over a one-hour window.
 """
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -87,29 +88,47 @@ class WorkerStats:
 
 
 @dataclass(frozen=True)
-class KeyStats:
-    """One key of a limit that runs jobs or has due jobs waiting."""
+class KeyVerdict:
+    """
+    Whether a key of a limit lets a job start now, and when its bucket next
+    holds a token: the claim's own count (sql.LIMIT_KEY_VERDICTS), which every
+    page that says why a job waits reads as it is.
+    """
 
     key: str
+    name: str
     concurrency: int | None
     running: int
     rate: int | None
+    period: float | None
+    # Its bucket's tokens now; None without a rate.
     tokens: float | None
-    waiting: int
+    # No free slot.
+    full: bool
+    # No whole token.
+    out_of_tokens: bool
+    # Seconds until its bucket holds a whole token: 0 when it holds one now.
+    next_token_in: float | None
 
     @property
-    def full(self) -> bool:
-        """Whether the key lets nothing start now: no free slot, or no whole token."""
-        no_slot = self.concurrency is not None and self.running >= self.concurrency
-        return no_slot or (self.tokens is not None and self.tokens < 1)
+    def held(self) -> bool:
+        """Whether the key lets nothing start now."""
+        return self.full or self.out_of_tokens
 
     @property
     def state(self) -> str:
-        if self.concurrency is not None and self.running >= self.concurrency:
+        if self.full:
             return f"full: {self.running} of {self.concurrency} running"
-        if self.tokens is not None and self.tokens < 1:
+        if self.out_of_tokens:
             return "rate reached: waits for its next token"
         return "open"
+
+
+@dataclass(frozen=True)
+class KeyStats(KeyVerdict):
+    """One key of a limit that runs jobs or has due jobs waiting."""
+
+    waiting: int
 
 
 @dataclass
@@ -170,6 +189,7 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
         bounds = _fetch(cursor, sql.MINUTES_OF_LAST_HOUR)
         workers = _fetch(cursor, sql.WORKERS)
         keys = _fetch(cursor, sql.LIMIT_KEYS_IN_USE) if tasks_backend.limits else []
+        verdicts = _key_verdicts(cursor, [row[1] for row in keys]) if keys else {}
 
     queues = {
         name: QueueStats(name, oldest_ready_age=oldest.get(name), paused=name in paused)
@@ -203,7 +223,7 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
             count, total, p50, p95, p99, tuple(zip(LATENCY_BUCKETS, cumulative, strict=True))
         ),
         workers=[WorkerStats(*row, alive=row[7] <= dead_after) for row in workers],
-        limits=_limit_stats(tasks_backend.limits, keys),
+        limits=_limit_stats(tasks_backend.limits, keys, verdicts),
     )
 
 
@@ -236,20 +256,41 @@ def recent_workflows(
     return [WorkflowStats(*row) for row in rows]
 
 
-def _limit_stats(limits: Limits, rows: list[tuple]) -> list[LimitStats]:
-    """Each configured limit with the state of its keys in use (rows of sql.LIMIT_KEYS_IN_USE)."""
+def key_verdicts(
+    keys: Sequence[str], using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> dict[str, KeyVerdict]:
+    """The verdict on each of these keys that has a row, by key (see KeyVerdict)."""
+    with connections[using or task_backends[backend].database].cursor() as cursor:
+        return _key_verdicts(cursor, keys)
+
+
+def _key_verdicts(cursor, keys: Sequence[str]) -> dict[str, KeyVerdict]:
+    rows = _fetch(cursor, sql.LIMIT_KEY_VERDICTS, {"keys": list(keys), "limit": 1})
+    return {row[0]: KeyVerdict(*row) for row in rows}
+
+
+def _limit_stats(
+    limits: Limits, rows: list[tuple], verdicts: dict[str, KeyVerdict]
+) -> list[LimitStats]:
+    """
+    Each configured limit with its keys in use (rows of sql.LIMIT_KEYS_IN_USE)
+    and the verdict on each of them.
+    """
     stats = {limit.name: LimitStats(limit.name, limit.describe()) for limit in limits.all}
-    for name, key, concurrency, running, rate, _period, _burst, tokens, waiting in rows:
+    for name, key, *_, waiting in rows:
+        verdict = verdicts.get(key)
+        if verdict is None:
+            # Pruned between the two reads: it held nothing any more.
+            continue
         # A limit taken out of settings keeps its rows until its jobs are gone.
         limit = stats.setdefault(name, LimitStats(name, "no longer in LIMITS"))
-        state = KeyStats(key, concurrency, running, rate, tokens if rate else None, waiting)
         limit.keys += 1
-        limit.running += running
+        limit.running += verdict.running
         limit.waiting += waiting
-        if state.full:
+        if verdict.held:
             limit.held += waiting
         if len(limit.busiest) < BUSIEST_KEYS:
-            limit.busiest.append(state)
+            limit.busiest.append(KeyStats(**vars(verdict), waiting=waiting))
     return list(stats.values())
 
 

@@ -1536,6 +1536,27 @@ FROM jobs_limit_key
 WHERE key = ANY(%(keys)s::text[])
 """
 
+# Each key's verdict, as a claim would give it now: whether it has no free
+# slot (`full`) or no whole token (`out_of_tokens`), either of which holds
+# its jobs back, its tokens now, and the seconds until its bucket next holds
+# a whole token (0 when it holds one, NULL without a rate). Counted with the
+# claim's own expressions: the free slots are _ROOM's with no bucket
+# (%(limit)s 1: room for one more job), the tokens _TOKENS', the next one
+# _TOKEN_DUE's; so the job page, the dashboard and /metrics say what the
+# claim does, never a count of their own.
+LIMIT_KEY_VERDICTS = f"""
+SELECT counter.key, counter.name, counter.concurrency, counter.running, counter.rate,
+       counter.period, bucket.tokens,
+       {_ROOM.format(row="counter", tokens="NULL::float8")} < 1,
+       COALESCE(floor(bucket.tokens) < 1, false),
+       CASE WHEN counter.rate IS NOT NULL THEN extract(epoch FROM
+           GREATEST({_TOKEN_DUE.format(row="counter")}, statement_timestamp())
+           - statement_timestamp())::float8 END
+FROM jobs_limit_key AS counter
+CROSS JOIN LATERAL (SELECT {_TOKENS.format(row="counter")}) AS bucket(tokens)
+WHERE counter.key = ANY(%(keys)s::text[])
+"""
+
 # Jobs finished per queue, status and minute over the last 60 minutes (the
 # current minute included), read from the (status, finished_at) index.
 FINISHED_BY_MINUTE = """

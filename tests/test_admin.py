@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from jobs import metrics
 from jobs.admin.ids import task_id_range
-from jobs.admin.jobs import EXACT_COUNT_LIMIT, EstimatedCountPaginator
+from jobs.admin.job_list import EXACT_COUNT_LIMIT, EstimatedCountPaginator
 from jobs.models import Job, JobStatus, Schedule, Worker
 from jobs.scheduler.runner import unique_key
 

@@ -8,6 +8,7 @@ import json
 import re
 import signal
 import time
+from datetime import timedelta
 
 import pytest
 from django.core import checks
@@ -424,6 +425,47 @@ def test_the_dashboard_metrics_and_job_page_say_what_a_limit_holds_back(db, admi
     reason = waiting_reason(admin_client, held.id)
     assert "limit 'hourly' (key hourly) reached its rate of 2 per 3600 s" in reason
     assert re.search(r"its next start is allowed in 1[78]\d\d\.\d\d s", reason)
+
+
+def verdict(seconds_since_refill: float = 0.0, **fields) -> metrics.KeyVerdict:
+    """The verdict on a key row made with these fields (sql.LIMIT_KEY_VERDICTS)."""
+    refilled_at = timezone.now() - timedelta(seconds=seconds_since_refill)
+    LimitKey.objects.create(key="k", name="test", refilled_at=refilled_at, **fields)
+    return metrics.key_verdicts(["k", "no-such-key"])["k"]
+
+
+def test_the_verdict_on_a_key_with_a_free_slot_lets_a_job_start():
+    open_key = verdict(concurrency=2, running=1)
+    assert (open_key.full, open_key.out_of_tokens, open_key.held) == (False, False, False)
+    assert (open_key.tokens, open_key.next_token_in) == (None, None)
+    assert open_key.state == "open"
+
+
+def test_the_verdict_on_a_key_whose_slots_are_all_taken_is_full():
+    full = verdict(concurrency=2, running=2)
+    assert (full.full, full.out_of_tokens, full.held) == (True, False, True)
+    assert full.state == "full: 2 of 2 running"
+
+
+def test_the_verdict_on_a_key_out_of_tokens_gives_the_seconds_to_its_next_token():
+    # Two tokens an hour, none left 600 s ago: a third of one now, a whole one in 1,200 s.
+    rated = verdict(600, rate=2, period=3600.0, burst=2, tokens=0.0)
+    assert (rated.full, rated.out_of_tokens, rated.held) == (False, True, True)
+    assert rated.tokens == pytest.approx(1 / 3, abs=0.01)
+    assert 1190 < rated.next_token_in <= 1200
+    assert rated.state == "rate reached: waits for its next token"
+
+
+def test_the_verdict_on_a_key_with_a_whole_token_is_due_now():
+    rated = verdict(2000, rate=2, period=3600.0, burst=2, tokens=0.0)
+    assert (rated.out_of_tokens, rated.next_token_in) == (False, 0.0)
+    assert rated.tokens == pytest.approx(10 / 9, abs=0.01)
+
+
+def test_the_verdict_names_each_limit_a_key_is_at():
+    both = verdict(600, concurrency=1, running=1, rate=2, period=3600.0, burst=2, tokens=0.0)
+    assert (both.full, both.out_of_tokens) == (True, True)
+    assert both.state == "full: 1 of 1 running"
 
 
 # Real workers.

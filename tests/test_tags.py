@@ -73,7 +73,7 @@ def test_the_admin_filters_by_tag_and_searches_by_meta(admin_client):
 
 def test_the_tag_filter_reads_the_partial_index():
     add.using(tags=["billing"]).enqueue(1, 2)
-    from jobs.admin.jobs import tagged
+    from jobs.admin.filters import tagged
 
     with connection.cursor() as cursor, CaptureQueriesContext(connection):
         sql, params = tagged(Job.objects.all(), "billing").query.sql_with_params()

@@ -21,6 +21,7 @@ from django.tasks.exceptions import InvalidTask
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
+from django.utils.safestring import SafeString
 
 from .. import metrics, operations
 from ..models import Job, JobStatus, PausedQueue, Schedule
@@ -51,37 +52,76 @@ def _changelist(**filters: str) -> str:
 def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateResponse:
     """The dashboard page, read fresh on every request."""
     snapshot = metrics.snapshot()
-    queues = snapshot.queues
-    finished = sum(m.successful + m.failed + m.cancelled for m in snapshot.minutes)
-    failed = sum(m.failed for m in snapshot.minutes)
-    latency = snapshot.latency
-    database = task_backends[DEFAULT_TASK_BACKEND_ALIAS].database
-    pauses = {row.queue: row for row in PausedQueue.objects.using(database)}
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Jobs dashboard",
         "opts": model_admin.opts,
         "refresh_seconds": REFRESH_SECONDS,
         "snapshot": snapshot,
-        "summary": [
-            ("Due now", sum(q.ready for q in queues)),
-            ("Running", sum(q.running for q in queues)),
-            ("Finished, last hour", finished),
-            ("Failed, last hour", failed),
-            ("Per minute, last hour", f"{finished / 60:.1f}"),
-            ("Latency p95", duration_text(latency.p95)),
-        ],
-        "queue_rows": [
+        "summary": _summary(snapshot),
+        "queue_rows": _queue_rows(snapshot.queues),
+        **_charts(snapshot),
+        "workers": [
             {
-                "stats": q,
-                "oldest": duration_text(q.oldest_ready_age),
-                "ready_url": _changelist(queue=q.name, status__exact=JobStatus.READY),
-                "running_url": _changelist(queue=q.name, status__exact=JobStatus.RUNNING),
-                "failed_url": _changelist(queue=q.name, status__exact=JobStatus.FAILED),
-                "pause": pauses.get(q.name),
+                "stats": worker,
+                "heartbeat": duration_text(worker.heartbeat_age),
+                "url": reverse("admin:jobs_worker_change", args=[worker.id]),
             }
-            for q in queues
+            for worker in snapshot.workers
         ],
+        "changelist_url": _changelist(),
+        "schedules": _schedules(request),
+        "workflows": [
+            {
+                "stats": workflow,
+                "url": _changelist(q=f"workflow:{workflow.id}"),
+            }
+            for workflow in metrics.recent_workflows()
+        ],
+        "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
+        "can_pause_queues": request.user.has_perm("jobs.pause_queue"),
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/jobs/dashboard.html", context)
+
+
+def _summary(snapshot: metrics.Snapshot) -> list[tuple[str, object]]:
+    """The numbers at the top of the page: the backlog now and the last hour."""
+    queues = snapshot.queues
+    finished = sum(m.successful + m.failed + m.cancelled for m in snapshot.minutes)
+    failed = sum(m.failed for m in snapshot.minutes)
+    return [
+        ("Due now", sum(q.ready for q in queues)),
+        ("Running", sum(q.running for q in queues)),
+        ("Finished, last hour", finished),
+        ("Failed, last hour", failed),
+        ("Per minute, last hour", f"{finished / 60:.1f}"),
+        ("Latency p95", duration_text(snapshot.latency.p95)),
+    ]
+
+
+def _queue_rows(queues: list[metrics.QueueStats]) -> list[dict]:
+    """Each queue with links to its jobs by status, and its pause if it is paused."""
+    database = task_backends[DEFAULT_TASK_BACKEND_ALIAS].database
+    pauses = {row.queue: row for row in PausedQueue.objects.using(database)}
+    return [
+        {
+            "stats": q,
+            "oldest": duration_text(q.oldest_ready_age),
+            "ready_url": _changelist(queue=q.name, status__exact=JobStatus.READY),
+            "running_url": _changelist(queue=q.name, status__exact=JobStatus.RUNNING),
+            "failed_url": _changelist(queue=q.name, status__exact=JobStatus.FAILED),
+            "pause": pauses.get(q.name),
+        }
+        for q in queues
+    ]
+
+
+def _charts(snapshot: metrics.Snapshot) -> dict[str, SafeString]:
+    """The page's four charts: throughput, backlog, oldest wait and latency."""
+    queues = snapshot.queues
+    latency = snapshot.latency
+    return {
         "throughput_chart": throughput_chart(snapshot.minutes),
         "backlog_chart": bar_chart(
             "Backlog per queue",
@@ -120,28 +160,7 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
             ],
             unit="s",
         ),
-        "workers": [
-            {
-                "stats": worker,
-                "heartbeat": duration_text(worker.heartbeat_age),
-                "url": reverse("admin:jobs_worker_change", args=[worker.id]),
-            }
-            for worker in snapshot.workers
-        ],
-        "changelist_url": _changelist(),
-        "schedules": _schedules(request),
-        "workflows": [
-            {
-                "stats": workflow,
-                "url": _changelist(q=f"workflow:{workflow.id}"),
-            }
-            for workflow in metrics.recent_workflows()
-        ],
-        "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
-        "can_pause_queues": request.user.has_perm("jobs.pause_queue"),
     }
-    request.current_app = model_admin.admin_site.name
-    return TemplateResponse(request, "admin/jobs/dashboard.html", context)
 
 
 def _tick_job(schedule: Schedule) -> Job | None:
