@@ -355,11 +355,23 @@ def _number(value: float) -> str:
     return repr(float(value)) if isinstance(value, float) else str(value)
 
 
+# One metric family: its name, its help text and its samples (labels, value).
+Family = tuple[str, str, list[tuple[dict[str, str], float]]]
+
+
 def render_prometheus(data: Snapshot, totals: dict[str, int]) -> str:
     """The numbers in Prometheus' text exposition format (version 0.0.4)."""
     lines: list[str] = []
-
-    def family(name: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+    for name, help_text, samples in [
+        *_queue_families(data, totals),
+        *_latency_families(data.latency),
+        *_limit_families(data.limits),
+        (
+            "jobs_workers_live",
+            "Workers whose heartbeat is fresh.",
+            [({}, sum(1 for worker in data.workers if worker.alive))],
+        ),
+    ]:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} gauge")
         for labels, value in samples:
@@ -367,89 +379,99 @@ def render_prometheus(data: Snapshot, totals: dict[str, int]) -> str:
             lines.append(
                 f"{name}{{{rendered}}} {_number(value)}" if rendered else f"{name} {_number(value)}"
             )
-
-    queues = data.queues
-    family(
-        "jobs_queue_depth",
-        "READY jobs due now, per queue.",
-        [({"queue": q.name}, q.ready) for q in queues],
-    )
-    family(
-        "jobs_scheduled",
-        "READY jobs waiting for a later run_at, per queue.",
-        [({"queue": q.name}, q.scheduled) for q in queues],
-    )
-    family(
-        "jobs_running", "RUNNING jobs, per queue.", [({"queue": q.name}, q.running) for q in queues]
-    )
-    family(
-        "jobs_queue_paused",
-        "1 while the queue is paused (no job of it starts), else 0.",
-        [({"queue": q.name}, int(q.paused)) for q in queues],
-    )
-    family(
-        "jobs_oldest_ready_age_seconds",
-        "Seconds the oldest due READY job of the queue has waited (0 when none waits).",
-        [({"queue": q.name}, q.oldest_ready_age or 0.0) for q in queues],
-    )
-    family(
-        "jobs_by_status",
-        "Jobs in the table by status, finished history included.",
-        [({"status": status}, count) for status, count in totals.items()],
-    )
-    family(
-        "jobs_finished_last_hour",
-        "Jobs that finished in the last 60 minutes, per queue and status.",
-        [
-            ({"queue": q.name, "status": status}, q.finished.get(status, 0))
-            for q in queues
-            for status in FINISHED_STATUSES
-        ],
-    )
-    latency = data.latency
-    family(
-        "jobs_start_latency_last_hour_seconds_bucket",
-        "Jobs finished in the last hour whose enqueue-to-start wait was at most le seconds.",
-        [({"le": _number(bound)}, count) for bound, count in latency.buckets]
-        + [({"le": "+Inf"}, latency.count)],
-    )
-    family(
-        "jobs_start_latency_last_hour_seconds_sum",
-        "Sum of those waits, in seconds.",
-        [({}, latency.total)],
-    )
-    family(
-        "jobs_start_latency_last_hour_seconds_count",
-        "Number of those waits.",
-        [({}, latency.count)],
-    )
-    limits = data.limits
-    family(
-        "jobs_limit_running",
-        "RUNNING jobs counted against the limit, all its keys together.",
-        [({"limit": limit.name}, limit.running) for limit in limits],
-    )
-    family(
-        "jobs_limit_waiting",
-        "Due READY jobs under the limit, all its keys together.",
-        [({"limit": limit.name}, limit.waiting) for limit in limits],
-    )
-    family(
-        "jobs_limit_held",
-        "Due READY jobs under the limit whose key lets nothing start now (full or out of tokens).",
-        [({"limit": limit.name}, limit.held) for limit in limits],
-    )
-    family(
-        "jobs_limit_keys",
-        "Keys of the limit that run jobs or have due jobs waiting.",
-        [({"limit": limit.name}, limit.keys) for limit in limits],
-    )
-    family(
-        "jobs_workers_live",
-        "Workers whose heartbeat is fresh.",
-        [({}, sum(1 for worker in data.workers if worker.alive))],
-    )
     return "\n".join(lines) + "\n"
+
+
+def _queue_families(data: Snapshot, totals: dict[str, int]) -> list[Family]:
+    queues = data.queues
+    return [
+        (
+            "jobs_queue_depth",
+            "READY jobs due now, per queue.",
+            [({"queue": q.name}, q.ready) for q in queues],
+        ),
+        (
+            "jobs_scheduled",
+            "READY jobs waiting for a later run_at, per queue.",
+            [({"queue": q.name}, q.scheduled) for q in queues],
+        ),
+        (
+            "jobs_running",
+            "RUNNING jobs, per queue.",
+            [({"queue": q.name}, q.running) for q in queues],
+        ),
+        (
+            "jobs_queue_paused",
+            "1 while the queue is paused (no job of it starts), else 0.",
+            [({"queue": q.name}, int(q.paused)) for q in queues],
+        ),
+        (
+            "jobs_oldest_ready_age_seconds",
+            "Seconds the oldest due READY job of the queue has waited (0 when none waits).",
+            [({"queue": q.name}, q.oldest_ready_age or 0.0) for q in queues],
+        ),
+        (
+            "jobs_by_status",
+            "Jobs in the table by status, finished history included.",
+            [({"status": status}, count) for status, count in totals.items()],
+        ),
+        (
+            "jobs_finished_last_hour",
+            "Jobs that finished in the last 60 minutes, per queue and status.",
+            [
+                ({"queue": q.name, "status": status}, q.finished.get(status, 0))
+                for q in queues
+                for status in FINISHED_STATUSES
+            ],
+        ),
+    ]
+
+
+def _latency_families(latency: Latency) -> list[Family]:
+    return [
+        (
+            "jobs_start_latency_last_hour_seconds_bucket",
+            "Jobs finished in the last hour whose enqueue-to-start wait was at most le seconds.",
+            [({"le": _number(bound)}, count) for bound, count in latency.buckets]
+            + [({"le": "+Inf"}, latency.count)],
+        ),
+        (
+            "jobs_start_latency_last_hour_seconds_sum",
+            "Sum of those waits, in seconds.",
+            [({}, latency.total)],
+        ),
+        (
+            "jobs_start_latency_last_hour_seconds_count",
+            "Number of those waits.",
+            [({}, latency.count)],
+        ),
+    ]
+
+
+def _limit_families(limits: list[LimitStats]) -> list[Family]:
+    return [
+        (
+            "jobs_limit_running",
+            "RUNNING jobs counted against the limit, all its keys together.",
+            [({"limit": limit.name}, limit.running) for limit in limits],
+        ),
+        (
+            "jobs_limit_waiting",
+            "Due READY jobs under the limit, all its keys together.",
+            [({"limit": limit.name}, limit.waiting) for limit in limits],
+        ),
+        (
+            "jobs_limit_held",
+            "Due READY jobs under the limit whose key lets nothing start now (full or out of "
+            "tokens).",
+            [({"limit": limit.name}, limit.held) for limit in limits],
+        ),
+        (
+            "jobs_limit_keys",
+            "Keys of the limit that run jobs or have due jobs waiting.",
+            [({"limit": limit.name}, limit.keys) for limit in limits],
+        ),
+    ]
 
 
 def prometheus_view(request: HttpRequest) -> HttpResponse:
