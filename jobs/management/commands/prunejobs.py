@@ -3,7 +3,6 @@ from django.db import connections
 
 from jobs import sql, transitions
 from jobs.management.backends import queue_backend
-from jobs.worker.maintenance import retention_groups
 
 
 class Command(BaseCommand):
@@ -29,7 +28,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         backend = queue_backend(options["backend"], "prunejobs")
         with connections[backend.database].cursor() as cursor:
-            for statuses, retain in retention_groups(backend.config):
+            for statuses, retain in backend.queue_options.retention:
                 label = "/".join(statuses)
                 if retain is None:
                     self.stdout.write(f"{label}: kept for ever (retention is None)")
@@ -50,7 +49,7 @@ class Command(BaseCommand):
                         break
                     self.stdout.write(f"{label}: {deleted} deleted so far...")
                 self.stdout.write(f"{label}: deleted {deleted} job(s) older than {retain:.0f} s")
-            if backend.limits and not options["dry_run"]:
+            if backend.queue_options.limits and not options["dry_run"]:
                 self._prune_limit_keys(cursor, options["batch_size"])
 
     def _prune_limit_keys(self, cursor, batch_size: int) -> None:
