@@ -25,7 +25,7 @@ from django.utils.http import urlencode
 from .. import metrics, operations
 from ..models import Job, JobStatus, PausedQueue, Schedule
 from ..scheduler.runner import unique_key
-from ..scheduler.timing import TimingError
+from ..schedules import TimingError
 from .charts import Segment, bar_chart, duration_text, throughput_chart
 from .ids import uuid7_floor
 

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from jobs.models import CatchUp, Schedule
 from jobs.scheduler.declared import sync_declared
-from jobs.scheduler.timing import TimingError, zone
+from jobs.schedules import TimingError, zone
 
 
 class Command(BaseCommand):
