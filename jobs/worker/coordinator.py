@@ -35,11 +35,10 @@ from .connection import (
     DATABASE_ERRORS,
     START_BACKOFF_MAX,
     Backoff,
-    Reconnector,
     describe,
     first_line,
 )
-from .database import QueueDatabase
+from .database import QueueDatabase, Reconnector
 from .executor_handle import LostWork
 from .lease import Lease
 from .maintenance import Maintenance
