@@ -10,7 +10,7 @@ import importlib.util
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +27,6 @@ from django.utils.module_loading import autodiscover_modules, import_string
 
 from . import sql, tracing, transitions
 from .calls import (
-    as_tags,
     check_column_text,
     check_tags_and_meta,
     dumps,
@@ -35,146 +34,9 @@ from .calls import (
     limit_key_rows,
     limited_calls,
 )
-from .limits import LimitConfigurationError, Limits, parse_limits
 from .models import Job, JobStatus
-
-DEFAULT_OPTIONS = {
-    # Which database alias holds jobs_job.
-    "DATABASE": "default",
-    # Attempts per job unless the task or the enqueue says otherwise.
-    "MAX_ATTEMPTS": 3,
-    # Seconds an attempt may run before its executor is killed (None: no limit).
-    "TIMEOUT": None,
-    # Retry n (n >= 1) waits d/2 + random(0, d/2) seconds, d = min(MAX, BASE * 2 ** (n - 1)).
-    "RETRY_BACKOFF_BASE": 1.0,
-    "RETRY_BACKOFF_MAX": 3600.0,
-    # Seconds between a worker's polls, its safety net when no NOTIFY arrives.
-    # Jobs due sooner than that are announced by NOTIFY; later ones are found
-    # by the poll that precedes them.
-    "POLL_INTERVAL": 5.0,
-    # Workers heartbeat this often; one silent for WORKER_DEAD_AFTER seconds is
-    # dead and its RUNNING jobs are rescued (within 30 s by default).
-    "HEARTBEAT_INTERVAL": 5.0,
-    "WORKER_DEAD_AFTER": 20.0,
-    # Finished jobs are deleted this many seconds after they finished
-    # (None: kept for ever), by the workers, in small batches.
-    "RETAIN_SUCCESSFUL": 7 * 24 * 3600.0,
-    "RETAIN_FAILED": 30 * 24 * 3600.0,
-    # Prepare the queue's statements once per connection (planning ENQUEUE
-    # costs more than running it). Turn off behind a PgBouncer in transaction
-    # mode older than 1.21, which cannot keep prepared statements.
-    "PREPARED_STATEMENTS": True,
-    # Seconds a job whose task does not import on a worker waits, READY and
-    # its attempt not spent, for a worker that can import it: during a rolling
-    # deploy, new web code enqueues tasks that old workers do not have yet.
-    # Counted from when the job was first due (or its last failed attempt);
-    # after that it fails with an error that says why.
-    "MISSING_TASK_GRACE": 3600.0,
-    # Concurrency limits, rate limits and fair shares across every worker:
-    # {name: {"tasks" or "queues": [...], "key": argument, "concurrency": n,
-    # "rate": "n/s"}}. See jobs.limits.
-    "LIMITS": {},
-}
-
-# Old task paths (`@task(aliases=[...])`) and the path of the task that
-# answers to each now, registered as task modules are imported.
-TASK_ALIASES: dict[str, str] = {}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class JobTask(Task):
-    """
-    A Django Task with the queue's per-task options.
-
-    `@task(max_attempts=5, timeout=30)` sets them for every call;
-    `.using(countdown=10, unique_key="...", tags=["billing"], meta={"account": 42})`
-    for one enqueue; `.using(limit_key=...)` gives the key of the task's keyed
-    limit (jobs.limits) instead of the argument that the limit names.
-    """
-
-    max_attempts: int | None = None
-    timeout: float | None = None
-    unique_key: str | None = None
-    # Labels and JSON data stored on the job to find it by (the admin's
-    # filters); the queue never reads them. get_result()'s task carries them.
-    tags: tuple[str, ...] = ()
-    meta: dict[str, Any] | None = None
-    limit_key: str | None = None
-    # Paths this task answered to before it was renamed or moved: jobs queued
-    # under them still run, and show this task's name.
-    aliases: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        # Zero-argument super() does not work in a slotted dataclass.
-        Task.__post_init__(self)
-        object.__setattr__(self, "aliases", tuple(self.aliases))
-        object.__setattr__(self, "tags", as_tags(self.tags))
-        for alias in self.aliases:
-            TASK_ALIASES[alias] = self.module_path
-
-    def using(
-        self,
-        *,
-        countdown: float | None = None,
-        max_attempts: int | None = None,
-        timeout: float | None = None,
-        unique_key: str | None = None,
-        tags: Sequence[str] | None = None,
-        meta: dict[str, Any] | None = None,
-        limit_key: str | None = None,
-        **kwargs: Any,
-    ) -> "JobTask":
-        """Django's `using()`, plus the queue's options and a countdown in seconds."""
-        if countdown is not None:
-            if kwargs.get("run_after") is not None:
-                raise TypeError("Give countdown or run_after, not both.")
-            kwargs["run_after"] = timezone.now() + timedelta(seconds=countdown)
-        task = Task.using(self, **kwargs)
-        changes = {
-            name: value
-            for name, value in (
-                ("max_attempts", max_attempts),
-                ("timeout", timeout),
-                ("unique_key", unique_key),
-                ("tags", None if tags is None else as_tags(tags)),
-                ("meta", meta),
-                ("limit_key", limit_key),
-            )
-            if value is not None
-        }
-        return replace(task, **changes) if changes else task
-
-    def enqueue_many(
-        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
-    ) -> list[TaskResult]:
-        """Enqueue one job per (args, kwargs) pair, all in one round trip."""
-        return self.get_backend().enqueue_many(self, calls)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class UnloadableTask(JobTask):
-    """
-    What get_result() gives as the task of a job whose task cannot be loaded
-    here: its module_path is the job's, and calling it raises InvalidTask
-    with the reason.
-    """
-
-    reason: str = ""
-
-    def __post_init__(self) -> None:
-        # Nothing to validate against: the task itself could not be loaded.
-        pass
-
-    @classmethod
-    def standing_in_for(cls, task_path: str, backend: str, error: Exception) -> "UnloadableTask":
-        reason = f"Task {task_path!r} cannot be loaded: {type(error).__name__}: {error}"
-
-        def unloadable(*args: Any, **kwargs: Any) -> None:
-            raise InvalidTask(reason)
-
-        module, _, name = task_path.rpartition(".")
-        unloadable.__module__, unloadable.__qualname__, unloadable.__name__ = module, name, name
-        return cls(func=unloadable, backend=backend, reason=reason)
+from .options import QueueOptions
+from .task import TASK_ALIASES, JobTask, UnloadableTask
 
 
 class PostgresBackend(BaseTaskBackend):
@@ -187,18 +49,15 @@ class PostgresBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict) -> None:
         super().__init__(alias, params)
-        # `options` stays the OPTIONS setting as given; `config` is what the
-        # queue runs with, the defaults filled in.
-        self.config: dict[str, Any] = {**DEFAULT_OPTIONS, **self.options}
-        self.database = self.config["DATABASE"]
-        # A LIMITS setting that cannot be enforced is the system check's
-        # error (jobs.E007); until it is fixed no job is under a limit.
-        try:
-            self.limits = Limits(parse_limits(self.config["LIMITS"]))
-        except LimitConfigurationError as error:
-            self.limits, self.limits_error = Limits(()), error
-        else:
-            self.limits_error = None
+        # `options` stays the OPTIONS setting as given; `queue_options` is
+        # what the queue runs with, the defaults filled in. What the setting
+        # gets wrong is check()'s to report.
+        self.queue_options, self._option_errors = QueueOptions.parse(alias, self.options)
+
+    @property
+    def database(self) -> str:
+        """The alias of the database that holds the queue's tables (OPTIONS["DATABASE"])."""
+        return self.queue_options.database
 
     def validate_task(self, task: Task) -> None:
         # Django's check compares the priority with numbers, which raises a
@@ -221,7 +80,7 @@ class PostgresBackend(BaseTaskBackend):
         check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
         limit_key = getattr(task, "limit_key", None)
         if limit_key is not None:
-            own = self.limits.of(task.module_path, task.queue_name)
+            own = self.queue_options.limits.of(task.module_path, task.queue_name)
             if own is None or not own.own.keyed:
                 raise InvalidTask(
                     f"limit_key is the key of a keyed limit, and {task.module_path} on queue "
@@ -262,33 +121,35 @@ class PostgresBackend(BaseTaskBackend):
         if unique_key is not None and len(calls) > 1:
             raise InvalidTask("A unique key names one job: enqueue it with enqueue().")
         encoded = encode_calls(task, calls)
-        timeout = self._option(task, "timeout")
+        max_attempts, timeout = self._in_force(task)
         params = {
             "backend": self.alias,
             "task_path": task.module_path,
             "queue": task.queue_name,
             "priority": task.priority,
             "run_after": task.run_after,
-            "max_attempts": self._option(task, "max_attempts"),
+            "max_attempts": max_attempts,
             "timeout": timedelta(seconds=timeout) if timeout is not None else None,
             "calls": encoded,
             "unique_key": unique_key,
             "notify": task.run_after is None
-            or task.run_after <= timezone.now() + timedelta(seconds=self.config["POLL_INTERVAL"]),
+            or task.run_after
+            <= timezone.now() + timedelta(seconds=self.queue_options.poll_interval),
         }
         tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
         trace_context = tracing.current_context()
-        limits = self.limits.of(task.module_path, task.queue_name) if self.limits else None
-        if tags or meta or trace_context or limits:
+        limits = self.queue_options.limits
+        job_limits = limits.of(task.module_path, task.queue_name) if limits else None
+        if tags or meta or trace_context or job_limits:
             params.update(
                 tags=list(tags),
                 meta=dumps(meta or {}),
                 trace_context=dumps(trace_context) if trace_context else None,
             )
-        if limits is not None:
-            keys = [limits.keys(task, args, kwargs) for args, kwargs in calls]
+        if job_limits is not None:
+            keys = [job_limits.keys(task, args, kwargs) for args, kwargs in calls]
             params["calls"] = limited_calls(encoded, keys)
-            params["limit_keys"] = limit_key_rows(limits, keys)
+            params["limit_keys"] = limit_key_rows(job_limits, keys)
         return params
 
     def enqueue_many(
@@ -384,7 +245,7 @@ class PostgresBackend(BaseTaskBackend):
         # Django turns preparing off for the whole connection (None); our
         # server-bound cursor is the only one it can apply to.
         threshold = raw.prepare_threshold
-        if self.config["PREPARED_STATEMENTS"]:
+        if self.queue_options.prepared_statements:
             raw.prepare_threshold = 0
         try:
             with wrapped:
@@ -431,15 +292,20 @@ class PostgresBackend(BaseTaskBackend):
             timeout = job.timeout.total_seconds() if job.timeout is not None else None
             # The row holds the values in force; the task keeps its own
             # (None: the backend's) unless the enqueue gave others.
-            for name, stored in (("max_attempts", job.max_attempts), ("timeout", timeout)):
-                if stored != self._option(task, name):
+            for name, stored, in_force in zip(
+                ("max_attempts", "timeout"),
+                (job.max_attempts, timeout),
+                self._in_force(task),
+                strict=True,
+            ):
+                if stored != in_force:
                     changes[name] = stored
         if all(getattr(task, name) == value for name, value in changes.items()):
             return task
         return replace(task, **changes)
 
     def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
-        errors = []
+        errors = list(self._option_errors)
         if importlib.util.find_spec("psycopg") is None:
             errors.append(
                 checks.Error(
@@ -447,23 +313,6 @@ class PostgresBackend(BaseTaskBackend):
                     hint="pip install 'psycopg[binary]' (or psycopg[c] to build it against "
                     "your libpq). psycopg2 alone is not enough.",
                     id="jobs.E004",
-                )
-            )
-        if self.limits_error is not None:
-            errors.append(
-                checks.Error(
-                    f"Task backend {self.alias!r}: {self.limits_error}",
-                    hint="Fix OPTIONS['LIMITS']; see jobs.limits for its form.",
-                    id="jobs.E007",
-                )
-            )
-        unknown = ", ".join(sorted(set(self.options) - set(DEFAULT_OPTIONS)))
-        if unknown:
-            errors.append(
-                checks.Error(
-                    f"Unknown OPTIONS for task backend {self.alias!r}: {unknown}.",
-                    hint=f"Known options: {', '.join(DEFAULT_OPTIONS)}.",
-                    id="jobs.E001",
                 )
             )
         if self.database not in connections.settings:
@@ -484,9 +333,14 @@ class PostgresBackend(BaseTaskBackend):
             )
         return errors
 
-    def _option(self, task: Task, name: str) -> Any:
-        value = getattr(task, name, None)
-        return self.config[name.upper()] if value is None else value
+    def _in_force(self, task: Task) -> tuple[int, float | None]:
+        """The task's max_attempts and timeout: its own, else the backend's."""
+        max_attempts = getattr(task, "max_attempts", None)
+        timeout = getattr(task, "timeout", None)
+        return (
+            self.queue_options.max_attempts if max_attempts is None else max_attempts,
+            self.queue_options.timeout if timeout is None else timeout,
+        )
 
 
 def find_task(task_path: str) -> Task:

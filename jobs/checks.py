@@ -1,10 +1,9 @@
 """
-System checks of the queue beyond its backend's own (jobs.backend.PostgresBackend.check):
-the schedules declared in settings.JOBS_SCHEDULES, the pace of heartbeats, and
-the database's version.
+System checks of the queue beyond its backend's own (jobs.backend.PostgresBackend.check,
+which reports what its OPTIONS get wrong): the schedules declared in
+settings.JOBS_SCHEDULES, django.contrib.postgres, and the database's version.
 """
 
-import math
 from typing import Any
 
 from django.core import checks
@@ -44,44 +43,6 @@ def check_postgres_app_installed(
             id="jobs.E006",
         )
     ]
-
-
-# Heartbeats a worker gets written within one lease, at least: one may be
-# late, the next one still renews the lease in time.
-HEARTBEATS_PER_LEASE = 2
-
-
-@checks.register()
-def check_heartbeat_pace(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """
-    A worker stops its jobs once it has not heartbeaten for part of
-    WORKER_DEAD_AFTER (jobs.worker.lease): heartbeats further apart would
-    have a healthy worker stop its own jobs between two of them.
-    """
-    from django.tasks import task_backends
-
-    from .backend import PostgresBackend
-    from .worker.lease import LEASE_SHARE
-
-    errors = []
-    for backend in task_backends.all():
-        if not isinstance(backend, PostgresBackend):
-            continue
-        interval = backend.config["HEARTBEAT_INTERVAL"]
-        dead_after = backend.config["WORKER_DEAD_AFTER"]
-        longest = dead_after * LEASE_SHARE / HEARTBEATS_PER_LEASE
-        if interval > longest:
-            errors.append(
-                checks.Error(
-                    f"Task backend {backend.alias!r}: HEARTBEAT_INTERVAL ({interval:g} s) is "
-                    f"too long for WORKER_DEAD_AFTER ({dead_after:g} s): a worker stops its "
-                    f"jobs when it has not heartbeaten for {dead_after * LEASE_SHARE:g} s.",
-                    hint=f"Heartbeat every {longest:g} s at most, or raise WORKER_DEAD_AFTER "
-                    f"to {math.ceil(interval * HEARTBEATS_PER_LEASE / LEASE_SHARE)} s or more.",
-                    id="jobs.E008",
-                )
-            )
-    return errors
 
 
 @checks.register(checks.Tags.database)

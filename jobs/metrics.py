@@ -173,8 +173,8 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
     counts as dead; its database is read unless `using` names another.
     """
     tasks_backend = task_backends[backend]
-    dead_after = tasks_backend.config["WORKER_DEAD_AFTER"]
-    with connections[using or tasks_backend.database].cursor() as cursor:
+    options = tasks_backend.queue_options
+    with connections[using or options.database].cursor() as cursor:
         live = _fetch(cursor, sql.LIVE_COUNTS)
         finished = _fetch(cursor, sql.FINISHED_BY_MINUTE)
         paused = {name for (name,) in _fetch(cursor, sql.PAUSED_QUEUES)}
@@ -188,7 +188,7 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
         latency_row = _fetch(cursor, sql.LATENCY)[0]
         bounds = _fetch(cursor, sql.MINUTES_OF_LAST_HOUR)
         workers = _fetch(cursor, sql.WORKERS)
-        keys = _fetch(cursor, sql.LIMIT_KEYS_IN_USE) if tasks_backend.limits else []
+        keys = _fetch(cursor, sql.LIMIT_KEYS_IN_USE) if options.limits else []
         verdicts = _key_verdicts(cursor, [row[1] for row in keys]) if keys else {}
 
     queues = {
@@ -222,8 +222,8 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
         latency=Latency(
             count, total, p50, p95, p99, tuple(zip(LATENCY_BUCKETS, cumulative, strict=True))
         ),
-        workers=[WorkerStats(*row, alive=row[7] <= dead_after) for row in workers],
-        limits=_limit_stats(tasks_backend.limits, keys, verdicts),
+        workers=[WorkerStats(*row, alive=row[7] <= options.worker_dead_after) for row in workers],
+        limits=_limit_stats(options.limits, keys, verdicts),
     )
 
 

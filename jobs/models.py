@@ -16,8 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models.lookups import IsNull
 from django.utils import timezone
 
-from .scheduler.timing import Timing
-from .scheduler.validation import schedule_errors
+from .schedules import Timing, schedule_errors
 from .sql import NOTIFY_SCHEDULERS
 
 

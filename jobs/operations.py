@@ -1,6 +1,6 @@
 """
-What an operator (or code) can do to jobs: cancel, retry, run now, delete;
-and to a queue: pause, resume and purge.
+What an operator (or code) can do to jobs: cancel, retry, run now, delete,
+prune; and to a queue: pause, resume and purge.
 
 Each change of a job goes through jobs.transitions, whose statements check
 the job's state as they lock it, so a job that moved on in the meantime is
@@ -10,6 +10,7 @@ left alone and the caller is told.
 import json
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from django.db import connections
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
@@ -21,6 +22,8 @@ from .models import Job, JobStatus, PausedQueue
 
 # Jobs a purge deletes per transaction.
 PURGE_BATCH = 5000
+# Finished jobs a prune deletes per transaction, and idle limit keys it looks at.
+PRUNE_BATCH = 1000
 
 
 def _database(using: str | None, backend: str) -> str:
@@ -124,6 +127,60 @@ def delete(
     """
     with connections[_database(using, backend)].cursor() as cursor:
         return transitions.delete(cursor, [_job_id(job_id) for job_id in job_ids])
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """
+    What a prune deleted, or with dry_run would delete: for each group of
+    statuses, how long its jobs are kept (None: for ever) and how many went;
+    and how many idle limit keys went (None: none were looked at).
+    """
+
+    jobs: list[tuple[tuple[str, ...], float | None, int]]
+    limit_keys: int | None
+
+
+def prune(
+    *,
+    dry_run: bool = False,
+    batch_size: int = PRUNE_BATCH,
+    using: str | None = None,
+    backend: str = DEFAULT_TASK_BACKEND_ALIAS,
+    progress: Callable[[tuple[str, ...], int], None] | None = None,
+) -> Pruned:
+    """
+    Delete the finished jobs past the backend's retention (RETAIN_SUCCESSFUL,
+    RETAIN_FAILED), batch_size at a time, each batch a transaction that holds
+    no long lock and keeps what the jobs of workflows waiting for them read
+    (jobs.transitions.prune); then, under limits, the rows of limit keys that
+    hold nothing. Workers do this a batch per heartbeat; this does it all now.
+    `progress` is told each group's count so far after each full batch.
+    """
+    options = task_backends[backend].queue_options
+    groups = []
+    with connections[using or options.database].cursor() as cursor:
+        for statuses, retain in options.retention:
+            count = 0
+            if retain is not None and dry_run:
+                params = {"statuses": list(statuses), "older_than": retain}
+                cursor.execute(sql.COUNT_PRUNABLE, params)
+                count = cursor.fetchone()[0]
+            elif retain is not None:
+                while (batch := transitions.prune(cursor, statuses, retain, batch_size)) > 0:
+                    count += batch
+                    if batch < batch_size:
+                        break
+                    if progress is not None:
+                        progress(statuses, count)
+            groups.append((statuses, retain, count))
+        limit_keys = None
+        if options.limits and not dry_run:
+            limit_keys, after = 0, ""
+            while after is not None:
+                batch, after = transitions.prune_limit_keys(cursor, after, batch_size)
+                limit_keys += batch
+    return Pruned(groups, limit_keys)
 
 
 def _refuse(job_id: str, database: str, rule: str) -> None:

@@ -211,7 +211,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
                     "workflow_id": workflow_id,
                     "jobs": dumps(rows),
                     "calls": f"[{','.join(calls)}]",
-                    "poll_interval": jobs_backend.config["POLL_INTERVAL"],
+                    "poll_interval": jobs_backend.queue_options.poll_interval,
                 },
             )
             enqueued_at, _ = cursor.fetchone()

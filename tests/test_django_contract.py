@@ -14,8 +14,9 @@ from django.tasks import TaskResultStatus, default_task_backend, task_backends
 from django.test import override_settings
 from django.utils import timezone
 
-from jobs.backend import DEFAULT_OPTIONS, PostgresBackend
+from jobs.backend import PostgresBackend
 from jobs.models import Job
+from jobs.options import QueueOptions
 from tests.conftest import job_status, wait_for_status, wait_until
 from tests.tasks import (
     add,
@@ -225,9 +226,10 @@ def test_an_empty_queues_list_allows_any_queue_and_a_worker_works_them_all(
 # backend.options is the OPTIONS setting as given.
 
 
-def test_backend_options_are_the_setting_as_given_and_config_fills_the_defaults():
+def test_backend_options_are_the_setting_as_given_and_queue_options_fill_the_defaults():
     backend = PostgresBackend("contract", {"OPTIONS": {"MAX_ATTEMPTS": 7}})
     assert backend.options == {"MAX_ATTEMPTS": 7}
-    assert backend.config == {**DEFAULT_OPTIONS, "MAX_ATTEMPTS": 7}
+    assert backend.queue_options.max_attempts == 7
+    assert backend.queue_options.poll_interval == QueueOptions().poll_interval == 5.0
     assert PostgresBackend("bare", {}).options == {}
     assert task_backends["default"].options == {"LIMITS": settings.SIGNUP_SEND_LIMITS}

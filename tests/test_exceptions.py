@@ -15,7 +15,7 @@ from jobs.exceptions import (
     WorkerLost,
     class_path,
 )
-from jobs.scheduler.timing import TimingError
+from jobs.schedules import TimingError
 
 
 @pytest.mark.parametrize(

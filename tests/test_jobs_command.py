@@ -1,4 +1,4 @@
-"""The operator's command line: `manage.py jobs enqueue|show|list|retry|cancel|purge`."""
+"""The operator's command line: `manage.py jobs enqueue|show|list|retry|cancel|queues purge`."""
 
 import io
 import json
@@ -122,8 +122,21 @@ def test_purge_deletes_a_queues_ready_jobs_only():
     broken = failed(queue="reports")
     elsewhere = add.enqueue(1, 1)
     with pytest.raises(CommandError, match=r"Delete the 1 READY job\(s\) of queue 'reports'\?"):
-        jobs("purge", "reports")
-    assert jobs("purge", "reports", "--yes") == "Deleted 1 READY job(s) of queue 'reports'.\n"
+        jobs("queues", "purge", "reports")
+    purged = jobs("queues", "purge", "reports", "--yes")
+    assert purged == "Deleted 1 READY job(s) of queue 'reports'.\n"
     assert not Job.objects.filter(id=waiting.id).exists()
     assert Job.objects.filter(id__in=[broken.id, elsewhere.id]).count() == 2
-    assert jobs("purge", "reports") == "Queue 'reports' has no READY job.\n"
+    assert jobs("queues", "purge", "reports") == "Queue 'reports' has no READY job.\n"
+
+
+def test_purge_under_its_old_name_says_so_and_purges():
+    add.using(queue_name="reports").enqueue(1, 1)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("jobs", "purge", "reports", "--yes", stdout=out, stderr=err)
+    assert out.getvalue() == "Deleted 1 READY job(s) of queue 'reports'.\n"
+    assert err.getvalue() == (
+        "`manage.py jobs purge` is deprecated: use `manage.py jobs queues purge`, which does "
+        "the same.\n"
+    )
+    assert not Job.objects.exists()

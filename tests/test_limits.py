@@ -44,7 +44,7 @@ def limited_env(worker_env) -> dict[str, str]:
 
 @pytest.fixture
 def db(limited_backend):
-    database = QueueDatabase("default", ["default"], limits=limited_backend.limits)
+    database = QueueDatabase("default", ["default"], limits=limited_backend.queue_options.limits)
     database.connect()
     yield database
     database.close()
@@ -234,7 +234,9 @@ def test_run_due_jobs_holds_limits_as_a_worker_does():
 def test_a_key_with_jobs_in_two_queues_holds_its_limit_over_both(limited_backend):
     for queue in ("default", "reports", "default", "reports"):
         limited_run.using(queue_name=queue).enqueue("a")
-    both = QueueDatabase("default", ["default", "reports"], limits=limited_backend.limits)
+    both = QueueDatabase(
+        "default", ["default", "reports"], limits=limited_backend.queue_options.limits
+    )
     both.connect()
     try:
         assert len(both.claim("w", 10)) == 2

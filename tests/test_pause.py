@@ -1,5 +1,7 @@
 """Paused queues: from Python, the command line and the admin, held by every worker."""
 
+import io
+import json
 import re
 import time
 import uuid
@@ -117,20 +119,61 @@ def test_a_paused_queue_starts_nothing_through_a_restart_and_resumed_runs_its_ba
 @pytest.mark.django_db(transaction=True)
 def test_the_command_pauses_lists_and_resumes(capsys):
     add.using(queue_name="reports").enqueue(1, 1)
-    call_command("queues", "pause", "reports", "--by", "night shift")
+    call_command("jobs", "queues", "pause", "reports", "--by", "night shift")
     out = capsys.readouterr().out
     assert "Queue 'reports' paused." in out
-    call_command("queues", "pause", "reports")
+    call_command("jobs", "queues", "pause", "reports")
     assert "was paused already" in capsys.readouterr().out
-    call_command("queues")
+    call_command("jobs", "queues")
     listing = capsys.readouterr().out
     [line] = [line for line in listing.splitlines() if line.startswith("reports")]
     assert "PAUSED since" in line and "by night shift" in line
     assert line.split()[1] == "1"
-    call_command("queues", "resume", "reports")
+    [row] = [row for row in json.loads(call_json("queues", "list")) if row["queue"] == "reports"]
+    assert (row["due"], row["paused_by"]) == (1, "night shift")
+    call_command("jobs", "queues", "resume", "reports")
     assert "Queue 'reports' resumed." in capsys.readouterr().out
-    call_command("queues", "list")
+    call_command("jobs", "queues", "list")
     assert "active" in capsys.readouterr().out
+
+
+def call_json(*args: str) -> str:
+    out = io.StringIO()
+    call_command("jobs", *args, "--json", stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pause"], "the following arguments are required: queue"),
+        (["pause", "emails"], "Unknown queue 'emails'"),
+        (["list", "reports"], "unrecognized arguments: reports"),
+    ],
+)
+def test_the_command_refuses_bad_input_by_name(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("jobs", "queues", *args)
+
+
+def test_the_command_refuses_a_backend_it_does_not_have():
+    with pytest.raises(CommandError, match="No task backend 'nope'"):
+        call_command("jobs", "--backend", "nope", "queues", "resume", "reports")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_queues_command_says_it_is_deprecated_and_does_the_same(capsys):
+    call_command("queues", "pause", "reports", "--by", "night shift")
+    out, err = capsys.readouterr()
+    assert "Queue 'reports' paused." in out
+    assert err == (
+        "`manage.py queues` is deprecated: use `manage.py jobs queues`, which does the same.\n"
+    )
+    assert PausedQueue.objects.get().paused_by == "night shift"
+    call_command("queues")
+    assert "PAUSED since" in capsys.readouterr().out
+    call_command("queues", "resume", "reports")
+    assert not PausedQueue.objects.exists()
 
 
 @pytest.mark.parametrize(
@@ -142,9 +185,9 @@ def test_the_command_pauses_lists_and_resumes(capsys):
         (["resume", "reports", "--backend", "nope"], "No task backend 'nope'"),
     ],
 )
-def test_the_command_refuses_bad_input_by_name(args, message):
+def test_the_deprecated_queues_command_refuses_bad_input_as_it_did(args, message):
     with pytest.raises(CommandError, match=message):
-        call_command("queues", *args)
+        call_command("queues", *args, stderr=io.StringIO())
 
 
 def test_the_dashboard_pauses_and_resumes_for_those_allowed(client, admin_client):

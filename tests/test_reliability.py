@@ -344,14 +344,31 @@ def test_pruning_removes_exactly_the_finished_jobs_past_their_age(capsys):
         )
         ids[name] = result.id
 
-    call_command("prunejobs", "--dry-run")
+    call_command("jobs", "prune", "--dry-run")
     out = capsys.readouterr().out
     assert "SUCCESSFUL: 1 job(s)" in out and "FAILED/CANCELLED: 2 job(s)" in out
     assert Job.objects.count() == 6
 
-    call_command("prunejobs")
+    call_command("jobs", "prune")
+    out = capsys.readouterr().out
+    assert "SUCCESSFUL: deleted 1 job(s)" in out and "FAILED/CANCELLED: deleted 2 job(s)" in out
     left = set(Job.objects.values_list("id", flat=True))
     assert {str(i) for i in left} == {ids["recent_ok"], ids["old_ready"], ids["old_running"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prunejobs_says_it_is_deprecated_and_prunes(capsys):
+    result = add.enqueue(1, 2)
+    old = timezone.now() - timedelta(days=40)
+    Job.objects.filter(id=result.id).update(status="SUCCESSFUL", finished_at=old)
+    call_command("prunejobs", "--dry-run")
+    out, err = capsys.readouterr()
+    [notice] = err.splitlines()
+    assert notice.startswith("`manage.py prunejobs` is deprecated: use `manage.py jobs prune`")
+    assert "SUCCESSFUL: 1 job(s) older than 604800 s would be deleted" in out
+    call_command("prunejobs", "--batch-size", "10")
+    assert "SUCCESSFUL: deleted 1 job(s)" in capsys.readouterr().out
+    assert not Job.objects.exists()
 
 
 def test_waiting_on_a_job_returns_within_milliseconds_of_its_completion(start_worker):

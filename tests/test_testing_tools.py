@@ -21,8 +21,8 @@ from django.test import TestCase, TransactionTestCase
 from django.utils import timezone
 
 from jobs import operations
-from jobs.backend import JobTask
 from jobs.models import Job
+from jobs.task import JobTask
 from jobs.testing import (
     DummyBackend,
     ImmediateBackend,

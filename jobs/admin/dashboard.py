@@ -26,7 +26,7 @@ from django.utils.safestring import SafeString
 from .. import metrics, operations
 from ..models import Job, JobStatus, PausedQueue, Schedule
 from ..scheduler.runner import unique_key
-from ..scheduler.timing import TimingError
+from ..schedules import TimingError
 from .charts import Segment, bar_chart, duration_text, throughput_chart
 from .ids import uuid7_floor
 

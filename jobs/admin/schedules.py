@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 
 from ..models import Schedule
-from ..scheduler.timing import TimingError, zone
+from ..schedules import TimingError, zone
 
 NEXT_RUNS = 5
 

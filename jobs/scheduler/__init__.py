@@ -1,7 +1,7 @@
 """
 Periodic tasks: the `jobs_schedule` table turned into jobs, one per tick.
 
-`timing` is the arithmetic of ticks (cron expressions and intervals, time zones
-and DST), `declared` syncs the schedules declared in settings into the table,
-and `runner` is the loop of `manage.py runscheduler`.
+`declared` syncs the schedules declared in settings into the table, and
+`runner` is the loop of `manage.py runscheduler`. When a schedule ticks, and
+whether it could run, is jobs.schedules', below the models that use it too.
 """

@@ -32,11 +32,10 @@ from .. import sql
 from ..backend import PostgresBackend
 from ..health import HealthFile
 from ..models import CatchUp, Schedule
+from ..schedules import Timing, schedule_errors
 from ..stop_signals import StopSignals
 from ..worker.connection import Backoff, connection_params, describe, first_line
 from .declared import sync_declared
-from .timing import Timing
-from .validation import schedule_errors
 
 logger = logging.getLogger("jobs.scheduler")
 

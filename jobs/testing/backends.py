@@ -20,7 +20,8 @@ from django.tasks import TaskResult
 from django.tasks.backends import dummy, immediate
 from django.tasks.base import Task
 
-from ..backend import JobTask, PostgresBackend, ready_result
+from ..backend import PostgresBackend, ready_result
+from ..task import JobTask
 
 
 class JobOptionsMixin:

@@ -89,13 +89,14 @@ def run_due_jobs(
             f"its queues are {', '.join(sorted(jobs_backend.queues))}."
         )
     connection = connections[jobs_backend.database]
+    limited = bool(jobs_backend.queue_options.limits)
     runner = JobRunner(f"run_due_jobs-{os.getpid()}", backend, close_connections=False)
     ran: dict[str, None] = {}  # the ids of the jobs that ran, in the order they first ran
     attempts = 0
     for _ in range(max_rounds):
         if include_retries:
             _make_retries_due(connection, names)
-        jobs = _claim(connection, runner.worker_id, names, limited=bool(jobs_backend.limits))
+        jobs = _claim(connection, runner.worker_id, names, limited=limited)
         if not jobs:
             break
         outcomes = [_run(runner, job, connection) for job in jobs]

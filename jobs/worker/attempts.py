@@ -13,8 +13,7 @@ is here, so the executor, the coordinator, the rescue and the cancel agree.
 import json
 import random
 import time
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from ..exceptions import (
     ExecutorDied,
@@ -24,6 +23,7 @@ from ..exceptions import (
     class_path,
 )
 from ..jsonb import storable_text
+from ..options import QueueOptions
 from .connection import first_line
 from .executor_handle import LostWork
 from .protocol import FAILED, POSTPONED, READY, ClaimedJob, Finished, Outcome
@@ -46,9 +46,9 @@ class RetryPolicy(NamedTuple):
     cap: float
 
     @classmethod
-    def of(cls, options: Mapping[str, Any]) -> "RetryPolicy":
+    def of(cls, options: QueueOptions) -> "RetryPolicy":
         """The policy a backend's options set (RETRY_BACKOFF_BASE, RETRY_BACKOFF_MAX)."""
-        return cls(options["RETRY_BACKOFF_BASE"], options["RETRY_BACKOFF_MAX"])
+        return cls(options.retry_backoff_base, options.retry_backoff_max)
 
     def delay(self, attempt: int) -> float:
         ceiling = min(self.cap, self.base * 2 ** (attempt - 1))

@@ -35,11 +35,10 @@ from .connection import (
     DATABASE_ERRORS,
     START_BACKOFF_MAX,
     Backoff,
-    Reconnector,
     describe,
     first_line,
 )
-from .database import QueueDatabase
+from .database import QueueDatabase, Reconnector
 from .executor_handle import LostWork
 from .lease import Lease
 from .maintenance import Maintenance
@@ -75,12 +74,12 @@ class Coordinator:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.backend = task_backends[config.backend]
-        options = self.backend.config
-        self.poll_interval = options["POLL_INTERVAL"]
+        options = self.backend.queue_options
+        self.poll_interval = options.poll_interval
         self.retry = RetryPolicy.of(options)
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self.db = self._database()
-        self.lease = Lease(options["WORKER_DEAD_AFTER"])
+        self.lease = Lease(options.worker_dead_after)
         self.pool = ExecutorPool(
             config.concurrency,
             config.prefetch,
@@ -108,18 +107,19 @@ class Coordinator:
         self.stop_requested_at = 0.0
         self.stop_deadline = 0.0
         self.claim_due_at = 0.0
-        self.connection = Reconnector(self.db, options["WORKER_DEAD_AFTER"])
+        self.connection = Reconnector(self.db, options.worker_dead_after)
         self.stop_now = False
         self.stop_signals = StopSignals()
         self.health = HealthFile(config.health_file)
 
     def _database(self) -> QueueDatabase:
+        options = self.backend.queue_options
         return QueueDatabase(
-            self.backend.database,
+            options.database,
             self.config.queues,
-            prepared_statements=self.backend.config["PREPARED_STATEMENTS"],
-            limits=self.backend.limits,
-            limited_poll=self.backend.config["POLL_INTERVAL"],
+            prepared_statements=options.prepared_statements,
+            limits=options.limits,
+            limited_poll=options.poll_interval,
         )
 
     def _hurry(self) -> bool:

@@ -148,7 +148,7 @@ class JobRunner:
             message=exception_message(error),
             traceback_text="".join(traceback.format_exception(error)),
             worker_id=self.worker_id,
-            retry=None if isinstance(error, DoNotRetry) else RetryPolicy.of(backend.config),
+            retry=None if isinstance(error, DoNotRetry) else RetryPolicy.of(backend.queue_options),
             duration=duration,
             retry_in=error.countdown if isinstance(error, RetryJob) else None,
         )
@@ -174,9 +174,9 @@ class JobRunner:
         from when it was first due (or last failed). Only then does it fail.
         """
         try:
-            grace = job_backend(job.backend).config["MISSING_TASK_GRACE"]
+            grace = job_backend(job.backend).queue_options.missing_task_grace
         except InvalidTask:
-            grace = job_backend(self.backend).config["MISSING_TASK_GRACE"]
+            grace = job_backend(self.backend).queue_options.missing_task_grace
         errors = loads(job.errors)
         waiting_since = max(
             [job.run_after or job.enqueued_at, *(entry.get("at", 0.0) for entry in errors)]

@@ -3,9 +3,9 @@ How long a worker may go on with the jobs it holds since its last heartbeat.
 
 Another worker takes it for dead once its heartbeat is WORKER_DEAD_AFTER old,
 and rescues and re-runs its jobs. So a worker stops first: LEASE_SHARE of that
-time after the last heartbeat it knows was written, its executors start no
-job they hold (they read the lease from memory shared with the coordinator),
-and the coordinator kills those that run one (Maintenance.fence_if_lapsed).
+time (jobs.options) after the last heartbeat it knows was written, its
+executors start no job they hold (they read the lease from memory shared with
+the coordinator), and the coordinator kills those that run one (Maintenance.fence_if_lapsed).
 A worker cannot tell a freeze of its host (SIGSTOP, a paused VM), a network
 that cut it off and an outage of the database that its peers share: it stops
 in all three.
@@ -19,10 +19,7 @@ import ctypes
 import multiprocessing
 import time
 
-# The part of WORKER_DEAD_AFTER that a lease lasts: the rest is the time that
-# a worker waking from a freeze has to stop its runs before others may rescue
-# them, and a margin for the peers' clocks, which measure the heartbeat's age.
-LEASE_SHARE = 0.75
+from ..options import LEASE_SHARE
 
 
 def lapsed(shared: ctypes.c_longlong) -> bool:

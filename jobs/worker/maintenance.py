@@ -9,10 +9,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
-from ..models import JobStatus
+from ..options import QueueOptions
 from .database import QueueDatabase
 from .lease import Lease
 
@@ -22,18 +21,6 @@ PRUNE_BATCH_SIZE = 500
 # Idle limit keys looked at per batch, and how often a worker prunes a batch.
 LIMIT_KEYS_PRUNE_BATCH = 1000
 LIMIT_KEYS_PRUNE_INTERVAL = 60.0
-
-
-def retention_groups(options: Mapping[str, Any]) -> list[tuple[tuple[str, ...], float | None]]:
-    """
-    The statuses pruned together, each with how many seconds its jobs are
-    kept once finished (None: for ever), from a backend's options. The worker
-    and `prunejobs` both prune by these.
-    """
-    return [
-        ((JobStatus.SUCCESSFUL.value,), options["RETAIN_SUCCESSFUL"]),
-        ((JobStatus.FAILED.value, JobStatus.CANCELLED.value), options["RETAIN_FAILED"]),
-    ]
 
 
 class Maintenance:
@@ -50,7 +37,7 @@ class Maintenance:
         db: QueueDatabase,
         worker_id: str,
         slots: int,
-        options: Mapping[str, Any],
+        options: QueueOptions,
         lease: Lease,
         stop_jobs: Callable[[], tuple[int, int]],
     ) -> None:
@@ -58,9 +45,9 @@ class Maintenance:
         self.worker_id = worker_id
         self.hostname = socket.gethostname()
         self.slots = slots
-        self.interval = options["HEARTBEAT_INTERVAL"]
-        self.dead_after = options["WORKER_DEAD_AFTER"]
-        self.retention = retention_groups(options)
+        self.interval = options.heartbeat_interval
+        self.dead_after = options.worker_dead_after
+        self.retention = options.retention
         self.lease = lease
         self.stop_jobs = stop_jobs
         self.due_at = 0.0

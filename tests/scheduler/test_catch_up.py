@@ -6,7 +6,7 @@ import pytest
 
 from jobs.models import Schedule
 from jobs.scheduler.runner import plan_ticks
-from jobs.scheduler.timing import Timing
+from jobs.schedules import Timing
 from tests.scheduler.conftest import T0, make_schedule, schedule_jobs
 
 EVERY_5_MIN = Timing(cron="*/5 * * * *", time_zone="UTC")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobs.scheduler.timing import Timing, TimingError
+from jobs.schedules import Timing, TimingError
 from tests.scheduler.conftest import BERLIN
 
 

@@ -1,20 +1,22 @@
 import argparse
+import getpass
 import json
 import sys
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from django.tasks.exceptions import InvalidTask
 
-from jobs import operations
+from jobs import metrics, operations
 from jobs.backend import find_task
 from jobs.exceptions import JobStateError
 from jobs.management.backends import queue_backend
+from jobs.management.base import BaseCommand, deprecation_notice
 from jobs.models import Job, JobStatus
 
 # Columns of `jobs list`, and of `show --json`.
@@ -36,9 +38,9 @@ SHOW_FIELDS = (
 class Command(BaseCommand):
     help = (
         "Look at jobs and act on them from the command line: enqueue a task by its path, "
-        "show or list jobs, retry or cancel them by id or by filter, purge a queue's "
-        "waiting jobs. Acting on a filter asks first (--yes for scripts); --json prints "
-        "machine-readable output."
+        "show or list jobs, retry or cancel them by id or by filter, prune the finished "
+        "ones past their retention; list, pause, resume or purge queues. Acting on a "
+        "filter asks first (--yes for scripts); --json prints machine-readable output."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -77,21 +79,47 @@ class Command(BaseCommand):
             self._add_filters(acting)
             acting.add_argument("--yes", action="store_true", help="Do not ask first.")
 
-        purge = actions.add_parser("purge", help="Delete the READY jobs of a queue.")
+        about = (
+            "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL and "
+            "RETAIN_FAILED), and the rows of limit keys that hold nothing. Workers do it as "
+            "they go; this does it now."
+        )
+        prune = actions.add_parser("prune", help=about, description=about)
+        prune.add_argument(
+            "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+        )
+        prune.add_argument(
+            "--batch-size",
+            type=int,
+            default=operations.PRUNE_BATCH,
+            help="Jobs per transaction (default: %(default)s).",
+        )
+
+        about = (
+            "List the queues (the default), or pause, resume or purge some. A paused queue's "
+            "jobs wait, on every worker, until it is resumed."
+        )
+        queues = actions.add_parser("queues", help=about, description=about)
+        queue_actions = queues.add_subparsers(dest="queue_action", metavar="queue_action")
+        queue_actions.add_parser("list", help="Each queue: due, running, later, paused or not.")
+        pause = queue_actions.add_parser("pause", help="Start none of their jobs until resumed.")
+        pause.add_argument("queues", nargs="+", metavar="queue")
+        pause.add_argument(
+            "--by", help="Who pauses, shown beside the pause (default: this system user)."
+        )
+        resume = queue_actions.add_parser("resume", help="Let the workers start their jobs.")
+        resume.add_argument("queues", nargs="+", metavar="queue")
+        purge = queue_actions.add_parser("purge", help="Delete the READY jobs of a queue.")
         purge.add_argument("queue")
         purge.add_argument("--yes", action="store_true", help="Do not ask first.")
+        # The name purge had before it joined the queues' actions.
+        actions.add_parser("purge", parents=[purge], add_help=False)
 
         for subparser in actions.choices.values():
-            subparser.add_argument("--json", action="store_true", help="Print JSON.")
-            # Also after the action, where it is natural to type it.
-            subparser.add_argument(
-                "-v",
-                "--verbosity",
-                type=int,
-                choices=[0, 1, 2, 3],
-                default=argparse.SUPPRESS,
-                help="0 prints errors and JSON only, 2 each job acted on and tracebacks.",
-            )
+            _add_output_options(subparser)
+        # After the queue action too; `jobs queues` alone lists them.
+        for subparser in queue_actions.choices.values():
+            _add_output_options(subparser, json_default=argparse.SUPPRESS)
 
     @staticmethod
     def _add_filters(parser: CommandParser) -> None:
@@ -103,7 +131,13 @@ class Command(BaseCommand):
         # The jobs of this backend, in its database.
         self.jobs = Job.objects.using(queue_backend(options["backend"], "jobs").database)
         self.options = options
-        getattr(self, f"_{options['action']}")(**options)
+        action = options["action"]
+        if action == "purge":
+            self.stderr.write(deprecation_notice("jobs purge"))
+            action = "queues_purge"
+        elif action == "queues":
+            action = f"queues_{options['queue_action'] or 'list'}"
+        getattr(self, f"_{action}")(**options)
 
     # The actions.
 
@@ -183,7 +217,69 @@ class Command(BaseCommand):
             **options,
         )
 
-    def _purge(self, queue: str, yes: bool, **options: Any) -> None:
+    def _prune(self, dry_run: bool, batch_size: int, backend: str, **options: Any) -> None:
+        if batch_size < 1:
+            raise CommandError("--batch-size must be 1 or more.")
+        pruned = operations.prune(
+            dry_run=dry_run, batch_size=batch_size, backend=backend, progress=self._prune_progress
+        )
+        lines = []
+        for statuses, retain, count in pruned.jobs:
+            label = "/".join(statuses)
+            if retain is None:
+                lines.append(f"{label}: kept for ever (retention is None)")
+            elif dry_run:
+                lines.append(f"{label}: {count} job(s) older than {retain:.0f} s would be deleted")
+            else:
+                lines.append(f"{label}: deleted {count} job(s) older than {retain:.0f} s")
+        if pruned.limit_keys is not None:
+            lines.append(f"limit keys: deleted {pruned.limit_keys} idle key(s)")
+        data = {
+            "dry_run": dry_run,
+            "jobs": [
+                {"statuses": list(statuses), "retain": retain, "count": count}
+                for statuses, retain, count in pruned.jobs
+            ],
+            "limit_keys": pruned.limit_keys,
+        }
+        self._print(data, "\n".join(lines))
+
+    def _queues_list(self, backend: str, **options: Any) -> None:
+        paused = {row.queue: row for row in operations.paused_queues(backend=backend)}
+        stats = {queue.name: queue for queue in metrics.snapshot(backend=backend).queues}
+        rows = []
+        for name in sorted(set(stats) | set(paused)):
+            queue = stats.get(name) or metrics.QueueStats(name)
+            row = paused.get(name)
+            rows.append(
+                {
+                    "queue": name,
+                    "due": queue.ready,
+                    "running": queue.running,
+                    "later": queue.scheduled,
+                    "paused_at": row and row.paused_at,
+                    "paused_by": row and row.paused_by,
+                }
+            )
+        self._print(
+            rows,
+            _queue_table(rows)
+            if rows
+            else "No queues yet: none is configured, and no job was enqueued.",
+        )
+
+    def _queues_pause(self, queues: list[str], by: str | None, backend: str, **_: Any) -> None:
+        by = _system_user() if by is None else by
+        self._change_queues(
+            queues, "paused", lambda name: operations.pause_queue(name, by=by, backend=backend)
+        )
+
+    def _queues_resume(self, queues: list[str], backend: str, **_: Any) -> None:
+        self._change_queues(
+            queues, "resumed", lambda name: operations.resume_queue(name, backend=backend)
+        )
+
+    def _queues_purge(self, queue: str, yes: bool, **options: Any) -> None:
         waiting = self.jobs.filter(queue=queue, status=JobStatus.READY).count()
         if waiting == 0:
             self._print({"deleted": 0}, f"Queue {queue!r} has no READY job.")
@@ -197,6 +293,23 @@ class Command(BaseCommand):
         self._print({"deleted": deleted}, f"Deleted {deleted} READY job(s) of queue {queue!r}.")
 
     # What the actions share.
+
+    def _change_queues(self, queues: list[str], done: str, change: Callable[[str], bool]) -> None:
+        changed = {}
+        for name in queues:
+            try:
+                changed[name] = change(name)
+            except ValueError as error:
+                raise CommandError(str(error)) from error
+            if self.options["json"] or self.options["verbosity"] < 1:
+                continue
+            if changed[name]:
+                self.stdout.write(self.style.SUCCESS(f"Queue {name!r} {done}."))
+            else:
+                was = "paused" if done == "paused" else "not paused"
+                self.stdout.write(f"Queue {name!r} was {was} already.")
+        if self.options["json"]:
+            self._print({"changed": changed}, "")
 
     def _act(
         self,
@@ -284,6 +397,10 @@ class Command(BaseCommand):
         if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
             raise CommandError("Nothing done.")
 
+    def _prune_progress(self, statuses: tuple[str, ...], deleted: int) -> None:
+        if not self.options["json"] and self.options["verbosity"] > 0:
+            self.stderr.write(f"{'/'.join(statuses)}: {deleted} deleted so far...")
+
     def _purge_progress(self, total: int) -> Callable[[int], None]:
         def progress(deleted: int) -> None:
             if not self.options["json"] and self.options["verbosity"] > 0 and deleted < total:
@@ -296,6 +413,42 @@ class Command(BaseCommand):
             self.stdout.write(json.dumps(data, cls=DjangoJSONEncoder, indent=2))
         elif line and self.options["verbosity"] > 0:
             self.stdout.write(line)
+
+
+def _add_output_options(parser: CommandParser, json_default: Any = False) -> None:
+    parser.add_argument("--json", action="store_true", default=json_default, help="Print JSON.")
+    # Also after the action, where it is natural to type it.
+    parser.add_argument(
+        "-v",
+        "--verbosity",
+        type=int,
+        choices=[0, 1, 2, 3],
+        default=argparse.SUPPRESS,
+        help="0 prints errors and JSON only, 2 each job acted on and tracebacks.",
+    )
+
+
+def _queue_table(rows: list[dict[str, Any]]) -> str:
+    width = max(len(row["queue"]) for row in rows)
+    lines = [f"{'queue':<{width}}  {'due':>8}  {'running':>8}  {'later':>8}  state"]
+    for row in rows:
+        state = "active"
+        if row["paused_at"] is not None:
+            state = f"PAUSED since {row['paused_at']:%Y-%m-%d %H:%M:%S %Z}"
+            if row["paused_by"]:
+                state += f" by {row['paused_by']}"
+        lines.append(
+            f"{row['queue']:<{width}}  {row['due']:>8,}  {row['running']:>8,}  "
+            f"{row['later']:>8,}  {state}"
+        )
+    return "\n".join(lines)
+
+
+def _system_user() -> str:
+    try:
+        return getpass.getuser()
+    except OSError:
+        return ""
 
 
 def _json_option(name: str, text: str, kind: type) -> Any:

@@ -1,6 +1,7 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from jobs.health import probe
+from jobs.management.base import BaseCommand
 
 
 class Command(BaseCommand):

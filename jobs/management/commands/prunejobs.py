@@ -1,61 +1,35 @@
-from django.core.management.base import BaseCommand
-from django.db import connections
+from typing import Any
 
-from jobs import sql, transitions
-from jobs.management.backends import queue_backend
-from jobs.worker.maintenance import retention_groups
+from django.core.management.base import CommandParser
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
+
+from jobs import operations
+from jobs.management.base import deprecation_notice
+from jobs.management.commands import jobs
 
 
-class Command(BaseCommand):
+class Command(jobs.Command):
     help = (
-        "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL and "
-        "RETAIN_FAILED options), in small batches that hold no long locks, keeping what the "
-        "jobs of workflows that wait for them read; and the rows of limit keys that hold "
-        "nothing. Workers do this on their own; this is for doing it now, or seeing what it "
-        "would do."
+        "Deprecated: use `manage.py jobs prune`, which does the same. Delete finished jobs "
+        "past their retention, and the rows of limit keys that hold nothing."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
         )
         parser.add_argument(
-            "--backend", default="default", help="TASKS alias (default: 'default')."
+            "--backend",
+            default=DEFAULT_TASK_BACKEND_ALIAS,
+            help="TASKS alias (default: %(default)s).",
         )
         parser.add_argument(
-            "--batch-size", type=int, default=1000, help="Jobs per DELETE (default: 1000)."
+            "--batch-size",
+            type=int,
+            default=operations.PRUNE_BATCH,
+            help="Jobs per DELETE (default: %(default)s).",
         )
 
-    def handle(self, *args, **options):
-        backend = queue_backend(options["backend"], "prunejobs")
-        with connections[backend.database].cursor() as cursor:
-            for statuses, retain in retention_groups(backend.config):
-                label = "/".join(statuses)
-                if retain is None:
-                    self.stdout.write(f"{label}: kept for ever (retention is None)")
-                    continue
-                params = {"statuses": list(statuses), "older_than": retain}
-                if options["dry_run"]:
-                    cursor.execute(sql.COUNT_PRUNABLE, params)
-                    count = cursor.fetchone()[0]
-                    self.stdout.write(
-                        f"{label}: {count} job(s) older than {retain:.0f} s would be deleted"
-                    )
-                    continue
-                deleted = 0
-                while True:
-                    batch = transitions.prune(cursor, statuses, retain, options["batch_size"])
-                    deleted += batch
-                    if batch < options["batch_size"]:
-                        break
-                    self.stdout.write(f"{label}: {deleted} deleted so far...")
-                self.stdout.write(f"{label}: deleted {deleted} job(s) older than {retain:.0f} s")
-            if backend.limits and not options["dry_run"]:
-                self._prune_limit_keys(cursor, options["batch_size"])
-
-    def _prune_limit_keys(self, cursor, batch_size: int) -> None:
-        deleted, after = 0, ""
-        while after is not None:
-            batch, after = transitions.prune_limit_keys(cursor, after, batch_size)
-            deleted += batch
-        self.stdout.write(f"limit keys: deleted {deleted} idle key(s)")
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stderr.write(deprecation_notice("prunejobs"))
+        super().handle(**{**options, "action": "prune", "json": False})

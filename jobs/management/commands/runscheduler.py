@@ -1,9 +1,10 @@
 import sys
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from jobs.management.backends import check_health_file, queue_backend
+from jobs.management.base import BaseCommand
 from jobs.management.command_logging import configure_command_logging
 from jobs.scheduler.runner import DEFAULT_GRACE, DEFAULT_POLL_INTERVAL, Scheduler
 

@@ -2,9 +2,10 @@ import importlib.util
 import os
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from jobs.management.backends import check_health_file, queue_backend
+from jobs.management.base import BaseCommand
 from jobs.management.command_logging import configure_command_logging
 from jobs.worker.coordinator import Coordinator, WorkerConfig
 

@@ -1,11 +1,12 @@
 from datetime import UTC
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 
+from jobs.management.base import BaseCommand
 from jobs.models import CatchUp, Schedule
 from jobs.scheduler.declared import sync_declared
-from jobs.scheduler.timing import TimingError, zone
+from jobs.schedules import TimingError, zone
 
 
 class Command(BaseCommand):

@@ -1,4 +1,9 @@
 """
+What a schedule is, apart from its row: when it ticks, and whether the
+scheduler could run it. The model (jobs.models.Schedule), its admin form, the
+declarations in settings and the scheduler all read these; none of this
+depends on them.
+
 When a schedule ticks: cron expressions (cronsim) and fixed intervals.
 
 Cron expressions are read in the schedule's own time zone, so "30 2 * * *" in
@@ -12,17 +17,24 @@ Intervals are plain elapsed seconds from the schedule's previous tick: DST
 never moves them.
 
 Every tick returned here is an aware datetime in UTC, whole seconds.
+
+Whether it could run: schedule_errors() holds the rules, in one place for the
+admin form, the model's full_clean() and the system check of the schedules
+declared in settings.
 """
 
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+from django.tasks.exceptions import InvalidTask
 
-from ..exceptions import JobsError
+from .exceptions import JobsError
 
 # How far back latest_at_or_before() looks for a cron tick, at most.
 LOOKBACK_LIMIT = timedelta(days=400)
@@ -190,3 +202,60 @@ def _whole_second(moment: datetime) -> datetime:
     if moment.microsecond:
         moment = moment.replace(microsecond=0) + timedelta(seconds=1)
     return moment
+
+
+class ScheduleFields(Protocol):
+    """What schedule_errors() reads of a schedule: a jobs.models.Schedule, saved or not."""
+
+    task_path: str
+    cron: str
+    interval: int | None
+    time_zone: str
+    queue: str
+    priority: int
+    args: Any
+    kwargs: Any
+
+
+def schedule_errors(
+    schedule: ScheduleFields, backend_alias: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> dict[str, str]:
+    """Field name -> a message that says what is wrong and what would be right."""
+    errors = {}
+    if bool(schedule.cron) == (schedule.interval is not None):
+        errors["cron"] = "Give either a cron expression or an interval in seconds" + (
+            ", not both." if schedule.cron else "."
+        )
+    elif schedule.cron:
+        _collect(errors, "cron", validate_cron, schedule.cron)
+    else:
+        _collect(errors, "interval", validate_interval, schedule.interval)
+    _collect(errors, "time_zone", zone, schedule.time_zone)
+
+    backend = task_backends[backend_alias]
+    try:
+        backend.load_task(schedule.task_path)
+    except InvalidTask as error:
+        errors["task_path"] = (
+            f"{error}. Give the dotted path of a function decorated with @task, "
+            "e.g. accounts.reports.send_signup_report."
+        )
+    if backend.queues and schedule.queue not in backend.queues:
+        errors["queue"] = (
+            f"Unknown queue {schedule.queue!r}; the task backend's QUEUES are "
+            f"{', '.join(sorted(backend.queues))}."
+        )
+    if not -100 <= schedule.priority <= 100:
+        errors["priority"] = f"Priority must be between -100 and 100, not {schedule.priority}."
+    if not isinstance(schedule.args, list):
+        errors["args"] = 'Arguments must be a JSON list, e.g. [1, "two"].'
+    if not isinstance(schedule.kwargs, dict):
+        errors["kwargs"] = 'Keyword arguments must be a JSON object, e.g. {"days": 1}.'
+    return errors
+
+
+def _collect(errors: dict[str, str], field: str, validate, value) -> None:
+    try:
+        validate(value)
+    except TimingError as error:
+        errors[field] = str(error)

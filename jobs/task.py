@@ -1,0 +1,117 @@
+"""
+The queue's Task: Django's, with the per-task options of the queue (attempts,
+timeout, unique key, tags, meta, a limit's key) and the old paths a renamed
+task still answers to.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from django.tasks import TaskResult
+from django.tasks.base import Task
+from django.tasks.exceptions import InvalidTask
+from django.utils import timezone
+
+from .calls import as_tags
+
+# Old task paths (`@task(aliases=[...])`) and the path of the task that
+# answers to each now, registered as task modules are imported.
+TASK_ALIASES: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobTask(Task):
+    """
+    A Django Task with the queue's per-task options.
+
+    `@task(max_attempts=5, timeout=30)` sets them for every call;
+    `.using(countdown=10, unique_key="...", tags=["billing"], meta={"account": 42})`
+    for one enqueue; `.using(limit_key=...)` gives the key of the task's keyed
+    limit (jobs.limits) instead of the argument that the limit names.
+    """
+
+    max_attempts: int | None = None
+    timeout: float | None = None
+    unique_key: str | None = None
+    # Labels and JSON data stored on the job to find it by (the admin's
+    # filters); the queue never reads them. get_result()'s task carries them.
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] | None = None
+    limit_key: str | None = None
+    # Paths this task answered to before it was renamed or moved: jobs queued
+    # under them still run, and show this task's name.
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Zero-argument super() does not work in a slotted dataclass.
+        Task.__post_init__(self)
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        object.__setattr__(self, "tags", as_tags(self.tags))
+        for alias in self.aliases:
+            TASK_ALIASES[alias] = self.module_path
+
+    def using(
+        self,
+        *,
+        countdown: float | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        unique_key: str | None = None,
+        tags: Sequence[str] | None = None,
+        meta: dict[str, Any] | None = None,
+        limit_key: str | None = None,
+        **kwargs: Any,
+    ) -> "JobTask":
+        """Django's `using()`, plus the queue's options and a countdown in seconds."""
+        if countdown is not None:
+            if kwargs.get("run_after") is not None:
+                raise TypeError("Give countdown or run_after, not both.")
+            kwargs["run_after"] = timezone.now() + timedelta(seconds=countdown)
+        task = Task.using(self, **kwargs)
+        changes = {
+            name: value
+            for name, value in (
+                ("max_attempts", max_attempts),
+                ("timeout", timeout),
+                ("unique_key", unique_key),
+                ("tags", None if tags is None else as_tags(tags)),
+                ("meta", meta),
+                ("limit_key", limit_key),
+            )
+            if value is not None
+        }
+        return replace(task, **changes) if changes else task
+
+    def enqueue_many(
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]
+    ) -> list[TaskResult]:
+        """Enqueue one job per (args, kwargs) pair, all in one round trip."""
+        return self.get_backend().enqueue_many(self, calls)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnloadableTask(JobTask):
+    """
+    What get_result() gives as the task of a job whose task cannot be loaded
+    here: its module_path is the job's, and calling it raises InvalidTask
+    with the reason.
+    """
+
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        # Nothing to validate against: the task itself could not be loaded.
+        pass
+
+    @classmethod
+    def standing_in_for(cls, task_path: str, backend: str, error: Exception) -> "UnloadableTask":
+        reason = f"Task {task_path!r} cannot be loaded: {type(error).__name__}: {error}"
+
+        def unloadable(*args: Any, **kwargs: Any) -> None:
+            raise InvalidTask(reason)
+
+        module, _, name = task_path.rpartition(".")
+        unloadable.__module__, unloadable.__qualname__, unloadable.__name__ = module, name, name
+        return cls(func=unloadable, backend=backend, reason=reason)
