@@ -25,7 +25,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
-from . import sql, tracing, transitions
+from . import queries, tracing, transitions
 from .calls import (
     check_column_text,
     check_tags_and_meta,
@@ -113,7 +113,7 @@ class PostgresBackend(BaseTaskBackend):
 
         Jobs with tags, meta, a trace context or a limit have "tags", "meta"
         and "trace_context"; jobs under a limit have their key rows too
-        ("limit_keys", for sql.ENSURE_LIMIT_KEYS) and each call's keys third
+        ("limit_keys", for queries.enqueue.ENSURE_LIMIT_KEYS) and each call's keys third
         in "calls".
         """
         self.validate_task(task)
@@ -164,11 +164,11 @@ class PostgresBackend(BaseTaskBackend):
         unique_key = params["unique_key"]
         limited = "limit_keys" in params
         if limited:
-            one, many = sql.ENQUEUE_ONE_LIMITED, sql.ENQUEUE_LIMITED
+            one, many = queries.enqueue.ENQUEUE_ONE_LIMITED, queries.enqueue.ENQUEUE_LIMITED
         elif "tags" in params:
-            one, many = sql.ENQUEUE_ONE_LABELLED, sql.ENQUEUE_LABELLED
+            one, many = queries.enqueue.ENQUEUE_ONE_LABELLED, queries.enqueue.ENQUEUE_LABELLED
         else:
-            one, many = sql.ENQUEUE_ONE, sql.ENQUEUE
+            one, many = queries.enqueue.ENQUEUE_ONE, queries.enqueue.ENQUEUE
         with self._enqueue_cursor() as cursor, self._limited_enqueue(limited):
             if limited:
                 transitions.hold_limit_keys(cursor, dumps(params["limit_keys"]))
@@ -176,7 +176,7 @@ class PostgresBackend(BaseTaskBackend):
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
                 if unique_key is not None and not inserted:
-                    cursor.execute(sql.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
+                    cursor.execute(queries.enqueue.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
                     row = cursor.fetchone()
                     if row is None:
                         # The live job finished between the insert and this

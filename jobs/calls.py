@@ -164,7 +164,7 @@ def limited_calls(encoded: str, keys: list[list[str | None]]) -> str:
 
 
 def limit_key_rows(limits: JobLimits, keys: list[list[str | None]]) -> list[list[Any]]:
-    """The key rows that the calls count against, for sql.ENSURE_LIMIT_KEYS."""
+    """The key rows that the calls count against, for queries.enqueue.ENSURE_LIMIT_KEYS."""
     rows = {}
     for own, shared in keys:
         if len(own) > KEY_LENGTH:

@@ -14,7 +14,7 @@ shares, for every worker at once.
 A limit applies to the jobs of its tasks or of its queues. With a `key` (the
 name of an argument of the task, or the value given by
 `task.using(limit_key=...)`) it holds for each value apart: one row per key in
-jobs_limit_key, which the claim locks and counts (see sql.LIMITED_CLAIM).
+jobs_limit_key, which the claim locks and counts (see queries.limits.LIMITED_CLAIM).
 Without one it holds for all its jobs together.
 
 A job is under at most two limits: its own (the keyed one, else its task's,
@@ -80,7 +80,7 @@ class Limit:
         return f"{self.name}:{text}"
 
     def row(self, key: str) -> list[Any]:
-        """The jobs_limit_key row to create for a key, as sql.ENSURE_LIMIT_KEYS takes it."""
+        """The jobs_limit_key row to create for a key, as ENSURE_LIMIT_KEYS takes it."""
         return [key, self.name, self.concurrency, self.rate, self.period, self.burst]
 
     def describe(self) -> str:

@@ -2,7 +2,7 @@
 The queue's numbers, read by the admin dashboard and the Prometheus endpoint.
 
 The table may hold millions of finished jobs, so none of the queries (in
-jobs/sql.py) reads the whole history: live counts read the partial indexes of
+jobs/queries/observe.py) reads the whole history: live counts read the partial indexes of
 READY and RUNNING rows (as small as the backlog), and the last hour's
 throughput and latency read the finished-jobs index over a one-hour window.
 """
@@ -17,10 +17,10 @@ from django.db import connections
 from django.http import Http404, HttpRequest, HttpResponse
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
-from . import sql
+from . import queries
 from .limits import Limits
 from .models import FINISHED_STATUSES, JobStatus
-from .sql import LATENCY_BUCKETS
+from .queries.observe import LATENCY_BUCKETS
 
 
 @dataclass
@@ -91,7 +91,7 @@ class WorkerStats:
 class KeyVerdict:
     """
     Whether a key of a limit lets a job start now, and when its bucket next
-    holds a token: the claim's own count (sql.LIMIT_KEY_VERDICTS), which every
+    holds a token: the claim's own count (queries.observe.LIMIT_KEY_VERDICTS), which every
     page that says why a job waits reads as it is.
     """
 
@@ -175,20 +175,20 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
     tasks_backend = task_backends[backend]
     options = tasks_backend.queue_options
     with connections[using or options.database].cursor() as cursor:
-        live = _fetch(cursor, sql.LIVE_COUNTS)
-        finished = _fetch(cursor, sql.FINISHED_BY_MINUTE)
-        paused = {name for (name,) in _fetch(cursor, sql.PAUSED_QUEUES)}
+        live = _fetch(cursor, queries.observe.LIVE_COUNTS)
+        finished = _fetch(cursor, queries.observe.FINISHED_BY_MINUTE)
+        paused = {name for (name,) in _fetch(cursor, queries.workers.PAUSED_QUEUES)}
         names = sorted(
             set(tasks_backend.queues or ())
             | {row[0] for row in live}
             | {row[0] for row in finished}
             | paused
         )
-        oldest = dict(_fetch(cursor, sql.OLDEST_READY, {"queues": names}))
-        latency_row = _fetch(cursor, sql.LATENCY)[0]
-        bounds = _fetch(cursor, sql.MINUTES_OF_LAST_HOUR)
-        workers = _fetch(cursor, sql.WORKERS)
-        keys = _fetch(cursor, sql.LIMIT_KEYS_IN_USE) if options.limits else []
+        oldest = dict(_fetch(cursor, queries.observe.OLDEST_READY, {"queues": names}))
+        latency_row = _fetch(cursor, queries.observe.LATENCY)[0]
+        bounds = _fetch(cursor, queries.observe.MINUTES_OF_LAST_HOUR)
+        workers = _fetch(cursor, queries.observe.WORKERS)
+        keys = _fetch(cursor, queries.observe.LIMIT_KEYS_IN_USE) if options.limits else []
         verdicts = _key_verdicts(cursor, [row[1] for row in keys]) if keys else {}
 
     queues = {
@@ -250,9 +250,9 @@ RECENT_WORKFLOWS = 10
 def recent_workflows(
     using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> list[WorkflowStats]:
-    """The most recent workflows and their progress (see sql.RECENT_WORKFLOWS)."""
+    """The most recent workflows and their progress (see queries.observe.RECENT_WORKFLOWS)."""
     with connections[using or task_backends[backend].database].cursor() as cursor:
-        rows = _fetch(cursor, sql.RECENT_WORKFLOWS, {"limit": RECENT_WORKFLOWS})
+        rows = _fetch(cursor, queries.observe.RECENT_WORKFLOWS, {"limit": RECENT_WORKFLOWS})
     return [WorkflowStats(*row) for row in rows]
 
 
@@ -265,7 +265,7 @@ def key_verdicts(
 
 
 def _key_verdicts(cursor, keys: Sequence[str]) -> dict[str, KeyVerdict]:
-    rows = _fetch(cursor, sql.LIMIT_KEY_VERDICTS, {"keys": list(keys), "limit": 1})
+    rows = _fetch(cursor, queries.observe.LIMIT_KEY_VERDICTS, {"keys": list(keys), "limit": 1})
     return {row[0]: KeyVerdict(*row) for row in rows}
 
 
@@ -273,7 +273,7 @@ def _limit_stats(
     limits: Limits, rows: list[tuple], verdicts: dict[str, KeyVerdict]
 ) -> list[LimitStats]:
     """
-    Each configured limit with its keys in use (rows of sql.LIMIT_KEYS_IN_USE)
+    Each configured limit with its keys in use (rows of queries.observe.LIMIT_KEYS_IN_USE)
     and the verdict on each of them.
     """
     stats = {limit.name: LimitStats(limit.name, limit.describe()) for limit in limits.all}
@@ -322,9 +322,9 @@ class TaskStats:
 def task_statistics(
     using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> list[TaskStats]:
-    """Every task that finished a job in the last day, busiest first (see sql.TASK_STATISTICS)."""
+    """Every task that finished a job in the last day, busiest first (see TASK_STATISTICS)."""
     with connections[using or task_backends[backend].database].cursor() as cursor:
-        rows = _fetch(cursor, sql.TASK_STATISTICS)
+        rows = _fetch(cursor, queries.observe.TASK_STATISTICS)
     none = (None, None, None)
     return [
         TaskStats(
@@ -343,7 +343,7 @@ def totals_by_status(
 ) -> dict[str, int]:
     """Every job in the table by status, finished history included."""
     with connections[using or task_backends[backend].database].cursor() as cursor:
-        counts = dict(_fetch(cursor, sql.TOTALS_BY_STATUS))
+        counts = dict(_fetch(cursor, queries.observe.TOTALS_BY_STATUS))
     return {status: counts.get(status, 0) for status in JobStatus.values}
 
 

@@ -1,7 +1,7 @@
 """
 The queue's tables.
 
-The worker reads and writes them with the hand-written SQL of jobs/sql.py; the
+The worker reads and writes them with the hand-written SQL of jobs/queries/; the
 models are for migrations, the admin and everything that is not the hot path.
 """
 
@@ -16,8 +16,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models.lookups import IsNull
 from django.utils import timezone
 
+from .queries.schedules import NOTIFY_SCHEDULERS
 from .schedules import Timing, schedule_errors
-from .sql import NOTIFY_SCHEDULERS
 
 
 class JobStatus(models.TextChoices):
@@ -221,7 +221,7 @@ class Worker(models.Model):
 
 class PausedQueue(models.Model):
     """
-    A queue no worker claims from while its row exists (see sql._CLAIM).
+    A queue no worker claims from while its row exists (see queries.claim._CLAIM).
 
     Kept in the database, so that a pause holds for every worker, through
     their restarts, and for workers started later; jobs.operations pauses and
@@ -418,7 +418,7 @@ class LimitKey(models.Model):
     now, and its rate's token bucket.
 
     The claim locks the row of every key it starts jobs of and counts them in
-    (sql.LIMITED_CLAIM); every statement that ends a run counts them out. The
+    (queries.limits.LIMITED_CLAIM); every statement that ends a run counts them out. The
     limits are copied from settings when the row is made, and again when a
     worker starts.
     """
@@ -458,8 +458,8 @@ class Dependency(models.Model):
     An edge of a workflow: the child waits for the parent to finish.
 
     Plain ids rather than foreign keys: the rows are written and read by the
-    queue's own SQL (sql.ENQUEUE_DEPENDENCIES, sql.ADVANCE_WORKFLOWS, the
-    parent results), and a finished parent may be deleted first, its outcome
+    queue's own SQL (jobs.queries.workflows: ENQUEUE_DEPENDENCIES,
+    ADVANCE_WORKFLOWS, the parent results), and a finished parent may be deleted first, its outcome
     kept here. An edge is deleted with its child (jobs.transitions).
     """
 
@@ -468,7 +468,7 @@ class Dependency(models.Model):
     # The parent's place among the child's: the order of the results it is given.
     position = models.PositiveIntegerField()
     # What the child reads of the parent once the parent's row is deleted
-    # (pruned, purged): {"status", "return_value", "error"}. See sql.DELETE_FINISHED.
+    # (pruned, purged): {"status", "return_value", "error"}. See queries.finish.DELETE_FINISHED.
     parent_outcome = models.JSONField(null=True, blank=True)
 
     class Meta:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.db import connections
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
-from . import sql, transitions
+from . import queries, transitions
 from .exceptions import JobStateError
 from .jsonb import unstorable
 from .models import Job, JobStatus, PausedQueue
@@ -164,7 +164,7 @@ def prune(
             count = 0
             if retain is not None and dry_run:
                 params = {"statuses": list(statuses), "older_than": retain}
-                cursor.execute(sql.COUNT_PRUNABLE, params)
+                cursor.execute(queries.finish.COUNT_PRUNABLE, params)
                 count = cursor.fetchone()[0]
             elif retain is not None:
                 while (batch := transitions.prune(cursor, statuses, retain, batch_size)) > 0:
@@ -210,7 +210,9 @@ def pause_queue(
     paused already. `by` says who paused it, for the admin and `queues list`.
     """
     with connections[_database(using, backend)].cursor() as cursor:
-        cursor.execute(sql.PAUSE_QUEUE, {"queue": _queue_name(queue, backend), "by": by[:150]})
+        cursor.execute(
+            queries.workers.PAUSE_QUEUE, {"queue": _queue_name(queue, backend), "by": by[:150]}
+        )
         return cursor.fetchone()[0]
 
 
@@ -220,7 +222,9 @@ def resume_queue(
     """Let the workers claim a paused queue's jobs again; False when it was not paused."""
     # Any name goes: a queue paused, then taken out of QUEUES, can be resumed.
     with connections[_database(using, backend)].cursor() as cursor:
-        cursor.execute(sql.RESUME_QUEUE, {"queue": _queue_name(queue, backend, known=False)})
+        cursor.execute(
+            queries.workers.RESUME_QUEUE, {"queue": _queue_name(queue, backend, known=False)}
+        )
         return cursor.fetchone()[0]
 
 

@@ -22,7 +22,7 @@ from django.db import connections
 from django.tasks import task_backends
 from django.tasks.base import TaskContext
 
-from . import sql
+from . import queries
 from .calls import dumps
 from .jsonb import unstorable
 from .models import Job
@@ -54,7 +54,7 @@ def report_progress(context: TaskContext, value: float, message: str = "") -> bo
     database = task_backends[result.backend].database
     with connections[database].cursor() as cursor:
         cursor.execute(
-            sql.REPORT_PROGRESS,
+            queries.workflows.REPORT_PROGRESS,
             {
                 "id": result.id,
                 "attempt": context.attempt,

@@ -11,7 +11,7 @@ import time
 import psycopg
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
 
-from . import sql
+from . import queries
 from .models import FINISHED_STATUSES
 from .worker.connection import connection_params
 
@@ -21,7 +21,7 @@ def _params(backend_alias: str) -> dict:
 
 
 def _status(conn: psycopg.Connection, job_id: str) -> str | None:
-    row = conn.execute(sql.JOB_STATUS, [job_id]).fetchone()
+    row = conn.execute(queries.observe.JOB_STATUS, [job_id]).fetchone()
     return None if row is None else row[0]
 
 
@@ -38,7 +38,7 @@ def wait(
     job_id = result.id
     deadline = None if timeout is None else time.monotonic() + timeout
     with psycopg.connect(**_params(backend), autocommit=True) as conn:
-        conn.execute(f"LISTEN {sql.FINISHED_CHANNEL}")
+        conn.execute(f"LISTEN {queries.channels.FINISHED_CHANNEL}")
         while _status(conn, job_id) not in FINISHED_STATUSES:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -58,9 +58,9 @@ async def await_result(
     deadline = None if timeout is None else time.monotonic() + timeout
     conn = await psycopg.AsyncConnection.connect(**_params(backend), autocommit=True)
     async with conn:
-        await conn.execute(f"LISTEN {sql.FINISHED_CHANNEL}")
+        await conn.execute(f"LISTEN {queries.channels.FINISHED_CHANNEL}")
         while True:
-            row = await (await conn.execute(sql.JOB_STATUS, [job_id])).fetchone()
+            row = await (await conn.execute(queries.observe.JOB_STATUS, [job_id])).fetchone()
             if row is not None and row[0] in FINISHED_STATUSES:
                 break
             remaining = None if deadline is None else deadline - time.monotonic()

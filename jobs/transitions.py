@@ -26,11 +26,11 @@ from typing import Any
 
 from django.db import transaction
 
-from . import sql
+from . import queries
 from .exceptions import JobCancelled, class_path
 
 # How many times enqueue makes and holds its limit keys before it gives up
-# (see sql.ENSURE_LIMIT_KEYS): each try loses only to a prune of the same
+# (see queries.enqueue.ENSURE_LIMIT_KEYS): each try loses only to a prune of the same
 # idle key that committed meanwhile.
 HOLD_LIMIT_KEYS_TRIES = 5
 
@@ -58,7 +58,7 @@ def hold_limit_keys(cursor: Any, key_rows_json: str) -> None:
     """
     with _atomic(cursor):
         for _ in range(HOLD_LIMIT_KEYS_TRIES):
-            cursor.execute(sql.ENSURE_LIMIT_KEYS, {"limit_keys": key_rows_json})
+            cursor.execute(queries.enqueue.ENSURE_LIMIT_KEYS, {"limit_keys": key_rows_json})
             if cursor.fetchone()[0]:
                 return
     raise RuntimeError(
@@ -72,16 +72,20 @@ def hold_limit_keys(cursor: Any, key_rows_json: str) -> None:
 
 def claim(cursor: Any, params: dict[str, Any], *, limited: bool, every_queue: bool) -> list[tuple]:
     """
-    Claim due jobs (sql.CLAIM's parameters: queues, limit, worker_id), each
+    Claim due jobs (queries.claim.CLAIM's parameters: queues, limit, worker_id), each
     RUNNING with an attempt spent. `limited` runs LIMITED_CLAIM (with `after`
     and `visit`), which takes the jobs under limits their keys let start and
     counts them in, and ends with a row whose id is None; `every_queue`
     claims from every queue that has jobs.
     """
     if limited:
-        statement = sql.LIMITED_CLAIM_EVERY_QUEUE if every_queue else sql.LIMITED_CLAIM
+        statement = (
+            queries.limits.LIMITED_CLAIM_EVERY_QUEUE
+            if every_queue
+            else queries.limits.LIMITED_CLAIM
+        )
     else:
-        statement = sql.CLAIM_EVERY_QUEUE if every_queue else sql.CLAIM
+        statement = queries.claim.CLAIM_EVERY_QUEUE if every_queue else queries.claim.CLAIM
     cursor.execute(statement, params)
     return cursor.fetchall()
 
@@ -90,12 +94,12 @@ def complete(
     cursor: Any, outcomes: str, *, limited: bool, dependants: frozenset[str] = frozenset()
 ) -> set[str]:
     """
-    Write the outcomes of attempts (sql.COMPLETE's JSON batch); return the
+    Write the outcomes of attempts (queries.finish.COMPLETE's JSON batch); return the
     ids the fence accepted. `limited=False` says none of their jobs is under
     a limit; `dependants` are the ids of those that jobs of a workflow wait
     for, which move in the same transaction.
     """
-    statement = sql.COMPLETE_LIMITED if limited else sql.COMPLETE
+    statement = queries.finish.COMPLETE_LIMITED if limited else queries.finish.COMPLETE
     if not dependants:
         cursor.execute(statement, {"outcomes": outcomes})
         return {row[0] for row in cursor.fetchall()}
@@ -116,11 +120,11 @@ def release(
 ) -> int:
     """
     Give claimed jobs back, READY, their attempt not spent and, under limits,
-    their slots and tokens returned (sql.RELEASE); due at once or at run_at.
+    their slots and tokens returned (queries.finish.RELEASE); due at once or at run_at.
     Returns how many the fence let through.
     """
     cursor.execute(
-        sql.RELEASE_LIMITED if limited else sql.RELEASE,
+        queries.finish.RELEASE_LIMITED if limited else queries.finish.RELEASE,
         {
             "ids": list(ids),
             "attempts": list(attempts),
@@ -140,10 +144,11 @@ class Rescued:
 
 
 def rescue(cursor: Any, dead_after: float, exception_class_path: str) -> Rescued:
-    """Put the jobs of dead workers back (sql.RESCUE), and move their dependants."""
+    """Put the jobs of dead workers back (queries.finish.RESCUE), and move their dependants."""
     with _atomic(cursor):
         cursor.execute(
-            sql.RESCUE, {"dead_after": dead_after, "exception_class_path": exception_class_path}
+            queries.finish.RESCUE,
+            {"dead_after": dead_after, "exception_class_path": exception_class_path},
         )
         dead, ready, failed, _, failed_with_dependants = cursor.fetchone()
         advance(cursor, failed_with_dependants)
@@ -163,13 +168,13 @@ class Cancelled:
 
 def cancel(cursor: Any, ids: Iterable[object], reason: str) -> dict[str, Cancelled]:
     """
-    Cancel the WAITING, READY and RUNNING jobs among `ids` (sql.CANCEL): the
+    Cancel the WAITING, READY and RUNNING jobs among `ids` (queries.finish.CANCEL): the
     running ones' workers kill them, their slots are freed, and the jobs of
     workflows that needed them move. Returns each job found.
     """
     with _atomic(cursor):
         cursor.execute(
-            sql.CANCEL,
+            queries.finish.CANCEL,
             {"ids": _ids(ids), "reason": reason, "exception_class_path": class_path(JobCancelled)},
         )
         rows = cursor.fetchall()
@@ -183,34 +188,35 @@ def retry(cursor: Any, job_id: object) -> bool:
     Send a FAILED or CANCELLED job round again, with one more attempt; False
     when it is not one. A job of a workflow resumes it: its dependants count
     it as unfinished again, and those cancelled because it failed wait again
-    (sql.LOCK_RESUMED, sql.RECOUNT_DEPENDANTS). A dependant itself cancelled
-    before its parents finished waits for them again.
+    (LOCK_RESUMED, RECOUNT_DEPENDANTS). A dependant itself cancelled before
+    its parents finished waits for them again.
     """
     with _atomic(cursor):
-        cursor.execute(sql.RETRY, {"id": str(job_id)})
+        cursor.execute(queries.finish.RETRY, {"id": str(job_id)})
         row = cursor.fetchone()
         if row is None:
             return False
         _, has_dependants, waits_for_parents = row
         if has_dependants or waits_for_parents:
             cursor.execute(
-                sql.LOCK_RESUMED, {"id": str(job_id), "recount_retried": waits_for_parents}
+                queries.workflows.LOCK_RESUMED,
+                {"id": str(job_id), "recount_retried": waits_for_parents},
             )
             locked, restored = cursor.fetchone()
             if locked:
                 cursor.execute(
-                    sql.RECOUNT_DEPENDANTS,
+                    queries.workflows.RECOUNT_DEPENDANTS,
                     {"ids": locked, "unfinished": [str(job_id), *restored]},
                 )
                 given = [job for job, status, _, _ in cursor.fetchall() if status == "READY"]
                 if given:
-                    cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given})
+                    cursor.execute(queries.workflows.RESOLVE_PARENT_RESULTS, {"ids": given})
     return True
 
 
 def run_now(cursor: Any, job_id: object) -> bool:
     """Make a READY job that waits for its run_at due now; False when it is not one."""
-    cursor.execute(sql.RUN_NOW, {"id": str(job_id)})
+    cursor.execute(queries.finish.RUN_NOW, {"id": str(job_id)})
     return cursor.fetchone() is not None
 
 
@@ -224,7 +230,7 @@ def delete(cursor: Any, ids: Iterable[object], reason: str = "Deleted") -> int:
     ids = _ids(ids)
     with _atomic(cursor):
         cancel(cursor, ids, reason)
-        cursor.execute(sql.DELETE_FINISHED, {"ids": ids})
+        cursor.execute(queries.finish.DELETE_FINISHED, {"ids": ids})
         return cursor.fetchone()[0]
 
 
@@ -234,7 +240,7 @@ def purge(cursor: Any, queue: str, limit: int) -> int:
     first: "Purged"); returns how many. Jobs that run are left to finish.
     """
     with _atomic(cursor):
-        cursor.execute(sql.PURGEABLE, {"queue": queue, "limit": limit})
+        cursor.execute(queries.finish.PURGEABLE, {"queue": queue, "limit": limit})
         ids = [job_id for (job_id,) in cursor.fetchall()]
         return delete(cursor, ids, "Purged") if ids else 0
 
@@ -246,13 +252,13 @@ def prune(cursor: Any, statuses: Sequence[str], older_than: float, limit: int) -
     """
     with _atomic(cursor):
         cursor.execute(
-            sql.PRUNABLE,
+            queries.finish.PRUNABLE,
             {"statuses": list(statuses), "older_than": older_than, "limit": limit},
         )
         ids = [job_id for (job_id,) in cursor.fetchall()]
         if not ids:
             return 0
-        cursor.execute(sql.DELETE_FINISHED, {"ids": ids})
+        cursor.execute(queries.finish.DELETE_FINISHED, {"ids": ids})
         return cursor.fetchone()[0]
 
 
@@ -263,11 +269,11 @@ def prune_limit_keys(cursor: Any, after: str, limit: int) -> tuple[int, str | No
     where the next call goes on (None: the end was reached).
     """
     with _atomic(cursor):
-        cursor.execute(sql.IDLE_LIMIT_KEYS, {"after": after, "limit": limit})
+        cursor.execute(queries.limits.IDLE_LIMIT_KEYS, {"after": after, "limit": limit})
         keys = [key for (key,) in cursor.fetchall()]
         if not keys:
             return 0, None
-        cursor.execute(sql.PRUNE_LIMIT_KEYS, {"keys": keys})
+        cursor.execute(queries.limits.PRUNE_LIMIT_KEYS, {"keys": keys})
         return cursor.rowcount, keys[-1] if len(keys) == limit else None
 
 
@@ -276,7 +282,7 @@ def prune_limit_keys(cursor: Any, after: str, limit: int) -> tuple[int, str | No
 
 def advance(cursor: Any, finished: Sequence[str]) -> tuple[int, int]:
     """
-    Move the dependants of jobs that just finished (sql.ADVANCE_WORKFLOWS),
+    Move the dependants of jobs that just finished (queries.workflows.ADVANCE_WORKFLOWS),
     then the dependants of the ones that were cancelled, and so on down the
     graph, in the transaction that wrote the finished jobs' outcomes.
     Returns how many became READY and how many were cancelled.
@@ -285,11 +291,12 @@ def advance(cursor: Any, finished: Sequence[str]) -> tuple[int, int]:
     ids = list(finished)
     while ids:
         cursor.execute(
-            sql.ADVANCE_WORKFLOWS, {"ids": ids, "exception_class_path": class_path(JobCancelled)}
+            queries.workflows.ADVANCE_WORKFLOWS,
+            {"ids": ids, "exception_class_path": class_path(JobCancelled)},
         )
         ids, given_results, made_ready, _ = cursor.fetchone()
         if given_results:
-            cursor.execute(sql.RESOLVE_PARENT_RESULTS, {"ids": given_results})
+            cursor.execute(queries.workflows.RESOLVE_PARENT_RESULTS, {"ids": given_results})
         ready += made_ready
         cancelled += len(ids)
     return ready, cancelled

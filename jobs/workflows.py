@@ -21,8 +21,8 @@ The whole graph is inserted in one transaction, inside the caller's (a
 rolled-back request enqueues none of it). A job that waits is WAITING in the
 table, which the claim never reads, and READY through Django's API. It becomes
 READY in the transaction that writes the outcome of its last parent, fenced
-by that parent's attempt (sql.ADVANCE_WORKFLOWS, jobs.transitions.advance): each outcome is accepted
-once, so each edge is counted once and each callback is made due once. A
+by that parent's attempt (ADVANCE_WORKFLOWS, jobs.transitions.advance): each
+outcome is accepted once, so each edge is counted once and each callback is made due once. A
 parent that fails for good cancels the steps that needed it to succeed, with
 the reason, and those cancel theirs in turn.
 """
@@ -38,7 +38,7 @@ from django.tasks.base import Task
 from django.tasks.exceptions import InvalidTask
 from django.tasks.signals import task_enqueued
 
-from . import sql, transitions
+from . import queries, transitions
 from .backend import PostgresBackend, ready_result
 from .calls import dumps
 
@@ -75,8 +75,8 @@ class _Node:
     # When it runs: "success" (every parent succeeded), "failure" (all
     # finished, one failed), "finish" (all finished); None without parents.
     run_when: str | None = None
-    # What it is given of its parents first (sql.RESOLVE_PARENT_RESULTS): "one", "all",
-    # "outcomes", or None.
+    # What it is given of its parents first (RESOLVE_PARENT_RESULTS): "one",
+    # "all", "outcomes", or None.
     parent_results: str | None = None
 
 
@@ -205,7 +205,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
             if key_rows:
                 transitions.hold_limit_keys(cursor, dumps(list(key_rows.values())))
             cursor.execute(
-                sql.ENQUEUE_WORKFLOW,
+                queries.workflows.ENQUEUE_WORKFLOW,
                 {
                     "backend": backend,
                     "workflow_id": workflow_id,
@@ -216,7 +216,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
             )
             enqueued_at, _ = cursor.fetchone()
             if edges:
-                cursor.execute(sql.ENQUEUE_DEPENDENCIES, {"edges": dumps(edges)})
+                cursor.execute(queries.workflows.ENQUEUE_DEPENDENCIES, {"edges": dumps(edges)})
     for result in results:
         object.__setattr__(result, "enqueued_at", enqueued_at)
         task_enqueued.send(type(jobs_backend), task_result=result)
@@ -245,7 +245,7 @@ def _on_backend(task: Task, backend: str) -> Task:
 
 def _row(node: _Node, params: dict[str, Any], *, has_dependants: bool) -> dict[str, Any]:
     """
-    The columns of a step's job for sql.ENQUEUE_WORKFLOW: those an enqueue
+    The columns of a step's job for queries.workflows.ENQUEUE_WORKFLOW: those an enqueue
     of it would write (its params), and its place in the graph.
     """
     run_after, timeout = params["run_after"], params["timeout"]
@@ -300,7 +300,7 @@ def _enqueue_elsewhere(workflow: Workflow, backend: str) -> WorkflowResult:
 
 
 def _given(kind: str | None, parents: list[TaskResult]) -> list[Any]:
-    """What a dependant is given first of its finished parents (sql.RESOLVE_PARENT_RESULTS)."""
+    """What a dependant is given first of its finished parents (RESOLVE_PARENT_RESULTS)."""
     if kind is None:
         return []
 

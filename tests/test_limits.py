@@ -19,7 +19,7 @@ from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import metrics, operations, sql, transitions
+from jobs import metrics, operations, queries, transitions
 from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
 from jobs.models import Job, JobStatus, LimitKey
 from jobs.worker.database import QueueDatabase
@@ -159,7 +159,7 @@ def test_claim_returns_the_fields_of_claimed_job_in_order_and_where_it_stopped()
             "skip": 1,
             "plain_served": None,
         }
-        cursor.execute(sql.LIMITED_CLAIM, params)
+        cursor.execute(queries.limits.LIMITED_CLAIM, params)
         names = tuple(column.name for column in cursor.description)
         [last] = cursor.fetchall()
     assert names == ClaimedJob._fields
@@ -192,20 +192,20 @@ def test_jobs_under_no_limit_take_the_plain_claim_until_a_limited_job_may_start(
     claim = transitions.claim
 
     def recording(cursor, params, *, limited, every_queue):
-        executed.append(sql.LIMITED_CLAIM if limited else sql.CLAIM)
+        executed.append(queries.limits.LIMITED_CLAIM if limited else queries.claim.CLAIM)
         return claim(cursor, params, limited=limited, every_queue=every_queue)
 
     monkeypatch.setattr(transitions, "claim", recording)
     add.enqueue(1, 1)
     assert len(db.claim("w", 10)) == 1
-    assert executed[-1] == sql.LIMITED_CLAIM  # at start: jobs under limits may wait
+    assert executed[-1] == queries.limits.LIMITED_CLAIM  # at start: jobs under limits may wait
     add.enqueue(1, 2)
     assert len(db.claim("w", 10)) == 1
-    assert executed[-1] == sql.CLAIM  # none did
+    assert executed[-1] == queries.claim.CLAIM  # none did
     limited_run.enqueue("a")
     wait_until(lambda: db.notifications().limited)
     [job] = db.claim("w", 10)
-    assert executed[-1] == sql.LIMITED_CLAIM and job.limited
+    assert executed[-1] == queries.limits.LIMITED_CLAIM and job.limited
     # Its end frees its slot and wakes the limited claim again.
     db.complete([succeeded(job)], "w")
     wait_until(lambda: db.notifications().limited)
@@ -430,7 +430,7 @@ def test_the_dashboard_metrics_and_job_page_say_what_a_limit_holds_back(db, admi
 
 
 def verdict(seconds_since_refill: float = 0.0, **fields) -> metrics.KeyVerdict:
-    """The verdict on a key row made with these fields (sql.LIMIT_KEY_VERDICTS)."""
+    """The verdict on a key row made with these fields (queries.observe.LIMIT_KEY_VERDICTS)."""
     refilled_at = timezone.now() - timedelta(seconds=seconds_since_refill)
     LimitKey.objects.create(key="k", name="test", refilled_at=refilled_at, **fields)
     return metrics.key_verdicts(["k", "no-such-key"])["k"]

@@ -11,7 +11,7 @@ from multiprocessing.connection import wait
 import pytest
 from django.db import connection
 
-from jobs import sql
+from jobs import queries
 from jobs.models import JobStatus
 from jobs.worker import protocol
 from jobs.worker.attempts import RetryPolicy, given_back, lost_attempts
@@ -36,7 +36,7 @@ def outcome(job: ClaimedJob) -> Outcome:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("statement", [sql.CLAIM, sql.CLAIM_EVERY_QUEUE])
+@pytest.mark.parametrize("statement", [queries.claim.CLAIM, queries.claim.CLAIM_EVERY_QUEUE])
 def test_claim_returns_the_fields_of_claimed_job_in_order(statement):
     with connection.cursor() as cursor:
         cursor.execute(statement, {"queues": ["default"], "limit": 0, "worker_id": "parts"})
@@ -45,7 +45,7 @@ def test_claim_returns_the_fields_of_claimed_job_in_order(statement):
 
 
 def test_complete_reads_the_leading_fields_of_outcome_in_order():
-    [columns] = re.findall(r"AS outcome\(([^)]*)\)", sql.COMPLETE)
+    [columns] = re.findall(r"AS outcome\(([^)]*)\)", queries.finish.COMPLETE)
     names = tuple(name.strip() for name in columns.split(","))
     assert names == Outcome._fields[:COMPLETE_FIELDS]
 
@@ -243,7 +243,7 @@ def test_a_notify_that_comes_in_with_a_statements_results_is_still_read():
         db.notifications()
         assert not db.notifications_unread
         with connection.cursor() as cursor:
-            cursor.execute(f"NOTIFY {sql.READY_CHANNEL}, 'default'")
+            cursor.execute(f"NOTIFY {queries.channels.READY_CHANNEL}, 'default'")
         db.heartbeat("no-such-worker")
         assert db.notifications_unread
         assert wait([db.conn], timeout=0.2) == []

@@ -17,7 +17,7 @@ from django.http import HttpRequest
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
 
-from .. import sql
+from .. import queries
 from ..jsonb import unstorable
 from .ids import task_id_range, uuid7_floor
 from .reads import recent_values
@@ -81,7 +81,7 @@ class RecentValuesFilter(admin.SimpleListFilter):
 class TaskFilter(RecentValuesFilter):
     title = "task"
     parameter_name = "task"
-    sample_sql = sql.RECENT_TASK_PATHS
+    sample_sql = queries.observe.RECENT_TASK_PATHS
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(task_path=self.value()) if self.value() else queryset
@@ -90,7 +90,7 @@ class TaskFilter(RecentValuesFilter):
 class TagFilter(RecentValuesFilter):
     title = "tag"
     parameter_name = "tag"
-    sample_sql = sql.RECENT_TAGS
+    sample_sql = queries.observe.RECENT_TAGS
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return tagged(queryset, self.value()) if self.value() else queryset

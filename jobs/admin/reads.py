@@ -4,7 +4,7 @@ a list, recent filter choices, a worker's jobs, a workflow's counts.
 
 Each read is bounded by an index (the primary key's end, a partial index of
 RUNNING jobs, a workflow's jobs), so that a page costs the same on a table of
-millions of rows; the statements are in jobs/sql.py.
+millions of rows; the statements are in jobs/queries/observe.py.
 """
 
 import json
@@ -13,7 +13,7 @@ from django.db import connections
 from django.db.models import Count, QuerySet
 from django.db.models.expressions import RawSQL
 
-from .. import sql
+from .. import queries
 from ..models import Job, JobStatus, Worker
 
 
@@ -21,7 +21,7 @@ def planner_estimate(queryset: QuerySet) -> int:
     """The rows the planner expects the queryset to return: free, and never a count."""
     query, params = queryset.order_by().values("pk").query.sql_with_params()
     with connections[queryset.db].cursor() as cursor:
-        cursor.execute(sql.PLAN.format(query=query), params)
+        cursor.execute(queries.observe.PLAN.format(query=query), params)
         plan = cursor.fetchone()[0]
     if isinstance(plan, str):
         plan = json.loads(plan)
@@ -37,7 +37,7 @@ def recent_values(statement: str, sample_size: int) -> set[str]:
 
 def with_jobs_in_flight(workers: QuerySet) -> QuerySet:
     """The workers, each with `running`: its RUNNING jobs."""
-    return workers.annotate(running=RawSQL(sql.RUNNING_JOBS_OF_WORKER, ()))
+    return workers.annotate(running=RawSQL(queries.observe.RUNNING_JOBS_OF_WORKER, ()))
 
 
 def running_jobs_of(worker: Worker, limit: int) -> QuerySet:

@@ -27,7 +27,7 @@ from django.db import connections, transaction
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task_backends
 from django.tasks.exceptions import InvalidTask
 
-from .. import sql
+from .. import queries
 from ..models import Schedule
 
 # What a declaration may say, and the model field each key sets.
@@ -88,7 +88,7 @@ def sync_declared(using: str = "default") -> SyncReport:
     report = SyncReport()
     with transaction.atomic(using=using):
         with connections[using].cursor() as cursor:
-            cursor.execute(sql.LOCK_SCHEDULE_SYNC)
+            cursor.execute(queries.schedules.LOCK_SCHEDULE_SYNC)
         existing = {schedule.name: schedule for schedule in Schedule.objects.using(using)}
         for name, fields in declared.items():
             schedule = existing.get(name)

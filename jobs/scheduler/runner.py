@@ -2,7 +2,7 @@
 The scheduler: turns due schedules into jobs, one job per tick.
 
 Each pass is one transaction on the queue's database: claim the due schedules
-(jobs/sql.py CLAIM_SCHEDULES), enqueue each tick's job through the task
+(jobs/queries/schedules.py CLAIM_SCHEDULES), enqueue each tick's job through the task
 backend (so it gets the task's options and its NOTIFY like any other job),
 and move next_run_at past the ticks (ADVANCE_SCHEDULES). A pass that fails
 rolls back whole: the ticks stay due and the next pass enqueues them.
@@ -28,7 +28,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from .. import sql
+from .. import queries
 from ..backend import PostgresBackend
 from ..health import HealthFile
 from ..models import CatchUp, Schedule
@@ -150,7 +150,7 @@ class Scheduler:
         with transaction.atomic(using=self.database):
             schedules = list(
                 Schedule.objects.db_manager(self.database).raw(
-                    sql.CLAIM_SCHEDULES, {"now": now, "limit": PASS_LIMIT}
+                    queries.schedules.CLAIM_SCHEDULES, {"now": now, "limit": PASS_LIMIT}
                 )
             )
             advances = []
@@ -165,7 +165,7 @@ class Scheduler:
             if advances:
                 with connections[self.database].cursor() as cursor:
                     cursor.execute(
-                        sql.ADVANCE_SCHEDULES,
+                        queries.schedules.ADVANCE_SCHEDULES,
                         {
                             "ids": [schedule_id for schedule_id, _, _ in advances],
                             "next_run_at": [next_run_at for _, next_run_at, _ in advances],
@@ -299,7 +299,7 @@ class Scheduler:
         self.backoff.reset()
         if claimed == PASS_LIMIT:
             return 0.0
-        (seconds,) = self.listener.execute(sql.SECONDS_UNTIL_NEXT_TICK).fetchone()
+        (seconds,) = self.listener.execute(queries.schedules.SECONDS_UNTIL_NEXT_TICK).fetchone()
         if self._drain():
             # A schedule was saved while we looked: look again.
             return 0.0
@@ -323,7 +323,7 @@ class Scheduler:
         params.setdefault("connect_timeout", 5)
         try:
             self.listener = psycopg.connect(**params, autocommit=True)
-            self.listener.execute(f"LISTEN {sql.SCHEDULES_CHANNEL}")
+            self.listener.execute(f"LISTEN {queries.channels.SCHEDULES_CHANNEL}")
             connections[self.database].ensure_connection()
         except DATABASE_ERRORS as error:
             self._close()
@@ -338,12 +338,12 @@ class Scheduler:
         self, sender: type, connection: BaseDatabaseWrapper, **kwargs: object
     ) -> None:
         """
-        Bound how long a pass can hold its row locks (sql.SCHEDULER_SESSION),
+        Bound how long a pass can hold its row locks (queries.schedules.SCHEDULER_SESSION),
         on every connection Django opens for the passes, a reconnection too.
         """
         if connection.alias == self.database:
             with connection.cursor() as cursor:
-                cursor.execute(sql.SCHEDULER_SESSION)
+                cursor.execute(queries.schedules.SCHEDULER_SESSION)
 
     def _start(self) -> None:
         report = sync_declared(self.database)

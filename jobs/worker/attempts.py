@@ -5,8 +5,8 @@ An attempt whose task raised is retried with backoff while attempts remain
 (RetryPolicy, failed_outcome). One that the worker could not see to its end
 (timed out, interrupted, cancelled, its executor crashed) fails its attempt
 the same way or goes back to the queue unspent (lost_attempts, given_back). A
-worker that vanished has its jobs rescued by sql.RESCUE with WORKER_LOST, and
-a cancelled job gets CANCELLED in sql.CANCEL. Every decision about attempts
+worker that vanished has its jobs rescued by queries.finish.RESCUE with WORKER_LOST, and
+a cancelled job gets CANCELLED in queries.finish.CANCEL. Every decision about attempts
 is here, so the executor, the coordinator, the rescue and the cancel agree.
 """
 
@@ -34,8 +34,8 @@ MISSING_TASK_DELAY_MIN = 1.0
 MISSING_TASK_DELAY_MAX = 60.0
 
 
-# Passed to sql.RESCUE as its error entry's class (jobs.operations.cancel
-# passes JobCancelled's to sql.CANCEL likewise).
+# Passed to queries.finish.RESCUE as its error entry's class (jobs.operations.cancel
+# passes JobCancelled's to queries.finish.CANCEL likewise).
 WORKER_LOST = class_path(WorkerLost)
 
 

@@ -2,7 +2,7 @@
 The coordinator's own database connections.
 
 Each is a plain psycopg connection in autocommit mode, apart from Django's:
-each statement of jobs/sql.py is its own short transaction, and psycopg
+each statement of jobs/queries/ is its own short transaction, and psycopg
 prepares the ones that repeat. The coordinator's main connection claims and
 LISTENs for new jobs, and a Reconnector carries it through an outage; its
 completer's only writes outcomes.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from .. import sql, transitions
+from .. import queries, transitions
 from ..limits import Limits
 from .attempts import WORKER_LOST, refused_outcome
 from .connection import (
@@ -37,12 +37,12 @@ logger = logging.getLogger("jobs.worker")
 REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 # Keys with room of a queue that one claim visits at least (see
-# sql.LIMITED_CLAIM), and that the search for the next due job visits at
+# queries.limits.LIMITED_CLAIM), and that the search for the next due job visits at
 # most.
 KEYS_PER_CLAIM = 16
 KEYS_PER_WAIT = 1000
 # Keys without room that a claim, or the search for the next due job, passes
-# over at most (two index probes each, see sql._KEY_SCAN) while this worker's
+# over at most (two index probes each, see queries.limits._KEY_SCAN) while this worker's
 # claims meet such keys: when every key is full, the scan ends there.
 KEYS_SKIPPED = 2000
 # Where LIMITED_CLAIM's last row says where its scans stopped.
@@ -82,7 +82,7 @@ class QueueDatabase:
         # With limits, the claim, the completion and the release are their
         # LIMITED_ forms, which count the runs of limited jobs in and out.
         self.limits = limits or Limits(())
-        # Where each queue's scan of keys stopped (see sql.LIMITED_CLAIM), and
+        # Where each queue's scan of keys stopped (see queries.limits.LIMITED_CLAIM), and
         # whether a scan stopped before the last key.
         self.key_cursor: dict[str, str] = {}
         self.keys_left = False
@@ -92,7 +92,7 @@ class QueueDatabase:
         self.full_keys_met = True
         # When this worker's claims last started a job under no limit (epoch
         # seconds, the database's clock), which takes its turn among the keys
-        # as one more key last served then (see sql.LIMITED_CLAIM).
+        # as one more key last served then (see queries.limits.LIMITED_CLAIM).
         self.plain_served: float | None = None
         # Whether a job under limits may start now, or when one may (monotonic
         # seconds): until then the plain CLAIM, which costs a third of
@@ -128,11 +128,11 @@ class QueueDatabase:
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
         self.limited_due = self.limited_jobs_seen = True
         if listen:
-            self._execute(f"LISTEN {sql.READY_CHANNEL}")
+            self._execute(f"LISTEN {queries.channels.READY_CHANNEL}")
             if self.limits:
-                self._execute(f"LISTEN {sql.LIMITED_READY_CHANNEL}")
-            self._execute(f"LISTEN {sql.CANCEL_CHANNEL}")
-            self._execute(f"LISTEN {sql.PAUSE_CHANNEL}")
+                self._execute(f"LISTEN {queries.channels.LIMITED_READY_CHANNEL}")
+            self._execute(f"LISTEN {queries.channels.CANCEL_CHANNEL}")
+            self._execute(f"LISTEN {queries.channels.PAUSE_CHANNEL}")
 
     @property
     def connected(self) -> bool:
@@ -166,21 +166,21 @@ class QueueDatabase:
         news = Notifications()
         self.notifications_unread = False
         for notify in self.conn.notifies(timeout=0):
-            if notify.channel == sql.CANCEL_CHANNEL:
+            if notify.channel == queries.channels.CANCEL_CHANNEL:
                 news.cancelled.add(notify.payload)
             elif self.queues and notify.payload not in self.queues:
                 continue
-            elif notify.channel == sql.PAUSE_CHANNEL:
+            elif notify.channel == queries.channels.PAUSE_CHANNEL:
                 news.paused.add(notify.payload)
             else:
                 news.wake = True
-                if notify.channel == sql.LIMITED_READY_CHANNEL:
+                if notify.channel == queries.channels.LIMITED_READY_CHANNEL:
                     news.limited = self.limited_due = self.limited_jobs_seen = True
         return news
 
     def paused_queues(self) -> set[str]:
         """The paused queues: read after a reconnect, whose NOTIFYs may have been lost."""
-        return {name for (name,) in self._execute(sql.PAUSED_QUEUES).fetchall()}
+        return {name for (name,) in self._execute(queries.workers.PAUSED_QUEUES).fetchall()}
 
     def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
         params = {"queues": self.queues, "limit": limit, "worker_id": worker_id}
@@ -227,15 +227,15 @@ class QueueDatabase:
     def seconds_until_next_due(self) -> float | None:
         if self.limits and self.limited_jobs_seen:
             statement = (
-                sql.LIMITED_SECONDS_UNTIL_NEXT_DUE
+                queries.limits.LIMITED_SECONDS_UNTIL_NEXT_DUE
                 if self.queues
-                else sql.LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
+                else queries.limits.LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
             )
         else:
             statement = (
-                sql.SECONDS_UNTIL_NEXT_DUE
+                queries.claim.SECONDS_UNTIL_NEXT_DUE
                 if self.queues
-                else sql.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
+                else queries.claim.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
             )
         params = {
             "queues": self.queues,
@@ -308,7 +308,7 @@ class QueueDatabase:
     def release(self, jobs: Sequence[ClaimedJob], run_at: Sequence[float] | None = None) -> int:
         """
         Put claimed jobs back to READY, their attempt not spent (see
-        sql.RELEASE): due at once, or at run_at (epoch seconds, one per job).
+        queries.finish.RELEASE): due at once, or at run_at (epoch seconds, one per job).
         """
         if not jobs:
             return 0
@@ -322,7 +322,7 @@ class QueueDatabase:
 
     def register(self, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:
         self._execute(
-            sql.REGISTER_WORKER,
+            queries.workers.REGISTER_WORKER,
             {
                 "id": worker_id,
                 "hostname": hostname,
@@ -333,10 +333,10 @@ class QueueDatabase:
         )
 
     def heartbeat(self, worker_id: str) -> bool:
-        return self._execute(sql.HEARTBEAT, {"id": worker_id}).fetchone() is not None
+        return self._execute(queries.workers.HEARTBEAT, {"id": worker_id}).fetchone() is not None
 
     def unregister(self, worker_id: str) -> None:
-        self._execute(sql.UNREGISTER_WORKER, {"id": worker_id})
+        self._execute(queries.workers.UNREGISTER_WORKER, {"id": worker_id})
 
     def rescue(self, dead_after: float) -> tuple[int, int, int]:
         """Rescue the jobs of dead workers: (dead workers, jobs READY again, jobs FAILED)."""
@@ -349,10 +349,10 @@ class QueueDatabase:
         had some, True when it has now, False when ANALYZE was refused (this
         role does not own the table).
         """
-        if not self._execute(sql.NEVER_ANALYZED).fetchone()[0]:
+        if not self._execute(queries.claim.NEVER_ANALYZED).fetchone()[0]:
             return None
-        self._execute(sql.ANALYZE)
-        return not self._execute(sql.NEVER_ANALYZED).fetchone()[0]
+        self._execute(queries.claim.ANALYZE)
+        return not self._execute(queries.claim.NEVER_ANALYZED).fetchone()[0]
 
     def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
         return transitions.prune(self._cursor(), statuses, older_than, limit)
@@ -362,13 +362,13 @@ class QueueDatabase:
 
     def limited_jobs_waiting(self) -> int:
         """How many READY jobs are under limits (counted up to 1,000)."""
-        return self._execute(sql.LIMITED_JOBS_WAIT).fetchone()[0]
+        return self._execute(queries.limits.LIMITED_JOBS_WAIT).fetchone()[0]
 
     def sync_limits(self) -> None:
         """Bring the key rows of every limit to the settings this worker runs with."""
         for limit in self.limits.all:
             self._execute(
-                sql.SYNC_LIMIT,
+                queries.limits.SYNC_LIMIT,
                 {
                     "name": limit.name,
                     "concurrency": limit.concurrency,
@@ -381,14 +381,16 @@ class QueueDatabase:
     def reconcile_limits(self) -> list[str]:
         """
         Recount the running jobs of keys whose count disagrees with the
-        RUNNING rows; return the keys recounted. See sql.MISCOUNTED_LIMIT_KEYS.
+        RUNNING rows; return the keys recounted. See queries.limits.MISCOUNTED_LIMIT_KEYS.
         """
-        keys = [key for (key,) in self._execute(sql.MISCOUNTED_LIMIT_KEYS).fetchall()]
+        keys = [key for (key,) in self._execute(queries.limits.MISCOUNTED_LIMIT_KEYS).fetchall()]
         if not keys:
             return []
         with self.conn.transaction():
-            self._execute(sql.LOCK_LIMIT_KEYS, {"keys": keys})
-            return [key for (key,) in self._execute(sql.RECOUNT_LIMIT_KEYS, {"keys": keys})]
+            self._execute(queries.limits.LOCK_LIMIT_KEYS, {"keys": keys})
+            return [
+                key for (key,) in self._execute(queries.limits.RECOUNT_LIMIT_KEYS, {"keys": keys})
+            ]
 
 
 class Reconnector:

@@ -148,7 +148,7 @@ class Maintenance:
         self.due_at = 0.0
 
     def rescue(self) -> None:
-        """Give back the jobs of dead workers (see sql.RESCUE), if it may (see connected())."""
+        """Give back the jobs of dead workers (RESCUE), if it may (see connected())."""
         if time.monotonic() < self.rescue_from:
             return
         dead, ready, failed = self.db.rescue(self.dead_after)
@@ -161,7 +161,7 @@ class Maintenance:
             )
 
     def reconcile_limits(self) -> None:
-        """Recount the running jobs of limit keys whose count went wrong (see sql)."""
+        """Recount the running jobs of limit keys whose count went wrong (see queries.limits)."""
         # A worker that sees no job under limits has none to hold back: the
         # first limited claim that finds some turns the recount back on.
         if not self.db.limits or not self.db.limited_jobs_seen:
@@ -175,7 +175,7 @@ class Maintenance:
             )
 
     def analyze_if_never_analyzed(self) -> None:
-        """See sql.NEVER_ANALYZED: the claim's plan must not wait for autovacuum."""
+        """See queries.claim.NEVER_ANALYZED: the claim's plan must not wait for autovacuum."""
         if self.analyze_refused:
             return
         analyzed = self.db.analyze_if_never_analyzed()

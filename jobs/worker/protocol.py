@@ -1,9 +1,9 @@
 """
 What travels between the coordinator and its executors, and to and from SQL.
 
-A claimed job is a row of sql.CLAIM, field for field: its RETURNING names
+A claimed job is a row of queries.claim.CLAIM, field for field: its RETURNING names
 each column as the field it fills (tests/test_worker_parts.py checks that).
-An outcome's leading fields are the JSON positions that sql.COMPLETE reads.
+An outcome's leading fields are the JSON positions that queries.finish.COMPLETE reads.
 Both cross the pipe as plain tuples with their JSON still as text: decoding
 and encoding happen in the executors, so the coordinator (one process for the
 whole pool) does as little per job as possible.
@@ -95,7 +95,7 @@ class Outcome(NamedTuple):
     duration: float  # seconds the attempt ran
 
 
-# Outcome's fields up to `duration`: what sql.COMPLETE reads from each entry.
+# Outcome's fields up to `duration`: what queries.finish.COMPLETE reads from each entry.
 COMPLETE_FIELDS = Outcome._fields.index("duration")
 
 # A finished attempt with the job it ran, as the coordinator keeps them.
@@ -103,7 +103,7 @@ Finished = list[tuple[ClaimedJob, Outcome]]
 
 
 def complete_batch(outcomes: Sequence[Outcome]) -> str:
-    """sql.COMPLETE's `outcomes` parameter: one JSON array, an array per outcome."""
+    """queries.finish.COMPLETE's `outcomes` parameter: one JSON array, an array per outcome."""
     return json.dumps([outcome[:COMPLETE_FIELDS] for outcome in outcomes])
 
 

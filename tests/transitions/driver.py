@@ -10,7 +10,7 @@ import time
 
 from django.db import connection
 
-from jobs import sql
+from jobs import queries
 from jobs.testing.runner import _complete
 from jobs.worker.protocol import POSTPONED, ClaimedJob, Outcome
 
@@ -29,7 +29,7 @@ def claim(limit: int = 100, queues: tuple[str, ...] = ("default",)) -> list[Clai
         "plain_served": None,
     }
     with connection.cursor() as cursor:
-        cursor.execute(sql.LIMITED_CLAIM, params)
+        cursor.execute(queries.limits.LIMITED_CLAIM, params)
         # The last row, with no id, says where the scan of keys stopped.
         return [ClaimedJob(*row) for row in cursor.fetchall() if row[0] is not None]
 
@@ -93,7 +93,9 @@ def limit_key(key: str) -> tuple[int, float] | None:
     """A key row's running count and tokens (refilled to now), or None when it is gone."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT running, " + sql._TOKENS.format(row="k") + " FROM jobs_limit_key AS k "
+            "SELECT running, "
+            + queries.limits.TOKENS.format(row="k")
+            + " FROM jobs_limit_key AS k "
             "WHERE key = %s",
             [key],
         )
