@@ -9,7 +9,7 @@ resumes the jobs that wait for it, a deleted parent leaves its outcome for
 them to read. Those rules hold only if every path keeps them, so every path
 is a function here, and the worker, `jobs.operations`, the admin, the
 commands and `jobs.testing` call these functions; no other module runs a
-statement that changes `jobs_job.status` (tests/test_transitions.py checks).
+statement that changes `jobs_job.status` (tests/transitions/test_door.py checks).
 
 Each function runs on the caller's cursor (Django's or psycopg's), inside
 the caller's transaction when it has one; one that runs several statements

@@ -1,6 +1,6 @@
 """
 Start the embedded Postgres from many threads released together, and say
-what each got: called by tests/test_embedded_postgres.py in its own process,
+what each got: called by tests/package/test_embedded_postgres.py in its own process,
 and run as `python -m tests.embedded_starter PGDATA READY GO COUNT` by the
 processes it starts, which wait for the file GO once they have touched READY.
 """

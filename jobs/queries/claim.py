@@ -32,7 +32,7 @@ The claim of jobs under no limit, and when the next one is due.
 # datetimes its TaskResult needs.
 #
 # The columns come back in the order of jobs.worker.protocol.ClaimedJob's
-# fields, each named as the field it fills (tests/test_worker_parts.py checks
+# fields, each named as the field it fills (tests/worker/test_worker_parts.py checks
 # both), so a row becomes a ClaimedJob by position, with no lookup per column.
 CLAIMED_COLUMNS = """job.id::text AS id, job.backend AS backend, job.task_path AS task_path,
           job.queue AS queue, job.priority AS priority,

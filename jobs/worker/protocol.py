@@ -2,7 +2,7 @@
 What travels between the coordinator and its executors, and to and from SQL.
 
 A claimed job is a row of queries.claim.CLAIM, field for field: its RETURNING names
-each column as the field it fills (tests/test_worker_parts.py checks that).
+each column as the field it fills (tests/worker/test_worker_parts.py checks that).
 An outcome's leading fields are the JSON positions that queries.finish.COMPLETE reads.
 Both cross the pipe as plain tuples with their JSON still as text: decoding
 and encoding happen in the executors, so the coordinator (one process for the
@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 # plain string (cheaper to pickle than the enum member, and this module is
 # imported by a spawned executor before Django, and so the models, is set
 # up), or one of two that are not job statuses: the coordinator gives a
-# SKIPPED or POSTPONED job back instead. tests/test_worker_parts.py checks
+# SKIPPED or POSTPONED job back instead. tests/worker/test_worker_parts.py checks
 # that the first three are JobStatus values.
 SUCCESSFUL = "SUCCESSFUL"
 FAILED = "FAILED"

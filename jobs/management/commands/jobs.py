@@ -50,7 +50,17 @@ class Command(BaseCommand):
             help="The TASKS backend (default: %(default)s).",
         )
         actions = parser.add_subparsers(dest="action", required=True, metavar="action")
+        self._add_job_actions(actions)
+        _add_prune(actions)
+        queue_actions = _add_queue_actions(actions)
+        for subparser in actions.choices.values():
+            _add_output_options(subparser)
+        # After the queue action too; `jobs queues` alone lists them.
+        for subparser in queue_actions.choices.values():
+            _add_output_options(subparser, json_default=argparse.SUPPRESS)
 
+    def _add_job_actions(self, actions: Any) -> None:
+        """enqueue, show, list, retry and cancel."""
         enqueue = actions.add_parser("enqueue", help="Enqueue a task by its dotted path.")
         enqueue.add_argument("task_path", help="e.g. accounts.tasks.send_welcome_email")
         enqueue.add_argument(
@@ -78,48 +88,6 @@ class Command(BaseCommand):
             acting.add_argument("job_ids", nargs="*", metavar="job_id")
             self._add_filters(acting)
             acting.add_argument("--yes", action="store_true", help="Do not ask first.")
-
-        about = (
-            "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL and "
-            "RETAIN_FAILED), and the rows of limit keys that hold nothing. Workers do it as "
-            "they go; this does it now."
-        )
-        prune = actions.add_parser("prune", help=about, description=about)
-        prune.add_argument(
-            "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
-        )
-        prune.add_argument(
-            "--batch-size",
-            type=int,
-            default=operations.PRUNE_BATCH,
-            help="Jobs per transaction (default: %(default)s).",
-        )
-
-        about = (
-            "List the queues (the default), or pause, resume or purge some. A paused queue's "
-            "jobs wait, on every worker, until it is resumed."
-        )
-        queues = actions.add_parser("queues", help=about, description=about)
-        queue_actions = queues.add_subparsers(dest="queue_action", metavar="queue_action")
-        queue_actions.add_parser("list", help="Each queue: due, running, later, paused or not.")
-        pause = queue_actions.add_parser("pause", help="Start none of their jobs until resumed.")
-        pause.add_argument("queues", nargs="+", metavar="queue")
-        pause.add_argument(
-            "--by", help="Who pauses, shown beside the pause (default: this system user)."
-        )
-        resume = queue_actions.add_parser("resume", help="Let the workers start their jobs.")
-        resume.add_argument("queues", nargs="+", metavar="queue")
-        purge = queue_actions.add_parser("purge", help="Delete the READY jobs of a queue.")
-        purge.add_argument("queue")
-        purge.add_argument("--yes", action="store_true", help="Do not ask first.")
-        # The name purge had before it joined the queues' actions.
-        actions.add_parser("purge", parents=[purge], add_help=False)
-
-        for subparser in actions.choices.values():
-            _add_output_options(subparser)
-        # After the queue action too; `jobs queues` alone lists them.
-        for subparser in queue_actions.choices.values():
-            _add_output_options(subparser, json_default=argparse.SUPPRESS)
 
     @staticmethod
     def _add_filters(parser: CommandParser) -> None:
@@ -449,6 +417,48 @@ def _system_user() -> str:
         return getpass.getuser()
     except OSError:
         return ""
+
+
+def _add_prune(actions: Any) -> None:
+    about = (
+        "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL and "
+        "RETAIN_FAILED), and the rows of limit keys that hold nothing. Workers do it as "
+        "they go; this does it now."
+    )
+    prune = actions.add_parser("prune", help=about, description=about)
+    prune.add_argument(
+        "--dry-run", action="store_true", help="Count what would be deleted; delete nothing."
+    )
+    prune.add_argument(
+        "--batch-size",
+        type=int,
+        default=operations.PRUNE_BATCH,
+        help="Jobs per transaction (default: %(default)s).",
+    )
+
+
+def _add_queue_actions(actions: Any) -> Any:
+    """queues list|pause|resume|purge, and purge under its former name."""
+    about = (
+        "List the queues (the default), or pause, resume or purge some. A paused queue's "
+        "jobs wait, on every worker, until it is resumed."
+    )
+    queues = actions.add_parser("queues", help=about, description=about)
+    queue_actions = queues.add_subparsers(dest="queue_action", metavar="queue_action")
+    queue_actions.add_parser("list", help="Each queue: due, running, later, paused or not.")
+    pause = queue_actions.add_parser("pause", help="Start none of their jobs until resumed.")
+    pause.add_argument("queues", nargs="+", metavar="queue")
+    pause.add_argument(
+        "--by", help="Who pauses, shown beside the pause (default: this system user)."
+    )
+    resume = queue_actions.add_parser("resume", help="Let the workers start their jobs.")
+    resume.add_argument("queues", nargs="+", metavar="queue")
+    purge = queue_actions.add_parser("purge", help="Delete the READY jobs of a queue.")
+    purge.add_argument("queue")
+    purge.add_argument("--yes", action="store_true", help="Do not ask first.")
+    # The name purge had before it joined the queues' actions.
+    actions.add_parser("purge", parents=[purge], add_help=False)
+    return queue_actions
 
 
 def _json_option(name: str, text: str, kind: type) -> Any:

@@ -1,6 +1,7 @@
 import importlib.util
 import os
 import sys
+from typing import Any
 
 from django.core.management.base import CommandError
 
@@ -22,76 +23,10 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--queues",
-            default=None,
-            help=(
-                "Comma-separated queues to take jobs from (default: the backend's QUEUES, or "
-                "every queue when QUEUES is empty)."
-            ),
-        )
-        parser.add_argument(
-            "--concurrency",
-            type=int,
-            default=default_concurrency(),
-            help="Executor processes (default: the CPU count, at least 2).",
-        )
-        parser.add_argument(
-            "--threads",
-            type=int,
-            default=1,
-            help=(
-                "Jobs each executor process runs at once, in threads: more for I/O-bound "
-                "tasks (HTTP calls, e-mail). Jobs run at once = concurrency x threads. A job "
-                "that times out or is cancelled stops its whole process, interrupting the "
-                "jobs beside it (retried while attempts remain). Default: 1."
-            ),
-        )
-        parser.add_argument(
-            "--prefetch",
-            type=int,
-            default=None,
-            help=(
-                "Jobs each executor holds: those running and those queued behind them. "
-                "Default: adaptive, about 0.1 s of work judged by recent jobs (one slow "
-                "job, up to 250 short ones). 1 gives the fairest spread of long jobs "
-                "over workers."
-            ),
-        )
-        parser.add_argument(
-            "--backend",
-            default="default",
-            help="Alias of the TASKS backend to work for (default: 'default').",
-        )
-        parser.add_argument(
-            "--max-tasks-per-child",
-            type=int,
-            default=None,
-            help="Replace an executor after it ran this many jobs (default: never).",
-        )
-        parser.add_argument(
-            "--max-memory-per-child",
-            type=int,
-            default=None,
-            metavar="MB",
-            help="Replace an executor, once idle, when its resident memory passes this many MB.",
-        )
-        parser.add_argument(
-            "--health-file",
-            default=None,
-            metavar="PATH",
-            help=(
-                "Keep PATH rewritten every second while the worker's loop runs, saying "
-                "whether it holds its database connection: for `manage.py probe PATH` "
-                "as a liveness or readiness check (default: none)."
-            ),
-        )
-        parser.add_argument(
-            "--shutdown-timeout",
-            type=float,
-            default=30.0,
-            help="Seconds running jobs get to finish after SIGTERM (default: 30).",
-        )
+        _add_jobs_options(parser.add_argument_group("Which jobs"))
+        _add_capacity_options(parser.add_argument_group("How many at once"))
+        _add_executors_options(parser.add_argument_group("Executor processes"))
+        _add_running_options(parser.add_argument_group("Running under a supervisor"))
 
     def handle(self, *args, **options):
         configure_command_logging(options["verbosity"], sys.stderr)
@@ -144,3 +79,85 @@ class Command(BaseCommand):
             ),
         )
         Coordinator(config).run()
+
+
+def _add_jobs_options(group: Any) -> None:
+    group.add_argument(
+        "--queues",
+        default=None,
+        help=(
+            "Comma-separated queues to take jobs from (default: the backend's QUEUES, or "
+            "every queue when QUEUES is empty)."
+        ),
+    )
+    group.add_argument(
+        "--backend",
+        default="default",
+        help="Alias of the TASKS backend to work for (default: 'default').",
+    )
+
+
+def _add_capacity_options(group: Any) -> None:
+    group.add_argument(
+        "--concurrency",
+        type=int,
+        default=default_concurrency(),
+        help="Executor processes (default: the CPU count, at least 2).",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help=(
+            "Jobs each executor process runs at once, in threads: more for I/O-bound "
+            "tasks (HTTP calls, e-mail). Jobs run at once = concurrency x threads. A job "
+            "that times out or is cancelled stops its whole process, interrupting the "
+            "jobs beside it (retried while attempts remain). Default: 1."
+        ),
+    )
+    group.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help=(
+            "Jobs each executor holds: those running and those queued behind them. "
+            "Default: adaptive, about 0.1 s of work judged by recent jobs (one slow "
+            "job, up to 250 short ones). 1 gives the fairest spread of long jobs "
+            "over workers."
+        ),
+    )
+
+
+def _add_executors_options(group: Any) -> None:
+    group.add_argument(
+        "--max-tasks-per-child",
+        type=int,
+        default=None,
+        help="Replace an executor after it ran this many jobs (default: never).",
+    )
+    group.add_argument(
+        "--max-memory-per-child",
+        type=int,
+        default=None,
+        metavar="MB",
+        help="Replace an executor, once idle, when its resident memory passes this many MB.",
+    )
+
+
+def _add_running_options(group: Any) -> None:
+    group.add_argument(
+        "--health-file",
+        default=None,
+        metavar="PATH",
+        help=(
+            "Keep PATH rewritten every second while the worker's loop runs, saying "
+            "whether it holds its database connection: for `manage.py probe PATH` "
+            "as a liveness or readiness check (default: none)."
+        ),
+    )
+    group.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="Seconds running jobs get to finish after SIGTERM (default: 30).",
+    )

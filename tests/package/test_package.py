@@ -33,7 +33,7 @@ import pytest
 from django.db import connection
 from psycopg.conninfo import conninfo_to_dict
 
-from .conftest import BASE_DIR, database_url_for_subprocesses, wait_until
+from tests.conftest import BASE_DIR, database_url_for_subprocesses, wait_until
 
 pytestmark = pytest.mark.processes
 

@@ -21,7 +21,7 @@ from accounts.models import Delivery, RateLimit
 from accounts.reports import send_signup_report
 from jobs.models import Job
 from tests.conftest import BASE_DIR, wait_until
-from tests.test_signup import JOBS_PER_SIGNUP, STRONG_PASSWORD, post_form, signup_payload
+from tests.signup.test_signup import JOBS_PER_SIGNUP, STRONG_PASSWORD, post_form, signup_payload
 
 NO_LIMITS = {"address": None, "phone": None, "texts": None}
 
