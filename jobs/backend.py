@@ -163,12 +163,7 @@ class PostgresBackend(BaseTaskBackend):
         params["ids"] = ",".join(ids)
         unique_key = params["unique_key"]
         limited = "limit_keys" in params
-        if limited:
-            one, many = queries.enqueue.ENQUEUE_ONE_LIMITED, queries.enqueue.ENQUEUE_LIMITED
-        elif "tags" in params:
-            one, many = queries.enqueue.ENQUEUE_ONE_LABELLED, queries.enqueue.ENQUEUE_LABELLED
-        else:
-            one, many = queries.enqueue.ENQUEUE_ONE, queries.enqueue.ENQUEUE
+        one, many = queries.enqueue.enqueue_statements(labelled="tags" in params, limited=limited)
         with self._enqueue_cursor() as cursor, self._limited_enqueue(limited):
             if limited:
                 transitions.hold_limit_keys(cursor, dumps(params["limit_keys"]))

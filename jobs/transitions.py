@@ -78,14 +78,7 @@ def claim(cursor: Any, params: dict[str, Any], *, limited: bool, every_queue: bo
     counts them in, and ends with a row whose id is None; `every_queue`
     claims from every queue that has jobs.
     """
-    if limited:
-        statement = (
-            queries.limits.LIMITED_CLAIM_EVERY_QUEUE
-            if every_queue
-            else queries.limits.LIMITED_CLAIM
-        )
-    else:
-        statement = queries.claim.CLAIM_EVERY_QUEUE if every_queue else queries.claim.CLAIM
+    statement = queries.limits.claim_statement(limited=limited, every_queue=every_queue)
     cursor.execute(statement, params)
     return cursor.fetchall()
 
@@ -99,7 +92,7 @@ def complete(
     a limit; `dependants` are the ids of those that jobs of a workflow wait
     for, which move in the same transaction.
     """
-    statement = queries.finish.COMPLETE_LIMITED if limited else queries.finish.COMPLETE
+    statement = queries.finish.complete_statement(limited=limited)
     if not dependants:
         cursor.execute(statement, {"outcomes": outcomes})
         return {row[0] for row in cursor.fetchall()}
@@ -124,7 +117,7 @@ def release(
     Returns how many the fence let through.
     """
     cursor.execute(
-        queries.finish.RELEASE_LIMITED if limited else queries.finish.RELEASE,
+        queries.finish.release_statement(limited=limited),
         {
             "ids": list(ids),
             "attempts": list(attempts),

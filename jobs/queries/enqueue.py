@@ -141,3 +141,16 @@ ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(
 LIVE_JOB_BY_UNIQUE_KEY = """
 SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 """
+
+
+def enqueue_statements(*, labelled: bool, limited: bool) -> tuple[str, str]:
+    """
+    The statements that enqueue one job and many: those under limits name
+    their keys and labels, those with tags, meta or a trace context their
+    labels, and the others neither (three parameters fewer to send).
+    """
+    if limited:
+        return ENQUEUE_ONE_LIMITED, ENQUEUE_LIMITED
+    if labelled:
+        return ENQUEUE_ONE_LABELLED, ENQUEUE_LABELLED
+    return ENQUEUE_ONE, ENQUEUE

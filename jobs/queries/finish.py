@@ -339,3 +339,13 @@ unlinked AS (
 )
 SELECT count(*) FROM gone
 """
+
+
+def complete_statement(*, limited: bool) -> str:
+    """COMPLETE, or COMPLETE_LIMITED when one of the jobs is under a limit."""
+    return COMPLETE_LIMITED if limited else COMPLETE
+
+
+def release_statement(*, limited: bool) -> str:
+    """RELEASE, or RELEASE_LIMITED when one of the jobs is under a limit."""
+    return RELEASE_LIMITED if limited else RELEASE

@@ -3,7 +3,15 @@ Flow control (jobs.limits): the claim of jobs under limits, key by key,
 when one may start next, and the upkeep of the key rows.
 """
 
-from .claim import CLAIMED_COLUMNS, READY_QUEUES, START_ATTEMPT
+from .claim import (
+    CLAIM,
+    CLAIM_EVERY_QUEUE,
+    CLAIMED_COLUMNS,
+    READY_QUEUES,
+    SECONDS_UNTIL_NEXT_DUE,
+    SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE,
+    START_ATTEMPT,
+)
 
 # Whether jobs under limits wait: a worker without LIMITS never claims them.
 LIMITED_JOBS_WAIT = """
@@ -401,3 +409,24 @@ WITH live AS (
 DELETE FROM jobs_limit_key
 WHERE key = ANY(%(keys)s::text[]) AND key NOT IN (SELECT key FROM live WHERE key IS NOT NULL)
 """
+
+
+def claim_statement(*, limited: bool, every_queue: bool) -> str:
+    """
+    The claim for a worker of named queues or of every queue: LIMITED_CLAIM
+    while a job under limits may start, else CLAIM, which costs a third of it.
+    """
+    if limited:
+        return LIMITED_CLAIM_EVERY_QUEUE if every_queue else LIMITED_CLAIM
+    return CLAIM_EVERY_QUEUE if every_queue else CLAIM
+
+
+def next_due_statement(*, limited: bool, every_queue: bool) -> str:
+    """When a job may start next: under limits too while the worker sees such jobs."""
+    if limited:
+        return (
+            LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
+            if every_queue
+            else LIMITED_SECONDS_UNTIL_NEXT_DUE
+        )
+    return SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE if every_queue else SECONDS_UNTIL_NEXT_DUE

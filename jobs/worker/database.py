@@ -225,18 +225,9 @@ class QueueDatabase:
         return jobs
 
     def seconds_until_next_due(self) -> float | None:
-        if self.limits and self.limited_jobs_seen:
-            statement = (
-                queries.limits.LIMITED_SECONDS_UNTIL_NEXT_DUE
-                if self.queues
-                else queries.limits.LIMITED_SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
-            )
-        else:
-            statement = (
-                queries.claim.SECONDS_UNTIL_NEXT_DUE
-                if self.queues
-                else queries.claim.SECONDS_UNTIL_NEXT_DUE_EVERY_QUEUE
-            )
+        statement = queries.limits.next_due_statement(
+            limited=bool(self.limits) and self.limited_jobs_seen, every_queue=not self.queues
+        )
         params = {
             "queues": self.queues,
             "visit": KEYS_PER_WAIT,

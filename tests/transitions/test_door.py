@@ -50,7 +50,8 @@ def named(tree: ast.AST) -> list[tuple[int, str]]:
 
 def test_only_the_door_runs_them():
     """No code outside the door names them (comments and docstrings may)."""
-    names = status_statements()
+    # With the functions that choose among their variants.
+    names = status_statements() | {"claim_statement", "complete_statement", "release_statement"}
     outside = [
         f"{path.relative_to(JOBS.parent)}:{line}: {name}"
         for path in sorted(JOBS.rglob("*.py"))
