@@ -595,7 +595,6 @@ SELECT id FROM released, (SELECT count(*) FROM woken_by_freed) AS woken;
 -- jobs.queries.finish.PURGEABLE
 SELECT id::text FROM jobs_job
 WHERE queue = %(queue)s AND status = 'READY'
-ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
@@ -733,7 +732,6 @@ SELECT (SELECT count(*) FROM dead),
 SELECT id::text FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
-ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 

@@ -146,14 +146,15 @@ RELEASE_LIMITED = _RELEASE.format(
     woken=", (SELECT count(*) FROM woken_by_freed) AS woken",
 )
 
-# The READY jobs of a queue to purge, a batch at a time, locked in id order
-# for jobs.transitions.purge, which cancels them (their dependants move as
-# for any cancel) and deletes them. A row a worker claims meanwhile is
-# RUNNING by the time this reaches it, or skipped, and is left to finish.
+# The READY jobs of a queue to purge, a batch at a time, locked for
+# jobs.transitions.purge, which cancels them (their dependants move as for any
+# cancel) and deletes them. A row a worker claims meanwhile is RUNNING by the
+# time this reaches it, or skipped, and is left to finish. In no order: SKIP
+# LOCKED never waits, so it cannot deadlock, and an order would sort the
+# whole backlog for each batch; the cancel and the delete lock in id order.
 PURGEABLE = """
 SELECT id::text FROM jobs_job
 WHERE queue = %(queue)s AND status = 'READY'
-ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
@@ -288,12 +289,12 @@ SELECT (SELECT count(*) FROM dead),
 # Finished jobs older than their retention, one small batch at a time, locked
 # for jobs.transitions.prune, which deletes them (DELETE_FINISHED): SKIP
 # LOCKED and a LIMIT keep every batch short, so pruning never holds locks
-# that the claim or the admin would wait on.
+# that the claim or the admin would wait on. In no order, for the same reason
+# as PURGEABLE: an order would sort every expired job at each heartbeat.
 PRUNABLE = """
 SELECT id::text FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
-ORDER BY id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
