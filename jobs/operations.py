@@ -94,11 +94,13 @@ def retry(
     Send a FAILED or CANCELLED job round again, with one more attempt to
     spend. A job of a workflow resumes it: what waits for it counts it as
     unfinished again, and what was cancelled because it failed waits for it
-    again (jobs.transitions.retry).
+    again (jobs.transitions.retry). Its limit keys are made again if a prune
+    of idle keys deleted them meanwhile.
     """
     database = _database(using, backend)
+    limits = task_backends[backend].queue_options.limits
     with connections[database].cursor() as cursor:
-        if transitions.retry(cursor, _job_id(job_id)):
+        if transitions.retry(cursor, _job_id(job_id), limits):
             return
     _refuse(job_id, database, "only FAILED or CANCELLED jobs can be retried")
 

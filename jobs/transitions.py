@@ -14,20 +14,29 @@ statement that changes `jobs_job.status` (tests/transitions/test_door.py checks)
 Each function runs on the caller's cursor (Django's or psycopg's), inside
 the caller's transaction when it has one; one that runs several statements
 opens a transaction of its own otherwise, so what it does is all or
-nothing. Every path takes its row locks in one order: jobs by id, then limit
-keys by key, then dependants by id. So two paths that meet on the same rows
-wait for each other, and never deadlock.
+nothing. Every path takes its row locks in one order: jobs by id (a batch
+of outcomes or give-backs is sent in id order, since their statements lock
+rows in the order given), then limit keys by key, then dependants by id. So
+two paths that meet on the same rows wait for each other, and never
+deadlock. A dependant is a job too: it holds because a workflow's jobs are
+inserted together and its edges never form a cycle, and only the retry
+locks a job's dependants while it holds the job. The FOR KEY SHARE holds of
+limit keys conflict only with the prune of idle keys, which skips what it
+cannot lock.
 """
 
+import json
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.tasks.exceptions import InvalidTask
 
 from . import queries
 from .exceptions import JobCancelled, class_path
+from .limits import Limits
 
 # How many times enqueue makes and holds its limit keys before it gives up
 # (see queries.enqueue.ENSURE_LIMIT_KEYS): each try loses only to a prune of the same
@@ -116,12 +125,16 @@ def release(
     their slots and tokens returned (queries.finish.RELEASE); due at once or at run_at.
     Returns how many the fence let through.
     """
+    # In id order, as a cancel locks them (see protocol.complete_batch).
+    given_back = sorted(
+        zip(ids, attempts, run_at or [None] * len(ids), strict=True), key=lambda job: job[0]
+    )
     cursor.execute(
         queries.finish.release_statement(limited=limited),
         {
-            "ids": list(ids),
-            "attempts": list(attempts),
-            "run_at": None if run_at is None else list(run_at),
+            "ids": [job_id for job_id, _, _ in given_back],
+            "attempts": [attempt for _, attempt, _ in given_back],
+            "run_at": None if run_at is None else [when for _, _, when in given_back],
         },
     )
     return len(cursor.fetchall())
@@ -176,7 +189,7 @@ def cancel(cursor: Any, ids: Iterable[object], reason: str) -> dict[str, Cancell
     return {job_id: Cancelled(previous, cancelled) for job_id, previous, cancelled, _, _ in rows}
 
 
-def retry(cursor: Any, job_id: object) -> bool:
+def retry(cursor: Any, job_id: object, limits: Limits | None = None) -> bool:
     """
     Send a FAILED or CANCELLED job round again, with one more attempt; False
     when it is not one. A job of a workflow resumes it: its dependants count
@@ -190,12 +203,15 @@ def retry(cursor: Any, job_id: object) -> bool:
         if row is None:
             return False
         _, has_dependants, waits_for_parents = row
-        if has_dependants or waits_for_parents:
+        if not (has_dependants or waits_for_parents):
+            _hold_limit_keys_of(cursor, [str(job_id)], limits)
+        else:
             cursor.execute(
                 queries.workflows.LOCK_RESUMED,
                 {"id": str(job_id), "recount_retried": waits_for_parents},
             )
             locked, restored = cursor.fetchone()
+            _hold_limit_keys_of(cursor, [str(job_id), *restored], limits)
             if locked:
                 cursor.execute(
                     queries.workflows.RECOUNT_DEPENDANTS,
@@ -205,6 +221,37 @@ def retry(cursor: Any, job_id: object) -> bool:
                 if given:
                     cursor.execute(queries.workflows.RESOLVE_PARENT_RESULTS, {"ids": given})
     return True
+
+
+def _hold_limit_keys_of(cursor: Any, ids: list[str], limits: Limits | None) -> None:
+    """
+    Make and hold the limit key rows of jobs that come back to life: a prune
+    of idle keys may have deleted them while the jobs were finished, and a
+    READY job whose key has no row is never claimed. A key whose limit is no
+    longer in the settings gets a row of no limit. FOR KEY SHARE, taken after
+    the jobs' and the dependants' locks, conflicts only with that prune,
+    which never waits for a job's lock.
+    """
+    if not limits or not ids:
+        return
+    cursor.execute(queries.limits.LIMIT_KEYS_OF_JOBS, {"ids": ids})
+    rows: dict[str, list[Any]] = {}
+    for task_path, queue, own, shared in cursor.fetchall():
+        try:
+            job_limits = limits.of(task_path, queue)
+        except InvalidTask:
+            job_limits = None
+        for key, limit in (
+            (own, job_limits and job_limits.own),
+            (shared, job_limits and job_limits.shared),
+        ):
+            if key is None:
+                continue
+            name = key.split(":", 1)[0]
+            row = limit.row(key) if limit and limit.name == name else [key, name] + [None] * 4
+            rows.setdefault(key, row)
+    if rows:
+        hold_limit_keys(cursor, json.dumps(list(rows.values())))
 
 
 def run_now(cursor: Any, job_id: object) -> bool:

@@ -411,6 +411,15 @@ WHERE key = ANY(%(keys)s::text[]) AND key NOT IN (SELECT key FROM live WHERE key
 """
 
 
+# The limit keys of jobs that a retry makes READY or WAITING again, whose rows
+# a prune of idle keys may have deleted while the jobs were finished: the
+# retry makes and holds them again (ENSURE_LIMIT_KEYS) before it commits.
+LIMIT_KEYS_OF_JOBS = """
+SELECT task_path, queue, limit_key, shared_limit_key FROM jobs_job
+WHERE id = ANY(%(ids)s::uuid[]) AND limit_key IS NOT NULL
+"""
+
+
 def claim_statement(*, limited: bool, every_queue: bool) -> str:
     """
     The claim for a worker of named queues or of every queue: LIMITED_CLAIM

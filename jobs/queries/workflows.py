@@ -120,12 +120,21 @@ WITH RECURSIVE resumed(id, restored) AS (
            OR (child.status = 'CANCELLED' AND child.attempts = 0 AND child.run_when IS NOT NULL))
 )
 ,
+found AS (
+    SELECT DISTINCT id, restored FROM resumed
+),
+-- Locked by their latest versions. A dependant that was WAITING in this
+-- statement's snapshot and is CANCELLED now (an operator cancelled it
+-- meanwhile) stays cancelled; one made READY meanwhile is left alone; one
+-- that was CANCELLED and is WAITING now (another parent's retry restored it
+-- meanwhile) is counted again, as the others are.
 locked AS (
-    SELECT id, status FROM jobs_job
-    WHERE (id IN (SELECT id FROM resumed) AND status IN ('WAITING', 'CANCELLED'))
-       OR (id = %(id)s AND %(recount_retried)s)
-    ORDER BY id
-    FOR UPDATE
+    SELECT job.id, job.status FROM jobs_job AS job LEFT JOIN found ON found.id = job.id
+    WHERE (found.id IS NOT NULL AND job.status IN ('WAITING', 'CANCELLED')
+           AND NOT (job.status = 'CANCELLED' AND NOT found.restored))
+       OR (job.id = %(id)s AND %(recount_retried)s)
+    ORDER BY job.id
+    FOR UPDATE OF job
 )
 SELECT ARRAY(SELECT id::text FROM locked),
        ARRAY(SELECT id::text FROM locked WHERE status = 'CANCELLED')
@@ -203,12 +212,15 @@ counts AS (
 ),
 locked AS (
     -- The children's latest versions, locked in id order (two transactions
-    -- that finish parents of the same children never deadlock).
-    SELECT child.id, child.run_when, counts.failed_parent,
+    -- that finish parents of the same children never deadlock), whatever
+    -- their status: a child CANCELLED in this statement's snapshot may be
+    -- WAITING again by the time its lock is granted (a retry of another
+    -- parent restored it, counting this parent as unfinished), and is moved
+    -- then, by its latest version.
+    SELECT child.id, child.status, child.run_when, counts.failed_parent,
            child.parents_left - counts.done AS parents_left,
            child.parents_failed + counts.failed AS parents_failed
     FROM jobs_job AS child JOIN counts ON counts.child_id = child.id
-    WHERE child.status = 'WAITING'
     ORDER BY child.id
     FOR UPDATE OF child
 ),
@@ -226,6 +238,7 @@ next AS (
                      || ', which it waited for, did not succeed.'
            END AS reason
     FROM locked
+    WHERE status = 'WAITING'
 ),
 moved AS (
     UPDATE jobs_job AS child

@@ -103,8 +103,17 @@ Finished = list[tuple[ClaimedJob, Outcome]]
 
 
 def complete_batch(outcomes: Sequence[Outcome]) -> str:
-    """queries.finish.COMPLETE's `outcomes` parameter: one JSON array, an array per outcome."""
-    return json.dumps([outcome[:COMPLETE_FIELDS] for outcome in outcomes])
+    """
+    COMPLETE's `outcomes` parameter: one JSON array, an array per outcome, in
+    id order. COMPLETE locks the rows in the order of the array, and a cancel
+    of several jobs locks them in id order: in the same order, the two wait
+    for each other and never deadlock.
+    """
+    return json.dumps([outcome[:COMPLETE_FIELDS] for outcome in sorted(outcomes, key=_by_id)])
+
+
+def _by_id(outcome: Outcome) -> str:
+    return outcome.id
 
 
 def skipped(job: ClaimedJob, now: float) -> Outcome:

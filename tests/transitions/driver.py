@@ -43,6 +43,13 @@ def claim_one(job_id: str) -> ClaimedJob:
     return wanted[0]
 
 
+def succeeded(job: ClaimedJob, value: object = None) -> Outcome:
+    """The outcome of an attempt that succeeded."""
+    return Outcome(
+        job.id, job.attempt, "SUCCESSFUL", time.time(), None, json.dumps(value), None, 0.0
+    )
+
+
 def finish(job: ClaimedJob, status: str = "SUCCESSFUL", value: object = None) -> None:
     """Write how an attempt ended, as the worker's completer does."""
     error = None

@@ -192,6 +192,16 @@ def test_idle_limit_keys_are_pruned_and_live_ones_kept(limited):
     assert status(live) == JobStatus.READY
 
 
+def test_a_retried_job_whose_idle_key_was_pruned_gets_its_key_back(limited):
+    job = keyed_noop.enqueue("gone")
+    finish(claim_one(job.id), "FAILED")
+    with connection.cursor() as cursor:
+        assert transitions.prune_limit_keys(cursor, "", 100) == (1, None)
+    operations.retry(job.id)
+    assert limit_key("tenant:gone") is not None
+    assert [claimed.id for claimed in claim()] == [job.id]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_enqueue_holds_its_key_against_a_prune(limited):
     """An enqueue in flight holds its key's row: the prune skips it and deletes it later."""

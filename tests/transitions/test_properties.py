@@ -160,6 +160,10 @@ class Door(RuleBasedStateMachine):
             age(job_id, 3600)
         with connection.cursor() as cursor:
             transitions.prune(cursor, FINISHED, 60, 1000)
+
+    @rule()
+    def prune_idle_keys(self) -> None:
+        with connection.cursor() as cursor:
             transitions.prune_limit_keys(cursor, "", 1000)
 
     # Invariants.
