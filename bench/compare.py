@@ -193,6 +193,9 @@ def main(args: argparse.Namespace, url: str, context: dict[str, Any]) -> int:
     except CompareError as error:
         print(error, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("Interrupted; the worktree and the bench databases are removed.", file=sys.stderr)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     context.update(pairs=args.pairs, jobs=args.jobs, probes=args.probes)
