@@ -46,8 +46,10 @@ LARGE_BUDGET_SECONDS = 60.0
 
 COST_SNAPSHOT = """
 SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-       (SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()),
-       pg_current_wal_lsn()::text
+       xact_commit,
+       pg_current_wal_lsn()::text,
+       tup_inserted + tup_updated + tup_deleted
+FROM pg_stat_database WHERE datname = current_database()
 """
 
 
@@ -69,6 +71,7 @@ class Options:
     history_rows: int = 1_000_000
     scale: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     large_jobs: int = 100_000
+    latency_probes: int = LATENCY_JOBS
 
 
 class Queue:
@@ -130,15 +133,24 @@ class Queue:
         return connection.execute(self.remaining_sql).fetchone()[0]
 
     def reset(self) -> None:
-        if self.tables:
-            self.connection.execute(f"TRUNCATE {', '.join(self.tables)} CASCADE")
+        """
+        Empty the queue's tables. A table its schema does not have is left
+        out: --compare runs this harness on older versions of this queue too.
+        """
+        present = [
+            table
+            for table in self.tables
+            if self.connection.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
+        ]
+        if present:
+            self.connection.execute(f"TRUNCATE {', '.join(present)} CASCADE")
         self.connection.execute(probe.CREATE_TABLE)
         self.connection.execute("TRUNCATE bench_start")
 
-    def cost_snapshot(self) -> tuple[int, int, str] | None:
+    def cost_snapshot(self) -> tuple[int, int, str, int] | None:
         """
-        (next transaction id, commits in this database, WAL position), or None
-        for a queue that is not in Postgres.
+        (next transaction id, commits in this database, WAL position, rows
+        written in this database), or None for a queue that is not in Postgres.
 
         On a connection of its own, closed at once: a backend reports its
         commits to pg_stat_database when it exits, but otherwise only every
@@ -220,9 +232,10 @@ class Queue:
         done; first_done_s is when the first poll saw a job done, which is
         mostly the start-up. The database is analyzed first. Cost is read
         around the whole run, from the workers' start to their exit: commits
-        in this database (less this monitor's own), transaction ids (every
-        transaction that wrote, in the whole cluster) and WAL bytes (the whole
-        cluster too).
+        in this database (less this monitor's own), rows inserted, updated and
+        deleted in this database (the monitor writes none), transaction ids
+        (every transaction that wrote, in the whole cluster) and WAL bytes
+        (the whole cluster too).
         """
         # A bulk load leaves the queue's tables without planner statistics
         # (or with those of an empty table), which a user's autovacuum would
@@ -265,23 +278,39 @@ class Queue:
             "commits_per_job": None,
             "write_xacts_per_job": None,
             "wal_bytes_per_job": None,
+            "rows_written_per_job": None,
         }
         if before is not None and after is not None:
-            wal = self.connection.execute(
-                "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (after[2], before[2])
-            ).fetchone()[0]
-            # Less the monitor's polls and the first snapshot's own commit.
-            figures["commits_per_job"] = (after[1] - before[1] - polls - 1) / count
-            figures["write_xacts_per_job"] = (after[0] - before[0]) / count
-            figures["wal_bytes_per_job"] = float(wal) / count
+            figures |= self.cost_per_job(before, after, polls, count)
         return figures
+
+    def cost_per_job(
+        self,
+        before: tuple[int, int, str, int],
+        after: tuple[int, int, str, int],
+        polls: int,
+        count: int,
+    ) -> dict[str, float]:
+        """The difference of two cost snapshots, per job; polls: the monitor's own commits."""
+        wal = self.connection.execute(
+            "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (after[2], before[2])
+        ).fetchone()[0]
+        return {
+            # Less the monitor's polls and the first snapshot's own commit.
+            "commits_per_job": (after[1] - before[1] - polls - 1) / count,
+            "write_xacts_per_job": (after[0] - before[0]) / count,
+            "wal_bytes_per_job": float(wal) / count,
+            "rows_written_per_job": (after[3] - before[3]) / count,
+        }
 
     def measure_latency(self) -> dict[str, float]:
         """
         Enqueue→start latency on an idle worker: a warm-up probe first, a
-        second of quiet, then LATENCY_JOBS probes LATENCY_GAP_SECONDS apart.
+        second of quiet, then options.latency_probes probes
+        LATENCY_GAP_SECONDS apart.
         Each probe's latency goes into the series, in the order enqueued.
         """
+        probes = self.options.latency_probes
         self.reset()
         processes = self.start_workers()
         try:
@@ -290,16 +319,16 @@ class Queue:
             time.sleep(1.0)
             enqueued: dict[int, float] = {}
             first = time.time()
-            for n in range(LATENCY_JOBS):
+            for n in range(probes):
                 delay = first + n * LATENCY_GAP_SECONDS - time.time()
                 if delay > 0:
                     time.sleep(delay)
                 enqueued[n] = time.time()
                 self.enqueue_probe(n)
-            starts = self.wait_for_starts(LATENCY_JOBS + 1)
+            starts = self.wait_for_starts(probes + 1)
         finally:
             self.stop_workers(processes)
-        in_order = [(starts[n] - enqueued[n]) * 1000 for n in range(LATENCY_JOBS)]
+        in_order = [(starts[n] - enqueued[n]) * 1000 for n in range(probes)]
         self.series.setdefault("latency_ms", []).append(in_order)
         self.record_latency_parts(enqueued, starts)
         latencies = sorted(in_order)
@@ -426,6 +455,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--history-rows", type=int, default=1_000_000)
     parser.add_argument("--scale", default="1,2,4,8")
     parser.add_argument("--large-jobs", type=int, default=100_000)
+    parser.add_argument("--latency-probes", type=int, default=LATENCY_JOBS)
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error("give --dsn or set BENCH_DSN")
@@ -438,6 +468,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         history_rows=args.history_rows,
         scale=[int(n) for n in args.scale.split(",")],
         large_jobs=args.large_jobs,
+        latency_probes=args.latency_probes,
     )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench import database, driver, venvs
+from bench import compare, database, driver, venvs
 from bench.peers import PEERS
 from bench.report import QueueResult, render, save
 
@@ -38,6 +38,18 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 QUEUE_PHASES = ("enqueue", "process", "latency", "large")
 OUR_PHASES = ("history", "scale", "limits", "workflows")
+# Jobs a run with --compare: short runs, so that the two of a pair see the same machine.
+COMPARE_JOBS = 2_000
+
+DESCRIPTION = (
+    "Put this queue and its peers through the same work on the same Postgres "
+    f"(BENCH_DATABASE_URL, default {database.DEFAULT_URL}) and print a table; the "
+    "results go to bench/results/latest.md and latest.json. Each peer runs from a "
+    "virtualenv of its own under bench/.peers/, made on first use. With --signup, "
+    "measure the signup's latency instead (see bench/signup.py). With --compare REF, "
+    "this queue as the working tree has it against the queue at REF instead, in "
+    "pairs of short runs; the results go to bench/results/compare.md and compare.json."
+)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -52,13 +64,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scripts/bench.sh",
-        description=(
-            "Put this queue and its peers through the same work on the same Postgres "
-            f"(BENCH_DATABASE_URL, default {database.DEFAULT_URL}) and print a table; the "
-            "results go to bench/results/latest.md and latest.json. Each peer runs from a "
-            "virtualenv of its own under bench/.peers/, made on first use. With --signup, "
-            "measure the signup's latency instead (see bench/signup.py)."
-        ),
+        description=DESCRIPTION,
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
@@ -74,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(PEERS),
         help="comma-separated peers to compare with, or 'none' for this queue alone",
     )
-    parser.add_argument("--jobs", type=int, help="jobs per figure (default: 10000)")
+    parser.add_argument(
+        "--jobs", type=int, help="jobs per figure (default: 10000; with --compare, 2000 a run)"
+    )
     parser.add_argument("--repeat", type=int, help="runs of each figure (default: 3)")
     parser.add_argument(
         "--phases",
@@ -109,7 +117,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the signup latency benchmark instead (--signup --help for its options)",
     )
-    args = parser.parse_args(argv)
+    add_compare_arguments(parser)
+    return settle(parser.parse_args(argv), parser)
+
+
+def settle(args: argparse.Namespace, parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The defaults that depend on other options filled in, names and numbers checked."""
+    if args.pairs < 1 or args.probes < 1:
+        parser.error("--pairs and --probes take a number above 0")
+    if args.compare and args.jobs is None:
+        args.jobs = COMPARE_JOBS
     defaults = (1_000, 1, 100_000, 10_000) if args.quick else (10_000, 3, 1_000_000, 100_000)
     names = ("jobs", "repeat", "history_rows", "large_jobs")
     for name, default in zip(names, defaults, strict=True):
@@ -124,6 +141,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown phase(s) {', '.join(unknown)}")
     return args
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    """--compare REF and its options (bench/compare.py)."""
+    parser.add_argument(
+        "--compare",
+        metavar="REF",
+        help=(
+            "compare the working tree (B) with a commit, branch or tag (A, checked out into a "
+            "temporary git worktree): both on the same server, A and B in turns, the figures "
+            "judged by the ratio B/A within each pair"
+        ),
+    )
+    parser.add_argument(
+        "--pairs", type=int, default=12, help="with --compare: pairs of runs, one of A and one of B"
+    )
+    parser.add_argument(
+        "--probes", type=int, default=200, help="with --compare: latency probes a run"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["./scripts/bench.sh", *argv]),
         "machine": f"{os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "postgres": " ".join(postgres.split()[:2]),
+    }
+    if args.compare:
+        return compare.main(args, url, context)
+    context |= {
         "jobs": args.jobs,
         "repeat": args.repeat,
         "history_rows": args.history_rows,
@@ -159,24 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = found
         else:
             queues.append(found)
-    outputs: dict[str, list[dict]] = {queue.name: [] for queue in queues}
-    for round_ in range(1, args.repeat + 1):
-        for queue in queues:
-            if queue.name in results:
-                continue
-            print(
-                f"{queue.title} ({queue.setup}), round {round_} of {args.repeat}",
-                file=sys.stderr,
-                flush=True,
-            )
-            # The first round decides whether a queue is fast enough for the
-            # large run (see driver.LARGE_BUDGET_SECONDS); the others follow it.
-            skip = {"large"} if round_ > 1 and not ran_large(outputs[queue.name]) else set()
-            output = run_driver(queue, args, url, skip=skip)
-            if isinstance(output, QueueResult):
-                results[queue.name] = output
-            else:
-                outputs[queue.name].append(output)
+    outputs = run_rounds(queues, args, url, results)
     for queue in queues:
         if queue.name not in results:
             results[queue.name] = QueueResult.from_driver(
@@ -278,6 +301,34 @@ def run_driver(
         return json.loads(output.splitlines()[-1])
     finally:
         database.drop(url, queue.name)
+
+
+def run_rounds(
+    queues: list[Driver], args: argparse.Namespace, url: str, results: dict[str, QueueResult]
+) -> dict[str, list[dict]]:
+    """
+    Every queue once a round, args.repeat rounds: each queue's outputs in
+    round order; a queue that fails goes to results and runs no more.
+    """
+    outputs: dict[str, list[dict]] = {queue.name: [] for queue in queues}
+    for round_ in range(1, args.repeat + 1):
+        for queue in queues:
+            if queue.name in results:
+                continue
+            print(
+                f"{queue.title} ({queue.setup}), round {round_} of {args.repeat}",
+                file=sys.stderr,
+                flush=True,
+            )
+            # The first round decides whether a queue is fast enough for the
+            # large run (see driver.LARGE_BUDGET_SECONDS); the others follow it.
+            skip = {"large"} if round_ > 1 and not ran_large(outputs[queue.name]) else set()
+            output = run_driver(queue, args, url, skip=skip)
+            if isinstance(output, QueueResult):
+                results[queue.name] = output
+            else:
+                outputs[queue.name].append(output)
+    return outputs
 
 
 def ran_large(outputs: list[dict]) -> bool:

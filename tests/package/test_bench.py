@@ -4,10 +4,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from bench import driver, run, stats
+from bench import compare, driver, paired, run, stats
 from bench.report import DASH, MISSING, TIMES, QueueResult, format_ratio, render, save
 from bench.stats import ratio, summarize
 from project.settings import BASE_DIR
@@ -189,3 +190,125 @@ def test_rounds_take_every_queue_once_before_any_queue_again(monkeypatch, tmp_pa
     assert queues["pgqueuer"]["figures"]["jobs_per_s"]["min"] == 2.0
     assert queues["pgqueuer"]["figures"]["jobs_per_s"]["max"] == 5.0
     assert queues["ours"]["notes"] == ["a note"]
+
+
+def test_pairs_alternate_which_side_runs_first():
+    assert [paired.pair_order(i) for i in range(4)] == [("A", "B"), ("B", "A")] * 2
+
+
+def test_ratios_are_b_over_a_within_each_pair_and_skip_pairs_missing_a_figure():
+    assert paired.paired_ratios([100.0, None, 50.0, 0.0], [110.0, 90.0, 45.0, 1.0]) == [
+        pytest.approx(1.1),
+        pytest.approx(0.9),
+    ]
+
+
+def test_the_interval_of_the_median_is_the_sign_tests():
+    # 12 values: the 3rd smallest and the 3rd largest cover the median 96% of the time.
+    values = [float(v) for v in (12, 1, 11, 2, 10, 3, 9, 4, 8, 5, 7, 6)]
+    assert paired.median_interval(values) == (3.0, 10.0)
+    # 6 values are the fewest with a 95% interval: their extremes (96.9%).
+    assert paired.median_interval([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]) == (1.0, 6.0)
+    assert paired.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+
+
+@pytest.mark.parametrize(
+    ("interval", "higher_is_better", "expected"),
+    [
+        ((0.97, 1.02), True, "same"),
+        (None, True, "same"),
+        ((1.03, 1.08), True, "faster"),
+        ((0.91, 0.96), True, "slower"),
+        ((1.03, 1.08), False, "slower"),
+        ((0.91, 0.96), False, "faster"),
+    ],
+)
+def test_the_verdict_is_same_unless_the_interval_excludes_1(interval, higher_is_better, expected):
+    assert paired.verdict(interval, higher_is_better) == expected
+
+
+def compare_context() -> dict:
+    sides = {
+        label.lower(): {"label": label, "name": name, "describe": name, "jobs": f"/{name}/jobs"}
+        for label, name in (("A", "v1"), ("B", "working tree"))
+    }
+    return {
+        "date": "2026-12-07 12:00 UTC",
+        "command": "./scripts/bench.sh --compare v1",
+        "machine": "2 cores",
+        "postgres": "PostgreSQL 15",
+        "pairs": 8,
+        "jobs": 2_000,
+        "probes": 200,
+        **sides,
+    }
+
+
+def test_the_comparison_reports_both_sides_the_ratio_and_a_verdict(tmp_path):
+    # B enqueues 10% faster in every pair, whatever the machine's speed that pair.
+    speeds = [1.0, 1.7, 1.2, 1.5, 1.0, 1.6, 1.3, 1.1]
+    runs = {
+        "A": [{"enqueue_per_s": 1_000 * s, "jobs_per_s": 500.0 + i} for i, s in enumerate(speeds)],
+        "B": [{"enqueue_per_s": 1_100 * s, "jobs_per_s": 508.0 - i} for i, s in enumerate(speeds)],
+    }
+    rows = {row.figure.key: row for row in paired.compare(runs)}
+    assert rows["enqueue_per_s"].median == pytest.approx(1.1)
+    assert rows["enqueue_per_s"].verdict == "faster"
+    assert rows["jobs_per_s"].verdict == "same"
+    assert rows["wal_bytes_per_job"].a is None
+    report = paired.render(list(rows.values()), compare_context())
+    assert f"| enqueue one/s | 1,250 [1,000{DASH}1,700] | 1,375 [1,100{DASH}1,870] | 1.100 |" in (
+        report
+    )
+    assert f"| 1.100{DASH}1.100 | faster |" in report
+    assert f"| WAL bytes/job | {MISSING} | {MISSING} | {MISSING} | {MISSING} | same |" in report
+    assert "- A: v1; jobs from /v1/jobs" in report
+    paired.save(list(rows.values()), compare_context(), runs, report, tmp_path)
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["runs"] == runs
+    assert saved["rows"][0]["ratio_interval"] == [pytest.approx(1.1)] * 2
+    assert (tmp_path / "compare.md").read_text() == report
+
+
+def test_compare_takes_its_own_defaults_and_refuses_no_pairs(capsys):
+    args = run.parse_args(["--compare", "HEAD~1"])
+    assert (args.compare, args.pairs, args.jobs, args.probes) == ("HEAD~1", 12, 2_000, 200)
+    assert run.parse_args(["--compare", "HEAD", "--jobs", "500"]).jobs == 500
+    assert run.parse_args([]).jobs == 10_000
+    with pytest.raises(SystemExit):
+        run.parse_args(["--compare", "HEAD", "--pairs", "0"])
+    assert "--pairs and --probes take a number above 0" in capsys.readouterr().err
+
+
+def test_compare_refuses_a_ref_that_names_no_commit(tmp_path, capsys):
+    args = run.parse_args(["--compare", "no-such-ref", "--results", str(tmp_path)])
+    assert compare.main(args, "unused", {}) == 1
+    assert "'no-such-ref' names no commit" in capsys.readouterr().err
+
+
+@pytest.mark.processes
+@pytest.mark.django_db(transaction=True)
+def test_compare_runs_the_working_tree_and_the_ref_each_from_its_own_tree(tmp_path):
+    server = database_url_for_subprocesses().rsplit("/", 1)[0] + "/postgres"
+    command = [
+        sys.executable, "-m", "bench.run", "--compare", "HEAD", "--pairs", "2", "--jobs", "200",
+        "--probes", "20", "--results", str(tmp_path),
+    ]  # fmt: skip
+    env = {**os.environ, "BENCH_DATABASE_URL": server, "BENCH_DATABASE_PREFIX": "test_bench_"}
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run(command, cwd=BASE_DIR, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    a, b = saved["context"]["a"], saved["context"]["b"]
+    # Each side imported jobs from its own tree: A's a temporary worktree, B's this one.
+    assert b["jobs"] == str(BASE_DIR / "jobs" / "__init__.py")
+    assert a["jobs"].endswith("/jobs/__init__.py") and not a["jobs"].startswith(str(BASE_DIR))
+    for side in ("A", "B"):
+        assert [run["jobs_per_s"] > 0 for run in saved["runs"][side]] == [True, True]
+    report = (tmp_path / "compare.md").read_text()
+    for label in ("enqueue one/s", "processed/s", "idle latency p99 ms", "commits/job"):
+        assert f"| {label} |" in report
+    # The temporary worktree is gone again, from the disk and from git's list.
+    worktree = str(Path(a["jobs"]).parent.parent)
+    listed = subprocess.run(["git", "worktree", "list"], cwd=BASE_DIR, capture_output=True)
+    assert worktree not in listed.stdout.decode()
