@@ -136,26 +136,30 @@ class Ours(driver.Queue):
             calls = [((n % keys,), {}) for n in range(start, min(count, start + 10_000))]
             self.tasks.keyed_noop.enqueue_many(calls)
 
+    def measure_history(self, figures: dict[str, list[float | None]]) -> None:
+        """The process phase with history_rows finished jobs in the table."""
+        rows = self.options.history_rows
+        driver.say(f"history: {rows:,} finished jobs")
+        self.reset()
+        started = time.perf_counter()
+        self.connection.execute(HISTORY, {"rows": rows})
+        self.connection.execute("VACUUM ANALYZE jobs_job")
+        driver.say(f"  inserted and vacuumed in {time.perf_counter() - started:.0f} s")
+        for _ in range(self.options.repeat):
+            self.connection.execute(
+                "DELETE FROM jobs_job "
+                "WHERE worker_ids IS DISTINCT FROM ARRAY['bench-history']::varchar[]"
+            )
+            self.fill(self.options.jobs)
+            measured = self.measure_process(self.options.jobs)
+            figures.setdefault("history_jobs_per_s", []).append(measured["jobs_per_s"])
+            figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
+
     def run(self) -> dict[str, list[float | None]]:
         figures = super().run()
         count = self.options.jobs
         if "history" in self.options.phases:
-            rows = self.options.history_rows
-            driver.say(f"history: {rows:,} finished jobs")
-            self.reset()
-            started = time.perf_counter()
-            self.connection.execute(HISTORY, {"rows": rows})
-            self.connection.execute("VACUUM ANALYZE jobs_job")
-            driver.say(f"  inserted and vacuumed in {time.perf_counter() - started:.0f} s")
-            for _ in range(self.options.repeat):
-                self.connection.execute(
-                    "DELETE FROM jobs_job "
-                    "WHERE worker_ids IS DISTINCT FROM ARRAY['bench-history']::varchar[]"
-                )
-                self.fill(count)
-                measured = self.measure_process(count)
-                figures.setdefault("history_jobs_per_s", []).append(measured["jobs_per_s"])
-                figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
+            self.measure_history(figures)
         if "limits" in self.options.phases:
             # Plain jobs, with no LIMITS at all (the process phase has the
             # project's); then jobs under 2 at once per key, over 100 keys
