@@ -29,7 +29,17 @@ from typing import Any
 from bench import database, paired
 
 ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ("__init__.py", "driver.py", "ours.py", "probe.py", "stats.py")
+HARNESS = (
+    "__init__.py",
+    "driver.py",
+    "ours.py",
+    "probe.py",
+    "stats.py",
+    # Imported by ours.py for phases a comparison does not run.
+    "neighbour.py",
+    "remote.py",
+    "relay.py",
+)
 PHASES = "enqueue,process,latency"
 # Seconds a driver has to stop its workers once interrupted.
 STOP_SECONDS = 30

@@ -305,29 +305,12 @@ class Queue:
 
     def measure_latency(self) -> dict[str, float]:
         """
-        Enqueue→start latency on an idle worker: a warm-up probe first, a
-        second of quiet, then options.latency_probes probes
-        LATENCY_GAP_SECONDS apart.
-        Each probe's latency goes into the series, in the order enqueued.
+        Enqueue→start latency on an idle worker: options.latency_probes probes
+        LATENCY_GAP_SECONDS apart (see time_probes). Each probe's latency goes
+        into the series, in the order enqueued.
         """
         probes = self.options.latency_probes
-        self.reset()
-        processes = self.start_workers()
-        try:
-            self.enqueue_probe(-1)
-            self.wait_for_starts(1)
-            time.sleep(1.0)
-            enqueued: dict[int, float] = {}
-            first = time.time()
-            for n in range(probes):
-                delay = first + n * LATENCY_GAP_SECONDS - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                enqueued[n] = time.time()
-                self.enqueue_probe(n)
-            starts = self.wait_for_starts(probes + 1)
-        finally:
-            self.stop_workers(processes)
+        enqueued, starts = self.time_probes(probes)
         in_order = [(starts[n] - enqueued[n]) * 1000 for n in range(probes)]
         self.series.setdefault("latency_ms", []).append(in_order)
         self.record_latency_parts(enqueued, starts)
@@ -338,6 +321,34 @@ class Queue:
         }
         figures["latency_max_ms"] = latencies[-1]
         return figures
+
+    def time_probes(
+        self, count: int, workers: int | None = None
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """
+        When each of count probes was enqueued and when it started, by probe
+        number, on idle workers: a warm-up probe first, a second of quiet,
+        then the probes LATENCY_GAP_SECONDS apart, so that each finds the
+        workers waiting.
+        """
+        self.reset()
+        processes = self.start_workers(workers)
+        try:
+            self.enqueue_probe(-1)
+            self.wait_for_starts(1)
+            time.sleep(1.0)
+            enqueued: dict[int, float] = {}
+            first = time.time()
+            for n in range(count):
+                delay = first + n * LATENCY_GAP_SECONDS - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                enqueued[n] = time.time()
+                self.enqueue_probe(n)
+            starts = self.wait_for_starts(count + 1)
+        finally:
+            self.stop_workers(processes)
+        return enqueued, starts
 
     def record_latency_parts(self, enqueued: dict[int, float], starts: dict[int, float]) -> None:
         """

@@ -3,11 +3,13 @@ The driver of this queue: `python -m bench.ours --dsn ...`, with the project's P
 
 Its workers are the project's own `manage.py runworker` with default settings,
 started as processes like any peer's, so whatever the worker becomes is what
-is measured. Besides the phases every queue goes through, three are ours
+is measured. Besides the phases every queue goes through, some are ours
 alone: history (throughput with a million finished jobs in jobs_job), scale
 (throughput with 1, 2, 4 and 8 runworker processes), limits (the plain
-no-op jobs with no LIMITS setting at all, and jobs under a per-key limit) and
-workflows (a batch of no-op jobs with a callback, beside as many plain jobs).
+no-op jobs with no LIMITS setting at all, and jobs under a per-key limit),
+workflows (a batch of no-op jobs with a callback, beside as many plain jobs),
+remote (workers behind a relay that adds a round trip: bench/remote.py) and
+neighbour (one tenant's backlog beside another's trickle: bench/neighbour.py).
 
 The project's settings have LIMITS (the signup's), so the process phase
 measures jobs under no limit claimed by a worker whose backend has limits.
@@ -19,7 +21,7 @@ import sys
 import time
 from contextlib import AbstractContextManager
 
-from bench import driver
+from bench import driver, neighbour, remote
 
 # A million SUCCESSFUL jobs of the last six days, ids time-ordered like
 # uuid7 (48 bits of milliseconds first), so new jobs land at the index's right
@@ -115,7 +117,9 @@ class Ours(driver.Queue):
             **self.settings_env,
         }
 
-    # The worker's settings module, for the limits phase; empty: the project's.
+    # The workers' environment over the defaults: the settings module of the
+    # limits and neighbour phases, the relay's DATABASE_URL of the remote
+    # phase; empty: the project's settings, Postgres directly.
     settings_env: dict[str, str] = {}
 
     def limited(self, limits: str) -> AbstractContextManager:
@@ -136,26 +140,30 @@ class Ours(driver.Queue):
             calls = [((n % keys,), {}) for n in range(start, min(count, start + 10_000))]
             self.tasks.keyed_noop.enqueue_many(calls)
 
+    def measure_history(self, figures: dict[str, list[float | None]]) -> None:
+        """The process phase with history_rows finished jobs in the table."""
+        rows = self.options.history_rows
+        driver.say(f"history: {rows:,} finished jobs")
+        self.reset()
+        started = time.perf_counter()
+        self.connection.execute(HISTORY, {"rows": rows})
+        self.connection.execute("VACUUM ANALYZE jobs_job")
+        driver.say(f"  inserted and vacuumed in {time.perf_counter() - started:.0f} s")
+        for _ in range(self.options.repeat):
+            self.connection.execute(
+                "DELETE FROM jobs_job "
+                "WHERE worker_ids IS DISTINCT FROM ARRAY['bench-history']::varchar[]"
+            )
+            self.fill(self.options.jobs)
+            measured = self.measure_process(self.options.jobs)
+            figures.setdefault("history_jobs_per_s", []).append(measured["jobs_per_s"])
+            figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
+
     def run(self) -> dict[str, list[float | None]]:
         figures = super().run()
         count = self.options.jobs
         if "history" in self.options.phases:
-            rows = self.options.history_rows
-            driver.say(f"history: {rows:,} finished jobs")
-            self.reset()
-            started = time.perf_counter()
-            self.connection.execute(HISTORY, {"rows": rows})
-            self.connection.execute("VACUUM ANALYZE jobs_job")
-            driver.say(f"  inserted and vacuumed in {time.perf_counter() - started:.0f} s")
-            for _ in range(self.options.repeat):
-                self.connection.execute(
-                    "DELETE FROM jobs_job "
-                    "WHERE worker_ids IS DISTINCT FROM ARRAY['bench-history']::varchar[]"
-                )
-                self.fill(count)
-                measured = self.measure_process(count)
-                figures.setdefault("history_jobs_per_s", []).append(measured["jobs_per_s"])
-                figures.setdefault("history_steady_per_s", []).append(measured["steady_per_s"])
+            self.measure_history(figures)
         if "limits" in self.options.phases:
             # Plain jobs, with no LIMITS at all (the process phase has the
             # project's); then jobs under 2 at once per key, over 100 keys
@@ -200,6 +208,10 @@ class Ours(driver.Queue):
                     measured = self.measure_process(count, workers)
                     for figure in ("jobs_per_s", "steady_per_s"):
                         figures.setdefault(f"scale_{workers}_{figure}", []).append(measured[figure])
+        if "remote" in self.options.phases:
+            remote.measure(self, figures)
+        if "neighbour" in self.options.phases:
+            neighbour.measure(self, figures)
         return figures
 
 

@@ -5,10 +5,13 @@ The results as Markdown tables (printed, and saved as latest.md) and as JSON
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.neighbour import B_PER_SECOND, BAR_P99_MS
+from bench.remote import PROBES
 from bench.stats import Summary, percentile, ratio, summarize
 
 
@@ -316,7 +319,74 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
         f"- {count} runworker process{'es' if count > 1 else ''}: {rates(f'scale_{count}_')}"
         for count in workers
     ]
-    return ["", "This queue alone:", "", *lines] if lines else []
+    alone = ["", "This queue alone:", "", *lines] if lines else []
+    return alone + remote_table(ours, context) + neighbour_table(ours, context)
+
+
+REMOTE_KEY = re.compile(r"remote_(local|\d+us)_(\d+)w_jobs_per_s")
+REMOTE_FIGURES = ("jobs_per_s", "steady_per_s", "p50_ms", "p99_ms")
+
+
+def remote_table(ours: QueueResult, context: dict[str, Any]) -> list[str]:
+    """The remote phase: per round trip and runworker count, throughput and idle latency."""
+    found = {match.groups() for key in ours.figures if (match := REMOTE_KEY.fullmatch(key))}
+    if not found:
+        return []
+
+    def order(link: str) -> int:
+        return -1 if link == "local" else int(link.removesuffix("us"))
+
+    rows = []
+    for link, workers in sorted(found, key=lambda found: (order(found[0]), int(found[1]))):
+        ping = ours.figures.get(f"remote_{link}_select1_p50_ms")
+        name = "no relay" if link == "local" else f"relay, {order(link) / 1000:g} ms"
+        figures = {
+            key: ours.figures.get(f"remote_{link}_{workers}w_{key}") for key in REMOTE_FIGURES
+        }
+        rates = [
+            with_spread(figures[key]) if figures[key] else MISSING for key in REMOTE_FIGURES[:2]
+        ]
+        waits = [cell(figures[key], "{:.1f}") for key in REMOTE_FIGURES[2:]]
+        rows.append([name, cell(ping, "{:.2f}"), workers, *rates, *waits])
+    header = ["workers to Postgres", "SELECT 1 ms", "runworkers", "processed/s", "steady/s"]
+    return [
+        "",
+        f"Workers on other hosts: {context['jobs']:,} queued no-op jobs, then {PROBES} probes 20 ms"
+        " apart on the idle workers, with the workers (not the enqueuer) behind a relay that"
+        " holds each chunk back half the round trip each way. SELECT 1 ms: the median"
+        " round trip the workers see (through the relay, or directly).",
+        "",
+        table([*header, "idle p50 ms", "idle p99 ms"], rows),
+    ]
+
+
+def neighbour_table(ours: QueueResult, context: dict[str, Any]) -> list[str]:
+    """The neighbour phase: tenant B's waits beside tenant A's backlog, and A's drain rate."""
+    drained = ours.figures.get("neighbour_a_per_s")
+    if drained is None:
+        return []
+    waits = [
+        cell(ours.figures.get(f"neighbour_b_{part}_{figure}_ms"), "{:.1f}")
+        for part in ("claim", "start")
+        for figure in ("p50", "p99", "max")
+    ]
+    jobs = cell(ours.figures.get("neighbour_b_jobs"), "{:.0f}")
+    p99 = ours.figures.get("neighbour_b_claim_p99_ms")
+    header = ["A drained/s", "B jobs", "B to claim p50 ms", "p99 ms", "max ms"]
+    header += ["B to first line p50 ms", "p99 ms", "max ms"]
+    verdict = "met" if p99 is not None and p99.median <= BAR_P99_MS else "missed"
+    return [
+        "",
+        f"A noisy neighbour: tenant A queues {context['large_jobs']:,} jobs at once, tenant B"
+        f" {B_PER_SECOND} a second until A's are done, one runworker, fair shares by tenant"
+        " (a key, no limit).",
+        "",
+        table(header, [[with_spread(drained), jobs, *waits]]),
+        "",
+        f"B to claim: the row's enqueued_at to its started_at; to first line: enqueued_at to"
+        f" the job's own first line. The bar, B's p99 to the claim within"
+        f" {BAR_P99_MS:g} ms: {verdict}.",
+    ]
 
 
 def with_spread(summary: Summary) -> str:

@@ -37,7 +37,7 @@ from bench.report import QueueResult, render, save
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 QUEUE_PHASES = ("enqueue", "process", "latency", "large")
-OUR_PHASES = ("history", "scale", "limits", "workflows")
+OUR_PHASES = ("history", "scale", "limits", "workflows", "remote", "neighbour")
 # Jobs a run with --compare: short runs, so that the two of a pair see the same machine.
 COMPARE_JOBS = 2_000
 
@@ -91,7 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "what to measure: enqueue (one at a time, and batches), process (queued jobs, "
             "workers started, until all are done; cost), latency (enqueue→start), large "
             "(process again with --large-jobs queued); for this queue only: history (with "
-            "finished jobs in the table), scale (1, 2, 4, 8 runworker processes)"
+            "finished jobs in the table), scale (1, 2, 4, 8 runworker processes), limits, "
+            "workflows, remote (workers behind a relay adding 0.5 and 2 ms round trips), "
+            "neighbour (tenant B's jobs beside tenant A's --large-jobs backlog)"
         ),
     )
     parser.add_argument(
@@ -102,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help=(
             "jobs queued in the large run (default: 100000); a queue that would take over "
-            f"{driver.LARGE_BUDGET_SECONDS:.0f} s to process them is left out"
+            f"{driver.LARGE_BUDGET_SECONDS:.0f} s to process them is left out; also tenant "
+            "A's backlog in the neighbour phase"
         ),
     )
     parser.add_argument("--scale", default="1,2,4,8", help="runworker processes to try")

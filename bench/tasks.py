@@ -26,6 +26,18 @@ def keyed_noop(key: int) -> None:
 
 
 @task
+def tenant_job(tenant: str, n: int | None = None) -> None:
+    """
+    A job of the neighbour phase, served tenant by tenant (bench.limits_settings'
+    "tenant"): a no-op, or with n the probe that records when it started.
+    """
+    if n is None:
+        probe.noop()
+    else:
+        probe.record_start(n)
+
+
+@task
 def batch_done(outcomes: list) -> int:
     """The callback of the workflows phase's batch: given every member's outcome."""
     return len(outcomes)

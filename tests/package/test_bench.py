@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import compare, driver, paired, run, stats
+from bench import compare, driver, paired, remote, run, stats
 from bench.report import DASH, MISSING, TIMES, QueueResult, format_ratio, render, save
 from bench.stats import ratio, summarize
 from project.settings import BASE_DIR
@@ -312,3 +312,62 @@ def test_compare_runs_the_working_tree_and_the_ref_each_from_its_own_tree(tmp_pa
     worktree = str(Path(a["jobs"]).parent.parent)
     listed = subprocess.run(["git", "worktree", "list"], cwd=BASE_DIR, capture_output=True)
     assert worktree not in listed.stdout.decode()
+
+
+def test_the_workers_url_goes_through_the_relay_and_the_relay_to_the_server():
+    dsn = "postgresql://postgres:s%40cret@db.example:6543/phases_ours"
+    assert (
+        remote.relayed(dsn, 40001) == "postgresql://postgres:s%40cret@127.0.0.1:40001/phases_ours"
+    )
+    assert remote.relay_target(dsn) == "db.example:6543"
+    socket_dsn = "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/phases_ours"
+    assert remote.relay_target(socket_dsn) == "/var/run/postgresql/.s.PGSQL.5432"
+    assert [remote.label(delay) for delay in (None, 0.0, 0.5, 2.0)] == [
+        "local",
+        "0us",
+        "500us",
+        "2000us",
+    ]
+
+
+def test_the_report_has_the_remote_and_neighbour_tables():
+    figures = {
+        "remote_local_select1_p50_ms": [0.1, 0.1],
+        "remote_local_1w_jobs_per_s": [13_000.0, 14_000.0],
+        "remote_local_1w_p99_ms": [4.0, 5.0],
+        "remote_2000us_select1_p50_ms": [2.2, 2.3],
+        "remote_2000us_4w_jobs_per_s": [5_000.0, 6_000.0],
+        "remote_2000us_4w_steady_per_s": [9_000.0, 9_000.0],
+        "remote_2000us_4w_p50_ms": [6.0, 6.0],
+        "remote_500us_1w_jobs_per_s": [9_000.0, 9_000.0],
+        "neighbour_a_per_s": [20_000.0, 22_000.0],
+        "neighbour_b_jobs": [60.0, 62.0],
+        "neighbour_b_claim_p99_ms": [40.0, 80.0],
+        "neighbour_b_start_max_ms": [90.0, 95.0],
+    }
+    ours = QueueResult.from_driver("ours", "this queue", "setup", {"figures": figures})
+    context = {
+        "date": "2026-12-07 12:00 UTC",
+        "machine": "2 cores",
+        "postgres": "PostgreSQL 15",
+        "command": "./scripts/bench.sh",
+        "jobs": 10_000,
+        "repeat": 2,
+        "history_rows": 1_000_000,
+        "large_jobs": 100_000,
+    }
+    report = render([ours], context)
+    none = MISSING
+    rows = [line for line in report.splitlines() if line.startswith(("| no relay", "| relay"))]
+    assert rows == [
+        f"| no relay | 0.10 | 1 | 13,500 (13,000{DASH}14,000) | {none} | {none} | 4.5 |",
+        f"| relay, 0.5 ms | {none} | 1 | 9,000 (9,000{DASH}9,000) | {none} | {none} | {none} |",
+        f"| relay, 2 ms | 2.25 | 4 | 5,500 (5,000{DASH}6,000) | 9,000 (9,000{DASH}9,000)"
+        f" | 6.0 | {none} |",
+    ]
+    assert "tenant A queues 100,000 jobs at once" in report
+    assert (
+        f"| 21,000 (20,000{DASH}22,000) | 61 | {none} | 60.0 | {none} | {none} | {none} | 92.5 |"
+        in report
+    )
+    assert "B's p99 to the claim within 50 ms: missed." in report
