@@ -378,7 +378,7 @@ SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 -- jobs.queries.finish._FREE_SLOTS
 ,
 freed_keys AS (
-    SELECT key, count(*)::int AS jobs
+    SELECT key, count(*)::int AS jobs{unspent}
     FROM {ended}, LATERAL (VALUES ({ended}.limit_key), ({ended}.shared_limit_key)) AS k(key)
     WHERE key IS NOT NULL
     GROUP BY key
@@ -403,7 +403,11 @@ woken_by_freed AS (
 -- jobs.queries.finish._REFUND_TOKENS
 ,
         tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
-                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.jobs) END;
+                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.unspent) END;
+
+-- jobs.queries.finish._UNSPENT
+,
+           count(*) FILTER (WHERE NOT {ended}.begun)::int AS unspent;
 
 -- jobs.queries.finish._COMPLETE
 WITH done AS (
@@ -525,12 +529,12 @@ SET status = 'READY',
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
     run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[])
-    AS given_back(id, attempt, run_at)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
+    AS given_back(id, attempt, run_at, begun)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt
-RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, given_back.begun
 ){freeing}
 SELECT id FROM released{woken};
 
@@ -542,12 +546,12 @@ SET status = 'READY',
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
     run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[])
-    AS given_back(id, attempt, run_at)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
+    AS given_back(id, attempt, run_at, begun)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt
-RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, given_back.begun
 )
 SELECT id FROM released;
 
@@ -559,15 +563,16 @@ SET status = 'READY',
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
     run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[])
-    AS given_back(id, attempt, run_at)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
+    AS given_back(id, attempt, run_at, begun)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt
-RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, given_back.begun
 ),
 freed_keys AS (
-    SELECT key, count(*)::int AS jobs
+    SELECT key, count(*)::int AS jobs,
+           count(*) FILTER (WHERE NOT released.begun)::int AS unspent
     FROM released, LATERAL (VALUES (released.limit_key), (released.shared_limit_key)) AS k(key)
     WHERE key IS NOT NULL
     GROUP BY key
@@ -582,7 +587,7 @@ freed AS (
     UPDATE jobs_limit_key AS counter
     SET running = GREATEST(counter.running - freed_keys.jobs, 0),
         tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
-                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.jobs) END
+                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.unspent) END
     FROM freed_keys JOIN locked_keys USING (key)
     WHERE counter.key = freed_keys.key
 ),

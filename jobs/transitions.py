@@ -119,22 +119,32 @@ def release(
     run_at: Sequence[float] | None = None,
     *,
     limited: bool,
+    begun: Sequence[bool] | None = None,
 ) -> int:
     """
     Give claimed jobs back, READY, their attempt not spent and, under limits,
-    their slots and tokens returned (queries.finish.RELEASE); due at once or at run_at.
-    Returns how many the fence let through.
+    their slots returned, and the tokens of those that never began (`begun`,
+    a flag per job; none began when it is left out); due at once or at
+    run_at. Returns how many the fence let through.
     """
     # In id order, as a cancel locks them (see protocol.complete_batch).
     given_back = sorted(
-        zip(ids, attempts, run_at or [None] * len(ids), strict=True), key=lambda job: job[0]
+        zip(
+            ids,
+            attempts,
+            run_at or [None] * len(ids),
+            begun or [False] * len(ids),
+            strict=True,
+        ),
+        key=lambda job: job[0],
     )
     cursor.execute(
         queries.finish.release_statement(limited=limited),
         {
-            "ids": [job_id for job_id, _, _ in given_back],
-            "attempts": [attempt for _, attempt, _ in given_back],
-            "run_at": None if run_at is None else [when for _, _, when in given_back],
+            "ids": [job_id for job_id, _, _, _ in given_back],
+            "attempts": [attempt for _, attempt, _, _ in given_back],
+            "run_at": None if run_at is None else [when for _, _, when, _ in given_back],
+            "begun": [started for _, _, _, started in given_back],
         },
     )
     return len(cursor.fetchall())

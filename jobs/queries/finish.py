@@ -20,7 +20,7 @@ from .channels import (
 # written, so two statements that free the same keys never deadlock.
 _FREE_SLOTS = """,
 freed_keys AS (
-    SELECT key, count(*)::int AS jobs
+    SELECT key, count(*)::int AS jobs{unspent}
     FROM {ended}, LATERAL (VALUES ({ended}.limit_key), ({ended}.shared_limit_key)) AS k(key)
     WHERE key IS NOT NULL
     GROUP BY key
@@ -43,17 +43,24 @@ woken_by_freed AS (
 )"""
 
 
-# A run given back before it began (RELEASE) returns the token its claim took
-# as well as its slot: a give-back spends nothing of the rate.
+# A run given back before it began (RELEASE, `begun` false) returns the token
+# its claim took as well as its slot: a give-back of a job that never started
+# spends nothing of the rate. One that began (stopped at shutdown past the
+# grace, or by the worker's lapsed lease) may have done its work: its token
+# stays spent, only its slot is freed.
 _REFUND_TOKENS = """,
         tokens = CASE WHEN counter.rate IS NULL THEN counter.tokens
-                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.jobs) END"""
+                      ELSE LEAST(counter.burst, counter.tokens + freed_keys.unspent) END"""
+# The runs of `{ended}` that never began, whose tokens go back.
+_UNSPENT = """,
+           count(*) FILTER (WHERE NOT {ended}.begun)::int AS unspent"""
 
 
 def _freeing(ended: str, *, refund: bool = False) -> str:
     return _FREE_SLOTS.format(
         ended=ended,
         ready_channel=LIMITED_READY_CHANNEL,
+        unspent=_UNSPENT.format(ended=ended) if refund else "",
         refund=_REFUND_TOKENS if refund else "",
     )
 
@@ -121,7 +128,8 @@ COMPLETE_LIMITED = _COMPLETE.format(
 # a skip, an executor killed before it reached them or before it reported
 # them, a task that does not load here yet): READY again, the attempt not
 # spent, due at once or, with run_at (epoch seconds), then. Under limits,
-# their slots and their tokens go back to their keys.
+# their slots go back to their keys, and the tokens of those that never began
+# (`begun`, one flag per job).
 # Fenced like COMPLETE, so only this worker's current attempt is undone.
 _RELEASE = """
 WITH released AS (
@@ -131,12 +139,12 @@ SET status = 'READY',
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
     run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[])
-    AS given_back(id, attempt, run_at)
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
+    AS given_back(id, attempt, run_at, begun)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt
-RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key
+RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, given_back.begun
 ){freeing}
 SELECT id FROM released{woken}
 """

@@ -16,7 +16,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from queue import Empty, SimpleQueue
 
 from .connection import DATABASE_ERRORS, Backoff, first_line
@@ -155,6 +155,8 @@ class HeldWrites:
         self._hurry = hurry
         self.outcomes: Finished = []
         self.releases: list[ClaimedJob] = []
+        # The ids of released jobs that had begun (see release()).
+        self.begun: set[str] = set()
         # Jobs whose task does not load here, each with when it is due again.
         self.postponements: list[tuple[ClaimedJob, float]] = []
         self.since = 0.0
@@ -188,9 +190,14 @@ class HeldWrites:
                 self.since = time.monotonic()
             self.outcomes.append((job, outcome))
 
-    def release(self, jobs: Sequence[ClaimedJob]) -> None:
-        """Give jobs back to the queue with the next write, their attempt not spent."""
+    def release(self, jobs: Sequence[ClaimedJob], begun: Collection[str] = ()) -> None:
+        """
+        Give jobs back to the queue with the next write, their attempt not
+        spent; those whose ids are in `begun` had started, and keep their
+        rate tokens spent.
+        """
         self.releases.extend(jobs)
+        self.begun.update(begun)
 
     @property
     def holding(self) -> bool:
@@ -225,8 +232,9 @@ class HeldWrites:
 
     def write_releases(self, db: QueueDatabase) -> None:
         if self.releases:
-            db.release(self.releases)
+            db.release(self.releases, begun=self.begun)
             self.releases = []
+            self.begun = set()
         if self.postponements:
             jobs, run_at = zip(*self.postponements, strict=True)
             db.release(jobs, run_at)

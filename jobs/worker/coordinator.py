@@ -350,7 +350,7 @@ class Coordinator:
             timed_out=timed_out,
             cancelled=cancelled,
         )
-        self.writes.release(released)
+        self.writes.release(released, begun=work.begun)
         self.writes.hold(finished)
 
     def _stop_jobs(self) -> tuple[int, int]:
@@ -368,7 +368,7 @@ class Coordinator:
             finished, released = given_back(work)
             running += len(work.running)
             others += len(released) - len(work.running)
-            self.writes.release(released)
+            self.writes.release(released, begun=work.begun)
             self.writes.hold(finished)
         return running, others + self.pool.skip_unstarted()
 
@@ -416,7 +416,7 @@ class Coordinator:
     def _shut_down(self) -> None:
         for work in self.pool.stop():
             finished, released = given_back(work)
-            self.writes.release(released)
+            self.writes.release(released, begun=work.begun)
             self.writes.hold(finished)
         released = len(self.writes.releases)
         try:

@@ -12,7 +12,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -296,10 +296,17 @@ class QueueDatabase:
                 dependants=dependants,
             )
 
-    def release(self, jobs: Sequence[ClaimedJob], run_at: Sequence[float] | None = None) -> int:
+    def release(
+        self,
+        jobs: Sequence[ClaimedJob],
+        run_at: Sequence[float] | None = None,
+        begun: Collection[str] = frozenset(),
+    ) -> int:
         """
         Put claimed jobs back to READY, their attempt not spent (see
-        queries.finish.RELEASE): due at once, or at run_at (epoch seconds, one per job).
+        queries.finish.RELEASE): due at once, or at run_at (epoch seconds, one
+        per job). Those whose ids are in `begun` had started: their rate
+        tokens stay spent.
         """
         if not jobs:
             return 0
@@ -309,6 +316,7 @@ class QueueDatabase:
             [job.attempt for job in jobs],
             run_at,
             limited=any(job.limited for job in jobs),
+            begun=[job.id in begun for job in jobs],
         )
 
     def register(self, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:

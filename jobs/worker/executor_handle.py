@@ -139,3 +139,8 @@ class LostWork:
     exitcode: int | None
     died: bool
     finished: Finished = field(default_factory=list)
+
+    @property
+    def begun(self) -> set[str]:
+        """The ids of the jobs it had begun: running, or done and not reported."""
+        return {job.id for job, _ in self.running} | {job.id for job in self.unreported}

@@ -254,6 +254,17 @@ def test_a_give_back_returns_its_token(limited):
     assert len(claim()) == 2
 
 
+def test_a_give_back_of_a_job_that_began_frees_its_slot_and_keeps_its_token_spent(limited):
+    first, *_ = (hourly_run.enqueue() for _ in range(3))
+    job = claim_one(first.id)
+    with connection.cursor() as cursor:
+        transitions.release(cursor, [job.id], [job.attempt], limited=True, begun=[True])
+    running, tokens = limit_key("hourly")
+    assert running == 0
+    assert tokens == pytest.approx(1, abs=0.01)
+    assert Job.objects.get(id=first.id).status == JobStatus.READY
+
+
 def test_cancel_by_filter_cancels_waiting_jobs_first():
     results = (
         batch([step(add, 1, 1), step(add, 2, 2)], on_failure=step(batch_callback, label="f"))
