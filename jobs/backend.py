@@ -166,7 +166,7 @@ class PostgresBackend(BaseTaskBackend):
         one, many = queries.enqueue.enqueue_statements(labelled="tags" in params, limited=limited)
         with self._enqueue_cursor() as cursor, self._limited_enqueue(limited):
             if limited:
-                transitions.hold_limit_keys(cursor, dumps(params["limit_keys"]))
+                transitions.hold_limit_keys(cursor, params["limit_keys"])
             if len(calls) == 1:
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)

@@ -59,15 +59,17 @@ def _ids(ids: Iterable[object]) -> list[str]:
 # Enqueue.
 
 
-def hold_limit_keys(cursor: Any, key_rows_json: str) -> None:
+def hold_limit_keys(cursor: Any, key_rows: list[list[Any]]) -> None:
     """
     Make the limit key rows that jobs about to be enqueued count against, and
     hold them until the caller's transaction commits, which must also insert
-    the jobs: a prune of idle keys cannot delete a row they rely on.
+    the jobs: a prune of idle keys cannot delete a row they rely on. Each
+    row is [key, limit name, concurrency, rate, period, burst].
     """
+    rows = json.dumps(key_rows, separators=(",", ":"))
     with _atomic(cursor):
         for _ in range(HOLD_LIMIT_KEYS_TRIES):
-            cursor.execute(queries.enqueue.ENSURE_LIMIT_KEYS, {"limit_keys": key_rows_json})
+            cursor.execute(queries.enqueue.ENSURE_LIMIT_KEYS, {"limit_keys": rows})
             if cursor.fetchone()[0]:
                 return
     raise RuntimeError(
@@ -261,7 +263,7 @@ def _hold_limit_keys_of(cursor: Any, ids: list[str], limits: Limits | None) -> N
             row = limit.row(key) if limit and limit.name == name else [key, name] + [None] * 4
             rows.setdefault(key, row)
     if rows:
-        hold_limit_keys(cursor, json.dumps(list(rows.values())))
+        hold_limit_keys(cursor, list(rows.values()))
 
 
 def run_now(cursor: Any, job_id: object) -> bool:

@@ -203,7 +203,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
     with transaction.atomic(using=jobs_backend.database, savepoint=False):
         with connections[jobs_backend.database].cursor() as cursor:
             if key_rows:
-                transitions.hold_limit_keys(cursor, dumps(list(key_rows.values())))
+                transitions.hold_limit_keys(cursor, list(key_rows.values()))
             cursor.execute(
                 queries.workflows.ENQUEUE_WORKFLOW,
                 {

@@ -282,3 +282,21 @@ def pytest_report_header(config) -> str:
         os.environ.get("DATABASE_URL") or f"embedded Postgres in {settings.EMBEDDED_POSTGRES_DIR}"
     )
     return f"database: {database}"
+
+
+@pytest.fixture
+def limited_backend():
+    """The default backend with the LIMITS of tests/limits_settings.py, as a web process."""
+    from django.tasks import task_backends
+    from django.test import override_settings
+
+    from tests.limits_settings import TASKS
+
+    with override_settings(TASKS=TASKS):
+        yield task_backends["default"]
+
+
+@pytest.fixture
+def limited_env(worker_env) -> dict[str, str]:
+    """A worker's environment with those same LIMITS."""
+    return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.limits_settings"}

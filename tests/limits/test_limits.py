@@ -28,18 +28,7 @@ from tests.conftest import fetch, fetch_value, wait_until
 from tests.limits_settings import LIMITS, TASKS
 from tests.tasks import add, hourly_run, keyed_noop, limited_run, limited_sleep, rate_limited_run
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def limited_backend():
-    with override_settings(TASKS=TASKS):
-        yield task_backends["default"]
-
-
-@pytest.fixture
-def limited_env(worker_env) -> dict[str, str]:
-    return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.limits_settings"}
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("limited_backend")]
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from django.db import connection
 from jobs import queries
 from jobs.testing.runner import _complete
 from jobs.worker.protocol import POSTPONED, ClaimedJob, Outcome
+from jobs.workflows import batch, step
+from tests.tasks import add, batch_callback
 
 WORKER = "driver"
 
@@ -45,35 +47,36 @@ def claim_one(job_id: str) -> ClaimedJob:
 
 def succeeded(job: ClaimedJob, value: object = None) -> Outcome:
     """The outcome of an attempt that succeeded."""
-    return Outcome(
-        job.id, job.attempt, "SUCCESSFUL", time.time(), None, json.dumps(value), None, 0.0
-    )
+    return outcome(job, "SUCCESSFUL", value)
+
+
+def outcome(job: ClaimedJob, status: str = "SUCCESSFUL", value: object = None) -> Outcome:
+    """How an attempt ended: SUCCESSFUL with value, FAILED, or READY for a retry now."""
+    if status == "SUCCESSFUL":
+        return Outcome(job.id, job.attempt, status, time.time(), None, json.dumps(value), None, 0.0)
+    error = {
+        "exception_class_path": "builtins.ValueError",
+        "message": f"{job.id} failed",
+        "traceback": f"ValueError: {job.id} failed",
+        "attempt": job.attempt,
+        "at": time.time(),
+    }
+    retry_at = time.time() if status == "READY" else None
+    return Outcome(job.id, job.attempt, status, time.time(), retry_at, None, json.dumps(error), 0.0)
 
 
 def finish(job: ClaimedJob, status: str = "SUCCESSFUL", value: object = None) -> None:
     """Write how an attempt ended, as the worker's completer does."""
-    error = None
-    if status != "SUCCESSFUL":
-        error = json.dumps(
-            {
-                "exception_class_path": "builtins.ValueError",
-                "message": f"{job.id} failed",
-                "traceback": f"ValueError: {job.id} failed",
-                "attempt": job.attempt,
-                "at": time.time(),
-            }
-        )
-    outcome = Outcome(
-        job.id,
-        job.attempt,
-        status,
-        time.time(),
-        time.time() if status == "READY" else None,
-        json.dumps(value) if status == "SUCCESSFUL" else None,
-        error,
-        0.0,
-    )
-    _complete(connection, [outcome], {job.id} if job.has_dependants else set())
+    _complete(connection, [outcome(job, status, value)], {job.id} if job.has_dependants else set())
+
+
+def two_and_a_callback(when: str) -> list:
+    """
+    A batch of two adds with a callback `on_<when>` ("success", "failure",
+    "finish"): the results of the two members and of the callback.
+    """
+    callback = {f"on_{when}": step(batch_callback, label=when)}
+    return batch([step(add, 1, 1), step(add, 2, 2)], **callback).enqueue().results
 
 
 def give_back(*jobs: ClaimedJob) -> None:

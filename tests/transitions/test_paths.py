@@ -9,15 +9,20 @@ import threading
 import pytest
 from django.core.management import call_command
 from django.db import OperationalError, connection, connections, transaction
-from django.tasks import task_backends
-from django.test import override_settings
 
 from jobs import operations, transitions
 from jobs.models import Dependency, Job, JobStatus, LimitKey
 from jobs.workflows import batch, chain, step
-from tests.limits_settings import TASKS
 from tests.tasks import add, batch_callback, hourly_run, keyed_noop, limited_run
-from tests.transitions.driver import age, claim, claim_one, finish, give_back, limit_key
+from tests.transitions.driver import (
+    age,
+    claim,
+    claim_one,
+    finish,
+    give_back,
+    limit_key,
+    two_and_a_callback,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -26,21 +31,11 @@ def status(result) -> str:
     return Job.objects.get(id=result.id).status
 
 
-@pytest.fixture
-def limited():
-    with override_settings(TASKS=TASKS):
-        yield task_backends["default"]
-
-
 # Retry.
 
 
 def test_a_retried_member_counts_again_for_a_callback_that_still_waits():
-    a, b, f = (
-        batch([step(add, 1, 1), step(add, 2, 2)], on_finish=step(batch_callback, label="f"))
-        .enqueue()
-        .results
-    )
+    a, b, f = two_and_a_callback("finish")
     job_a, job_b = claim_one(a.id), claim_one(b.id)
     finish(job_a, "FAILED")
     operations.retry(a.id)
@@ -58,11 +53,7 @@ def test_a_retried_member_counts_again_for_a_callback_that_still_waits():
 
 
 def test_retrying_both_failed_members_runs_the_success_callback_once_both_succeed():
-    a, b, s = (
-        batch([step(add, 1, 1), step(add, 2, 2)], on_success=step(batch_callback, label="s"))
-        .enqueue()
-        .results
-    )
+    a, b, s = two_and_a_callback("success")
     job_a, job_b = claim_one(a.id), claim_one(b.id)
     finish(job_a, "FAILED")
     finish(job_b, "FAILED")
@@ -91,11 +82,7 @@ def test_a_callback_retried_before_its_members_finished_waits_for_them():
 def test_two_retries_of_failed_siblings_at_once_do_not_deadlock():
     pairs = []
     for _ in range(10):
-        a, b, _ = (
-            batch([step(add, 1, 1), step(add, 2, 2)], on_success=step(batch_callback, label="s"))
-            .enqueue()
-            .results
-        )
+        a, b, _ = two_and_a_callback("success")
         jobs = [claim_one(a.id), claim_one(b.id)]
         for job in jobs:
             finish(job, "FAILED")
@@ -137,7 +124,7 @@ def test_purging_a_parent_cancels_what_waits_for_it():
     assert not Job.objects.filter(status=JobStatus.WAITING).exists()
 
 
-def test_the_admin_deletes_a_running_limited_job_through_a_cancel(limited, admin_client):
+def test_the_admin_deletes_a_running_limited_job_through_a_cancel(limited_backend, admin_client):
     first, second = chain(step(limited_run, "k"), step(add, 1)).enqueue().results
     claim_one(first.id)
     assert limit_key("per-key:k")[0] == 1
@@ -152,11 +139,7 @@ def test_the_admin_deletes_a_running_limited_job_through_a_cancel(limited, admin
 
 
 def test_a_pruned_parent_is_still_given_to_its_callback():
-    a, b, s = (
-        batch([step(add, 1, 1), step(add, 2, 2)], on_success=step(batch_callback, label="s"))
-        .enqueue()
-        .results
-    )
+    a, b, s = two_and_a_callback("success")
     finish(claim_one(a.id), "SUCCESSFUL", 2)
     finish(claim_one(b.id), "FAILED")
     age(a.id, 8 * 86400)
@@ -183,7 +166,7 @@ def test_edges_go_with_their_child():
     assert not Dependency.objects.exists()
 
 
-def test_idle_limit_keys_are_pruned_and_live_ones_kept(limited):
+def test_idle_limit_keys_are_pruned_and_live_ones_kept(limited_backend):
     done, live = keyed_noop.enqueue("done"), keyed_noop.enqueue("live")
     finish(claim_one(done.id))
     with connection.cursor() as cursor:
@@ -192,7 +175,7 @@ def test_idle_limit_keys_are_pruned_and_live_ones_kept(limited):
     assert status(live) == JobStatus.READY
 
 
-def test_a_retried_job_whose_idle_key_was_pruned_gets_its_key_back(limited):
+def test_a_retried_job_whose_idle_key_was_pruned_gets_its_key_back(limited_backend):
     job = keyed_noop.enqueue("gone")
     finish(claim_one(job.id), "FAILED")
     with connection.cursor() as cursor:
@@ -203,7 +186,7 @@ def test_a_retried_job_whose_idle_key_was_pruned_gets_its_key_back(limited):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_enqueue_holds_its_key_against_a_prune(limited):
+def test_an_enqueue_holds_its_key_against_a_prune(limited_backend):
     """An enqueue in flight holds its key's row: the prune skips it and deletes it later."""
     with transaction.atomic():
         keyed_noop.enqueue("racing")
@@ -217,7 +200,7 @@ def test_an_enqueue_holds_its_key_against_a_prune(limited):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_enqueues_making_the_same_new_keys_in_opposite_orders_do_not_deadlock(limited):
+def test_enqueues_making_the_same_new_keys_in_opposite_orders_do_not_deadlock(limited_backend):
     tenants = [f"t{n:03}" for n in range(200)]
     errors = []
 
@@ -245,7 +228,7 @@ def test_enqueues_making_the_same_new_keys_in_opposite_orders_do_not_deadlock(li
 # Give-back and cancel.
 
 
-def test_a_give_back_returns_its_token(limited):
+def test_a_give_back_returns_its_token(limited_backend):
     first, *_ = (hourly_run.enqueue() for _ in range(3))
     job = claim_one(first.id)
     assert limit_key("hourly")[1] == pytest.approx(1, abs=0.01)
@@ -254,7 +237,7 @@ def test_a_give_back_returns_its_token(limited):
     assert len(claim()) == 2
 
 
-def test_a_give_back_of_a_job_that_began_frees_its_slot_and_keeps_its_token_spent(limited):
+def test_a_give_back_of_a_job_that_began_frees_its_slot_and_keeps_its_token_spent(limited_backend):
     first, *_ = (hourly_run.enqueue() for _ in range(3))
     job = claim_one(first.id)
     with connection.cursor() as cursor:
@@ -266,11 +249,7 @@ def test_a_give_back_of_a_job_that_began_frees_its_slot_and_keeps_its_token_spen
 
 
 def test_cancel_by_filter_cancels_waiting_jobs_first():
-    results = (
-        batch([step(add, 1, 1), step(add, 2, 2)], on_failure=step(batch_callback, label="f"))
-        .enqueue()
-        .results
-    )
+    results = two_and_a_callback("failure")
     call_command("jobs", "cancel", "--queue", "default", "--yes", verbosity=0)
     assert [status(result) for result in results] == [JobStatus.CANCELLED] * 3
     call_command("jobs", "cancel", "--status", "WAITING", "--yes", verbosity=0)

@@ -13,10 +13,8 @@ from django.db import connections
 from jobs import operations, transitions
 from jobs.models import Job, JobStatus
 from jobs.worker.protocol import complete_batch
-from jobs.workflows import batch, step
 from tests.conftest import database_url_for_subprocesses, fetch_value, wait_until
-from tests.tasks import add, batch_callback
-from tests.transitions.driver import claim_one, finish, succeeded
+from tests.transitions.driver import claim_one, finish, succeeded, two_and_a_callback
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,11 +53,7 @@ def blocked_or_done(thread: threading.Thread):
 
 
 def test_a_retry_racing_the_completion_of_a_sibling_counts_it_once():
-    x, y, c = (
-        batch([step(add, 1, 1), step(add, 2, 2)], on_success=step(batch_callback, label="c"))
-        .enqueue()
-        .results
-    )
+    x, y, c = two_and_a_callback("success")
     job_x, job_y = claim_one(x.id), claim_one(y.id)
     finish(job_x, "FAILED")
     assert Job.objects.get(id=c.id).status == JobStatus.CANCELLED
@@ -84,11 +78,7 @@ def test_a_retry_racing_the_completion_of_a_sibling_counts_it_once():
 
 
 def test_a_retry_racing_an_operators_cancel_of_a_dependant_leaves_it_cancelled():
-    x, y, c = (
-        batch([step(add, 1, 1), step(add, 2, 2)], on_finish=step(batch_callback, label="c"))
-        .enqueue()
-        .results
-    )
+    x, y, c = two_and_a_callback("finish")
     job_x, _ = claim_one(x.id), claim_one(y.id)
     finish(job_x, "FAILED")
     assert Job.objects.get(id=c.id).status == JobStatus.WAITING

@@ -9,31 +9,17 @@ import signal
 import time
 
 import pytest
-from django.tasks import task_backends
-from django.test import override_settings
 
 from jobs.models import Job, JobStatus
 from tests.conftest import executors_of, fetch, fetch_value, gone, wait_until
-from tests.limits_settings import TASKS
 from tests.tasks import limited_run, record_run, sleep_for
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("limited_backend")]
 
 # How soon after it wakes a frozen worker stops the runs it had begun. Its
 # settings (tests/worker_settings.py): a worker silent for 2 s is dead, and
 # stops its jobs after 1.5 s.
 STOPPED_WITHIN = 1.0
-
-
-@pytest.fixture(autouse=True)
-def limited_backend():
-    with override_settings(TASKS=TASKS):
-        yield task_backends["default"]
-
-
-@pytest.fixture
-def limited_env(worker_env) -> dict[str, str]:
-    return {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.limits_settings"}
 
 
 def runs_started(attempt: int) -> int:
