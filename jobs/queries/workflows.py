@@ -199,8 +199,14 @@ RETURNING job.id::text, job.status, job.queue, job.limit_key
 # dependants count them as parents that did not succeed.
 ADVANCE_WORKFLOWS = f"""
 WITH finished AS (
-    SELECT id, status FROM jobs_job
-    WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+    -- Each job by its primary key, whatever the statistics say: in a busy
+    -- run, before ANALYZE catches up, the planner would rather scan every
+    -- finished job for these ids (OFFSET 0 keeps it from flattening the
+    -- lookup into that scan).
+    SELECT job.id, job.status
+    FROM unnest(%(ids)s::uuid[]) AS finished_id(id)
+    CROSS JOIN LATERAL (SELECT id, status FROM jobs_job WHERE id = finished_id.id OFFSET 0) AS job
+    WHERE job.status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
 ),
 counts AS (
     SELECT edge.child_id, count(*)::int AS done,
