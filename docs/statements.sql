@@ -384,7 +384,8 @@ freed_keys AS (
     GROUP BY key
 ),
 locked_keys AS (
-    SELECT counter.key FROM jobs_limit_key AS counter
+    SELECT counter.key, counter.running, counter.concurrency, counter.rate
+    FROM jobs_limit_key AS counter
     WHERE counter.key IN (SELECT key FROM freed_keys)
     ORDER BY counter.key
     FOR NO KEY UPDATE
@@ -397,7 +398,14 @@ freed AS (
 ),
 woken_by_freed AS (
     SELECT pg_notify('{ready_channel}', queue)
-    FROM (SELECT DISTINCT queue FROM {ended} WHERE limit_key IS NOT NULL) AS queues
+    FROM (
+        SELECT DISTINCT {ended}.queue
+        FROM {ended}
+        JOIN freed_keys ON freed_keys.key IN ({ended}.limit_key, {ended}.shared_limit_key)
+        JOIN locked_keys USING (key)
+        WHERE (locked_keys.running >= locked_keys.concurrency
+               AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency){refilled}
+    ) AS queues
 );
 
 -- jobs.queries.finish._REFUND_TOKENS
@@ -408,6 +416,9 @@ woken_by_freed AS (
 -- jobs.queries.finish._UNSPENT
 ,
            count(*) FILTER (WHERE NOT {ended}.begun)::int AS unspent;
+
+-- jobs.queries.finish._REFILLED
+OR (locked_keys.rate IS NOT NULL AND freed_keys.unspent > 0);
 
 -- jobs.queries.finish._COMPLETE
 WITH done AS (
@@ -504,7 +515,8 @@ freed_keys AS (
     GROUP BY key
 ),
 locked_keys AS (
-    SELECT counter.key FROM jobs_limit_key AS counter
+    SELECT counter.key, counter.running, counter.concurrency, counter.rate
+    FROM jobs_limit_key AS counter
     WHERE counter.key IN (SELECT key FROM freed_keys)
     ORDER BY counter.key
     FOR NO KEY UPDATE
@@ -517,7 +529,14 @@ freed AS (
 ),
 woken_by_freed AS (
     SELECT pg_notify('jobs_limited_ready', queue)
-    FROM (SELECT DISTINCT queue FROM done WHERE limit_key IS NOT NULL) AS queues
+    FROM (
+        SELECT DISTINCT done.queue
+        FROM done
+        JOIN freed_keys ON freed_keys.key IN (done.limit_key, done.shared_limit_key)
+        JOIN locked_keys USING (key)
+        WHERE (locked_keys.running >= locked_keys.concurrency
+               AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
+    ) AS queues
 )
 SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements, (SELECT count(*) FROM woken_by_freed) AS woken;
 
@@ -578,7 +597,8 @@ freed_keys AS (
     GROUP BY key
 ),
 locked_keys AS (
-    SELECT counter.key FROM jobs_limit_key AS counter
+    SELECT counter.key, counter.running, counter.concurrency, counter.rate
+    FROM jobs_limit_key AS counter
     WHERE counter.key IN (SELECT key FROM freed_keys)
     ORDER BY counter.key
     FOR NO KEY UPDATE
@@ -593,7 +613,15 @@ freed AS (
 ),
 woken_by_freed AS (
     SELECT pg_notify('jobs_limited_ready', queue)
-    FROM (SELECT DISTINCT queue FROM released WHERE limit_key IS NOT NULL) AS queues
+    FROM (
+        SELECT DISTINCT released.queue
+        FROM released
+        JOIN freed_keys ON freed_keys.key IN (released.limit_key, released.shared_limit_key)
+        JOIN locked_keys USING (key)
+        WHERE (locked_keys.running >= locked_keys.concurrency
+               AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
+           OR (locked_keys.rate IS NOT NULL AND freed_keys.unspent > 0)
+    ) AS queues
 )
 SELECT id FROM released, (SELECT count(*) FROM woken_by_freed) AS woken;
 
@@ -636,7 +664,8 @@ freed_keys AS (
     GROUP BY key
 ),
 locked_keys AS (
-    SELECT counter.key FROM jobs_limit_key AS counter
+    SELECT counter.key, counter.running, counter.concurrency, counter.rate
+    FROM jobs_limit_key AS counter
     WHERE counter.key IN (SELECT key FROM freed_keys)
     ORDER BY counter.key
     FOR NO KEY UPDATE
@@ -649,7 +678,14 @@ freed AS (
 ),
 woken_by_freed AS (
     SELECT pg_notify('jobs_limited_ready', queue)
-    FROM (SELECT DISTINCT queue FROM stopped WHERE limit_key IS NOT NULL) AS queues
+    FROM (
+        SELECT DISTINCT stopped.queue
+        FROM stopped
+        JOIN freed_keys ON freed_keys.key IN (stopped.limit_key, stopped.shared_limit_key)
+        JOIN locked_keys USING (key)
+        WHERE (locked_keys.running >= locked_keys.concurrency
+               AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
+    ) AS queues
 )
 SELECT target.id::text, target.status, cancelled.id IS NOT NULL,
        COALESCE(cancelled.has_dependants, false),
@@ -712,7 +748,8 @@ freed_keys AS (
     GROUP BY key
 ),
 locked_keys AS (
-    SELECT counter.key FROM jobs_limit_key AS counter
+    SELECT counter.key, counter.running, counter.concurrency, counter.rate
+    FROM jobs_limit_key AS counter
     WHERE counter.key IN (SELECT key FROM freed_keys)
     ORDER BY counter.key
     FOR NO KEY UPDATE
@@ -725,7 +762,14 @@ freed AS (
 ),
 woken_by_freed AS (
     SELECT pg_notify('jobs_limited_ready', queue)
-    FROM (SELECT DISTINCT queue FROM rescued WHERE limit_key IS NOT NULL) AS queues
+    FROM (
+        SELECT DISTINCT rescued.queue
+        FROM rescued
+        JOIN freed_keys ON freed_keys.key IN (rescued.limit_key, rescued.shared_limit_key)
+        JOIN locked_keys USING (key)
+        WHERE (locked_keys.running >= locked_keys.concurrency
+               AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
+    ) AS queues
 )
 SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM rescued WHERE status = 'READY'),

@@ -14,10 +14,16 @@ from .channels import (
 )
 
 # Free the slots of the jobs in `{ended}` (a CTE of ended runs, with their
-# limit keys and queue): each key row's `running` goes down by its jobs there,
-# and each of their queues is woken, since a job held back by one of those
-# keys may start now. The rows are locked in key order before they are
-# written, so two statements that free the same keys never deadlock.
+# limit keys and queue): each key row's `running` goes down by its jobs there.
+# The rows are locked in key order before they are written, so two statements
+# that free the same keys never deadlock.
+#
+# Their queues are woken only where a job may now start that could not
+# before: a key that was at its concurrency and is below it now (its locked
+# row is its latest version), or a bucket that got a token back. A key
+# without a concurrency (fair shares only, or a rate alone) wakes no one when
+# its jobs end: otherwise every batch of outcomes would wake the workers,
+# their own included, for nothing that waited.
 _FREE_SLOTS = """,
 freed_keys AS (
     SELECT key, count(*)::int AS jobs{unspent}
@@ -26,7 +32,8 @@ freed_keys AS (
     GROUP BY key
 ),
 locked_keys AS (
-    SELECT counter.key FROM jobs_limit_key AS counter
+    SELECT counter.key, counter.running, counter.concurrency, counter.rate
+    FROM jobs_limit_key AS counter
     WHERE counter.key IN (SELECT key FROM freed_keys)
     ORDER BY counter.key
     FOR NO KEY UPDATE
@@ -39,7 +46,14 @@ freed AS (
 ),
 woken_by_freed AS (
     SELECT pg_notify('{ready_channel}', queue)
-    FROM (SELECT DISTINCT queue FROM {ended} WHERE limit_key IS NOT NULL) AS queues
+    FROM (
+        SELECT DISTINCT {ended}.queue
+        FROM {ended}
+        JOIN freed_keys ON freed_keys.key IN ({ended}.limit_key, {ended}.shared_limit_key)
+        JOIN locked_keys USING (key)
+        WHERE (locked_keys.running >= locked_keys.concurrency
+               AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency){refilled}
+    ) AS queues
 )"""
 
 
@@ -54,6 +68,8 @@ _REFUND_TOKENS = """,
 # The runs of `{ended}` that never began, whose tokens go back.
 _UNSPENT = """,
            count(*) FILTER (WHERE NOT {ended}.begun)::int AS unspent"""
+_REFILLED = """
+           OR (locked_keys.rate IS NOT NULL AND freed_keys.unspent > 0)"""
 
 
 def _freeing(ended: str, *, refund: bool = False) -> str:
@@ -62,6 +78,7 @@ def _freeing(ended: str, *, refund: bool = False) -> str:
         ready_channel=LIMITED_READY_CHANNEL,
         unspent=_UNSPENT.format(ended=ended) if refund else "",
         refund=_REFUND_TOKENS if refund else "",
+        refilled=_REFILLED if refund else "",
     )
 
 
