@@ -144,9 +144,11 @@ class ExecutorPool:
         window = self.threads * PREFETCH_WINDOW / max(self.average_duration, 1e-6)
         return max(self.threads, min(PREFETCH_LIMIT, int(window)))
 
-    def claim_size(self) -> int:
+    def claim_size(self, *, eager: bool = False) -> int:
         """
-        How many jobs to claim now: none while the pool is more than half full.
+        How many jobs to claim now: none while the pool is more than half
+        full, unless `eager` (news of a job due now) asks for whatever room
+        there is.
 
         Waiting for half the room to free up turns a stream of short jobs into
         a few large claims instead of one round trip per finished job; a
@@ -154,8 +156,10 @@ class ExecutorPool:
         """
         free = self.free_slots
         capacity = self.jobs_per_executor() * len(self.executors)
-        if free * 2 >= capacity or any(
-            self._room(e) and len(e.assigned) < e.threads for e in self.executors
+        if (
+            eager
+            or free * 2 >= capacity
+            or any(self._room(e) and len(e.assigned) < e.threads for e in self.executors)
         ):
             return free
         return 0

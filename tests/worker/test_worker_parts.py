@@ -95,8 +95,10 @@ def test_claim_size_waits_for_half_the_room_unless_a_thread_idles():
     for number, executor in enumerate(pool.executors):
         for index in range(3):
             executor.assign(claimed(f"{number}-{index}"))
-    # Two free of eight, and every thread has a job: wait.
+    # Two free of eight, and every thread has a job: wait, unless news of a
+    # job due now asks for the room there is.
     assert pool.free_slots == 2 and pool.claim_size() == 0
+    assert pool.claim_size(eager=True) == 2
     pool.executors[0].answer(("0-0", 1))
     pool.executors[0].answer(("0-1", 1))
     assert pool.claim_size() == 4
