@@ -403,7 +403,8 @@ woken_by_freed AS (
         FROM {ended}
         JOIN freed_keys ON freed_keys.key IN ({ended}.limit_key, {ended}.shared_limit_key)
         JOIN locked_keys USING (key)
-        WHERE (locked_keys.running >= locked_keys.concurrency
+        WHERE {requeued}
+           OR (locked_keys.running >= locked_keys.concurrency
                AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency){refilled}
     ) AS queues
 );
@@ -534,7 +535,8 @@ woken_by_freed AS (
         FROM done
         JOIN freed_keys ON freed_keys.key IN (done.limit_key, done.shared_limit_key)
         JOIN locked_keys USING (key)
-        WHERE (locked_keys.running >= locked_keys.concurrency
+        WHERE done.status = 'READY'
+           OR (locked_keys.running >= locked_keys.concurrency
                AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
     ) AS queues
 )
@@ -618,7 +620,8 @@ woken_by_freed AS (
         FROM released
         JOIN freed_keys ON freed_keys.key IN (released.limit_key, released.shared_limit_key)
         JOIN locked_keys USING (key)
-        WHERE (locked_keys.running >= locked_keys.concurrency
+        WHERE true
+           OR (locked_keys.running >= locked_keys.concurrency
                AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
            OR (locked_keys.rate IS NOT NULL AND freed_keys.unspent > 0)
     ) AS queues
@@ -683,7 +686,8 @@ woken_by_freed AS (
         FROM stopped
         JOIN freed_keys ON freed_keys.key IN (stopped.limit_key, stopped.shared_limit_key)
         JOIN locked_keys USING (key)
-        WHERE (locked_keys.running >= locked_keys.concurrency
+        WHERE false
+           OR (locked_keys.running >= locked_keys.concurrency
                AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
     ) AS queues
 )
@@ -767,7 +771,8 @@ woken_by_freed AS (
         FROM rescued
         JOIN freed_keys ON freed_keys.key IN (rescued.limit_key, rescued.shared_limit_key)
         JOIN locked_keys USING (key)
-        WHERE (locked_keys.running >= locked_keys.concurrency
+        WHERE rescued.status = 'READY'
+           OR (locked_keys.running >= locked_keys.concurrency
                AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency)
     ) AS queues
 )
@@ -2051,9 +2056,9 @@ WITH finished AS (
     -- Each job by its primary key, whatever the statistics say: in a busy
     -- run, before ANALYZE catches up, the planner would rather scan every
     -- finished job for these ids (OFFSET 0 keeps it from flattening the
-    -- lookup into that scan).
+    -- lookup into that scan). Each id once, as `= ANY` would count it.
     SELECT job.id, job.status
-    FROM unnest(%(ids)s::uuid[]) AS finished_id(id)
+    FROM (SELECT DISTINCT unnest(%(ids)s::uuid[])) AS finished_id(id)
     CROSS JOIN LATERAL (SELECT id, status FROM jobs_job WHERE id = finished_id.id OFFSET 0) AS job
     WHERE job.status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
 ),

@@ -19,8 +19,9 @@ from .channels import (
 # that free the same keys never deadlock.
 #
 # Their queues are woken only where a job may now start that could not
-# before: a key that was at its concurrency and is below it now (its locked
-# row is its latest version), or a bucket that got a token back. A key
+# before: a job of theirs that is READY again (`requeued`: a retry, a
+# give-back, a rescue), a key that was at its concurrency and is below it now
+# (its locked row is its latest version), or a bucket that got a token back. A key
 # without a concurrency (fair shares only, or a rate alone) wakes no one when
 # its jobs end: otherwise every batch of outcomes would wake the workers,
 # their own included, for nothing that waited.
@@ -51,7 +52,8 @@ woken_by_freed AS (
         FROM {ended}
         JOIN freed_keys ON freed_keys.key IN ({ended}.limit_key, {ended}.shared_limit_key)
         JOIN locked_keys USING (key)
-        WHERE (locked_keys.running >= locked_keys.concurrency
+        WHERE {requeued}
+           OR (locked_keys.running >= locked_keys.concurrency
                AND locked_keys.running - freed_keys.jobs < locked_keys.concurrency){refilled}
     ) AS queues
 )"""
@@ -72,9 +74,10 @@ _REFILLED = """
            OR (locked_keys.rate IS NOT NULL AND freed_keys.unspent > 0)"""
 
 
-def _freeing(ended: str, *, refund: bool = False) -> str:
+def _freeing(ended: str, *, requeued: str = "false", refund: bool = False) -> str:
     return _FREE_SLOTS.format(
         ended=ended,
+        requeued=requeued,
         ready_channel=LIMITED_READY_CHANNEL,
         unspent=_UNSPENT.format(ended=ended) if refund else "",
         refund=_REFUND_TOKENS if refund else "",
@@ -136,7 +139,7 @@ COMPLETE = _COMPLETE.format(limit_columns="", freeing="", woken="", **_COMPLETE_
 # their keys' slots, in the transaction that writes their outcomes.
 COMPLETE_LIMITED = _COMPLETE.format(
     limit_columns=", job.queue, job.limit_key, job.shared_limit_key",
-    freeing=_freeing("done"),
+    freeing=_freeing("done", requeued="done.status = 'READY'"),
     woken=", (SELECT count(*) FROM woken_by_freed) AS woken",
     **_COMPLETE_PARTS,
 )
@@ -167,7 +170,7 @@ SELECT id FROM released{woken}
 """
 RELEASE = _RELEASE.format(freeing="", woken="")
 RELEASE_LIMITED = _RELEASE.format(
-    freeing=_freeing("released", refund=True),
+    freeing=_freeing("released", requeued="true", refund=True),
     woken=", (SELECT count(*) FROM woken_by_freed) AS woken",
 )
 
@@ -303,7 +306,7 @@ rescued AS (
 woken AS (
     SELECT pg_notify('{READY_CHANNEL}', queue)
     FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'READY') AS queues
-){_freeing("rescued")}
+){_freeing("rescued", requeued="rescued.status = 'READY'")}
 SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM rescued WHERE status = 'READY'),
        (SELECT count(*) FROM rescued WHERE status = 'FAILED'),

@@ -202,9 +202,9 @@ WITH finished AS (
     -- Each job by its primary key, whatever the statistics say: in a busy
     -- run, before ANALYZE catches up, the planner would rather scan every
     -- finished job for these ids (OFFSET 0 keeps it from flattening the
-    -- lookup into that scan).
+    -- lookup into that scan). Each id once, as `= ANY` would count it.
     SELECT job.id, job.status
-    FROM unnest(%(ids)s::uuid[]) AS finished_id(id)
+    FROM (SELECT DISTINCT unnest(%(ids)s::uuid[])) AS finished_id(id)
     CROSS JOIN LATERAL (SELECT id, status FROM jobs_job WHERE id = finished_id.id OFFSET 0) AS job
     WHERE job.status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
 ),

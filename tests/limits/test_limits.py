@@ -203,6 +203,17 @@ def test_jobs_under_no_limit_take_the_plain_claim_until_a_limited_job_may_start(
     # The end of the other frees a slot that no job waited for: no one is woken.
     db.complete([succeeded(second)], "w")
     assert not db.notifications().limited
+    # A job that is READY again, its key with room, wakes the limited claim:
+    # given back, or failed with a retry due.
+    limited_run.enqueue("a")
+    wait_until(lambda: db.notifications().limited)
+    [job] = db.claim("w", 10)
+    db.release([job])
+    assert db.notifications().limited
+    [job] = db.claim("w", 10)
+    retry = Outcome(job.id, job.attempt, "READY", time.time(), time.time(), None, None, 0.0)
+    db.complete([retry], "w")
+    assert db.notifications().limited
 
 
 def test_run_due_jobs_holds_limits_as_a_worker_does():
