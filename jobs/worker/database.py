@@ -128,11 +128,14 @@ class QueueDatabase:
         self.conn = psycopg.connect(**params, autocommit=True, prepare_threshold=prepare_threshold)
         self.limited_due = self.limited_jobs_seen = True
         if listen:
-            self._execute(f"LISTEN {queries.channels.READY_CHANNEL}")
+            channels = [queries.channels.READY_CHANNEL]
             if self.limits:
-                self._execute(f"LISTEN {queries.channels.LIMITED_READY_CHANNEL}")
-            self._execute(f"LISTEN {queries.channels.CANCEL_CHANNEL}")
-            self._execute(f"LISTEN {queries.channels.PAUSE_CHANNEL}")
+                channels.append(queries.channels.LIMITED_READY_CHANNEL)
+            channels += [queries.channels.CANCEL_CHANNEL, queries.channels.PAUSE_CHANNEL]
+            # One round trip for all of them: statements without parameters
+            # go together in the simple protocol, never prepared.
+            self.notifications_unread = True
+            self.conn.execute("; ".join(f"LISTEN {channel}" for channel in channels), prepare=False)
 
     @property
     def connected(self) -> bool:
