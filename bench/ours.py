@@ -166,11 +166,12 @@ class Ours(driver.Queue):
             self.measure_history(figures)
         if "limits" in self.options.phases:
             # Plain jobs, with no LIMITS at all (the process phase has the
-            # project's); then jobs under 2 at once per key, over 100 keys
-            # (200 slots, more than a worker holds: the limit's cost) and over
-            # 4 keys (8 slots, fewer than a worker claims ahead: its wait).
-            runs = (("limits_off_", "none", None), ("limited_100_keys_", "per-key", 100))
-            runs += (("limited_4_keys_", "per-key", 4),)
+            # project's); jobs under 1,000 at once per key over 100 keys (a
+            # limit that never binds: its cost); then under 2 at once per
+            # key, over 100 keys (200 slots, fewer than a worker holds ahead)
+            # and over 4 keys (8 slots: the limit sets the rate).
+            runs = (("limits_off_", "none", None), ("limited_wide_", "wide", 100))
+            runs += (("limited_100_keys_", "per-key", 100), ("limited_4_keys_", "per-key", 4))
             for prefix, limits, keys in runs:
                 driver.say(f"limits: {limits}" + (f", {keys} keys" if keys else ""))
                 with self.limited(limits):

@@ -305,15 +305,32 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
         if empty is not None and full is not None:
             change = (full.median / empty.median - 1) * 100
             lines[-1] += f" ({change:+.0f}% steady/s against the same run on an empty table)"
-    for prefix, label in (
-        ("limits_off_", "no-op jobs with no LIMITS setting (the process phase has the project's)"),
-        ("limited_100_keys_", "no-op jobs under 2 at once per key, 100 keys (200 slots)"),
-        ("limited_4_keys_", "no-op jobs under 2 at once per key, 4 keys (8 slots)"),
-        ("workflow_plain_", "no-op jobs, beside the batch below"),
-        ("workflow_batch_", "a batch of as many no-op jobs and its on_finish callback"),
+    for prefix, label, plain in (
+        (
+            "limits_off_",
+            "no-op jobs with no LIMITS setting (the process phase has the project's)",
+            None,
+        ),
+        (
+            "limited_wide_",
+            "no-op jobs under 1,000 at once per key, 100 keys (never binds)",
+            "limits_off_",
+        ),
+        (
+            "limited_100_keys_",
+            "no-op jobs under 2 at once per key, 100 keys (200 slots)",
+            "limits_off_",
+        ),
+        ("limited_4_keys_", "no-op jobs under 2 at once per key, 4 keys (8 slots)", "limits_off_"),
+        ("workflow_plain_", "no-op jobs, beside the batch below", None),
+        (
+            "workflow_batch_",
+            "a batch of as many no-op jobs and its on_finish callback",
+            "workflow_plain_",
+        ),
     ):
         if (figures := rates(prefix)) is not None:
-            lines.append(f"- {label}: {figures}")
+            lines.append(f"- {label}: {figures}{share_of_plain(ours, prefix, plain)}")
     workers = sorted({int(key.split("_")[1]) for key in ours.figures if key.startswith("scale_")})
     lines += [
         f"- {count} runworker process{'es' if count > 1 else ''}: {rates(f'scale_{count}_')}"
@@ -321,6 +338,23 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
     ]
     alone = ["", "This queue alone:", "", *lines] if lines else []
     return alone + remote_table(ours, context) + neighbour_table(ours, context)
+
+
+def share_of_plain(ours: QueueResult, prefix: str, plain: str | None) -> str:
+    """
+    The steady rate as a share of the plain jobs' of the same rounds: the
+    median of the per-round ratios, which a machine whose speed drifts
+    between rounds moves less than a ratio of medians.
+    """
+    figure = ours.figures.get(f"{prefix}steady_per_s")
+    baseline = ours.figures.get(f"{plain}steady_per_s") if plain else None
+    if figure is None or baseline is None or len(figure.values) != len(baseline.values):
+        return ""
+    pairs = zip(figure.values, baseline.values, strict=True)
+    shares = [value / base for value, base in pairs if base]
+    if not shares:
+        return ""
+    return f" ({percentile(sorted(shares), 50):.0%} of the plain steady/s, round by round)"
 
 
 REMOTE_KEY = re.compile(r"remote_(local|\d+us)_(\d+)w_jobs_per_s")
