@@ -883,6 +883,13 @@ open_keys AS (
     WHERE keys.has_room AND {own_room} > 0
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
+-- The batch over the keys, once more over those with room for more than
+-- that after the others took all their room; NULL (no cap) when none has.
+key_share(share) AS (
+    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+),
 keyed AS (
     SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
            open_keys.served_at AS own_served_at,
@@ -897,8 +904,7 @@ keyed AS (
         WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
-        LIMIT open_keys.room
-        FOR UPDATE SKIP LOCKED
+        LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
     ) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
@@ -928,7 +934,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-claimed AS (
+chosen AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -946,6 +952,11 @@ claimed AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
+),
+claimed AS (
+    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
+    WHERE job.status = 'READY'
+    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 {start_attempt}, job.limit_key, job.shared_limit_key
@@ -1042,6 +1053,13 @@ open_keys AS (
 ) > 0
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
+-- The batch over the keys, once more over those with room for more than
+-- that after the others took all their room; NULL (no cap) when none has.
+key_share(share) AS (
+    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+),
 keyed AS (
     SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
            open_keys.served_at AS own_served_at,
@@ -1056,8 +1074,7 @@ keyed AS (
         WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
-        LIMIT open_keys.room
-        FOR UPDATE SKIP LOCKED
+        LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
     ) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
@@ -1097,7 +1114,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-claimed AS (
+chosen AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -1115,6 +1132,11 @@ claimed AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
+),
+claimed AS (
+    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
+    WHERE job.status = 'READY'
+    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 UPDATE jobs_job AS job
@@ -1240,6 +1262,13 @@ open_keys AS (
 ) > 0
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
+-- The batch over the keys, once more over those with room for more than
+-- that after the others took all their room; NULL (no cap) when none has.
+key_share(share) AS (
+    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+),
 keyed AS (
     SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
            open_keys.served_at AS own_served_at,
@@ -1254,8 +1283,7 @@ keyed AS (
         WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
-        LIMIT open_keys.room
-        FOR UPDATE SKIP LOCKED
+        LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
     ) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
@@ -1295,7 +1323,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-claimed AS (
+chosen AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -1313,6 +1341,11 @@ claimed AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
+),
+claimed AS (
+    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
+    WHERE job.status = 'READY'
+    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 UPDATE jobs_job AS job

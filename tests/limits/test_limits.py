@@ -292,6 +292,24 @@ def test_every_key_takes_a_turn_in_one_claim(db):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_key_gives_a_claim_its_share_of_the_batch_its_best_first(db):
+    # Ten of "urgent" outrank the others, but the batch of 12 over three keys
+    # takes 4 of each: "urgent" starts its 4 most urgent in this claim.
+    keyed_noop.using(priority=10).enqueue_many([(("urgent",), {})] * 10)
+    keyed_noop.enqueue_many([(("b",), {})] * 10)
+    keyed_noop.enqueue_many([(("c",), {})] * 10)
+    claimed = db.claim("w", 12)
+    keys = [Job.objects.get(id=job.id).limit_key for job in claimed]
+    assert sorted(keys) == ["tenant:b"] * 4 + ["tenant:c"] * 4 + ["tenant:urgent"] * 4
+    assert keys[:4] == ["tenant:urgent"] * 4
+    # A key with fewer jobs than its share leaves the batch short (3 of each
+    # key with 6 left, and "d"'s one); the next claim takes the 9 left.
+    keyed_noop.enqueue("d")
+    assert len(db.claim("w", 12)) == 10
+    assert len(db.claim("w", 12)) == 9
+
+
+@pytest.mark.django_db(transaction=True)
 def test_keys_past_one_claims_reach_are_visited_by_the_next(db):
     # 40 keys of one job each, claimed one at a time: a claim visits 16 keys,
     # and the next goes on from where it stopped.
