@@ -884,19 +884,18 @@ open_keys AS (
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
 -- The batch over the keys, once more over those with room for more than
--- that after the others took all their room; NULL (no cap) when none has.
+-- that after the others took all their room; none (no cap) when no key has
+-- room for more.
 key_share(share) AS (
-    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
-                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
-    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    SELECT share FROM (
+        SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                    / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+        FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    ) AS uneven(share)
+    WHERE share IS NOT NULL
 ),
-keyed AS (
-    SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
-           open_keys.served_at AS own_served_at,
-           row_number() OVER (
-               PARTITION BY open_keys.key
-               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
-           ) AS turn
+shares AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
     FROM open_keys
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at, shared_limit_key
@@ -905,7 +904,38 @@ keyed AS (
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
         LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
+        FOR UPDATE SKIP LOCKED
     ) AS candidate
+),
+-- A batch that the shares left short (keys with fewer due jobs than their
+-- share) takes the rest of the room of the keys that gave their whole share;
+-- a full one reads nothing more (the condition is checked once, first).
+topped_up AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp()
+          AND id NOT IN (SELECT shares.id FROM shares
+                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)
+        ORDER BY priority DESC, run_at, id
+        LIMIT open_keys.room - (SELECT share FROM key_share)
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    WHERE (SELECT count(*) FROM shares) < %(limit)s
+      AND open_keys.room > (SELECT share FROM key_share)
+),
+keyed AS (
+    SELECT candidate.id, candidate.priority, candidate.run_at, candidate.shared_limit_key,
+           candidate.key AS own_key, candidate.room AS own_room,
+           candidate.served_at AS own_served_at,
+           row_number() OVER (
+               PARTITION BY candidate.key
+               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+           ) AS turn
+    FROM (SELECT * FROM shares UNION ALL SELECT * FROM topped_up) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
 -- holds for all of them together.
@@ -934,7 +964,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-chosen AS (
+claimed AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -952,11 +982,6 @@ chosen AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
-),
-claimed AS (
-    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
-    WHERE job.status = 'READY'
-    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 {start_attempt}, job.limit_key, job.shared_limit_key
@@ -1054,19 +1079,18 @@ open_keys AS (
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
 -- The batch over the keys, once more over those with room for more than
--- that after the others took all their room; NULL (no cap) when none has.
+-- that after the others took all their room; none (no cap) when no key has
+-- room for more.
 key_share(share) AS (
-    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
-                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
-    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    SELECT share FROM (
+        SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                    / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+        FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    ) AS uneven(share)
+    WHERE share IS NOT NULL
 ),
-keyed AS (
-    SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
-           open_keys.served_at AS own_served_at,
-           row_number() OVER (
-               PARTITION BY open_keys.key
-               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
-           ) AS turn
+shares AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
     FROM open_keys
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at, shared_limit_key
@@ -1075,7 +1099,38 @@ keyed AS (
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
         LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
+        FOR UPDATE SKIP LOCKED
     ) AS candidate
+),
+-- A batch that the shares left short (keys with fewer due jobs than their
+-- share) takes the rest of the room of the keys that gave their whole share;
+-- a full one reads nothing more (the condition is checked once, first).
+topped_up AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp()
+          AND id NOT IN (SELECT shares.id FROM shares
+                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)
+        ORDER BY priority DESC, run_at, id
+        LIMIT open_keys.room - (SELECT share FROM key_share)
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    WHERE (SELECT count(*) FROM shares) < %(limit)s
+      AND open_keys.room > (SELECT share FROM key_share)
+),
+keyed AS (
+    SELECT candidate.id, candidate.priority, candidate.run_at, candidate.shared_limit_key,
+           candidate.key AS own_key, candidate.room AS own_room,
+           candidate.served_at AS own_served_at,
+           row_number() OVER (
+               PARTITION BY candidate.key
+               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+           ) AS turn
+    FROM (SELECT * FROM shares UNION ALL SELECT * FROM topped_up) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
 -- holds for all of them together.
@@ -1114,7 +1169,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-chosen AS (
+claimed AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -1132,11 +1187,6 @@ chosen AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
-),
-claimed AS (
-    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
-    WHERE job.status = 'READY'
-    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 UPDATE jobs_job AS job
@@ -1263,19 +1313,18 @@ open_keys AS (
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
 -- The batch over the keys, once more over those with room for more than
--- that after the others took all their room; NULL (no cap) when none has.
+-- that after the others took all their room; none (no cap) when no key has
+-- room for more.
 key_share(share) AS (
-    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
-                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
-    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    SELECT share FROM (
+        SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                    / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+        FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    ) AS uneven(share)
+    WHERE share IS NOT NULL
 ),
-keyed AS (
-    SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
-           open_keys.served_at AS own_served_at,
-           row_number() OVER (
-               PARTITION BY open_keys.key
-               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
-           ) AS turn
+shares AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
     FROM open_keys
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at, shared_limit_key
@@ -1284,7 +1333,38 @@ keyed AS (
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
         LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
+        FOR UPDATE SKIP LOCKED
     ) AS candidate
+),
+-- A batch that the shares left short (keys with fewer due jobs than their
+-- share) takes the rest of the room of the keys that gave their whole share;
+-- a full one reads nothing more (the condition is checked once, first).
+topped_up AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp()
+          AND id NOT IN (SELECT shares.id FROM shares
+                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)
+        ORDER BY priority DESC, run_at, id
+        LIMIT open_keys.room - (SELECT share FROM key_share)
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    WHERE (SELECT count(*) FROM shares) < %(limit)s
+      AND open_keys.room > (SELECT share FROM key_share)
+),
+keyed AS (
+    SELECT candidate.id, candidate.priority, candidate.run_at, candidate.shared_limit_key,
+           candidate.key AS own_key, candidate.room AS own_room,
+           candidate.served_at AS own_served_at,
+           row_number() OVER (
+               PARTITION BY candidate.key
+               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+           ) AS turn
+    FROM (SELECT * FROM shares UNION ALL SELECT * FROM topped_up) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
 -- holds for all of them together.
@@ -1323,7 +1403,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-chosen AS (
+claimed AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -1341,11 +1421,6 @@ chosen AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
-),
-claimed AS (
-    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
-    WHERE job.status = 'READY'
-    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 UPDATE jobs_job AS job

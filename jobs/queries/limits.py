@@ -151,27 +151,17 @@ def _for_queues(
 # it in, and one row for all of them would make every claim of them wait for
 # its lock; so each worker gives them a turn in its own round of the keys.
 #
-# A key's candidates are up to its room and its share of the batch (the batch
-# over the keys with room, rounded up; what keys with less room than that leave
-# goes to the others, `key_share`): a batch is filled turn by turn, so a
-# key's jobs past its share would only be reached if other keys had fewer
-# jobs than theirs, and reading every key's whole room (100 keys with room
-# for 1,000 each, for a batch of 250) read 25,000 jobs to start 250, ten
-# times the claim's time. Priority orders each key's candidates and then the
-# batch; a key with more high-priority jobs than its share starts its share
-# of them in each claim. A batch that keys with fewer jobs than their share
-# leave short is claimed again at once, as any batch that came back short.
-#
-# The jobs under limits are chosen unlocked, and only the chosen ones are
-# locked (`claimed`). No other claim
-# takes a key's jobs while this one holds the key's row, so the lock only
-# keeps off the rare writer of a job row (a cancel, a delete); the lock reads
-# the job's latest version and `status = 'READY'` is checked on it, so a job
-# that was claimed by a claim that committed after this statement's snapshot
-# (and before its key's lock was granted here), or cancelled meanwhile, is
-# left out, and the counts are taken from what started. Jobs under no limit
-# (`plain`) have no key row: they are locked as they are read, as CLAIM does,
-# so that two workers claiming at once take different ones.
+# A key's candidates are up to its room and its share of the batch
+# (`key_share`: the batch over the keys with room, rounded up, once more over
+# those with room for more than that after the others took all theirs). A
+# batch is filled turn by turn, so a key's jobs past its share are reached
+# only when other keys have fewer jobs than theirs: then (`topped_up`) the
+# keys that gave their whole share give the rest of their room too. Reading
+# every key's whole room at once (100 keys with room for 1,000 each, for a
+# batch of 250) read and locked 25,000 jobs to start 250, five times the
+# claim's time. Priority orders each key's candidates and then the batch: a
+# key with more urgent jobs than its share starts its share of them in each
+# claim (all of them when the other keys cannot fill the batch).
 #
 # A job's shared key (a task's or a queue's limit over its own keyed one) is
 # locked after its own; a row that is both some jobs' own key and others'
@@ -192,19 +182,18 @@ open_keys AS (
     FOR NO KEY UPDATE OF own SKIP LOCKED
 ),
 -- The batch over the keys, once more over those with room for more than
--- that after the others took all their room; NULL (no cap) when none has.
+-- that after the others took all their room; none (no cap) when no key has
+-- room for more.
 key_share(share) AS (
-    SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
-                / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
-    FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    SELECT share FROM (
+        SELECT ceil((%(limit)s - COALESCE(sum(room) FILTER (WHERE room < even.share), 0))::float8
+                    / NULLIF(count(*) FILTER (WHERE room >= even.share), 0))::int
+        FROM open_keys, (SELECT ceil(%(limit)s::float8 / count(*)) AS share FROM open_keys) AS even
+    ) AS uneven(share)
+    WHERE share IS NOT NULL
 ),
-keyed AS (
-    SELECT candidate.*, open_keys.key AS own_key, open_keys.room AS own_room,
-           open_keys.served_at AS own_served_at,
-           row_number() OVER (
-               PARTITION BY open_keys.key
-               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
-           ) AS turn
+shares AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
     FROM open_keys
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at, shared_limit_key
@@ -213,7 +202,38 @@ keyed AS (
           AND run_at <= statement_timestamp()
         ORDER BY priority DESC, run_at, id
         LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
+        FOR UPDATE SKIP LOCKED
     ) AS candidate
+),
+-- A batch that the shares left short (keys with fewer due jobs than their
+-- share) takes the rest of the room of the keys that gave their whole share;
+-- a full one reads nothing more (the condition is checked once, first).
+topped_up AS (
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp()
+          AND id NOT IN (SELECT shares.id FROM shares
+                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)
+        ORDER BY priority DESC, run_at, id
+        LIMIT open_keys.room - (SELECT share FROM key_share)
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate
+    WHERE (SELECT count(*) FROM shares) < %(limit)s
+      AND open_keys.room > (SELECT share FROM key_share)
+),
+keyed AS (
+    SELECT candidate.id, candidate.priority, candidate.run_at, candidate.shared_limit_key,
+           candidate.key AS own_key, candidate.room AS own_room,
+           candidate.served_at AS own_served_at,
+           row_number() OVER (
+               PARTITION BY candidate.key
+               ORDER BY candidate.priority DESC, candidate.run_at, candidate.id
+           ) AS turn
+    FROM (SELECT * FROM shares UNION ALL SELECT * FROM topped_up) AS candidate
 ),
 -- A key with jobs in several queues was visited once per queue: its room
 -- holds for all of them together.
@@ -242,7 +262,7 @@ plain AS (
         FOR UPDATE SKIP LOCKED
     ) AS candidate
 ),
-chosen AS (
+claimed AS (
     SELECT id, priority, run_at, turn, to_timestamp(%(plain_served)s::float8) AS served_at
     FROM plain AS p(id, priority, run_at, turn)
     UNION ALL
@@ -260,11 +280,6 @@ chosen AS (
                                     WHERE open_shared.key = candidate.shared_limit_key)
     ORDER BY priority DESC, turn, served_at NULLS FIRST, run_at, id
     LIMIT %(limit)s
-),
-claimed AS (
-    SELECT job.id FROM jobs_job AS job JOIN chosen USING (id)
-    WHERE job.status = 'READY'
-    FOR UPDATE OF job SKIP LOCKED
 ),
 started AS (
 {start_attempt}, job.limit_key, job.shared_limit_key

@@ -293,20 +293,21 @@ def test_every_key_takes_a_turn_in_one_claim(db):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_key_gives_a_claim_its_share_of_the_batch_its_best_first(db):
-    # Ten of "urgent" outrank the others, but the batch of 12 over three keys
-    # takes 4 of each: "urgent" starts its 4 most urgent in this claim.
-    keyed_noop.using(priority=10).enqueue_many([(("urgent",), {})] * 10)
-    keyed_noop.enqueue_many([(("b",), {})] * 10)
-    keyed_noop.enqueue_many([(("c",), {})] * 10)
-    claimed = db.claim("w", 12)
+    # Fifty of "urgent" outrank the others, but a batch of 100 over three
+    # keys takes 34 of each at most: "urgent" starts its 34 most urgent first.
+    keyed_noop.using(priority=10).enqueue_many([(("urgent",), {})] * 50)
+    keyed_noop.enqueue_many([(("b",), {})] * 50)
+    keyed_noop.enqueue_many([(("c",), {})] * 50)
+    claimed = db.claim("w", 100)
     keys = [Job.objects.get(id=job.id).limit_key for job in claimed]
-    assert sorted(keys) == ["tenant:b"] * 4 + ["tenant:c"] * 4 + ["tenant:urgent"] * 4
-    assert keys[:4] == ["tenant:urgent"] * 4
-    # A key with fewer jobs than its share leaves the batch short (3 of each
-    # key with 6 left, and "d"'s one); the next claim takes the 9 left.
+    assert keys[:34] == ["tenant:urgent"] * 34
+    assert sorted(keys[34:]) == ["tenant:b"] * 33 + ["tenant:c"] * 33
+    # A key with fewer jobs than its share leaves the rest of the batch to
+    # the others: four keys, a share of 10 each, and "d" has one job.
     keyed_noop.enqueue("d")
-    assert len(db.claim("w", 12)) == 10
-    assert len(db.claim("w", 12)) == 9
+    claimed = db.claim("w", 40)
+    assert len(claimed) == 40
+    assert "tenant:d" in {Job.objects.get(id=job.id).limit_key for job in claimed}
 
 
 @pytest.mark.django_db(transaction=True)
