@@ -894,36 +894,12 @@ key_share(share) AS (
     ) AS uneven(share)
     WHERE share IS NOT NULL
 ),
-shares AS (
-    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
-    FROM open_keys
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at, shared_limit_key
-        FROM jobs_job
-        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
-          AND run_at <= statement_timestamp()
-        ORDER BY priority DESC, run_at, id
-        LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
+shares AS ({shares}
 ),
 -- A batch that the shares left short (keys with fewer due jobs than their
 -- share) takes the rest of the room of the keys that gave their whole share;
 -- a full one reads nothing more (the condition is checked once, first).
-topped_up AS (
-    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
-    FROM open_keys
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at, shared_limit_key
-        FROM jobs_job
-        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
-          AND run_at <= statement_timestamp()
-          AND id NOT IN (SELECT shares.id FROM shares
-                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)
-        ORDER BY priority DESC, run_at, id
-        LIMIT open_keys.room - (SELECT share FROM key_share)
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
+topped_up AS ({topped_up}
     WHERE (SELECT count(*) FROM shares) < %(limit)s
       AND open_keys.room > (SELECT share FROM key_share)
 ),
@@ -1022,6 +998,19 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
                    - (SELECT count(*) FROM open_keys)
        )::text,
        NULL, NULL;
+
+-- jobs.queries.limits._KEY_CANDIDATES
+SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp(){excluded}
+        ORDER BY priority DESC, run_at, id
+        LIMIT {limit}
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate;
 
 -- jobs.queries.limits.LIMITED_CLAIM
 WITH RECURSIVE open_queues(name) AS (

@@ -192,36 +192,12 @@ key_share(share) AS (
     ) AS uneven(share)
     WHERE share IS NOT NULL
 ),
-shares AS (
-    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
-    FROM open_keys
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at, shared_limit_key
-        FROM jobs_job
-        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
-          AND run_at <= statement_timestamp()
-        ORDER BY priority DESC, run_at, id
-        LIMIT LEAST(open_keys.room, (SELECT share FROM key_share))
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
+shares AS ({shares}
 ),
 -- A batch that the shares left short (keys with fewer due jobs than their
 -- share) takes the rest of the room of the keys that gave their whole share;
 -- a full one reads nothing more (the condition is checked once, first).
-topped_up AS (
-    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
-    FROM open_keys
-    CROSS JOIN LATERAL (
-        SELECT id, priority, run_at, shared_limit_key
-        FROM jobs_job
-        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
-          AND run_at <= statement_timestamp()
-          AND id NOT IN (SELECT shares.id FROM shares
-                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)
-        ORDER BY priority DESC, run_at, id
-        LIMIT open_keys.room - (SELECT share FROM key_share)
-        FOR UPDATE SKIP LOCKED
-    ) AS candidate
+topped_up AS ({topped_up}
     WHERE (SELECT count(*) FROM shares) < %(limit)s
       AND open_keys.room > (SELECT share FROM key_share)
 ),
@@ -321,7 +297,31 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, N
        )::text,
        NULL, NULL
 """
+# Up to `limit` due jobs of each open key, in claim order, locked as read,
+# leaving out those that `excluded` names: a key's share of the batch, and
+# what tops it up.
+_KEY_CANDIDATES = """
+    SELECT open_keys.queue, open_keys.key, open_keys.room, open_keys.served_at, candidate.*
+    FROM open_keys
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at, shared_limit_key
+        FROM jobs_job
+        WHERE status = 'READY' AND queue = open_keys.queue AND limit_key = open_keys.key
+          AND run_at <= statement_timestamp(){excluded}
+        ORDER BY priority DESC, run_at, id
+        LIMIT {limit}
+        FOR UPDATE SKIP LOCKED
+    ) AS candidate"""
 _LIMITED_PARTS = {
+    "shares": _KEY_CANDIDATES.format(
+        excluded="", limit="LEAST(open_keys.room, (SELECT share FROM key_share))"
+    ),
+    "topped_up": _KEY_CANDIDATES.format(
+        excluded="""
+          AND id NOT IN (SELECT shares.id FROM shares
+                         WHERE shares.queue = open_keys.queue AND shares.key = open_keys.key)""",
+        limit="open_keys.room - (SELECT share FROM key_share)",
+    ),
     "own_room": _room("own"),
     "shared_room": _room("shared"),
     "counter_tokens": TOKENS.format(row="counter"),
