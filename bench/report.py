@@ -6,6 +6,7 @@ The results as Markdown tables (printed, and saved as latest.md) and as JSON
 import csv
 import json
 import re
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,32 +306,16 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
         if empty is not None and full is not None:
             change = (full.median / empty.median - 1) * 100
             lines[-1] += f" ({change:+.0f}% steady/s against the same run on an empty table)"
-    for prefix, label, plain in (
-        (
-            "limits_off_",
-            "no-op jobs with no LIMITS setting (the process phase has the project's)",
-            None,
-        ),
-        (
-            "limited_wide_",
-            "no-op jobs under 1,000 at once per key, 100 keys (never binds)",
-            "limits_off_",
-        ),
-        (
-            "limited_100_keys_",
-            "no-op jobs under 2 at once per key, 100 keys (200 slots)",
-            "limits_off_",
-        ),
-        ("limited_4_keys_", "no-op jobs under 2 at once per key, 4 keys (8 slots)", "limits_off_"),
-        ("workflow_plain_", "no-op jobs, beside the batch below", None),
-        (
-            "workflow_batch_",
-            "a batch of as many no-op jobs and its on_finish callback",
-            "workflow_plain_",
-        ),
+    for prefix, label in (
+        ("limits_off_", "no-op jobs with no LIMITS setting (the process phase has the project's)"),
+        ("limited_wide_", "no-op jobs under 1,000 at once per key, 100 keys (never binds)"),
+        ("limited_100_keys_", "no-op jobs under 2 at once per key, 100 keys (200 slots)"),
+        ("limited_4_keys_", "no-op jobs under 2 at once per key, 4 keys (8 slots)"),
+        ("workflow_plain_", "no-op jobs, beside the batch below"),
+        ("workflow_batch_", "a batch of as many no-op jobs and its on_finish callback"),
     ):
         if (figures := rates(prefix)) is not None:
-            lines.append(f"- {label}: {figures}{share_of_plain(ours, prefix, plain)}")
+            lines.append(f"- {label}: {figures}{share_of_plain(ours, prefix)}")
     workers = sorted({int(key.split("_")[1]) for key in ours.figures if key.startswith("scale_")})
     lines += [
         f"- {count} runworker process{'es' if count > 1 else ''}: {rates(f'scale_{count}_')}"
@@ -340,13 +325,23 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
     return alone + remote_table(ours, context) + neighbour_table(ours, context)
 
 
-def share_of_plain(ours: QueueResult, prefix: str, plain: str | None) -> str:
+# The plain jobs of the same rounds that a limited or workflow figure is set against.
+PLAIN_OF = {
+    "limited_wide_": "limits_off_",
+    "limited_100_keys_": "limits_off_",
+    "limited_4_keys_": "limits_off_",
+    "workflow_batch_": "workflow_plain_",
+}
+
+
+def share_of_plain(ours: QueueResult, prefix: str) -> str:
     """
     The steady rate as a share of the plain jobs' of the same rounds: the
     median of the per-round ratios, which a machine whose speed drifts
     between rounds moves less than a ratio of medians.
     """
     figure = ours.figures.get(f"{prefix}steady_per_s")
+    plain = PLAIN_OF.get(prefix)
     baseline = ours.figures.get(f"{plain}steady_per_s") if plain else None
     if figure is None or baseline is None or len(figure.values) != len(baseline.values):
         return ""
@@ -354,7 +349,7 @@ def share_of_plain(ours: QueueResult, prefix: str, plain: str | None) -> str:
     shares = [value / base for value, base in pairs if base]
     if not shares:
         return ""
-    return f" ({percentile(sorted(shares), 50):.0%} of the plain steady/s, round by round)"
+    return f" ({statistics.median(shares):.0%} of the plain steady/s, round by round)"
 
 
 REMOTE_KEY = re.compile(r"remote_(local|\d+us)_(\d+)w_jobs_per_s")

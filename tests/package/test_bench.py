@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from bench import compare, driver, paired, remote, run, stats
-from bench.report import DASH, MISSING, TIMES, QueueResult, format_ratio, render, save
+from bench.report import (
+    DASH,
+    MISSING,
+    TIMES,
+    QueueResult,
+    format_ratio,
+    render,
+    save,
+    share_of_plain,
+)
 from bench.stats import ratio, summarize
 from project.settings import BASE_DIR
 from tests.conftest import database_url_for_subprocesses
@@ -29,6 +38,18 @@ def test_percentile_interpolates_like_numpy():
     assert stats.percentile([7.0], 99) == 7.0
     thousand = [float(v) for v in range(1, 1001)]
     assert stats.percentile(thousand, 99.9) == pytest.approx(999.001)
+
+
+def test_a_limited_figure_is_a_share_of_the_plain_one_round_by_round():
+    # The machine's speed drifted between rounds: the ratio of the medians
+    # (12 / 20) says 60%, the rounds say 80%, 80% and 40%.
+    ours = QueueResult("ours", "this queue", "setup")
+    ours.figures["limits_off_steady_per_s"] = summarize([10.0, 20.0, 30.0])
+    ours.figures["limited_wide_steady_per_s"] = summarize([8.0, 16.0, 12.0])
+    assert share_of_plain(ours, "limited_wide_") == " (80% of the plain steady/s, round by round)"
+    assert share_of_plain(ours, "limits_off_") == ""
+    ours.figures["limited_wide_steady_per_s"] = summarize([6.0, None, 16.0])
+    assert share_of_plain(ours, "limited_wide_") == ""
 
 
 def test_summaries_skip_missing_repeats_and_ratios_are_ours_over_theirs():
