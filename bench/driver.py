@@ -235,12 +235,25 @@ class Queue:
         self.reset()
         return rate
 
-    def measure_process(self, count: int, workers: int | None = None) -> dict[str, float | None]:
+    def hold(self) -> None:
+        """Keep the queued jobs from being started until release(); see measure_process."""
+        raise NotImplementedError
+
+    def release(self, processes: list[subprocess.Popen]) -> None:
+        """Wait until every worker of processes is ready, then let them start the held jobs."""
+        raise NotImplementedError
+
+    def measure_process(
+        self, count: int, workers: int | None = None, *, held: bool = False
+    ) -> dict[str, float | None]:
         """
         Start the workers on count queued jobs and time them until none is left.
 
         jobs_per_s counts from the moment the workers are started, so it
-        includes their start-up; steady_per_s is the rate between 10% and 90%
+        includes their start-up; held (for queues that have hold() and
+        release()) times from the moment every worker is ready instead, so
+        that workers still starting do not share the CPU with the ones
+        already working. steady_per_s is the rate between 10% and 90%
         done; first_done_s is when the first poll saw a job done, which is
         mostly the start-up. The database is analyzed first. Cost is read
         around the whole run, from the workers' start to their exit: commits
@@ -257,9 +270,14 @@ class Queue:
         before = self.cost_snapshot()
         polls = 0
         samples: list[tuple[float, int]] = []
+        if held:
+            self.hold()
         processes = self.start_workers(workers)
         started = time.perf_counter()
         try:
+            if held:
+                self.release(processes)
+                started = time.perf_counter()
             with psycopg.connect(self.options.dsn, autocommit=True) as monitor:
                 while True:
                     left = self.remaining(monitor)

@@ -17,6 +17,7 @@ measures jobs under no limit claimed by a worker whose backend has limits.
 
 import os
 import secrets
+import subprocess
 import sys
 import time
 from contextlib import AbstractContextManager
@@ -44,6 +45,12 @@ CROSS JOIN LATERAL (
 """
 
 
+# The queue of the benchmark's jobs, paused while the scale phase's workers start.
+HELD_QUEUE = "default"
+
+COUNT_WORKERS = "SELECT count(*) FROM jobs_worker"
+
+
 class Ours(driver.Queue):
     name = "ours"
     # Each count reads a partial index (claim, running). `status IN ('READY',
@@ -55,7 +62,7 @@ class Ours(driver.Queue):
         " + (SELECT count(*) FROM jobs_job WHERE status = 'RUNNING')"
         " + (SELECT count(*) FROM jobs_job WHERE status = 'WAITING')"
     )
-    tables = ("jobs_job", "jobs_worker", "jobs_limit_key", "jobs_dependency")
+    tables = ("jobs_job", "jobs_worker", "jobs_limit_key", "jobs_dependency", "jobs_paused_queue")
     workers = 1
     has_batch = True
 
@@ -106,6 +113,27 @@ class Ours(driver.Queue):
             parts["claim_to_start_ms"].append((starts[n] - claimed) * 1000)
         for name, values in parts.items():
             self.series.setdefault(name, []).append(values)
+
+    def hold(self) -> None:
+        from jobs.operations import pause_queue
+
+        pause_queue(HELD_QUEUE, by="bench")
+
+    def release(self, processes: list[subprocess.Popen]) -> None:
+        """
+        A worker's row is written once it is connected and about to claim;
+        the resume's NOTIFY then wakes every worker at once.
+        """
+        from jobs.operations import resume_queue
+
+        deadline = time.monotonic() + self.options.timeout
+        while self.connection.execute(COUNT_WORKERS).fetchone()[0] < len(processes):
+            if any(process.poll() is not None for process in processes):
+                raise driver.WorkersExited(f"a worker exited; see {self.log_path()}")
+            if time.monotonic() > deadline:
+                raise driver.Timeout(f"not every worker started in {self.options.timeout:.0f} s")
+            time.sleep(driver.POLL_SECONDS)
+        resume_queue(HELD_QUEUE)
 
     def worker_command(self) -> list[str]:
         return [sys.executable, "manage.py", "runworker"]
@@ -206,7 +234,11 @@ class Ours(driver.Queue):
                 for _ in range(self.options.repeat):
                     self.reset()
                     self.fill(count)
-                    measured = self.measure_process(count, workers)
+                    # Timed from when every worker is ready: eight
+                    # start-ups at once take seconds of CPU on a small
+                    # machine, and the first worker up would otherwise run
+                    # most of the jobs beside the others' start-up.
+                    measured = self.measure_process(count, workers, held=True)
                     for figure in ("jobs_per_s", "steady_per_s"):
                         figures.setdefault(f"scale_{workers}_{figure}", []).append(measured[figure])
         if "remote" in self.options.phases:

@@ -318,7 +318,8 @@ def ours_only(ours: QueueResult, context: dict[str, Any]) -> list[str]:
             lines.append(f"- {label}: {figures}{share_of_plain(ours, prefix)}")
     workers = sorted({int(key.split("_")[1]) for key in ours.figures if key.startswith("scale_")})
     lines += [
-        f"- {count} runworker process{'es' if count > 1 else ''}: {rates(f'scale_{count}_')}"
+        f"- {count} runworker process{'es' if count > 1 else ''}, timed from when every one "
+        f"is ready: {rates(f'scale_{count}_')}"
         for count in workers
     ]
     alone = ["", "This queue alone:", "", *lines] if lines else []
