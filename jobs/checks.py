@@ -1,14 +1,18 @@
 """
 System checks of the queue beyond its backend's own (jobs.backend.PostgresBackend.check,
 which reports what its OPTIONS get wrong): the schedules declared in
-settings.JOBS_SCHEDULES, django.contrib.postgres, and the database's version.
+settings.JOBS_SCHEDULES, the tasks and queues that LIMITS names,
+django.contrib.postgres, and the database's version.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core import checks
 
 from .scheduler.declared import declaration_problems
+
+if TYPE_CHECKING:
+    from .backend import PostgresBackend
 
 MINIMUM_POSTGRES_VERSION = 15
 
@@ -43,6 +47,81 @@ def check_postgres_app_installed(
             id="jobs.E006",
         )
     ]
+
+
+@checks.register()
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """What LIMITS gets wrong beyond its own form, which the backend's check reports."""
+    from django.tasks import task_backends
+
+    from .backend import PostgresBackend
+
+    return [
+        problem
+        for backend in task_backends.all()
+        if isinstance(backend, PostgresBackend)
+        for problem in limit_problems(backend)
+    ]
+
+
+def limit_problems(backend: "PostgresBackend") -> list[checks.CheckMessage]:
+    """
+    A limit that names a task that does not exist, or a queue the backend
+    does not allow, limits nothing, and nothing else would say so; a task
+    under more limits than a job keeps on its own queue passes every other
+    check and then fails every enqueue.
+    """
+    from django.tasks.exceptions import InvalidTask
+
+    from .backend import find_task
+
+    limits = backend.queue_options.limits
+    problems: list[checks.CheckMessage] = []
+    task_queues: dict[str, str] = {}
+    for limit in limits.all:
+        for task_path in limit.tasks:
+            try:
+                task = find_task(task_path)
+            except InvalidTask as error:
+                problems.append(
+                    checks.Warning(
+                        f"Task backend {backend.alias!r}: limit {limit.name!r} limits nothing "
+                        f"of {task_path!r}. {error}",
+                        hint="Name the task by its module path (task.module_path), "
+                        "such as 'myapp.tasks.send_sms'.",
+                        id="jobs.W010",
+                    )
+                )
+                continue
+            task_queues[task.module_path] = task.queue_name
+            if task.module_path != task_path:
+                problems.append(
+                    checks.Warning(
+                        f"Task backend {backend.alias!r}: limit {limit.name!r} names "
+                        f"{task_path!r}, an alias of {task.module_path!r}; jobs are enqueued "
+                        "under the task's own path, so the limit holds none of them.",
+                        hint=f"Name {task.module_path!r} in the limit.",
+                        id="jobs.W010",
+                    )
+                )
+        for queue in limit.queues:
+            if backend.queues and queue not in backend.queues:
+                problems.append(
+                    checks.Warning(
+                        f"Task backend {backend.alias!r}: limit {limit.name!r} names queue "
+                        f"{queue!r}, which QUEUES does not allow: the limit holds no job.",
+                        hint=f"QUEUES allows {', '.join(map(repr, sorted(backend.queues)))}.",
+                        id="jobs.W011",
+                    )
+                )
+    return [
+        checks.Error(
+            f"Task backend {backend.alias!r}: {conflict}",
+            hint="Take the task out of all but two of these limits, at most one of them keyed.",
+            id="jobs.E007",
+        )
+        for conflict in limits.conflicts(task_queues)
+    ] + problems
 
 
 @checks.register(checks.Tags.database)

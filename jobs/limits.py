@@ -217,16 +217,9 @@ class Limits:
             return self._cache[task_path, queue]
         except KeyError:
             pass
-        matching = sorted(
-            (limit for limit in self.all if task_path in limit.tasks or queue in limit.queues),
-            key=lambda limit: limit.scope,
-        )
-        if len(matching) > 2 or (len(matching) == 2 and matching[1].keyed):
-            names = ", ".join(limit.name for limit in matching)
-            raise InvalidTask(
-                f"{task_path} on queue {queue!r} falls under limits {names}: a job keeps "
-                "at most two, and at most one of them keyed."
-            )
+        matching = self._matching(task_path, queue)
+        if _too_many(matching):
+            raise InvalidTask(f"{task_path} on queue {queue!r} {_refusal(matching)}")
         found = (
             JobLimits(matching[0], matching[1] if len(matching) == 2 else None)
             if matching
@@ -234,6 +227,37 @@ class Limits:
         )
         self._cache[task_path, queue] = found
         return found
+
+    def _matching(self, task_path: str | None, queue: str) -> list[Limit]:
+        return sorted(
+            (limit for limit in self.all if task_path in limit.tasks or queue in limit.queues),
+            key=lambda limit: limit.scope,
+        )
+
+    def conflicts(self, task_queues: Mapping[str, str]) -> list[str]:
+        """
+        What of() would refuse at every enqueue: each task of task_queues
+        (a task's path, and the queue it is enqueued on unless told another)
+        on its queue, and a task no limit names on each queue a limit names.
+        """
+        cases = [*task_queues.items()]
+        cases += [
+            (None, queue) for queue in sorted({q for limit in self.all for q in limit.queues})
+        ]
+        return [
+            f"{task_path or 'Every task'} on queue {queue!r} {_refusal(matching)}"
+            for task_path, queue in cases
+            if _too_many(matching := self._matching(task_path, queue))
+        ]
+
+
+def _too_many(matching: Sequence[Limit]) -> bool:
+    return len(matching) > 2 or (len(matching) == 2 and matching[1].keyed)
+
+
+def _refusal(matching: Sequence[Limit]) -> str:
+    names = ", ".join(limit.name for limit in matching)
+    return f"falls under limits {names}: a job keeps at most two, and at most one of them keyed."
 
 
 def key_value(task: Task, limit: Limit, args: Sequence[Any], kwargs: Mapping[str, Any]) -> object:

@@ -20,10 +20,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs import metrics, operations, queries, transitions
+from jobs.checks import check_limits
 from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
 from jobs.models import Job, JobStatus, LimitKey
 from jobs.worker.database import QueueDatabase
 from jobs.worker.protocol import ClaimedJob, Outcome
+from project.settings import BASE_DIR
 from tests.conftest import fetch, fetch_value, wait_until
 from tests.limits_settings import LIMITS, TASKS
 from tests.tasks import add, hourly_run, keyed_noop, limited_run, limited_sleep, rate_limited_run
@@ -125,6 +127,68 @@ def test_a_task_under_more_limits_than_a_job_keeps_is_refused():
     with override_settings(TASKS={"default": {**TASKS["default"], "OPTIONS": {"LIMITS": limits}}}):
         with pytest.raises(InvalidTask, match="at most one of them keyed"):
             limited_run.enqueue("a")
+
+
+def limit_checks(limits: dict, **backend: object) -> list[checks.CheckMessage]:
+    settings = {"default": {**TASKS["default"], **backend, "OPTIONS": {"LIMITS": limits}}}
+    with override_settings(TASKS=settings):
+        return check_limits()
+
+
+def test_a_task_under_more_limits_than_a_job_keeps_is_a_system_check_error():
+    limits = {
+        **LIMITS,
+        "second-key": {"tasks": ["tests.tasks.limited_run"], "key": "seconds", "concurrency": 1},
+        "everything": {"queues": ["default"], "concurrency": 10},
+        "more": {"queues": ["default"], "concurrency": 20},
+        "most": {"queues": ["default"], "concurrency": 30},
+    }
+    problems = limit_checks(limits)
+    assert {problem.id for problem in problems} == {"jobs.E007"}
+    messages = [problem.msg for problem in problems]
+    assert (
+        "Task backend 'default': tests.tasks.limited_run on queue 'default' falls under limits "
+        "per-key, second-key, everything, more, most: a job keeps at most two, and at most one "
+        "of them keyed."
+    ) in messages
+    # A task no limit names is under the queue's three.
+    assert any(
+        message.startswith("Task backend 'default': Every task on queue") for message in messages
+    )
+    # Two limits, one of them keyed, are what a job keeps.
+    assert limit_checks(LIMITS) == []
+
+
+def test_a_limit_naming_a_task_or_queue_that_does_not_exist_is_a_warning_with_a_hint():
+    problems = limit_checks(
+        {
+            "typo": {"tasks": ["tests.tasks.limited_rnu"], "concurrency": 1},
+            "old-path": {"tasks": ["tests.tasks.old_name_of_multiply"], "concurrency": 1},
+            "reports": {"queues": ["reprots"], "concurrency": 2},
+        },
+        QUEUES=["default", "communications", "reports"],
+    )
+    assert [problem.id for problem in problems] == ["jobs.W010", "jobs.W010", "jobs.W011"]
+    assert all(isinstance(problem, checks.Warning) for problem in problems)
+    typo, alias, queue = problems
+    assert "limit 'typo' limits nothing of 'tests.tasks.limited_rnu'" in typo.msg
+    assert "does not import" in typo.msg
+    assert "an alias of 'tests.tasks.multiply'" in alias.msg
+    assert alias.hint == "Name 'tests.tasks.multiply' in the limit."
+    assert "names queue 'reprots', which QUEUES does not allow" in queue.msg
+    assert queue.hint == "QUEUES allows 'communications', 'default', 'reports'."
+
+
+def test_the_readme_limits_example_names_real_tasks_and_passes_the_checks():
+    readme = (BASE_DIR / "README.md").read_text()
+    section = readme[readme.index("### Limits: concurrency, rates and fair shares") :]
+    start = section.index("```python\n") + len("```python\n")
+    block = section[start : section.index("\n```", start)]
+    namespace: dict = {}
+    exec(block, namespace)
+    options = namespace["TASKS"]["default"]["OPTIONS"]
+    queues = ["default", "communications", "reports"]
+    assert limit_checks(options["LIMITS"], QUEUES=queues) == []
 
 
 def test_a_waiting_job_reads_as_ready():
