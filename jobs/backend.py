@@ -36,6 +36,7 @@ from .calls import (
 )
 from .models import Job, JobStatus
 from .options import QueueOptions
+from .retries import check_task_policy
 from .task import TASK_ALIASES, JobTask, UnloadableTask
 
 
@@ -78,6 +79,7 @@ class PostgresBackend(BaseTaskBackend):
         if not all(isinstance(alias, str) and "." in alias for alias in aliases):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
         check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
+        check_task_policy(task)
         limit_key = getattr(task, "limit_key", None)
         if limit_key is not None:
             own = self.queue_options.limits.of(task.module_path, task.queue_name)

@@ -15,6 +15,7 @@ from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
 from .calls import as_tags
+from .retries import Retry, RetryDelay, exception_classes
 
 # Old task paths (`@task(aliases=[...])`) and the path of the task that
 # answers to each now, registered as task modules are imported.
@@ -26,7 +27,8 @@ class JobTask(Task):
     """
     A Django Task with the queue's per-task options.
 
-    `@task(max_attempts=5, timeout=30)` sets them for every call;
+    `@task(max_attempts=5, timeout=30, retry=Retry(base=5))` sets them for
+    every call (jobs.retries for the retry options);
     `.using(countdown=10, unique_key="...", tags=["billing"], meta={"account": 42})`
     for one enqueue; `.using(limit_key=...)` gives the key of the task's keyed
     limit (jobs.limits) instead of the argument that the limit names.
@@ -43,12 +45,20 @@ class JobTask(Task):
     # Paths this task answered to before it was renamed or moved: jobs queued
     # under them still run, and show this task's name.
     aliases: tuple[str, ...] = ()
+    # The retry policy (jobs.retries): a Retry or a callable (attempt,
+    # exception) -> seconds; None: the backend's backoff. retry_on, when
+    # given, are the only exceptions retried; dont_retry_on are never.
+    retry: Retry | RetryDelay | None = None
+    retry_on: tuple[type[BaseException], ...] = ()
+    dont_retry_on: tuple[type[BaseException], ...] = ()
 
     def __post_init__(self) -> None:
         # Zero-argument super() does not work in a slotted dataclass.
         Task.__post_init__(self)
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "tags", as_tags(self.tags))
+        for name in ("retry_on", "dont_retry_on"):
+            object.__setattr__(self, name, exception_classes(name, getattr(self, name)))
         for alias in self.aliases:
             TASK_ALIASES[alias] = self.module_path
 

@@ -11,6 +11,9 @@ from django.dispatch import receiver
 from django.tasks import TaskResult, task
 from django.tasks.signals import task_finished, task_started
 
+from jobs.exceptions import JobTimeout
+from jobs.retries import Retry
+
 
 @task
 def add(a: int, b: int) -> int:
@@ -295,3 +298,38 @@ def reports_progress(context, steps: int, seconds: float = 0.0) -> int:
         report_progress(context, done / steps, f"{done} of {steps}")
         time.sleep(seconds)
     return steps
+
+
+class ProviderBusy(Exception):
+    """A failure worth another attempt (jobs.retries)."""
+
+
+class BadNumber(Exception):
+    """A failure that no other attempt would mend."""
+
+
+@task(
+    max_attempts=3,
+    retry=Retry(base=0.05, factor=3, cap=1.0, jitter=0),
+    retry_on=[ProviderBusy, BadNumber],
+    dont_retry_on=[BadNumber],
+)
+def send_under_policy(raising: str) -> None:
+    """Raises the exception it is named, of this module or builtins, on every attempt."""
+    raise {"ProviderBusy": ProviderBusy, "BadNumber": BadNumber, "KeyError": KeyError}[raising]()
+
+
+def provider_delay(attempt: int, error: BaseException) -> float:
+    """A callable retry policy: a tenth of a second per attempt spent."""
+    return 0.1 * attempt
+
+
+@task(max_attempts=2, retry=provider_delay)
+def send_with_delay_callable() -> None:
+    raise ProviderBusy("come back later")
+
+
+@task(max_attempts=3, timeout=0.5, dont_retry_on=[JobTimeout])
+def hang_once() -> None:
+    """Runs past its timeout; a timed-out attempt is not retried."""
+    time.sleep(30)

@@ -126,7 +126,7 @@ class JobFields:
         return format_html_join(
             "",
             '<div class="jobs-error"><p><strong>Attempt {}</strong> · {} · {} · worker {}</p>'
-            "<p>{}</p><pre>{}</pre></div>",
+            "<p>{}</p><p>{}</p><pre>{}</pre></div>",
             (
                 (
                     error.get("attempt", "?"),
@@ -134,6 +134,8 @@ class JobFields:
                     error.get("exception_class_path", ""),
                     error.get("worker_id") or "—",
                     error.get("message", ""),
+                    # What the attempt led to, and by which retry policy.
+                    error.get("retry", ""),
                     error.get("traceback") or "(no traceback)",
                 )
                 for error in job.errors
@@ -166,7 +168,8 @@ def _events(job: Job) -> list[tuple[datetime, str]]:
         at = moment(error.get("at"))
         if at:
             name = error.get("exception_class_path", "").rsplit(".", 1)[-1]
-            events.append((at, f"attempt {error.get('attempt', '?')} ended: {name}"))
+            retry = f"; {error['retry']}" if error.get("retry") else ""
+            events.append((at, f"attempt {error.get('attempt', '?')} ended: {name}{retry}"))
     if job.last_attempted_at and job.attempts > 1:
         events.append((job.last_attempted_at, f"attempt {job.attempts} started"))
     events.sort(key=lambda event: event[0])

@@ -1,19 +1,19 @@
 """
 The retry policy: what each way an attempt can end becomes.
 
-An attempt whose task raised is retried with backoff while attempts remain
-(RetryPolicy, failed_outcome). One that the worker could not see to its end
-(timed out, interrupted, cancelled, its executor crashed) fails its attempt
-the same way or goes back to the queue unspent (lost_attempts, given_back). A
-worker that vanished has its jobs rescued by queries.finish.RESCUE with WORKER_LOST, and
-a cancelled job gets CANCELLED in queries.finish.CANCEL. Every decision about attempts
-is here, so the executor, the coordinator, the rescue and the cancel agree.
+An attempt whose task raised is retried while attempts remain, as the task's
+retry rules say (jobs.retries.RetryRules, failed_outcome). One that the worker
+could not see to its end (timed out, interrupted, cancelled, its executor
+crashed) fails its attempt the same way or goes back to the queue unspent
+(lost_attempts, given_back). A worker that vanished has its jobs rescued by
+queries.finish.RESCUE with WORKER_LOST, and a cancelled job gets CANCELLED in
+queries.finish.CANCEL. Every decision about attempts is here, so the
+executor, the coordinator, the rescue and the cancel agree.
 """
 
 import json
-import random
 import time
-from typing import NamedTuple
+from collections.abc import Callable
 
 from ..exceptions import (
     ExecutorDied,
@@ -24,6 +24,7 @@ from ..exceptions import (
 )
 from ..jsonb import storable_text
 from ..options import QueueOptions
+from ..retries import Retry, RetryRules
 from .connection import first_line
 from .executor_handle import LostWork
 from .protocol import FAILED, POSTPONED, READY, ClaimedJob, Finished, Outcome
@@ -39,20 +40,9 @@ MISSING_TASK_DELAY_MAX = 60.0
 WORKER_LOST = class_path(WorkerLost)
 
 
-class RetryPolicy(NamedTuple):
-    """Exponential backoff with equal jitter: the gaps never shrink."""
-
-    base: float
-    cap: float
-
-    @classmethod
-    def of(cls, options: QueueOptions) -> "RetryPolicy":
-        """The policy a backend's options set (RETRY_BACKOFF_BASE, RETRY_BACKOFF_MAX)."""
-        return cls(options.retry_backoff_base, options.retry_backoff_max)
-
-    def delay(self, attempt: int) -> float:
-        ceiling = min(self.cap, self.base * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+def backend_backoff(options: QueueOptions) -> Retry:
+    """The backoff of tasks without their own (RETRY_BACKOFF_BASE, RETRY_BACKOFF_MAX)."""
+    return Retry(base=options.retry_backoff_base, cap=options.retry_backoff_max)
 
 
 def exception_message(error: BaseException) -> str:
@@ -69,20 +59,22 @@ def error_entry(
     traceback_text: str,
     attempt: int,
     worker_id: str,
+    retry: str | None = None,
 ) -> str:
-    """One entry of a job's errors, as JSON text."""
+    """One entry of a job's errors, as JSON text; `retry` says what the attempt led to."""
     # jsonb cannot hold a NUL or a lone surrogate, and one in a message
     # would make the whole batch of outcomes fail to write.
-    return json.dumps(
-        {
-            "exception_class_path": exception_class_path,
-            "message": storable_text(message),
-            "traceback": storable_text(traceback_text),
-            "attempt": attempt,
-            "worker_id": worker_id,
-            "at": time.time(),
-        }
-    )
+    entry = {
+        "exception_class_path": exception_class_path,
+        "message": storable_text(message),
+        "traceback": storable_text(traceback_text),
+        "attempt": attempt,
+        "worker_id": worker_id,
+        "at": time.time(),
+    }
+    if retry is not None:
+        entry["retry"] = storable_text(retry)
+    return json.dumps(entry)
 
 
 def failed_outcome(
@@ -92,17 +84,25 @@ def failed_outcome(
     message: str,
     traceback_text: str,
     worker_id: str,
-    retry: RetryPolicy | None,
     duration: float,
-    retry_in: float | None = None,
+    retry_in: float | None,
+    reason: str,
 ) -> Outcome:
-    """The outcome of a failed attempt: a retry while attempts remain, else FAILED."""
+    """
+    The outcome of a failed attempt: a retry in retry_in seconds while
+    attempts remain, else FAILED. None: FAILED now, for `reason`.
+    """
     now = time.time()
     retry_at = None
     status = FAILED
-    if retry is not None and job.attempt < job.max_attempts:
+    if retry_in is None:
+        note = reason
+    elif job.attempt < job.max_attempts:
         status = READY
-        retry_at = now + (retry.delay(job.attempt) if retry_in is None else retry_in)
+        retry_at = now + retry_in
+        note = f"next attempt in {retry_in:.3g} s: {reason}"
+    else:
+        note = f"not retried: {job.attempt} of {job.max_attempts} attempts spent"
     return Outcome(
         job.id,
         job.attempt,
@@ -110,7 +110,9 @@ def failed_outcome(
         now,
         retry_at,
         None,
-        error_entry(exception_class_path, message, traceback_text, job.attempt, worker_id),
+        error_entry(
+            exception_class_path, message, traceback_text, job.attempt, worker_id, retry=note
+        ),
         duration,
     )
 
@@ -148,7 +150,7 @@ def lost_attempts(
     work: LostWork,
     *,
     worker_id: str,
-    retry: RetryPolicy,
+    rules: Callable[[ClaimedJob], RetryRules],
     timed_out: set[str] | frozenset[str] = frozenset(),
     cancelled: str | None = None,
 ) -> tuple[Finished, list[ClaimedJob]]:
@@ -163,7 +165,9 @@ def lost_attempts(
     back to the queue when the coordinator killed it (they caused
     nothing), and fail their attempt when it died on its own (any of them
     may be why). A cancelled job has its outcome written already, by the
-    cancel. Jobs it never began go back, their attempt not spent.
+    cancel. Jobs it never began go back, their attempt not spent. A failed
+    attempt is retried as the task's rules say for the exception named
+    (`dont_retry_on=[JobTimeout]` fails a job that timed out for good).
     """
     released = list(work.unstarted)
     finished = list(work.finished)
@@ -176,14 +180,16 @@ def lost_attempts(
         if job.id == cancelled:
             continue
         exception, message = _why_lost(job, running_for, was_running, work, timed_out, cancelled)
+        retry_in, reason = rules(job).after(exception(message), job.attempt)
         outcome = failed_outcome(
             job,
             exception_class_path=class_path(exception),
             message=message,
             traceback_text=message,
             worker_id=worker_id,
-            retry=retry,
             duration=running_for,
+            retry_in=retry_in,
+            reason=reason,
         )
         finished.append((job, outcome))
     return finished, released

@@ -28,8 +28,9 @@ from multiprocessing.connection import wait
 from django.tasks import task_backends
 
 from ..health import HealthFile
+from ..retries import RetryRules
 from ..stop_signals import StopSignals
-from .attempts import RetryPolicy, given_back, lost_attempts
+from .attempts import backend_backoff, given_back, lost_attempts
 from .completer import Completer, HeldWrites
 from .connection import (
     DATABASE_ERRORS,
@@ -40,9 +41,11 @@ from .connection import (
 )
 from .database import QueueDatabase, Reconnector
 from .executor_handle import LostWork
+from .job_runner import job_backend
 from .lease import Lease
 from .maintenance import Maintenance
 from .pool import ExecutorPool
+from .protocol import ClaimedJob
 
 logger = logging.getLogger("jobs.worker")
 
@@ -83,7 +86,7 @@ class Coordinator:
         self.backend = task_backends[config.backend]
         options = self.backend.queue_options
         self.poll_interval = options.poll_interval
-        self.retry = RetryPolicy.of(options)
+        self.backoff = backend_backoff(options)
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self.db = self._database()
         self.lease = Lease(options.worker_dead_after)
@@ -367,12 +370,20 @@ class Coordinator:
         finished, released = lost_attempts(
             work,
             worker_id=self.worker_id,
-            retry=self.retry,
+            rules=self._retry_rules,
             timed_out=timed_out,
             cancelled=cancelled,
         )
         self.writes.release(released, begun=work.begun)
         self.writes.hold(finished)
+
+    def _retry_rules(self, job: ClaimedJob) -> RetryRules:
+        """A lost job's task's retry rules; the backend's where the task does not load here."""
+        try:
+            task = job_backend(job.backend).load_task(job.task_path)
+        except Exception:
+            return RetryRules.of(None, self.backoff)
+        return RetryRules.of(task, backend_backoff(task.get_backend().queue_options))
 
     def _stop_jobs(self) -> tuple[int, int]:
         """

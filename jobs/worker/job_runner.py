@@ -21,10 +21,11 @@ from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 from .. import tracing
-from ..exceptions import DoNotRetry, RetryJob, class_path
+from ..exceptions import class_path
 from ..jsonb import unstorable
+from ..retries import RetryRules
 from .attempts import (
-    RetryPolicy,
+    backend_backoff,
     exception_message,
     failed_outcome,
     postponed_outcome,
@@ -81,6 +82,7 @@ class JobRunner:
         # transaction (jobs.testing), which Django would close with them.
         self.close_connections = close_connections
         self._tasks: dict[tuple[str, str], tuple[Task, BaseTaskBackend]] = {}
+        self._retry_rules: dict[str, RetryRules] = {}
 
     def run(self, job: ClaimedJob) -> Outcome:
         if not tracing.enabled():
@@ -119,7 +121,7 @@ class JobRunner:
                     f"The return value holds {reason}, which Postgres cannot store in jsonb."
                 )
         except BaseException as error:
-            outcome = self._failed(job, backend, error, time.monotonic() - started)
+            outcome = self._failed(job, task, error, time.monotonic() - started)
             self._finished(backend, result, outcome, error=error)
         else:
             outcome = Outcome(
@@ -139,19 +141,28 @@ class JobRunner:
         return outcome
 
     def _failed(
-        self, job: ClaimedJob, backend: BaseTaskBackend, error: BaseException, duration: float
+        self, job: ClaimedJob, task: Task, error: BaseException, duration: float
     ) -> Outcome:
-        """A retry or FAILED, as the task's exception asks (RetryJob, DoNotRetry) or the policy."""
+        """A retry or FAILED, as the task's exception asks (RetryJob, DoNotRetry) or its rules."""
+        retry_in, reason = self._rules(task).after(error, job.attempt)
         return failed_outcome(
             job,
             exception_class_path=class_path(type(error)),
             message=exception_message(error),
             traceback_text="".join(traceback.format_exception(error)),
             worker_id=self.worker_id,
-            retry=None if isinstance(error, DoNotRetry) else RetryPolicy.of(backend.queue_options),
             duration=duration,
-            retry_in=error.countdown if isinstance(error, RetryJob) else None,
+            retry_in=retry_in,
+            reason=reason,
         )
+
+    def _rules(self, task: Task) -> RetryRules:
+        """A task's retry rules, made once per process."""
+        rules = self._retry_rules.get(task.module_path)
+        if rules is None:
+            default = backend_backoff(task.get_backend().queue_options)
+            rules = self._retry_rules[task.module_path] = RetryRules.of(task, default)
+        return rules
 
     def _task(self, job: ClaimedJob) -> tuple[Task, BaseTaskBackend]:
         """The task and its backend, looked up once per process."""
@@ -194,8 +205,9 @@ class JobRunner:
                 ),
                 traceback_text="".join(traceback.format_exception(error)),
                 worker_id=self.worker_id,
-                retry=None,
                 duration=0.0,
+                retry_in=None,
+                reason="not retried: no worker could load the task",
             )
         return postponed_outcome(job, waited, message)
 

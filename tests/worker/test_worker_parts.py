@@ -13,8 +13,9 @@ from django.db import connection
 
 from jobs import queries
 from jobs.models import JobStatus
+from jobs.retries import Retry, RetryRules
 from jobs.worker import protocol
-from jobs.worker.attempts import RetryPolicy, given_back, lost_attempts
+from jobs.worker.attempts import given_back, lost_attempts
 from jobs.worker.connection import Backoff
 from jobs.worker.database import Notifications, QueueDatabase
 from jobs.worker.executor import WaitingJobs
@@ -60,7 +61,7 @@ def test_backoff_doubles_from_its_minimum_up_to_its_maximum_and_resets():
 
 
 def test_retry_delays_stay_within_half_and_all_of_the_capped_ceiling():
-    policy = RetryPolicy(base=2.0, cap=10.0)
+    policy = Retry(base=2.0, cap=10.0)
     for attempt, ceiling in [(1, 2.0), (2, 4.0), (3, 8.0), (4, 10.0), (20, 10.0)]:
         delays = [policy.delay(attempt) for _ in range(200)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
@@ -177,6 +178,10 @@ def lost(*, died: bool, attempt: int = 1) -> LostWork:
     )
 
 
+def backend_rules(job: ClaimedJob) -> RetryRules:
+    return RetryRules.of(None, Retry(base=1.0, cap=1.0))
+
+
 def outcomes_by_id(finished: list[tuple[ClaimedJob, Outcome]]) -> dict[str, Outcome]:
     return {job.id: outcome for job, outcome in finished}
 
@@ -186,9 +191,8 @@ def error_class(outcome: Outcome) -> str:
 
 
 def test_a_timed_out_executor_fails_its_running_jobs_and_gives_back_the_rest():
-    policy = RetryPolicy(1.0, 1.0)
     finished, released = lost_attempts(
-        lost(died=False), worker_id="parts", retry=policy, timed_out={"late"}
+        lost(died=False), worker_id="parts", rules=backend_rules, timed_out={"late"}
     )
     by_id = outcomes_by_id(finished)
     assert set(by_id) == {"reported", "late", "beside"}
@@ -201,7 +205,7 @@ def test_a_timed_out_executor_fails_its_running_jobs_and_gives_back_the_rest():
 
 def test_an_executor_that_died_fails_every_job_it_began_and_the_last_attempt_for_good():
     finished, released = lost_attempts(
-        lost(died=True, attempt=3), worker_id="parts", retry=RetryPolicy(1.0, 1.0)
+        lost(died=True, attempt=3), worker_id="parts", rules=backend_rules
     )
     by_id = outcomes_by_id(finished)
     assert set(by_id) == {"reported", "late", "beside", "finished"}
@@ -213,7 +217,7 @@ def test_an_executor_that_died_fails_every_job_it_began_and_the_last_attempt_for
 
 def test_a_cancelled_job_is_left_to_the_cancel_and_its_neighbours_are_interrupted():
     finished, released = lost_attempts(
-        lost(died=False), worker_id="parts", retry=RetryPolicy(1.0, 1.0), cancelled="late"
+        lost(died=False), worker_id="parts", rules=backend_rules, cancelled="late"
     )
     by_id = outcomes_by_id(finished)
     assert set(by_id) == {"reported", "beside"}

@@ -146,6 +146,8 @@ class Command(BaseCommand):
                 f"error {number:<7} attempt {error.get('attempt', '?')}: "
                 f"{error.get('exception_class_path', '')}: {error.get('message', '')}"
             )
+            if error.get("retry"):
+                self.stdout.write(f"{'':<13} {error['retry']}")
             if self.options["verbosity"] > 1 and error.get("traceback"):
                 self.stdout.write(error["traceback"])
 
