@@ -549,9 +549,12 @@ SET status = 'READY',
     attempts = job.attempts - 1,
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
-    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
-    AS given_back(id, attempt, run_at, begun)
+    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at),
+    snoozes = CASE WHEN given_back.snooze IS NULL THEN job.snoozes
+                   ELSE job.snoozes || jsonb_build_array(given_back.snooze::jsonb) END
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[],
+            %(snoozes)s::text[])
+    AS given_back(id, attempt, run_at, begun, snooze)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt
@@ -566,9 +569,12 @@ SET status = 'READY',
     attempts = job.attempts - 1,
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
-    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
-    AS given_back(id, attempt, run_at, begun)
+    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at),
+    snoozes = CASE WHEN given_back.snooze IS NULL THEN job.snoozes
+                   ELSE job.snoozes || jsonb_build_array(given_back.snooze::jsonb) END
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[],
+            %(snoozes)s::text[])
+    AS given_back(id, attempt, run_at, begun, snooze)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt
@@ -583,9 +589,12 @@ SET status = 'READY',
     attempts = job.attempts - 1,
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
-    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
-    AS given_back(id, attempt, run_at, begun)
+    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at),
+    snoozes = CASE WHEN given_back.snooze IS NULL THEN job.snoozes
+                   ELSE job.snoozes || jsonb_build_array(given_back.snooze::jsonb) END
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[],
+            %(snoozes)s::text[])
+    AS given_back(id, attempt, run_at, begun, snooze)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt

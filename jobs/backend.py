@@ -80,6 +80,11 @@ class PostgresBackend(BaseTaskBackend):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
         check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
         check_task_policy(task)
+        max_snoozes = getattr(task, "max_snoozes", None)
+        if max_snoozes is not None and (
+            not isinstance(max_snoozes, int) or isinstance(max_snoozes, bool) or max_snoozes < 0
+        ):
+            raise InvalidTask("max_snoozes must be a whole number, 0 or more.")
         limit_key = getattr(task, "limit_key", None)
         if limit_key is not None:
             own = self.queue_options.limits.of(task.module_path, task.queue_name)

@@ -61,5 +61,22 @@ class RetryJob(JobsError):
         self.countdown = countdown
 
 
+class Snooze(JobsError):
+    """
+    Raised by a task to run again in `seconds`, its attempt not spent: "the
+    provider says come back in 30 s" is not a failure. A job snoozes at most
+    max_snoozes times (the task's, else the backend's MAX_SNOOZES); one more
+    fails it.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise ValueError(f"Snooze takes a number of seconds; got {seconds!r}")
+        if not 0 <= seconds < math.inf:
+            raise ValueError(f"Snooze takes a number of seconds, 0 or more; got {seconds!r}")
+        super().__init__(f"Snoozed for {seconds:g} s")
+        self.seconds = float(seconds)
+
+
 class DoNotRetry(JobsError):
     """Raised by a task to fail the job now, whether attempts are left or not."""

@@ -65,6 +65,9 @@ class Job(models.Model):
     worker_ids = ArrayField(models.CharField(max_length=64), default=list, blank=True)
     return_value = models.JSONField(null=True, blank=True)
     errors = models.JSONField(default=list, blank=True)
+    # Each time the job snoozed (jobs.exceptions.Snooze), its attempt given
+    # back: {"at": epoch seconds, "seconds": the delay, "attempt": n}.
+    snoozes = models.JSONField(default=list, db_default=[], blank=True)
     # NULL, not '', means no key: the partial unique index ignores NULLs.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # Labels and data to find jobs by (`using(tags=..., meta=...)`), never

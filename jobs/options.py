@@ -74,6 +74,12 @@ def attempts(value: object) -> int:
     return value
 
 
+def snoozes(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise OptionValueError("a whole number, 0 or more")
+    return value
+
+
 def flag(value: object) -> bool:
     if not isinstance(value, bool):
         raise OptionValueError("True or False")
@@ -107,6 +113,8 @@ class QueueOptions:
     database: str = option("DATABASE", "default", alias)
     # Attempts per job unless the task or the enqueue says otherwise.
     max_attempts: int = option("MAX_ATTEMPTS", 3, attempts)
+    # Times a job may snooze (jobs.exceptions.Snooze) unless its task says.
+    max_snoozes: int = option("MAX_SNOOZES", 100, snoozes)
     # Seconds an attempt may run before its executor is killed (None: no limit).
     timeout: float | None = option("TIMEOUT", None, seconds_or_none)
     # Retry n (n >= 1) waits d/2 + random(0, d/2) seconds, d = min(MAX, BASE * 2 ** (n - 1)).

@@ -51,6 +51,9 @@ class JobTask(Task):
     retry: Retry | RetryDelay | None = None
     retry_on: tuple[type[BaseException], ...] = ()
     dont_retry_on: tuple[type[BaseException], ...] = ()
+    # How many times a job may snooze (jobs.exceptions.Snooze); None: the
+    # backend's MAX_SNOOZES.
+    max_snoozes: int | None = None
 
     def __post_init__(self) -> None:
         # Zero-argument super() does not work in a slotted dataclass.

@@ -122,12 +122,14 @@ def release(
     *,
     limited: bool,
     begun: Sequence[bool] | None = None,
+    snoozes: Sequence[str | None] | None = None,
 ) -> int:
     """
     Give claimed jobs back, READY, their attempt not spent and, under limits,
     their slots returned, and the tokens of those that never began (`begun`,
     a flag per job; none began when it is left out); due at once or at
-    run_at. Returns how many the fence let through.
+    run_at. `snoozes` adds an entry (JSON text) to the snoozes of the jobs
+    that snoozed (None for the others). Returns how many the fence let through.
     """
     # In id order, as a cancel locks them (see protocol.complete_batch).
     given_back = sorted(
@@ -136,6 +138,7 @@ def release(
             attempts,
             run_at or [None] * len(ids),
             begun or [False] * len(ids),
+            snoozes or [None] * len(ids),
             strict=True,
         ),
         key=lambda job: job[0],
@@ -143,10 +146,11 @@ def release(
     cursor.execute(
         queries.finish.release_statement(limited=limited),
         {
-            "ids": [job_id for job_id, _, _, _ in given_back],
-            "attempts": [attempt for _, attempt, _, _ in given_back],
-            "run_at": None if run_at is None else [when for _, _, when, _ in given_back],
-            "begun": [started for _, _, _, started in given_back],
+            "ids": [job[0] for job in given_back],
+            "attempts": [job[1] for job in given_back],
+            "run_at": None if run_at is None else [job[2] for job in given_back],
+            "begun": [job[3] for job in given_back],
+            "snoozes": [job[4] for job in given_back],
         },
     )
     return len(cursor.fetchall())

@@ -11,7 +11,7 @@ from django.dispatch import receiver
 from django.tasks import TaskResult, task
 from django.tasks.signals import task_finished, task_started
 
-from jobs.exceptions import JobTimeout
+from jobs.exceptions import JobTimeout, Snooze
 from jobs.retries import Retry
 
 
@@ -333,3 +333,19 @@ def send_with_delay_callable() -> None:
 def hang_once() -> None:
     """Runs past its timeout; a timed-out attempt is not retried."""
     time.sleep(30)
+
+
+@task(takes_context=True, max_attempts=1)
+def snooze_twice(context) -> int:
+    """Snoozes 0.1 s the first two times it runs; then returns how many times it snoozed."""
+    from jobs.models import Job
+
+    snoozed = len(Job.objects.get(id=context.task_result.id).snoozes)
+    if snoozed < 2:
+        raise Snooze(0.1)
+    return snoozed
+
+
+@task(max_snoozes=2)
+def always_snooze() -> None:
+    raise Snooze(0.05)

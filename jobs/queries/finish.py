@@ -146,8 +146,9 @@ COMPLETE_LIMITED = _COMPLETE.format(
 
 # Give back claimed jobs that this worker will not run or report (shutdown,
 # a skip, an executor killed before it reached them or before it reported
-# them, a task that does not load here yet): READY again, the attempt not
-# spent, due at once or, with run_at (epoch seconds), then. Under limits,
+# them, a task that does not load here yet, a task that snoozed): READY
+# again, the attempt not spent, due at once or, with run_at (epoch seconds),
+# then; a snooze adds its entry to the job's snoozes. Under limits,
 # their slots go back to their keys, and the tokens of those that never began
 # (`begun`, one flag per job).
 # Fenced like COMPLETE, so only this worker's current attempt is undone.
@@ -158,9 +159,12 @@ SET status = 'READY',
     attempts = job.attempts - 1,
     worker_ids = job.worker_ids[1:cardinality(job.worker_ids) - 1],
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
-    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at)
-FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[])
-    AS given_back(id, attempt, run_at, begun)
+    run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at),
+    snoozes = CASE WHEN given_back.snooze IS NULL THEN job.snoozes
+                   ELSE job.snoozes || jsonb_build_array(given_back.snooze::jsonb) END
+FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[],
+            %(snoozes)s::text[])
+    AS given_back(id, attempt, run_at, begun, snooze)
 WHERE job.id = given_back.id
   AND job.status = 'RUNNING'
   AND job.attempts = given_back.attempt

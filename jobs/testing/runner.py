@@ -28,7 +28,7 @@ from ..backend import PostgresBackend
 from ..models import Job, JobStatus
 from ..worker.database import KEYS_SKIPPED
 from ..worker.job_runner import JobRunner
-from ..worker.protocol import POSTPONED, ClaimedJob, Outcome, complete_batch
+from ..worker.protocol import POSTPONED, SNOOZED, ClaimedJob, Outcome, complete_batch
 
 # Jobs claimed at once; a round claims this many at most.
 BATCH_SIZE = 100
@@ -64,9 +64,9 @@ def run_due_jobs(
     default, and every queue when its QUEUES is empty).
 
     A failed attempt with attempts left goes back to READY for later, after
-    its backoff or RetryJob's countdown, and so is not due now;
-    `include_retries=True` makes every such retry due at once, before each
-    round, so each job runs until it succeeds or fails for good. A job
+    its backoff or RetryJob's countdown, and so does a snooze: neither is
+    due now; `include_retries=True` makes every such job due at once, before
+    each round, so each job runs until it succeeds or fails for good. A job
     enqueued for later (`countdown`, `run_after`) is not run:
     `jobs.operations.run_now(id)` makes it due.
 
@@ -163,19 +163,25 @@ class _RollBack(Exception):
     """Leaves a job's savepoint by rolling it back."""
 
 
+# Outcomes given back to READY, their attempt not spent, as the worker's
+# completer gives them back.
+GIVEN_BACK = (POSTPONED, SNOOZED)
+
+
 def _complete(
     connection: BaseDatabaseWrapper, outcomes: list[Outcome], dependants: set[str]
 ) -> None:
     """
     Write outcomes as the worker does: COMPLETE, with the same JSON batch as
     its completer (QueueDatabase.complete); a job whose task does not load
-    (POSTPONED) goes back to READY with RELEASE, its attempt not spent. Their
-    LIMITED_ forms, which free the slots of jobs under limits and are the
-    plain ones for the others. The jobs of workflows that wait for them move
-    as the worker moves them (jobs.transitions).
+    (POSTPONED) or that snoozed (SNOOZED) goes back to READY with RELEASE,
+    its attempt not spent. Their LIMITED_ forms, which free the slots of jobs
+    under limits and are the plain ones for the others. The jobs of
+    workflows that wait for them move as the worker moves them
+    (jobs.transitions).
     """
-    postponed = [outcome for outcome in outcomes if outcome.status == POSTPONED]
-    finished = [outcome for outcome in outcomes if outcome.status != POSTPONED]
+    postponed = [outcome for outcome in outcomes if outcome.status in GIVEN_BACK]
+    finished = [outcome for outcome in outcomes if outcome.status not in GIVEN_BACK]
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
         if finished:
             transitions.complete(
@@ -188,6 +194,10 @@ def _complete(
                 [outcome.attempt for outcome in postponed],
                 [outcome.retry_at for outcome in postponed],
                 limited=True,
+                begun=[outcome.status == SNOOZED for outcome in postponed],
+                snoozes=[
+                    outcome.error if outcome.status == SNOOZED else None for outcome in postponed
+                ],
             )
 
 
@@ -196,13 +206,16 @@ def _ready(connection: BaseDatabaseWrapper, queues: list[str]) -> QuerySet:
     return ready.filter(queue__in=queues) if queues else ready
 
 
+# A retry is a READY job with an attempt spent, or one that snoozed.
+_RETRIED = Q(attempts__gt=0) | ~Q(snoozes=[])
+
+
 def _make_retries_due(connection: BaseDatabaseWrapper, queues: list[str]) -> None:
-    """A retry is a READY job with an attempt spent."""
-    _ready(connection, queues).filter(attempts__gt=0, run_at__gt=Now()).update(run_at=Now())
+    _ready(connection, queues).filter(_RETRIED, run_at__gt=Now()).update(run_at=Now())
 
 
 def _due(connection: BaseDatabaseWrapper, queues: list[str], include_retries: bool) -> bool:
     due = Q(run_at__lte=Now())
     if include_retries:
-        due |= Q(attempts__gt=0)
+        due |= _RETRIED
     return _ready(connection, queues).filter(due).exists()

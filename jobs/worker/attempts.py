@@ -2,9 +2,10 @@
 The retry policy: what each way an attempt can end becomes.
 
 An attempt whose task raised is retried while attempts remain, as the task's
-retry rules say (jobs.retries.RetryRules, failed_outcome). One that the worker
-could not see to its end (timed out, interrupted, cancelled, its executor
-crashed) fails its attempt the same way or goes back to the queue unspent
+retry rules say (jobs.retries.RetryRules, failed_outcome); one whose task
+snoozed goes back unspent (snoozed_outcome). One that the worker could not
+see to its end (timed out, interrupted, cancelled, its executor crashed)
+fails its attempt the same way or goes back to the queue unspent
 (lost_attempts, given_back). A worker that vanished has its jobs rescued by
 queries.finish.RESCUE with WORKER_LOST, and a cancelled job gets CANCELLED in
 queries.finish.CANCEL. Every decision about attempts is here, so the
@@ -27,7 +28,7 @@ from ..options import QueueOptions
 from ..retries import Retry, RetryRules
 from .connection import first_line
 from .executor_handle import LostWork
-from .protocol import FAILED, POSTPONED, READY, ClaimedJob, Finished, Outcome
+from .protocol import FAILED, POSTPONED, READY, SNOOZED, ClaimedJob, Finished, Outcome
 
 # A job whose task does not load here waits a tenth of the time it has waited
 # so far, within these bounds (seconds), for a worker that can load it.
@@ -125,6 +126,16 @@ def postponed_outcome(job: ClaimedJob, waited: float, reason: str) -> Outcome:
     now = time.time()
     delay = min(MISSING_TASK_DELAY_MAX, max(MISSING_TASK_DELAY_MIN, waited / 10))
     return Outcome(job.id, job.attempt, POSTPONED, now, now + delay, None, reason, 0.0)
+
+
+def snoozed_outcome(job: ClaimedJob, seconds: float, duration: float) -> Outcome:
+    """
+    A job whose task asked to run again in `seconds` (jobs.exceptions.Snooze):
+    given back due then, its attempt not spent, with an entry for its snoozes.
+    """
+    now = time.time()
+    entry = json.dumps({"at": now, "seconds": seconds, "attempt": job.attempt})
+    return Outcome(job.id, job.attempt, SNOOZED, now, now + seconds, None, entry, duration)
 
 
 def refused_outcome(outcome: Outcome, error: Exception, worker_id: str) -> Outcome:

@@ -22,7 +22,7 @@ from queue import Empty, SimpleQueue
 from .connection import DATABASE_ERRORS, Backoff, first_line
 from .database import QueueDatabase
 from .outcome_log import log_outcomes
-from .protocol import POSTPONED, SKIPPED, ClaimedJob, Finished
+from .protocol import POSTPONED, SKIPPED, SNOOZED, ClaimedJob, Finished
 
 logger = logging.getLogger("jobs.worker")
 
@@ -157,8 +157,9 @@ class HeldWrites:
         self.releases: list[ClaimedJob] = []
         # The ids of released jobs that had begun (see release()).
         self.begun: set[str] = set()
-        # Jobs whose task does not load here, each with when it is due again.
-        self.postponements: list[tuple[ClaimedJob, float]] = []
+        # Jobs whose task does not load here, or that snoozed, each with
+        # when it is due again and, for a snooze, its entry.
+        self.postponements: list[tuple[ClaimedJob, float, str | None]] = []
         self.since = 0.0
         # Set while the completer's writes fail: when it may try again.
         self.retry_at: float | None = None
@@ -168,7 +169,8 @@ class HeldWrites:
         """
         Keep outcomes until they are written together. A job left unstarted
         on request (SKIPPED) is given back instead, and one whose task does
-        not load here (POSTPONED) is given back due later.
+        not load here (POSTPONED) or that snoozed (SNOOZED) is given back due
+        later.
         """
         for job, outcome in finished:
             if outcome.status == SKIPPED:
@@ -184,7 +186,17 @@ class HeldWrites:
                     outcome.error,
                     outcome.retry_at - time.time(),
                 )
-                self.postponements.append((job, outcome.retry_at))
+                self.postponements.append((job, outcome.retry_at, None))
+                continue
+            if outcome.status == SNOOZED:
+                logger.info(
+                    "Job %s %s snoozed for %.3g s (attempt %d, not spent)",
+                    job.id,
+                    job.task_path,
+                    outcome.retry_at - outcome.finished_at,
+                    job.attempt,
+                )
+                self.postponements.append((job, outcome.retry_at, outcome.error))
                 continue
             if not self.outcomes:
                 self.since = time.monotonic()
@@ -236,8 +248,10 @@ class HeldWrites:
             self.releases = []
             self.begun = set()
         if self.postponements:
-            jobs, run_at = zip(*self.postponements, strict=True)
-            db.release(jobs, run_at)
+            jobs, run_at, snoozes = zip(*self.postponements, strict=True)
+            # A snoozed job ran: its rate token stays spent.
+            begun = {job.id for job, _, snooze in self.postponements if snooze is not None}
+            db.release(jobs, run_at, begun=begun, snoozes=snoozes)
             self.postponements = []
 
     def collect(self) -> float | None:

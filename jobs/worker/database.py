@@ -304,12 +304,14 @@ class QueueDatabase:
         jobs: Sequence[ClaimedJob],
         run_at: Sequence[float] | None = None,
         begun: Collection[str] = frozenset(),
+        snoozes: Sequence[str | None] | None = None,
     ) -> int:
         """
         Put claimed jobs back to READY, their attempt not spent (see
         queries.finish.RELEASE): due at once, or at run_at (epoch seconds, one
         per job). Those whose ids are in `begun` had started: their rate
-        tokens stay spent.
+        tokens stay spent. `snoozes`: one per job, the entry of a job that
+        snoozed, or None.
         """
         if not jobs:
             return 0
@@ -320,6 +322,7 @@ class QueueDatabase:
             run_at,
             limited=any(job.limited for job in jobs),
             begun=[job.id in begun for job in jobs],
+            snoozes=snoozes,
         )
 
     def register(self, worker_id: str, hostname: str, pid: int, concurrency: int) -> None:

@@ -21,7 +21,7 @@ from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 from .. import tracing
-from ..exceptions import class_path
+from ..exceptions import Snooze, class_path
 from ..jsonb import unstorable
 from ..retries import RetryRules
 from .attempts import (
@@ -29,8 +29,9 @@ from .attempts import (
     exception_message,
     failed_outcome,
     postponed_outcome,
+    snoozed_outcome,
 )
-from .protocol import READY, SUCCESSFUL, ClaimedJob, Outcome
+from .protocol import READY, SNOOZED, SUCCESSFUL, ClaimedJob, Outcome
 
 if TYPE_CHECKING:
     from ..backend import PostgresBackend
@@ -120,6 +121,10 @@ class JobRunner:
                 raise ValueError(
                     f"The return value holds {reason}, which Postgres cannot store in jsonb."
                 )
+        except Snooze as error:
+            outcome = self._snoozed(job, task, backend, error, time.monotonic() - started)
+            if outcome.status != SNOOZED:
+                self._finished(backend, result, outcome, error=error)
         except BaseException as error:
             outcome = self._failed(job, task, error, time.monotonic() - started)
             self._finished(backend, result, outcome, error=error)
@@ -138,6 +143,10 @@ class JobRunner:
         finally:
             if self.close_connections:
                 close_old_connections()
+        if outcome.status == SNOOZED:
+            # Outside the except clause: a snooze is no error to log with
+            # its traceback.
+            self._finished(backend, result, outcome)
         return outcome
 
     def _failed(
@@ -154,6 +163,43 @@ class JobRunner:
             duration=duration,
             retry_in=retry_in,
             reason=reason,
+        )
+
+    def _snoozed(
+        self,
+        job: ClaimedJob,
+        task: Task,
+        backend: BaseTaskBackend,
+        snooze: Snooze,
+        duration: float,
+    ) -> Outcome:
+        """
+        Given back due in snooze.seconds, its attempt not spent, while the job
+        has snoozed fewer times than it may; then FAILED, so that a task that
+        always snoozes ends. The count is read only here, off the claim's path.
+        """
+        from ..models import Job
+
+        allowed = getattr(task, "max_snoozes", None)
+        if allowed is None:
+            allowed = backend.queue_options.max_snoozes
+        snoozes = (
+            Job.objects.using(backend.database)
+            .filter(id=job.id)
+            .values_list("snoozes", flat=True)
+            .first()
+        )
+        if len(snoozes or ()) < allowed:
+            return snoozed_outcome(job, snooze.seconds, duration)
+        return failed_outcome(
+            job,
+            exception_class_path=class_path(Snooze),
+            message=f"{snooze} once more, after {allowed} snoozes",
+            traceback_text="".join(traceback.format_exception(snooze)),
+            worker_id=self.worker_id,
+            duration=duration,
+            retry_in=None,
+            reason=f"not retried: the job snoozed {allowed} times, as many as max_snoozes allows",
         )
 
     def _rules(self, task: Task) -> RetryRules:
@@ -255,12 +301,14 @@ class JobRunner:
         """
         Send task_finished with the result as the outcome leaves it.
 
-        A failed attempt that will be retried sends status READY and no
-        finished_at, since the job is not finished: READY is what get_result()
+        A failed attempt that will be retried, or a snooze, sends status READY
+        and no finished_at, since the job is not finished: READY is what get_result()
         reads until the next attempt. Its errors hold this attempt's error.
         """
-        object.__setattr__(result, "status", TaskResultStatus(outcome.status))
-        if outcome.status != READY:
+        # A snoozed job is READY again, as get_result() reads it.
+        status = READY if outcome.status == SNOOZED else outcome.status
+        object.__setattr__(result, "status", TaskResultStatus(status))
+        if status != READY:
             object.__setattr__(result, "finished_at", as_datetime(outcome.finished_at))
         if error is None:
             object.__setattr__(result, "_return_value", value)

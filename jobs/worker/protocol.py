@@ -21,14 +21,15 @@ from typing import Any, NamedTuple
 # Outcome.status: the jobs.models.JobStatus value that COMPLETE writes, as a
 # plain string (cheaper to pickle than the enum member, and this module is
 # imported by a spawned executor before Django, and so the models, is set
-# up), or one of two that are not job statuses: the coordinator gives a
-# SKIPPED or POSTPONED job back instead. tests/worker/test_worker_parts.py checks
+# up), or one of three that are not job statuses: the coordinator gives a
+# SKIPPED, POSTPONED or SNOOZED job back instead. tests/worker/test_worker_parts.py checks
 # that the first three are JobStatus values.
 SUCCESSFUL = "SUCCESSFUL"
 FAILED = "FAILED"
 READY = "READY"
 SKIPPED = "SKIPPED"
 POSTPONED = "POSTPONED"
+SNOOZED = "SNOOZED"
 
 
 def send_message(conn: Connection, message: object) -> None:
@@ -84,14 +85,17 @@ class Outcome(NamedTuple):
     attempt: int
     # SUCCESSFUL, FAILED, READY for a retry, SKIPPED for a job the
     # coordinator withdrew before it started (cancelled, rescued, or shutting
-    # down), or POSTPONED for one whose task does not load here: the
-    # coordinator gives the last two back with a fenced release, their
-    # attempt not spent, a POSTPONED one due at retry_at.
+    # down), POSTPONED for one whose task does not load here, or SNOOZED for
+    # one whose task asked to run later: the coordinator gives the last three
+    # back with a fenced release, their attempt not spent, a POSTPONED or
+    # SNOOZED one due at retry_at.
     status: str
     finished_at: float  # epoch seconds
-    retry_at: float | None  # epoch seconds, for status READY and POSTPONED
+    retry_at: float | None  # epoch seconds, for status READY, POSTPONED and SNOOZED
     return_value: str | None  # JSON text
-    error: str | None  # JSON text of one errors entry; POSTPONED: why, as plain text
+    # JSON text of one errors entry; POSTPONED: why, as plain text; SNOOZED:
+    # the entry of the job's snoozes, as JSON text.
+    error: str | None
     duration: float  # seconds the attempt ran
 
 

@@ -233,7 +233,7 @@ def test_at_shutdown_every_unanswered_job_goes_back_unspent():
 
 def test_the_outcome_statuses_that_complete_writes_are_job_statuses():
     assert {protocol.SUCCESSFUL, protocol.FAILED, protocol.READY} <= set(JobStatus.values)
-    assert not {protocol.SKIPPED, protocol.POSTPONED} & set(JobStatus.values)
+    assert not {protocol.SKIPPED, protocol.POSTPONED, protocol.SNOOZED} & set(JobStatus.values)
 
 
 @pytest.mark.django_db(transaction=True)

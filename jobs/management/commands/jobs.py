@@ -4,6 +4,7 @@ import json
 import sys
 import uuid
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -32,6 +33,7 @@ SHOW_FIELDS = (
     "kwargs",
     "return_value",
     "errors",
+    "snoozes",
 )
 
 
@@ -139,8 +141,14 @@ class Command(BaseCommand):
             self._print(fields, "")
             return
         for name in SHOW_FIELDS:
-            if name != "errors":
+            if name not in ("errors", "snoozes"):
                 self.stdout.write(f"{name:<13} {_text(fields[name])}")
+        for number, snooze in enumerate(job.snoozes, start=1):
+            at = datetime.fromtimestamp(snooze["at"], UTC).isoformat(timespec="seconds")
+            self.stdout.write(
+                f"snooze {number:<6} attempt {snooze['attempt']}: for {snooze['seconds']:g} s, "
+                f"at {at}"
+            )
         for number, error in enumerate(job.errors, start=1):
             self.stdout.write(
                 f"error {number:<7} attempt {error.get('attempt', '?')}: "
