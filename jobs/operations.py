@@ -47,8 +47,9 @@ def cancel(
     """
     Cancel a WAITING, READY or RUNNING job; return the status it had.
 
-    A WAITING or READY job never runs. A RUNNING one ends CANCELLED at once,
-    and its worker kills the executor running it within moments. The jobs of
+    A WAITING or READY job never runs. A RUNNING one ends CANCELLED at once;
+    its worker tells the task (jobs.cancellation) and kills the executor
+    running it if it still runs CANCEL_GRACE seconds later. The jobs of
     a workflow that needed it to succeed are cancelled with it, in the same
     transaction (jobs.transitions.cancel).
     """

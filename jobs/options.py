@@ -113,6 +113,9 @@ class QueueOptions:
     database: str = option("DATABASE", "default", alias)
     # Attempts per job unless the task or the enqueue says otherwise.
     max_attempts: int = option("MAX_ATTEMPTS", 3, attempts)
+    # Seconds a running job that was cancelled has to end on its own
+    # (jobs.cancellation) before its executor is killed; 0: killed at once.
+    cancel_grace: float = option("CANCEL_GRACE", 5.0, delay)
     # Times a job may snooze (jobs.exceptions.Snooze) unless its task says.
     max_snoozes: int = option("MAX_SNOOZES", 100, snoozes)
     # Seconds an attempt may run before its executor is killed (None: no limit).

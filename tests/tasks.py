@@ -1,5 +1,6 @@
 """Tasks the tests enqueue and the worker subprocesses run."""
 
+import asyncio
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from django.dispatch import receiver
 from django.tasks import TaskResult, task
 from django.tasks.signals import task_finished, task_started
 
+from jobs.cancellation import cancel_requested, wait_for_cancel
 from jobs.exceptions import JobTimeout, Snooze
 from jobs.retries import Retry
 
@@ -349,3 +351,25 @@ def snooze_twice(context) -> int:
 @task(max_snoozes=2)
 def always_snooze() -> None:
     raise Snooze(0.05)
+
+
+@task(takes_context=True)
+def stops_when_cancelled(context) -> str:
+    """Waits up to a minute for its cancel, then says it ended on its own (jobs.cancellation)."""
+    note_start(context)
+    if wait_for_cancel(60):
+        Path(os.environ["TEST_STARTED_DIR"], f"{context.task_result.id}-stopped").touch()
+        return "stopped"
+    return "never cancelled"
+
+
+@task(takes_context=True)
+async def async_stops_when_cancelled(context) -> str:
+    """stops_when_cancelled as a coroutine, polling cancel_requested()."""
+    note_start(context)
+    for _ in range(600):
+        if cancel_requested():
+            Path(os.environ["TEST_STARTED_DIR"], f"{context.task_result.id}-stopped").touch()
+            return "stopped"
+        await asyncio.sleep(0.1)
+    return "never cancelled"

@@ -40,7 +40,7 @@ from .connection import (
     first_line,
 )
 from .database import QueueDatabase, Reconnector
-from .executor_handle import LostWork
+from .executor_handle import Executor, LostWork
 from .job_runner import job_backend
 from .lease import Lease
 from .maintenance import Maintenance
@@ -86,6 +86,7 @@ class Coordinator:
         self.backend = task_backends[config.backend]
         options = self.backend.queue_options
         self.poll_interval = options.poll_interval
+        self.cancel_grace = options.cancel_grace
         self.backoff = backend_backoff(options)
         self.worker_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
         self.db = self._database()
@@ -241,6 +242,10 @@ class Coordinator:
             self._fail_lost(work)
         for executor, late in self.pool.overdue():
             self._fail_lost(self.pool.replace(executor), timed_out={job.id for job in late})
+        now = time.monotonic()
+        for executor in list(self.pool.executors):
+            if late := executor.cancels_due(now):
+                self._stop_executor_of_cancelled(executor, late[0].id)
         self.pool.recycle()
 
         if not self.db.connected:
@@ -351,13 +356,24 @@ class Coordinator:
         if located is None:
             return
         executor, job, running = located
-        if running:
-            logger.info("Job %s cancelled while running: stopping its executor", job_id)
-            # The cancel already wrote CANCELLED; the other jobs go back or fail
-            # as for any executor the coordinator killed.
-            self._fail_lost(self.pool.replace(executor), cancelled=job_id)
-        else:
+        if not running:
             self.pool.skip(executor, job)
+        elif self.cancel_grace > 0:
+            logger.info(
+                "Job %s cancelled while running: its task is told, and its executor stopped "
+                "if it still runs in %g s",
+                job_id,
+                self.cancel_grace,
+            )
+            executor.request_cancel(job, self.cancel_grace)
+        else:
+            self._stop_executor_of_cancelled(executor, job_id)
+
+    def _stop_executor_of_cancelled(self, executor: Executor, job_id: str) -> None:
+        logger.info("Job %s cancelled while running: stopping its executor", job_id)
+        # The cancel already wrote CANCELLED; the other jobs go back or fail
+        # as for any executor the coordinator killed.
+        self._fail_lost(self.pool.replace(executor), cancelled=job_id)
 
     def _fail_lost(
         self,

@@ -23,6 +23,7 @@ from queue import Empty, SimpleQueue
 
 import django
 
+from .. import cancellation
 from .job_runner import JobRunner
 from .lease import lapsed
 from .protocol import ClaimedJob, Outcome, receive_message, send_message, skipped
@@ -70,7 +71,8 @@ def executor_main(
     The executor process's entry point.
 
     The coordinator sends ("run", [ClaimedJob tuples]), ("skip", (job id,
-    attempt)) for a job it wants left unstarted, and finally None. Jobs start
+    attempt)) for a job it wants left unstarted, ("cancel", (job id,
+    attempt)) for a running job that was cancelled, and finally None. Jobs start
     in the order they came, each on the next free thread, and both sides
     number them so in that order, from 1. While a thread runs a job, its slot
     of `running`, memory shared with the coordinator, holds the job's number,
@@ -129,7 +131,9 @@ def run_jobs(
     """
     with exit_on_failure("a job ended its thread"):
         while (job := jobs.take(slot)) is not None:
-            outcome = runner.run(job)
+            with cancellation.watching(jobs.cancel_request(job)):
+                outcome = runner.run(job)
+            jobs.ended(job)
             running[slot] = 0
             sender.put(outcome)
 
@@ -223,6 +227,10 @@ class WaitingJobs:
         self._received = 0
         self._ended = False
         self._ready = threading.Condition()
+        # The cancel request of each job that runs now, made as it is taken:
+        # a cancel that comes once the coordinator sees the job's number in
+        # its slot always finds it (see request_cancel).
+        self._cancel_requests: dict[tuple[str, int], threading.Event] = {}
 
     def add(self, jobs: list[ClaimedJob]) -> None:
         with self._ready:
@@ -255,10 +263,26 @@ class WaitingJobs:
                 # would start, since the whole process group wakes at once and
                 # this thread may run before the coordinator can say no.
                 if not lapsed(self._lease):
+                    self._cancel_requests[job.id, job.attempt] = threading.Event()
                     self._running[slot] = number
                     self._running[-1] = number
                     return job
                 self._refuse(job)
+
+    def cancel_request(self, job: ClaimedJob) -> threading.Event:
+        """The cancel request of a job this thread has taken."""
+        with self._ready:
+            return self._cancel_requests[job.id, job.attempt]
+
+    def ended(self, job: ClaimedJob) -> None:
+        with self._ready:
+            self._cancel_requests.pop((job.id, job.attempt), None)
+
+    def request_cancel(self, key: tuple[str, int]) -> None:
+        """Tell a running job's task that it was cancelled; nothing for a job that has ended."""
+        with self._ready:
+            if (request := self._cancel_requests.get(key)) is not None:
+                request.set()
 
 
 def start_reader(
@@ -275,7 +299,8 @@ def start_reader(
     outcomes could each wait, for ever, for the other to read. The reader
     keeps this end drained. A skip is answered here, at once, for a job that
     still waits; one that has started by then runs to its end (its outcome is
-    the answer), since a thread cannot be stopped.
+    the answer), since a thread cannot be stopped. A cancel of a running job
+    is passed to its task (jobs.cancellation), which may end early.
     """
 
     def answer_skipped(job: ClaimedJob) -> None:
@@ -296,6 +321,8 @@ def start_reader(
                 kind, body = message
                 if kind == "run":
                     jobs.add([ClaimedJob(*row) for row in body])
+                elif kind == "cancel":
+                    jobs.request_cancel(tuple(body))
                 elif (job := jobs.withdraw(tuple(body))) is not None:
                     answer_skipped(job)
 

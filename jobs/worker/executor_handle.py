@@ -43,6 +43,9 @@ class Executor:
     # first moment it was seen in a slot, or in the first `threads` jobs not
     # answered (which an outcome in a batch still on its way may delay).
     started: dict[tuple[str, int], float] = field(default_factory=dict)
+    # Running jobs that were cancelled, each with the monotonic time its
+    # grace ends: the executor is killed then if the job still runs.
+    cancel_by: dict[tuple[str, int], float] = field(default_factory=dict)
     jobs_run: int = 0
     # Set when the executor has run its share (--max-tasks-per-child) or grown
     # past its memory ceiling: it gets no more jobs and is replaced once idle.
@@ -73,7 +76,34 @@ class Executor:
     def answer(self, key: tuple[str, int]) -> ClaimedJob:
         self.by_number.pop(self.numbers.pop(key))
         self.started.pop(key, None)
+        self.cancel_by.pop(key, None)
         return self.assigned.pop(key)
+
+    def request_cancel(self, job: ClaimedJob, grace: float) -> None:
+        """
+        Tell a running job's task that it was cancelled (jobs.cancellation);
+        cancels_due() gives it up once `grace` seconds have passed.
+        """
+        self.tell(("cancel", (job.id, job.attempt)))
+        self.cancel_by[job.id, job.attempt] = time.monotonic() + grace
+
+    def cancel_deadlines(self) -> list[float]:
+        """When the grace of each cancelled job that still runs ends."""
+        if not self.cancel_by:
+            return []
+        return [
+            self.cancel_by[key]
+            for job in self.running()
+            if (key := (job.id, job.attempt)) in self.cancel_by
+        ]
+
+    def cancels_due(self, now: float) -> list[ClaimedJob]:
+        """Cancelled jobs that still run past their grace."""
+        if not self.cancel_by:
+            return []
+        return [
+            job for job in self.running() if self.cancel_by.get((job.id, job.attempt), now) < now
+        ]
 
     def running(self) -> list[ClaimedJob]:
         """The jobs whose code runs now: read from the slots, so exact."""

@@ -305,13 +305,14 @@ class ExecutorPool:
         return late
 
     def next_deadline(self) -> float | None:
-        """The monotonic time at which the next running job times out."""
+        """When the next running job times out, or a cancelled one's grace ends (monotonic)."""
         deadlines = [
             executor.started.get((job.id, job.attempt), time.monotonic()) + job.timeout
             for executor in self.executors
             for job in executor.running()
             if job.timeout is not None
         ]
+        deadlines += [when for executor in self.executors for when in executor.cancel_deadlines()]
         return min(deadlines, default=None)
 
     def replace(self, executor: Executor, *, died: bool = False) -> LostWork:

@@ -288,13 +288,18 @@ def test_cancel_before_start_never_runs(start_worker, ledger):
     assert fetch_value("SELECT count(*) FROM test_ledger") == 0
 
 
-def test_cancel_while_running_stops_the_executor(start_worker, started, ledger):
+def test_cancel_while_running_stops_the_executor_after_its_grace(
+    start_worker, started, ledger, fast_env
+):
     result = slow_on_first_attempt.enqueue(60)
-    worker = start_worker("--concurrency", "1")
+    worker = start_worker("--concurrency", "1", env=fast_env)
     wait_until(started(result.id))
     [executor] = executors_of(worker.pid)
     assert operations.cancel(result.id) == "RUNNING"
+    cancelled_at = time.monotonic()
     wait_until(lambda: gone(executor), timeout=10)
+    # The task, which does not look, had CANCEL_GRACE (0.5 s in tests.worker_settings).
+    assert time.monotonic() - cancelled_at >= 0.5
     after = noop.enqueue()
     wait_for_status(after.id, ("SUCCESSFUL",))
     assert job(result.id).status == "CANCELLED"

@@ -20,11 +20,13 @@ def test_eight_threads_run_eight_jobs_at_once_in_one_process(start_worker, ledge
 
 @pytest.mark.parametrize("stop", ["timeout", "cancel"])
 def test_a_killed_thread_job_interrupts_its_neighbour_which_is_retried(
-    start_worker, started, ledger, stop
+    start_worker, started, ledger, stop, worker_env
 ):
     neighbour = slow_on_first_attempt.enqueue(30)
     culprit = times_out.enqueue() if stop == "timeout" else sleep_for.enqueue(30)
-    start_worker("--concurrency", "1", "--threads", "2")
+    # A task that does not look for its cancel is killed after CANCEL_GRACE (0.5 s here).
+    env = {**worker_env, "DJANGO_SETTINGS_MODULE": "tests.worker_settings"}
+    start_worker("--concurrency", "1", "--threads", "2", env=env)
     wait_for_status(neighbour.id, ("RUNNING",))
     wait_for_status(culprit.id, ("RUNNING",))
     wait_until(started(neighbour.id))
