@@ -38,6 +38,7 @@ from .models import Job, JobStatus
 from .options import QueueOptions
 from .retries import check_task_policy
 from .task import TASK_ALIASES, JobTask, UnloadableTask
+from .uniqueness import check_uniqueness, existing_job, held_over_time
 
 
 class PostgresBackend(BaseTaskBackend):
@@ -80,6 +81,7 @@ class PostgresBackend(BaseTaskBackend):
             raise InvalidTask("aliases must be dotted paths, such as 'myapp.tasks.old_name'.")
         check_tags_and_meta(getattr(task, "tags", ()), getattr(task, "meta", None))
         check_task_policy(task)
+        check_uniqueness(task)
         max_snoozes = getattr(task, "max_snoozes", None)
         if max_snoozes is not None and (
             not isinstance(max_snoozes, int) or isinstance(max_snoozes, bool) or max_snoozes < 0
@@ -170,13 +172,22 @@ class PostgresBackend(BaseTaskBackend):
         params["ids"] = ",".join(ids)
         unique_key = params["unique_key"]
         limited = "limit_keys" in params
-        one, many = queries.enqueue.enqueue_statements(labelled="tags" in params, limited=limited)
-        with self._enqueue_cursor() as cursor, self._limited_enqueue(limited):
+        held = unique_key is not None and held_over_time(task)
+        replacing = unique_key is not None and getattr(task, "replace", False)
+        one, many = queries.enqueue.enqueue_statements(
+            labelled="tags" in params, limited=limited, replace=replacing
+        )
+        with self._enqueue_cursor() as cursor, self._enqueue_transaction(limited or held):
             if limited:
                 transitions.hold_limit_keys(cursor, params["limit_keys"])
+            if held and (holder := existing_job(cursor, task)) is not None:
+                return [self.get_result(holder)]
             if len(calls) == 1:
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
+                if replacing and inserted and inserted != ids[0]:
+                    # The key's READY job took this call's arguments.
+                    return [self.get_result(inserted)]
                 if unique_key is not None and not inserted:
                     cursor.execute(queries.enqueue.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
                     row = cursor.fetchone()
@@ -213,13 +224,14 @@ class PostgresBackend(BaseTaskBackend):
             for job_id, (args, kwargs) in zip(ids, calls, strict=True)
         ]
 
-    def _limited_enqueue(self, limited: bool) -> AbstractContextManager:
+    def _enqueue_transaction(self, needed: bool) -> AbstractContextManager:
         """
-        The transaction that holds a limited enqueue's key rows and inserts
-        its jobs (jobs.transitions.hold_limit_keys): the caller's, or one of
-        its own. An enqueue under no limit is one statement and needs none.
+        The transaction that holds a limited enqueue's key rows, or the lock
+        of a unique key held over time (jobs.uniqueness), and inserts its
+        jobs: the caller's, or one of its own. Any other enqueue is one
+        statement and needs none.
         """
-        if not limited:
+        if not needed:
             return nullcontext()
         return transaction.atomic(using=self.database, savepoint=False)
 

@@ -66,8 +66,10 @@ class Job(models.Model):
     return_value = models.JSONField(null=True, blank=True)
     errors = models.JSONField(default=list, blank=True)
     # Each time the job snoozed (jobs.exceptions.Snooze), its attempt given
-    # back: {"at": epoch seconds, "seconds": the delay, "attempt": n}.
-    snoozes = models.JSONField(default=list, db_default=[], blank=True)
+    # back: {"at": epoch seconds, "seconds": the delay, "attempt": n}. NULL
+    # until it first snoozes: a job that never does (most) writes nothing
+    # here, not even an empty array, in its row and in the WAL.
+    snoozes = models.JSONField(null=True, blank=True)
     # NULL, not '', means no key: the partial unique index ignores NULLs.
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # Labels and data to find jobs by (`using(tags=..., meta=...)`), never
@@ -159,6 +161,13 @@ class Job(models.Model):
             ),
             models.Index(
                 "id", name="jobs_job_waiting_idx", condition=models.Q(status=JobStatus.WAITING)
+            ),
+            # The jobs of a unique key in any status, for a key held over time
+            # or by states (jobs.uniqueness); jobs without a key stay out.
+            models.Index(
+                "unique_key",
+                name="jobs_job_unique_key_idx",
+                condition=models.Q(unique_key__isnull=False),
             ),
             # Finding jobs by tag, or by a key and value of their meta. Partial:
             # a job with neither (most) costs its enqueue nothing here; a query

@@ -4,8 +4,9 @@ timeout, unique key, tags, meta, a limit's key) and the old paths a renamed
 task still answers to.
 """
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,13 +31,21 @@ class JobTask(Task):
     `@task(max_attempts=5, timeout=30, retry=Retry(base=5))` sets them for
     every call (jobs.retries for the retry options);
     `.using(countdown=10, unique_key="...", tags=["billing"], meta={"account": 42})`
-    for one enqueue; `.using(limit_key=...)` gives the key of the task's keyed
+    for one enqueue (jobs.uniqueness for unique_for, unique_states and
+    replace); `.using(limit_key=...)` gives the key of the task's keyed
     limit (jobs.limits) instead of the argument that the limit names.
     """
 
     max_attempts: int | None = None
     timeout: float | None = None
     unique_key: str | None = None
+    # How the unique key holds (jobs.uniqueness): for `unique_for` seconds
+    # after an enqueue, over the jobs of `unique_states`; or, with `replace`,
+    # by replacing the arguments and due time of the key's job that has not
+    # started.
+    unique_for: float | None = None
+    unique_states: tuple[str, ...] | None = None
+    replace: bool = False
     # Labels and JSON data stored on the job to find it by (the admin's
     # filters); the queue never reads them. get_result()'s task carries them.
     tags: tuple[str, ...] = ()
@@ -60,6 +69,8 @@ class JobTask(Task):
         Task.__post_init__(self)
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "tags", as_tags(self.tags))
+        if self.unique_states is not None and not isinstance(self.unique_states, str):
+            object.__setattr__(self, "unique_states", tuple(self.unique_states))
         for name in ("retry_on", "dont_retry_on"):
             object.__setattr__(self, name, exception_classes(name, getattr(self, name)))
         for alias in self.aliases:
@@ -75,6 +86,9 @@ class JobTask(Task):
         tags: Sequence[str] | None = None,
         meta: dict[str, Any] | None = None,
         limit_key: str | None = None,
+        unique_for: float | None = None,
+        unique_states: Sequence[str] | None = None,
+        replace: bool | None = None,
         **kwargs: Any,
     ) -> "JobTask":
         """Django's `using()`, plus the queue's options and a countdown in seconds."""
@@ -92,10 +106,13 @@ class JobTask(Task):
                 ("tags", None if tags is None else as_tags(tags)),
                 ("meta", meta),
                 ("limit_key", limit_key),
+                ("unique_for", unique_for),
+                ("unique_states", None if unique_states is None else tuple(unique_states)),
+                ("replace", replace),
             )
             if value is not None
         }
-        return replace(task, **changes) if changes else task
+        return dataclasses.replace(task, **changes) if changes else task
 
     def enqueue_many(
         self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]]

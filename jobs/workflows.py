@@ -41,6 +41,7 @@ from django.tasks.signals import task_enqueued
 from . import queries, transitions
 from .backend import PostgresBackend, ready_result
 from .calls import dumps
+from .uniqueness import held_over_time
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,9 @@ def _check_waiting_steps(workflow: Workflow) -> None:
     Refuse a unique key on a step that waits for others. It becomes due in
     the transaction of its last parent's outcome, where a live job with its
     key could neither be handed back, as enqueue() hands it back, nor be
-    joined by a second one.
+    joined by a second one. Refuse too a key held over time or replaced, on
+    any step: the steps go in with one INSERT, which keeps only the live
+    job's uniqueness (jobs.uniqueness).
     """
     for node in workflow.nodes:
         task = node.step.task
@@ -236,6 +239,11 @@ def _check_waiting_steps(workflow: Workflow) -> None:
             raise InvalidTask(
                 f"A step that waits for others cannot have a unique key "
                 f"({task.module_path}, {task.unique_key!r}): give it to a first step."
+            )
+        if held_over_time(task) or getattr(task, "replace", False):
+            raise InvalidTask(
+                f"A workflow's step keeps a unique key as its live job only ({task.module_path}): "
+                "unique_for, unique_states and replace are for enqueue()."
             )
 
 

@@ -342,7 +342,7 @@ def snooze_twice(context) -> int:
     """Snoozes 0.1 s the first two times it runs; then returns how many times it snoozed."""
     from jobs.models import Job
 
-    snoozed = len(Job.objects.get(id=context.task_result.id).snoozes)
+    snoozed = len(Job.objects.get(id=context.task_result.id).snoozes or ())
     if snoozed < 2:
         raise Snooze(0.1)
     return snoozed

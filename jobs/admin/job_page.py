@@ -170,7 +170,7 @@ def _events(job: Job) -> list[tuple[datetime, str]]:
             name = error.get("exception_class_path", "").rsplit(".", 1)[-1]
             retry = f"; {error['retry']}" if error.get("retry") else ""
             events.append((at, f"attempt {error.get('attempt', '?')} ended: {name}{retry}"))
-    for snooze in job.snoozes:
+    for snooze in job.snoozes or ():
         if at := moment(snooze.get("at")):
             seconds = snooze.get("seconds", 0)
             events.append((at, f"attempt {snooze.get('attempt', '?')} snoozed for {seconds:g} s"))

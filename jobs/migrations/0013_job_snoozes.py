@@ -4,9 +4,8 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # A constant default: Postgres adds the column without rewriting the
-    # table, and rows inserted without it (an older enqueue, during a rolling
-    # deploy) read as never snoozed.
+    # A nullable column: Postgres adds it without rewriting the table, and
+    # a job that never snoozes stores nothing in it.
 
     dependencies = [
         ("jobs", "0012_limit_key_served_at"),
@@ -16,6 +15,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="job",
             name="snoozes",
-            field=models.JSONField(blank=True, db_default=[], default=list),
+            field=models.JSONField(blank=True, null=True),
         ),
     ]

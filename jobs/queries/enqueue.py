@@ -66,10 +66,24 @@ VALUES (
     %(unique_key)s{label_values}
 )
 ON CONFLICT (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
-RETURNING 1, statement_timestamp(),
+    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') {on_conflict}
+RETURNING {returned}, statement_timestamp(),
           CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', %(queue)s) END
 """
+_KEEP = {"on_conflict": "DO NOTHING", "returned": "1"}
+# ENQUEUE_ONE with `replace` (jobs.uniqueness): the key's READY job takes the
+# new call's arguments, due time and limit keys, and its id is returned; a
+# RUNNING one is left as it is (no row: the caller reads it). The row is
+# locked by the ON CONFLICT, so a claim that takes it either started it
+# before (it is RUNNING here) or starts it with the new arguments.
+_REPLACE = {
+    "on_conflict": """DO UPDATE SET
+    args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, run_at = EXCLUDED.run_at,
+    run_after = EXCLUDED.run_after, limit_key = EXCLUDED.limit_key,
+    shared_limit_key = EXCLUDED.shared_limit_key
+    WHERE jobs_job.status = 'READY'""",
+    "returned": "jobs_job.id::text",
+}
 
 # Each in three forms: jobs with tags, meta or a trace context name those
 # columns; the others leave them to the columns' defaults, which keeps three
@@ -89,8 +103,10 @@ _LIMITED = {
 }
 ENQUEUE = _ENQUEUE.format(**_PLAIN)
 ENQUEUE_LABELLED = _ENQUEUE.format(**_LABELLED)
-ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN)
-ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
+ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN, **_KEEP)
+ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED, **_KEEP)
+REPLACE_ONE = _ENQUEUE_ONE.format(**_PLAIN, **_REPLACE)
+REPLACE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED, **_REPLACE)
 
 # The key rows of jobs under limits are made just before their jobs, in the
 # same transaction: a claim starts a job only through its keys' rows.
@@ -134,23 +150,47 @@ SELECT (SELECT count(*) FROM made) + (SELECT count(*) FROM held) = (SELECT count
 ENQUEUE_LIMITED = _ENQUEUE.format(
     **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="new.call")}
 )
-ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(
-    **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="%(calls)s::jsonb -> 0")}
-)
+_LIMITED_ONE = {
+    **_LIMITED,
+    "label_values": _LIMITED["label_values"].format(call="%(calls)s::jsonb -> 0"),
+}
+ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(**_LIMITED_ONE, **_KEEP)
+REPLACE_ONE_LIMITED = _ENQUEUE_ONE.format(**_LIMITED_ONE, **_REPLACE)
 
 LIVE_JOB_BY_UNIQUE_KEY = """
 SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 """
 
+# A unique key held over time or by states (jobs.uniqueness.existing_job):
+# the lock serializes the enqueues of one key until each one's transaction
+# ends (64 bits of the key's hash: two keys that share them only wait for
+# each other), and the read then sees what the last one committed.
+LOCK_UNIQUE_KEY = """
+SELECT pg_advisory_xact_lock(hashtextextended('jobs.unique_key:' || %(key)s, 0))
+"""
 
-def enqueue_statements(*, labelled: bool, limited: bool) -> tuple[str, str]:
+# The newest job with the key in one of the states, enqueued within the
+# period (NULL: ever); read from the partial index jobs_job_unique_key_idx.
+JOB_HOLDING_UNIQUE_KEY = """
+SELECT id::text FROM jobs_job
+WHERE unique_key = %(key)s
+  AND status = ANY(%(states)s::text[])
+  AND (%(period)s::float8 IS NULL
+       OR enqueued_at > statement_timestamp() - make_interval(secs => %(period)s::float8))
+ORDER BY id DESC
+LIMIT 1
+"""
+
+
+def enqueue_statements(*, labelled: bool, limited: bool, replace: bool = False) -> tuple[str, str]:
     """
     The statements that enqueue one job and many: those under limits name
     their keys and labels, those with tags, meta or a trace context their
     labels, and the others neither (three parameters fewer to send).
+    `replace`: the one job replaces the unstarted job of its unique key.
     """
     if limited:
-        return ENQUEUE_ONE_LIMITED, ENQUEUE_LIMITED
+        return (REPLACE_ONE_LIMITED if replace else ENQUEUE_ONE_LIMITED), ENQUEUE_LIMITED
     if labelled:
-        return ENQUEUE_ONE_LABELLED, ENQUEUE_LABELLED
-    return ENQUEUE_ONE, ENQUEUE
+        return (REPLACE_ONE_LABELLED if replace else ENQUEUE_ONE_LABELLED), ENQUEUE_LABELLED
+    return (REPLACE_ONE if replace else ENQUEUE_ONE), ENQUEUE

@@ -161,7 +161,8 @@ SET status = 'READY',
     started_at = CASE WHEN job.attempts = 1 THEN NULL ELSE job.started_at END,
     run_at = COALESCE(to_timestamp(given_back.run_at), job.run_at),
     snoozes = CASE WHEN given_back.snooze IS NULL THEN job.snoozes
-                   ELSE job.snoozes || jsonb_build_array(given_back.snooze::jsonb) END
+                   ELSE COALESCE(job.snoozes, '[]') || jsonb_build_array(given_back.snooze::jsonb)
+              END
 FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(run_at)s::float8[], %(begun)s::bool[],
             %(snoozes)s::text[])
     AS given_back(id, attempt, run_at, begun, snooze)

@@ -207,7 +207,7 @@ def _ready(connection: BaseDatabaseWrapper, queues: list[str]) -> QuerySet:
 
 
 # A retry is a READY job with an attempt spent, or one that snoozed.
-_RETRIED = Q(attempts__gt=0) | ~Q(snoozes=[])
+_RETRIED = Q(attempts__gt=0) | Q(snoozes__isnull=False)
 
 
 def _make_retries_due(connection: BaseDatabaseWrapper, queues: list[str]) -> None:

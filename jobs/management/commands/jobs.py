@@ -143,7 +143,7 @@ class Command(BaseCommand):
         for name in SHOW_FIELDS:
             if name not in ("errors", "snoozes"):
                 self.stdout.write(f"{name:<13} {_text(fields[name])}")
-        for number, snooze in enumerate(job.snoozes, start=1):
+        for number, snooze in enumerate(job.snoozes or (), start=1):
             at = datetime.fromtimestamp(snooze["at"], UTC).isoformat(timespec="seconds")
             self.stdout.write(
                 f"snooze {number:<6} attempt {snooze['attempt']}: for {snooze['seconds']:g} s, "
