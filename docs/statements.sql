@@ -224,8 +224,8 @@ VALUES (
     %(unique_key)s{label_values}
 )
 ON CONFLICT (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') {on_conflict}
-RETURNING {returned}, statement_timestamp(),
+    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
+RETURNING 1, statement_timestamp(),
           CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', %(queue)s) END;
 
 -- jobs.queries.enqueue.ENQUEUE
@@ -308,48 +308,6 @@ ON CONFLICT (unique_key)
 RETURNING 1, statement_timestamp(),
           CASE WHEN %(notify)s THEN pg_notify('jobs_ready', %(queue)s) END;
 
--- jobs.queries.enqueue.REPLACE_ONE
-INSERT INTO jobs_job (
-    id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key
-)
-VALUES (
-    %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
-    %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
-    COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
-    0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-    %(unique_key)s
-)
-ON CONFLICT (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO UPDATE SET
-    args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, run_at = EXCLUDED.run_at,
-    run_after = EXCLUDED.run_after, limit_key = EXCLUDED.limit_key,
-    shared_limit_key = EXCLUDED.shared_limit_key
-    WHERE jobs_job.status = 'READY'
-RETURNING jobs_job.id::text, statement_timestamp(),
-          CASE WHEN %(notify)s THEN pg_notify('jobs_ready', %(queue)s) END;
-
--- jobs.queries.enqueue.REPLACE_ONE_LABELLED
-INSERT INTO jobs_job (
-    id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context
-)
-VALUES (
-    %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
-    %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
-    COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
-    0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-    %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb
-)
-ON CONFLICT (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO UPDATE SET
-    args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, run_at = EXCLUDED.run_at,
-    run_after = EXCLUDED.run_after, limit_key = EXCLUDED.limit_key,
-    shared_limit_key = EXCLUDED.shared_limit_key
-    WHERE jobs_job.status = 'READY'
-RETURNING jobs_job.id::text, statement_timestamp(),
-          CASE WHEN %(notify)s THEN pg_notify('jobs_ready', %(queue)s) END;
-
 -- jobs.queries.enqueue.ENSURE_LIMIT_KEYS
 WITH wanted AS (
     SELECT DISTINCT ON (row ->> 0) row ->> 0 AS key, row
@@ -414,29 +372,38 @@ ON CONFLICT (unique_key)
 RETURNING 1, statement_timestamp(),
           CASE WHEN %(notify)s THEN pg_notify('jobs_limited_ready', %(queue)s) END;
 
--- jobs.queries.enqueue.REPLACE_ONE_LIMITED
-INSERT INTO jobs_job (
-    id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, limit_key, shared_limit_key
-)
-VALUES (
-    %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
-    %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
-    COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
-    0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-    %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, %(calls)s::jsonb -> 0 -> 2 ->> 0, %(calls)s::jsonb -> 0 -> 2 ->> 1
-)
-ON CONFLICT (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO UPDATE SET
-    args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, run_at = EXCLUDED.run_at,
-    run_after = EXCLUDED.run_after, limit_key = EXCLUDED.limit_key,
-    shared_limit_key = EXCLUDED.shared_limit_key
-    WHERE jobs_job.status = 'READY'
-RETURNING jobs_job.id::text, statement_timestamp(),
-          CASE WHEN %(notify)s THEN pg_notify('jobs_limited_ready', %(queue)s) END;
-
 -- jobs.queries.enqueue.LIVE_JOB_BY_UNIQUE_KEY
 SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING');
+
+-- jobs.queries.enqueue._REPLACE_UNSTARTED
+UPDATE jobs_job
+SET args = %(calls)s::jsonb -> 0 -> 0, kwargs = %(calls)s::jsonb -> 0 -> 1,
+    run_at = COALESCE(%(run_after)s, statement_timestamp()), run_after = %(run_after)s,
+    limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 0,
+    shared_limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 1
+WHERE unique_key = %(unique_key)s AND status = 'READY' AND attempts = 0 AND snoozes IS NULL
+RETURNING id::text, statement_timestamp(),
+          CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', queue) END;
+
+-- jobs.queries.enqueue.REPLACE_UNSTARTED
+UPDATE jobs_job
+SET args = %(calls)s::jsonb -> 0 -> 0, kwargs = %(calls)s::jsonb -> 0 -> 1,
+    run_at = COALESCE(%(run_after)s, statement_timestamp()), run_after = %(run_after)s,
+    limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 0,
+    shared_limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 1
+WHERE unique_key = %(unique_key)s AND status = 'READY' AND attempts = 0 AND snoozes IS NULL
+RETURNING id::text, statement_timestamp(),
+          CASE WHEN %(notify)s THEN pg_notify('jobs_ready', queue) END;
+
+-- jobs.queries.enqueue.REPLACE_UNSTARTED_LIMITED
+UPDATE jobs_job
+SET args = %(calls)s::jsonb -> 0 -> 0, kwargs = %(calls)s::jsonb -> 0 -> 1,
+    run_at = COALESCE(%(run_after)s, statement_timestamp()), run_after = %(run_after)s,
+    limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 0,
+    shared_limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 1
+WHERE unique_key = %(unique_key)s AND status = 'READY' AND attempts = 0 AND snoozes IS NULL
+RETURNING id::text, statement_timestamp(),
+          CASE WHEN %(notify)s THEN pg_notify('jobs_limited_ready', queue) END;
 
 -- jobs.queries.enqueue.LOCK_UNIQUE_KEY
 SELECT pg_advisory_xact_lock(hashtextextended('jobs.unique_key:' || %(key)s, 0));

@@ -38,7 +38,7 @@ from .models import Job, JobStatus
 from .options import QueueOptions
 from .retries import check_task_policy
 from .task import TASK_ALIASES, JobTask, UnloadableTask
-from .uniqueness import check_uniqueness, existing_job, held_over_time
+from .uniqueness import check_uniqueness, existing_job, held_over_time, replace_unstarted
 
 
 class PostgresBackend(BaseTaskBackend):
@@ -174,20 +174,17 @@ class PostgresBackend(BaseTaskBackend):
         limited = "limit_keys" in params
         held = unique_key is not None and held_over_time(task)
         replacing = unique_key is not None and getattr(task, "replace", False)
-        one, many = queries.enqueue.enqueue_statements(
-            labelled="tags" in params, limited=limited, replace=replacing
-        )
+        one, many = queries.enqueue.enqueue_statements(labelled="tags" in params, limited=limited)
         with self._enqueue_cursor() as cursor, self._enqueue_transaction(limited or held):
             if limited:
                 transitions.hold_limit_keys(cursor, params["limit_keys"])
             if held and (holder := existing_job(cursor, task)) is not None:
-                return [self.get_result(holder)]
+                return self._existing(holder, task, calls)
+            if replacing and (replaced := replace_unstarted(cursor, params, limited)):
+                return [self.get_result(replaced)]
             if len(calls) == 1:
                 cursor.execute(one, params)
                 inserted, enqueued_at, _ = cursor.fetchone() or (0, None, None)
-                if replacing and inserted and inserted != ids[0]:
-                    # The key's READY job took this call's arguments.
-                    return [self.get_result(inserted)]
                 if unique_key is not None and not inserted:
                     cursor.execute(queries.enqueue.LIVE_JOB_BY_UNIQUE_KEY, [unique_key])
                     row = cursor.fetchone()
@@ -215,6 +212,15 @@ class PostgresBackend(BaseTaskBackend):
             if announce:
                 task_enqueued.send(type(self), task_result=result)
         return results
+
+    def _existing(
+        self, job_id: str, task: Task, calls: list[tuple[list[Any], dict[str, Any]]]
+    ) -> list[TaskResult]:
+        """The result of the job that holds the key; enqueue anew if it was deleted since."""
+        try:
+            return [self.get_result(job_id)]
+        except TaskResultDoesNotExist:
+            return self.enqueue_many(task, calls)
 
     def _ready_results(
         self, task: Task, ids: list[str], calls: list[tuple[list[Any], dict[str, Any]]]

@@ -8,7 +8,9 @@ is what TaskError.exception_class imports back. Moving or renaming one would
 orphan the entries already stored.
 """
 
-import math
+# The longest delay a retry or a snooze may ask for, in seconds (a year): a
+# due time must stay within what Postgres's timestamps hold.
+MAX_DELAY = 366 * 24 * 3600.0
 
 
 def class_path(cls: type[BaseException]) -> str:
@@ -55,8 +57,11 @@ class RetryJob(JobsError):
     """
 
     def __init__(self, message: str = "Retry requested", *, countdown: float | None = None) -> None:
-        if countdown is not None and not (0 <= countdown < math.inf):
-            raise ValueError(f"countdown must be a number of seconds, 0 or more; got {countdown!r}")
+        if countdown is not None and not (0 <= countdown <= MAX_DELAY):
+            raise ValueError(
+                f"countdown must be a number of seconds, from 0 to {MAX_DELAY:g} (a year); "
+                f"got {countdown!r}"
+            )
         super().__init__(message)
         self.countdown = countdown
 
@@ -72,8 +77,11 @@ class Snooze(JobsError):
     def __init__(self, seconds: float) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise ValueError(f"Snooze takes a number of seconds; got {seconds!r}")
-        if not 0 <= seconds < math.inf:
-            raise ValueError(f"Snooze takes a number of seconds, 0 or more; got {seconds!r}")
+        if not 0 <= seconds <= MAX_DELAY:
+            raise ValueError(
+                f"Snooze takes a number of seconds, from 0 to {MAX_DELAY:g} (a year); "
+                f"got {seconds!r}"
+            )
         super().__init__(f"Snoozed for {seconds:g} s")
         self.seconds = float(seconds)
 

@@ -13,6 +13,7 @@ task's code, which the web and the workers both import: nothing of it is
 stored with the job.
 """
 
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from django.tasks.exceptions import InvalidTask
 
-from .exceptions import DoNotRetry, RetryJob
+from .exceptions import MAX_DELAY, DoNotRetry, JobInterrupted, RetryJob
 
 # A callable policy: (the attempt that failed, 1 for the first; its
 # exception) -> seconds until the next attempt.
@@ -47,11 +48,17 @@ class Retry:
             value = getattr(self, name)
             if not _is_number(value) or value < lowest:
                 raise InvalidTask(f"Retry {name} must be a number of at least {lowest:g}.")
+        if self.cap > MAX_DELAY:
+            raise InvalidTask(f"Retry cap must be at most {MAX_DELAY:g} s (a year).")
         if not _is_number(self.jitter) or not 0 <= self.jitter <= 1:
             raise InvalidTask("Retry jitter is the random share of each delay, from 0 to 1.")
 
     def delay(self, attempt: int, error: BaseException | None = None) -> float:
-        ceiling = min(self.cap, self.base * self.factor ** (attempt - 1))
+        try:
+            grown = self.base * self.factor ** (attempt - 1)
+        except OverflowError:
+            grown = math.inf  # which the cap bounds
+        ceiling = min(self.cap, grown)
         return ceiling * (1 - self.jitter) + random.uniform(0, ceiling * self.jitter)
 
     def describe(self) -> str:
@@ -60,7 +67,7 @@ class Retry:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def exception_classes(name: str, value: Iterable[Any]) -> tuple[type[BaseException], ...]:
@@ -106,12 +113,19 @@ class RetryRules:
             return None, "not retried: the task raised DoNotRetry"
         if isinstance(error, RetryJob) and error.countdown is not None:
             return error.countdown, "the task asked for this delay (RetryJob)"
+        if isinstance(error, JobInterrupted):
+            # Ended by a neighbour's timeout or cancel in its executor: its
+            # own exception lists say nothing about it.
+            return self._backoff(attempt, error)
         if not isinstance(error, RetryJob):
             if self.dont_retry_on and isinstance(error, self.dont_retry_on):
                 return None, f"not retried: {name} is in the task's dont_retry_on"
             if self.retry_on and not isinstance(error, self.retry_on):
                 listed = ", ".join(cls.__name__ for cls in self.retry_on)
                 return None, f"not retried: {name} is not in the task's retry_on ({listed})"
+        return self._backoff(attempt, error)
+
+    def _backoff(self, attempt: int, error: BaseException) -> tuple[float, str]:
         if isinstance(self.backoff, Retry):
             whose = "the task's" if self.own else "the backend's"
             return self.backoff.delay(attempt), f"{whose} backoff, {self.backoff.describe()}"
@@ -123,9 +137,9 @@ class RetryRules:
         except Exception as failure:
             problem = f"raised {type(failure).__name__}: {failure}"
         else:
-            if _is_number(seconds) and seconds >= 0:
+            if _is_number(seconds) and 0 <= seconds <= MAX_DELAY:
                 return float(seconds), f"the task's retry delay {name}()"
-            problem = f"returned {seconds!r}, not seconds"
+            problem = f"returned {seconds!r}, not seconds from 0 to {MAX_DELAY:g}"
         fallback = f"the backend's backoff, {self.default.describe()}"
         return self.default.delay(attempt), f"the task's retry delay {name}() {problem}; {fallback}"
 

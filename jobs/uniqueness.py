@@ -10,9 +10,17 @@ RUNNING, kept by the partial unique index jobs_job_unique_key_live):
 time of the last one's enqueue, whatever its status (or of `unique_states`,
 when given). `unique_states` alone: none while a job with the key is in one of
 them. Either returns the existing job instead. `replace`: a new enqueue with
-the key of a job that has not started replaces its arguments and when it is
-due (debounce: "reindex 2 s after the last edit"); a RUNNING one is left alone
-and returned.
+the key of a job that has not started (READY, no attempt spent, never
+snoozed) replaces its arguments and when it is due (debounce: "reindex 2 s
+after the last edit"); a RUNNING one, or one waiting for its retry, is left
+alone and returned.
+
+A key is held by the jobs in the table: one that prune, purge or a delete
+removed holds nothing any more, so a period or a finished status holds at
+most as long as that status's retention. The enqueues of a key serialize on
+its lock and read what the last one committed: in a caller's transaction
+that is READ COMMITTED, Django's default (a REPEATABLE READ one reads its
+snapshot, taken before the lock).
 """
 
 from typing import Any
@@ -63,6 +71,16 @@ def held_over_time(task: object) -> bool:
     return getattr(task, "unique_for", None) is not None or (
         getattr(task, "unique_states", None) is not None
     )
+
+
+def replace_unstarted(cursor: Any, params: dict[str, Any], limited: bool) -> str | None:
+    """The id of the key's unstarted job, given this enqueue's call; None: there is none."""
+    statement = (
+        queries.enqueue.REPLACE_UNSTARTED_LIMITED if limited else queries.enqueue.REPLACE_UNSTARTED
+    )
+    cursor.execute(statement, params)
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def existing_job(cursor: Any, task: Any) -> str | None:

@@ -66,24 +66,10 @@ VALUES (
     %(unique_key)s{label_values}
 )
 ON CONFLICT (unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') {on_conflict}
-RETURNING {returned}, statement_timestamp(),
+    WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
+RETURNING 1, statement_timestamp(),
           CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', %(queue)s) END
 """
-_KEEP = {"on_conflict": "DO NOTHING", "returned": "1"}
-# ENQUEUE_ONE with `replace` (jobs.uniqueness): the key's READY job takes the
-# new call's arguments, due time and limit keys, and its id is returned; a
-# RUNNING one is left as it is (no row: the caller reads it). The row is
-# locked by the ON CONFLICT, so a claim that takes it either started it
-# before (it is RUNNING here) or starts it with the new arguments.
-_REPLACE = {
-    "on_conflict": """DO UPDATE SET
-    args = EXCLUDED.args, kwargs = EXCLUDED.kwargs, run_at = EXCLUDED.run_at,
-    run_after = EXCLUDED.run_after, limit_key = EXCLUDED.limit_key,
-    shared_limit_key = EXCLUDED.shared_limit_key
-    WHERE jobs_job.status = 'READY'""",
-    "returned": "jobs_job.id::text",
-}
 
 # Each in three forms: jobs with tags, meta or a trace context name those
 # columns; the others leave them to the columns' defaults, which keeps three
@@ -103,10 +89,8 @@ _LIMITED = {
 }
 ENQUEUE = _ENQUEUE.format(**_PLAIN)
 ENQUEUE_LABELLED = _ENQUEUE.format(**_LABELLED)
-ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN, **_KEEP)
-ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED, **_KEEP)
-REPLACE_ONE = _ENQUEUE_ONE.format(**_PLAIN, **_REPLACE)
-REPLACE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED, **_REPLACE)
+ENQUEUE_ONE = _ENQUEUE_ONE.format(**_PLAIN)
+ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
 
 # The key rows of jobs under limits are made just before their jobs, in the
 # same transaction: a claim starts a job only through its keys' rows.
@@ -150,16 +134,34 @@ SELECT (SELECT count(*) FROM made) + (SELECT count(*) FROM held) = (SELECT count
 ENQUEUE_LIMITED = _ENQUEUE.format(
     **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="new.call")}
 )
-_LIMITED_ONE = {
-    **_LIMITED,
-    "label_values": _LIMITED["label_values"].format(call="%(calls)s::jsonb -> 0"),
-}
-ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(**_LIMITED_ONE, **_KEEP)
-REPLACE_ONE_LIMITED = _ENQUEUE_ONE.format(**_LIMITED_ONE, **_REPLACE)
+ENQUEUE_ONE_LIMITED = _ENQUEUE_ONE.format(
+    **{**_LIMITED, "label_values": _LIMITED["label_values"].format(call="%(calls)s::jsonb -> 0")}
+)
 
 LIVE_JOB_BY_UNIQUE_KEY = """
 SELECT id FROM jobs_job WHERE unique_key = %s AND status IN ('READY', 'RUNNING')
 """
+
+# `replace` (jobs.uniqueness): the key's job that has not started (READY,
+# no attempt spent, never snoozed) takes the new call's arguments, due time
+# and limit keys (third in the call's JSON, NULL for a job under no limit);
+# returns its id, or no row, and then the enqueue inserts as any other. Only
+# that job's row is locked, until the caller commits: a RUNNING one is never
+# touched, nor locked (ON CONFLICT DO UPDATE would lock it even when its
+# WHERE is false, and hold up the worker's outcome). A claim that has the row
+# already leaves it RUNNING, and this update then finds nothing.
+_REPLACE_UNSTARTED = """
+UPDATE jobs_job
+SET args = %(calls)s::jsonb -> 0 -> 0, kwargs = %(calls)s::jsonb -> 0 -> 1,
+    run_at = COALESCE(%(run_after)s, statement_timestamp()), run_after = %(run_after)s,
+    limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 0,
+    shared_limit_key = %(calls)s::jsonb -> 0 -> 2 ->> 1
+WHERE unique_key = %(unique_key)s AND status = 'READY' AND attempts = 0 AND snoozes IS NULL
+RETURNING id::text, statement_timestamp(),
+          CASE WHEN %(notify)s THEN pg_notify('{ready_channel}', queue) END
+"""
+REPLACE_UNSTARTED = _REPLACE_UNSTARTED.format(ready_channel=READY_CHANNEL)
+REPLACE_UNSTARTED_LIMITED = _REPLACE_UNSTARTED.format(ready_channel=LIMITED_READY_CHANNEL)
 
 # A unique key held over time or by states (jobs.uniqueness.existing_job):
 # the lock serializes the enqueues of one key until each one's transaction
@@ -182,15 +184,14 @@ LIMIT 1
 """
 
 
-def enqueue_statements(*, labelled: bool, limited: bool, replace: bool = False) -> tuple[str, str]:
+def enqueue_statements(*, labelled: bool, limited: bool) -> tuple[str, str]:
     """
     The statements that enqueue one job and many: those under limits name
     their keys and labels, those with tags, meta or a trace context their
     labels, and the others neither (three parameters fewer to send).
-    `replace`: the one job replaces the unstarted job of its unique key.
     """
     if limited:
-        return (REPLACE_ONE_LIMITED if replace else ENQUEUE_ONE_LIMITED), ENQUEUE_LIMITED
+        return ENQUEUE_ONE_LIMITED, ENQUEUE_LIMITED
     if labelled:
-        return (REPLACE_ONE_LABELLED if replace else ENQUEUE_ONE_LABELLED), ENQUEUE_LABELLED
-    return (REPLACE_ONE if replace else ENQUEUE_ONE), ENQUEUE
+        return ENQUEUE_ONE_LABELLED, ENQUEUE_LABELLED
+    return ENQUEUE_ONE, ENQUEUE

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from ..exceptions import (
+    MAX_DELAY,
     ExecutorDied,
     JobInterrupted,
     JobTimeout,
@@ -43,7 +44,7 @@ WORKER_LOST = class_path(WorkerLost)
 
 def backend_backoff(options: QueueOptions) -> Retry:
     """The backoff of tasks without their own (RETRY_BACKOFF_BASE, RETRY_BACKOFF_MAX)."""
-    return Retry(base=options.retry_backoff_base, cap=options.retry_backoff_max)
+    return Retry(base=options.retry_backoff_base, cap=min(options.retry_backoff_max, MAX_DELAY))
 
 
 def exception_message(error: BaseException) -> str:

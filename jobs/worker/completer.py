@@ -165,13 +165,15 @@ class HeldWrites:
         self.retry_at: float | None = None
         self._backoff = Backoff()
 
-    def hold(self, finished: Finished) -> None:
+    def hold(self, finished: Finished) -> float | None:
         """
         Keep outcomes until they are written together. A job left unstarted
         on request (SKIPPED) is given back instead, and one whose task does
         not load here (POSTPONED) or that snoozed (SNOOZED) is given back due
-        later.
+        later. Returns the monotonic time the earliest snooze is due (no
+        NOTIFY announces it: this worker claims it then), or None.
         """
+        snoozed_until = None
         for job, outcome in finished:
             if outcome.status == SKIPPED:
                 self.releases.append(job)
@@ -197,10 +199,13 @@ class HeldWrites:
                     job.attempt,
                 )
                 self.postponements.append((job, outcome.retry_at, outcome.error))
+                due = time.monotonic() + max(outcome.retry_at - time.time(), 0.0)
+                snoozed_until = due if snoozed_until is None else min(snoozed_until, due)
                 continue
             if not self.outcomes:
                 self.since = time.monotonic()
             self.outcomes.append((job, outcome))
+        return snoozed_until
 
     def release(self, jobs: Sequence[ClaimedJob], begun: Collection[str] = ()) -> None:
         """

@@ -237,7 +237,8 @@ class Coordinator:
             self.claim_due_at = min(self.claim_due_at, retry_due_at)
 
         finished, lost = self.pool.receive(ready)
-        self.writes.hold(finished)
+        if (snoozed_until := self.writes.hold(finished)) is not None:
+            self.claim_due_at = min(self.claim_due_at, snoozed_until)
         for work in lost:
             self._fail_lost(work)
         for executor, late in self.pool.overdue():
@@ -358,7 +359,9 @@ class Coordinator:
         executor, job, running = located
         if not running:
             self.pool.skip(executor, job)
-        elif self.cancel_grace > 0:
+        # A job under a limit gets no grace: the cancel freed its slot, and a
+        # task that ran on would run beside the next job of its key.
+        elif self.cancel_grace > 0 and not job.limited:
             logger.info(
                 "Job %s cancelled while running: its task is told, and its executor stopped "
                 "if it still runs in %g s",

@@ -6,13 +6,14 @@ runs it in the test's own process.
 """
 
 import json
+import logging
 import time
 import traceback
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task, TaskError
@@ -35,6 +36,8 @@ from .protocol import READY, SNOOZED, SUCCESSFUL, ClaimedJob, Outcome
 
 if TYPE_CHECKING:
     from ..backend import PostgresBackend
+
+logger = logging.getLogger("jobs.worker")
 
 
 def loads(text: str) -> Any:
@@ -183,12 +186,18 @@ class JobRunner:
         allowed = getattr(task, "max_snoozes", None)
         if allowed is None:
             allowed = backend.queue_options.max_snoozes
-        snoozes = (
-            Job.objects.using(backend.database)
-            .filter(id=job.id)
-            .values_list("snoozes", flat=True)
-            .first()
-        )
+        try:
+            snoozes = (
+                Job.objects.using(backend.database)
+                .filter(id=job.id)
+                .values_list("snoozes", flat=True)
+                .first()
+            )
+        except DatabaseError as error:
+            # The count is what the cap needs, not the snooze: it goes on,
+            # and the cap is checked at the next one.
+            logger.warning("Job %s: its snoozes could not be counted (%s)", job.id, error)
+            snoozes = None
         if len(snoozes or ()) < allowed:
             return snoozed_outcome(job, snooze.seconds, duration)
         return failed_outcome(

@@ -12,7 +12,7 @@ from django.tasks import task
 from django.tasks.exceptions import InvalidTask
 from django.urls import reverse
 
-from jobs.exceptions import DoNotRetry, JobTimeout, RetryJob
+from jobs.exceptions import DoNotRetry, JobInterrupted, JobTimeout, RetryJob
 from jobs.models import Job
 from jobs.retries import Retry, RetryRules
 from jobs.testing import run_due_jobs
@@ -174,3 +174,20 @@ def test_the_readmes_retry_policies_do_what_it_says(tmp_path, monkeypatch):
     asked = ValueError()
     asked.retry_after = 12
     assert push.after(asked, 1)[0] == 12.0
+
+
+def test_a_job_interrupted_by_its_neighbour_is_retried_whatever_the_lists_say():
+    rules = RetryRules.of(send_under_policy, BACKEND)
+    delay, reason = rules.after(JobInterrupted("a neighbour timed out"), 1)
+    assert delay == pytest.approx(0.05) and reason.startswith("the task's backoff")
+
+
+def test_a_delay_beyond_a_year_or_not_finite_is_refused():
+    with pytest.raises(InvalidTask, match="cap must be at most"):
+        Retry(cap=400 * 86400)
+    with pytest.raises(InvalidTask, match="base must be a number"):
+        Retry(base=float("inf"))
+    huge = RetryRules(backoff=lambda attempt, error: float("inf"), default=BACKEND, own=True)
+    assert "not seconds from 0 to" in huge.after(ValueError(), 1)[1]
+    # An attempt far past any cap stays at the cap.
+    assert Retry(base=1, factor=10, cap=60, jitter=0).delay(5000) == 60

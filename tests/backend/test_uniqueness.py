@@ -126,3 +126,12 @@ def test_a_workflow_step_refuses_a_key_held_over_time_or_replaced():
         with pytest.raises(InvalidTask, match="unique_for, unique_states and replace are for"):
             steps.enqueue()
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_replace_leaves_a_job_waiting_for_its_retry_as_it_is():
+    first = add.using(unique_key="reindex:9").enqueue(1, 2)
+    Job.objects.filter(id=first.id).update(attempts=1)
+    again = add.using(unique_key="reindex:9", replace=True).enqueue(3, 4)
+    assert again.id == first.id
+    assert Job.objects.get(id=first.id).args == [1, 2]
