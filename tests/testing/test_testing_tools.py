@@ -192,6 +192,17 @@ def test_test_backends_refuse_what_the_queue_refuses(use_backend, path):
         add.enqueue(object(), 1)
     with pytest.raises(InvalidTask, match="unique key names one job"):
         add.using(unique_key="k").enqueue_many([((1, 2), {}), ((3, 4), {})])
+    # The options of retry policies, snoozes and uniqueness (jobs.retries, jobs.uniqueness).
+    with pytest.raises(InvalidTask, match="retry is a jobs.retries.Retry"):
+        task(retry="fast")(plain_function)
+    with pytest.raises(InvalidTask, match="retry_on is a list of exception classes"):
+        task(retry_on=["ValueError"])(plain_function)
+    with pytest.raises(InvalidTask, match="max_snoozes"):
+        task(max_snoozes=-1)(plain_function)
+    with pytest.raises(InvalidTask, match="unique_for goes with a unique_key"):
+        add.using(unique_for=60)
+    with pytest.raises(InvalidTask, match="unique_states is a list of statuses"):
+        add.using(unique_key="k", unique_states=["DONE"])
     if path.endswith("DummyBackend"):
         # Nothing refused was captured.
         assert default_task_backend.results == []
