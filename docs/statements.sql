@@ -705,14 +705,14 @@ cancelled AS (
         ))
     FROM target
     WHERE job.id = target.id AND target.status IN ('WAITING', 'READY', 'RUNNING')
-    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, job.has_dependants,
-              target.status AS was
+    RETURNING job.id, job.attempts, job.queue, job.limit_key, job.shared_limit_key,
+              job.has_dependants, target.status AS was
 ),
 stopped AS (
     SELECT * FROM cancelled WHERE was = 'RUNNING'
 ),
 told AS (
-    SELECT pg_notify('jobs_cancel', id::text) FROM stopped
+    SELECT pg_notify('jobs_cancel', id::text || ':' || attempts) FROM stopped
 ),
 freed_keys AS (
     SELECT key, count(*)::int AS jobs

@@ -21,7 +21,9 @@ WAITER_CHUNK = 200
 PAUSE_CHANNEL = "jobs_pause"
 
 # Channel of the NOTIFY that asks workers to stop running a cancelled job;
-# the payload is the job id.
+# the payload is "<job id>:<attempt>", the attempt that ran when it was
+# cancelled (a worker reads a payload of the id alone, from an older
+# version, as the latest attempt it holds).
 CANCEL_CHANNEL = "jobs_cancel"
 
 # The channel that announces a job of jobs_job due now.

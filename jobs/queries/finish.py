@@ -224,14 +224,14 @@ cancelled AS (
         ))
     FROM target
     WHERE job.id = target.id AND target.status IN ('WAITING', 'READY', 'RUNNING')
-    RETURNING job.id, job.queue, job.limit_key, job.shared_limit_key, job.has_dependants,
-              target.status AS was
+    RETURNING job.id, job.attempts, job.queue, job.limit_key, job.shared_limit_key,
+              job.has_dependants, target.status AS was
 ),
 stopped AS (
     SELECT * FROM cancelled WHERE was = 'RUNNING'
 ),
 told AS (
-    SELECT pg_notify('{CANCEL_CHANNEL}', id::text) FROM stopped
+    SELECT pg_notify('{CANCEL_CHANNEL}', id::text || ':' || attempts) FROM stopped
 ){_freeing("stopped")}
 SELECT target.id::text, target.status, cancelled.id IS NOT NULL,
        COALESCE(cancelled.has_dependants, false),

@@ -332,8 +332,8 @@ class Coordinator:
             self.claim_due_at = 0.0
             if self.eager_claim_at is None:
                 self.eager_claim_at = self.claimed_at + EAGER_CLAIM_INTERVAL
-        for job_id in news.cancelled:
-            self._stop_cancelled(job_id)
+        for job_id, attempt in news.cancelled:
+            self._stop_cancelled(job_id, attempt)
         self._give_back_paused(news.paused)
 
     def _give_back_paused(self, queues: set[str]) -> None:
@@ -352,8 +352,10 @@ class Coordinator:
                 skipped,
             )
 
-    def _stop_cancelled(self, job_id: str) -> None:
-        located = self.pool.locate(job_id)
+    def _stop_cancelled(self, job_id: str, attempt: int | None) -> None:
+        # The attempt that ran when the job was cancelled: a retry of it that
+        # this worker claimed meanwhile is another attempt, and runs on.
+        located = self.pool.locate(job_id, attempt)
         if located is None:
             return
         executor, job, running = located

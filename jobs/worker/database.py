@@ -59,7 +59,9 @@ class Notifications:
 
     wake: bool = False
     limited: bool = False
-    cancelled: set[str] = field(default_factory=set)
+    # (job id, the attempt that ran when it was cancelled; None from a
+    # worker of an older version, whose NOTIFY carried the id alone).
+    cancelled: set[tuple[str, int | None]] = field(default_factory=set)
     paused: set[str] = field(default_factory=set)
 
 
@@ -170,7 +172,8 @@ class QueueDatabase:
         self.notifications_unread = False
         for notify in self.conn.notifies(timeout=0):
             if notify.channel == queries.channels.CANCEL_CHANNEL:
-                news.cancelled.add(notify.payload)
+                job_id, _, attempt = notify.payload.partition(":")
+                news.cancelled.add((job_id, int(attempt) if attempt else None))
             elif self.queues and notify.payload not in self.queues:
                 continue
             elif notify.channel == queries.channels.PAUSE_CHANNEL:

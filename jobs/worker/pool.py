@@ -194,12 +194,19 @@ class ExecutorPool:
             executor.note_starts(now)
             executor.tell(("run", [tuple(job) for job in batch]))
 
-    def locate(self, job_id: str) -> tuple[Executor, ClaimedJob, bool] | None:
-        """The executor that holds a job's latest attempt, and whether it runs there."""
+    def locate(
+        self, job_id: str, attempt: int | None = None
+    ) -> tuple[Executor, ClaimedJob, bool] | None:
+        """
+        The executor that holds an attempt of a job (None: its latest), and
+        whether it runs there.
+        """
         found = None
         for executor in self.executors:
             for job in executor.assigned.values():
-                if job.id == job_id and (found is None or job.attempt > found[1].attempt):
+                if job.id != job_id or (attempt is not None and job.attempt != attempt):
+                    continue
+                if found is None or job.attempt > found[1].attempt:
                     found = (executor, job, job in executor.running())
         return found
 

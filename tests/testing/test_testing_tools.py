@@ -193,7 +193,7 @@ def test_test_backends_refuse_what_the_queue_refuses(use_backend, path):
     with pytest.raises(InvalidTask, match="unique key names one job"):
         add.using(unique_key="k").enqueue_many([((1, 2), {}), ((3, 4), {})])
     # The options of retry policies, snoozes and uniqueness (jobs.retries, jobs.uniqueness).
-    with pytest.raises(InvalidTask, match="retry is a jobs.retries.Retry"):
+    with pytest.raises(InvalidTask, match=r"retry is a jobs\.retries\.Retry"):
         task(retry="fast")(plain_function)
     with pytest.raises(InvalidTask, match="retry_on is a list of exception classes"):
         task(retry_on=["ValueError"])(plain_function)

@@ -257,3 +257,14 @@ def test_a_notify_that_comes_in_with_a_statements_results_is_still_read():
         assert not db.notifications_unread
     finally:
         db.close()
+
+
+def test_a_cancel_finds_the_attempt_that_was_cancelled_not_a_later_one():
+    pool = pool_of(2)
+    first, second = pool.executors
+    first.assign(claimed("job", attempt=1))
+    second.assign(claimed("job", attempt=2))
+    assert pool.locate("job", 1)[0] is first
+    assert pool.locate("job", 3) is None
+    # A NOTIFY of an older version names the job alone: its latest attempt.
+    assert pool.locate("job")[0] is second
