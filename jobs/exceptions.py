@@ -45,6 +45,10 @@ class JobCancelled(JobsError):
     """The job was cancelled before it finished."""
 
 
+class WorkerCannotStart(JobsError):
+    """The database answers but cannot hold a worker (its tables are missing); says what to do."""
+
+
 class JobStateError(JobsError):
     """The job is not in a state that allows the operation (retry a READY job, say)."""
 

@@ -17,6 +17,8 @@ RECONNECT_BACKOFF_MAX = 10.0
 # A worker waiting for the database at start tries at least this often, so
 # that it starts within seconds of the database answering.
 START_BACKOFF_MAX = 2.0
+# How often it says again why it waits, when the reason has not changed.
+START_WAIT_REPEAT = 60.0
 
 
 def connection_params(alias: str) -> dict:

@@ -15,6 +15,7 @@ of WORKER_DEAD_AFTER (an outage, a freeze) stops its jobs before others may
 rescue them (see jobs.worker.lease).
 """
 
+import functools
 import logging
 import os
 import secrets
@@ -27,25 +28,25 @@ from multiprocessing.connection import wait
 
 from django.tasks import task_backends
 
+from ..exceptions import WorkerCannotStart
 from ..health import HealthFile
-from ..retries import RetryRules
 from ..stop_signals import StopSignals
 from .attempts import backend_backoff, given_back, lost_attempts
 from .completer import Completer, HeldWrites
 from .connection import (
     DATABASE_ERRORS,
     START_BACKOFF_MAX,
+    START_WAIT_REPEAT,
     Backoff,
     describe,
     first_line,
 )
 from .database import QueueDatabase, Reconnector
 from .executor_handle import Executor, LostWork
-from .job_runner import job_backend
+from .job_runner import retry_rules_of
 from .lease import Lease
 from .maintenance import Maintenance
 from .pool import ExecutorPool
-from .protocol import ClaimedJob
 
 logger = logging.getLogger("jobs.worker")
 
@@ -150,11 +151,12 @@ class Coordinator:
         self.health.beat(ready=False)
         if not self._connect_at_start():
             # Nothing was claimed: there is nothing to give back.
-            self.pool.stop()
-            self.writes.completer.stop()
-            self.health.remove()
+            self._stop_unstarted()
             logger.info("Worker %s stopped before the database answered", self.worker_id)
             return
+        if problem := self.db.schema_problem():
+            self._stop_unstarted()
+            raise WorkerCannotStart(problem)
         self.maintenance.start()
         logger.info(
             "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
@@ -174,6 +176,12 @@ class Coordinator:
         finally:
             self._shut_down()
 
+    def _stop_unstarted(self) -> None:
+        self.pool.stop()
+        self.writes.completer.stop()
+        self.db.close()
+        self.health.remove()
+
     def _connect_at_start(self) -> bool:
         """
         Connect, waiting for the database as long as it takes: a worker
@@ -182,19 +190,25 @@ class Coordinator:
         came first.
         """
         backoff = Backoff(maximum=START_BACKOFF_MAX)
+        said, said_at = None, 0.0
         while True:
             try:
                 self.db.connect()
                 return True
             except DATABASE_ERRORS as error:
-                if not backoff.failing:
+                # Said again when the reason changes, and every minute: a
+                # database that does not exist or a wrong password is no
+                # outage, and an operator reading the log now must see why.
+                reason = first_line(error)
+                if reason != said or time.monotonic() - said_at >= START_WAIT_REPEAT:
                     logger.warning(
                         "Database %s unreachable (%s); waiting for it, trying again every "
                         "%.0f s at most",
                         describe(self.backend.database),
-                        first_line(error),
+                        reason,
                         START_BACKOFF_MAX,
                     )
+                    said, said_at = reason, time.monotonic()
                 self.db.close()
             retry_at = time.monotonic() + backoff.next()
             while time.monotonic() < retry_at:
@@ -391,20 +405,12 @@ class Coordinator:
         finished, released = lost_attempts(
             work,
             worker_id=self.worker_id,
-            rules=self._retry_rules,
+            rules=functools.partial(retry_rules_of, default=self.backoff),
             timed_out=timed_out,
             cancelled=cancelled,
         )
         self.writes.release(released, begun=work.begun)
         self.writes.hold(finished)
-
-    def _retry_rules(self, job: ClaimedJob) -> RetryRules:
-        """A lost job's task's retry rules; the backend's where the task does not load here."""
-        try:
-            task = job_backend(job.backend).load_task(job.task_path)
-        except Exception:
-            return RetryRules.of(None, self.backoff)
-        return RetryRules.of(task, backend_backoff(task.get_backend().queue_options))
 
     def _stop_jobs(self) -> tuple[int, int]:
         """

@@ -26,6 +26,7 @@ from .connection import (
     RECONNECT_DELAY_MIN,
     Backoff,
     connection_params,
+    describe,
     first_line,
 )
 from .protocol import ClaimedJob, Outcome, complete_batch
@@ -138,6 +139,32 @@ class QueueDatabase:
             # go together in the simple protocol, never prepared.
             self.notifications_unread = True
             self.conn.execute("; ".join(f"LISTEN {channel}" for channel in channels), prepare=False)
+
+    def schema_problem(self) -> str | None:
+        """
+        Why this database cannot hold the queue yet, or None: migrations of
+        the jobs app on disk that it has not applied (a database never
+        migrated has none applied), which would otherwise end the worker in
+        a raw "relation does not exist" at its first statement.
+        """
+        from django.db.migrations.loader import MigrationLoader
+
+        on_disk = {
+            name for app, name in MigrationLoader(None, load=True).disk_migrations if app == "jobs"
+        }
+        exists = self._execute("SELECT to_regclass('django_migrations') IS NOT NULL").fetchone()
+        applied = set()
+        if exists[0]:
+            rows = self._execute("SELECT name FROM django_migrations WHERE app = 'jobs'")
+            applied = {name for (name,) in rows.fetchall()}
+        missing = sorted(on_disk - applied)
+        if not missing:
+            return None
+        return (
+            f"Database {describe(self.alias)} lacks {len(missing)} migration(s) of the jobs app "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}): run "
+            "`python manage.py migrate` first."
+        )
 
     @property
     def connected(self) -> bool:

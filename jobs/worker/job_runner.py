@@ -24,7 +24,7 @@ from django.utils.json import normalize_json
 from .. import tracing
 from ..exceptions import Snooze, class_path
 from ..jsonb import unstorable
-from ..retries import RetryRules
+from ..retries import Retry, RetryRules
 from .attempts import (
     backend_backoff,
     exception_message,
@@ -71,6 +71,15 @@ def job_backend(alias: str) -> "PostgresBackend":
             "not a PostgresBackend"
         )
     return backend
+
+
+def retry_rules_of(job: ClaimedJob, default: Retry) -> RetryRules:
+    """The retry rules of a job's task; `default`'s where the task does not load here."""
+    try:
+        task = job_backend(job.backend).load_task(job.task_path)
+    except Exception:
+        return RetryRules.of(None, default)
+    return RetryRules.of(task, backend_backoff(task.get_backend().queue_options))
 
 
 class JobRunner:

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.core.management.base import CommandError
 
+from jobs.exceptions import WorkerCannotStart
 from jobs.management.backends import check_health_file, queue_backend
 from jobs.management.base import BaseCommand
 from jobs.management.command_logging import configure_command_logging
@@ -78,7 +79,10 @@ class Command(BaseCommand):
                 else None
             ),
         )
-        Coordinator(config).run()
+        try:
+            Coordinator(config).run()
+        except WorkerCannotStart as error:
+            raise CommandError(str(error)) from None
 
 
 def _add_jobs_options(group: Any) -> None:
