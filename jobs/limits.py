@@ -265,7 +265,7 @@ def key_value(task: Task, limit: Limit, args: Sequence[Any], kwargs: Mapping[str
     given = getattr(task, "limit_key", None)
     if given is not None:
         return given
-    if limit.key in kwargs:
+    if kwargs.get(limit.key) is not None:
         return kwargs[limit.key]
     try:
         # A task that takes its context is called with it first.
@@ -276,7 +276,9 @@ def key_value(task: Task, limit: Limit, args: Sequence[Any], kwargs: Mapping[str
             f"{task.module_path}: the arguments do not fit the task: {error}."
         ) from None
     bound.apply_defaults()
-    if limit.key not in bound.arguments:
+    # None, whether given or the argument's default, is no key: every such
+    # job would share one slot (`name:null`), a limit nobody meant.
+    if bound.arguments.get(limit.key) is None:
         raise InvalidTask(
             f"{task.module_path} is limited per {limit.key!r} (limit {limit.name!r}), but the "
             f"call gives no {limit.key!r}: pass it, or give a key with using(limit_key=...)."

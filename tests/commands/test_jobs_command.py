@@ -47,6 +47,11 @@ def test_enqueue_by_path_with_json_arguments():
         (["enqueue", "tests.tasks.add", "--args", '{"a": 1}'], "--args must be a JSON list"),
         (["enqueue", "tests.tasks.add", "--kwargs", "[]"], "--kwargs must be a JSON object"),
         (["enqueue", "tests.tasks.add", "--queue", "emails"], "Not enqueued: Queue 'emails'"),
+        # The project's sms-per-user limit: no user, no key (not one shared `null` key).
+        (
+            ["enqueue", "accounts.tasks.send_welcome_sms", "--args", "[1]"],
+            "Not enqueued: accounts.tasks.send_welcome_sms is limited per 'user_id'",
+        ),
         (["show", "not-an-id"], "'not-an-id' is not a job id"),
         (["show", "01a23600-9e7a-71b8-9410-7cf5f4f717de"], "No job with id"),
         (["retry", "01a23600-9e7a-71b8-9410-7cf5f4f717de"], "No job with id"),

@@ -113,6 +113,11 @@ def test_a_key_given_at_enqueue_replaces_the_argument():
 def test_a_call_without_the_keyed_argument_is_refused_and_enqueues_nothing():
     with pytest.raises(InvalidTask, match=r"limited per 'key'.*gives no 'key'"):
         limited_run.enqueue()
+    # None is no key, given by position or by name: all such jobs would share one slot.
+    with pytest.raises(InvalidTask, match=r"limited per 'user_id'.*gives no 'user_id'"):
+        limited_sleep.enqueue(None, 0.1)
+    with pytest.raises(InvalidTask, match=r"limited per 'user_id'.*gives no 'user_id'"):
+        limited_sleep.enqueue(user_id=None, seconds=0.1)
     with pytest.raises(InvalidTask, match="limit_key is the key of a keyed limit"):
         add.using(limit_key="x").enqueue(1, 2)
     assert not Job.objects.exists()
