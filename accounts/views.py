@@ -13,7 +13,7 @@ exist, so that ids, which are sequential, do not tell who signed up.
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -36,6 +36,8 @@ from django.http import (
 from django.shortcuts import render
 from django.tasks import default_task_backend
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timeuntil
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -80,7 +82,8 @@ def not_found(message: str) -> JsonResponse:
 
 
 def rate_limited_message(retry_after: int) -> str:
-    return f"Too many signups from here or to this number; try again in {retry_after} seconds."
+    wait = timeuntil(timezone.now() + timedelta(seconds=retry_after), depth=1)
+    return f"Too many signups from here or to this number; try again in {wait}."
 
 
 def too_many(retry_after: int) -> JsonResponse:

@@ -24,11 +24,11 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
 from .. import metrics, operations
+from ..ids import uuid7_floor
 from ..models import Job, JobStatus, PausedQueue, Schedule
 from ..scheduler.runner import unique_key
 from ..schedules import TimingError
 from .charts import Segment, bar_chart, duration_text, throughput_chart
-from .ids import uuid7_floor
 
 logger = logging.getLogger("jobs.admin")
 

@@ -18,8 +18,8 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
 
 from .. import queries
+from ..ids import task_id_range, uuid7_floor
 from ..jsonb import unstorable
-from .ids import task_id_range, uuid7_floor
 from .reads import recent_values
 
 

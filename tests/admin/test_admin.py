@@ -14,8 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs import metrics
-from jobs.admin.ids import task_id_range
 from jobs.admin.job_list import EXACT_COUNT_LIMIT, EstimatedCountPaginator
+from jobs.ids import task_id_range
 from jobs.models import Job, JobStatus, Schedule, Worker
 from jobs.scheduler.runner import unique_key
 

@@ -78,9 +78,30 @@ def test_show_and_list_in_words_and_in_json():
     assert json.loads(jobs("show", str(broken.id), "--json"))["errors"] == [{"message": "boom"}]
     listed = jobs("list")
     assert listed.index(ready.id) < listed.index(str(broken.id))
+    header, first, _ = listed.splitlines()
+    assert header.split() == ["id", "status", "attempts", "queue", "task", "(enqueued)"]
+    # The columns line up under their names.
+    assert first.index("READY") == header.index("status")
+    assert first.index("0/") == header.index("attempts")
     only_failed = json.loads(jobs("list", "--status", "FAILED", "--json"))
     assert [row["id"] for row in only_failed] == [str(broken.id)]
     assert jobs("list", "--task", "tests.tasks.noop") == "No jobs match.\n"
+
+
+def test_a_job_is_found_by_the_short_id_the_admin_shows():
+    broken = failed()
+    short = str(broken.id)[:8]
+    assert f"id            {broken.id}" in jobs("show", short)
+    assert jobs("retry", short) == "1 job(s) retried.\n"
+    with pytest.raises(CommandError, match="nor the first 8 digits"):
+        jobs("show", "0123")
+    other = add.enqueue(1, 2)
+    if str(other.id)[:8] == short:  # enqueued within the same 65 s, as nearly always
+        with pytest.raises(CommandError, match="More than one job's id begins with"):
+            jobs("show", short)
+    # The admin's form, the first 8 and the last 4 digits, tells them apart.
+    admin_form = f"{short}…{str(broken.id)[-4:]}"
+    assert f"id            {broken.id}" in jobs("show", admin_form)
 
 
 def test_retry_and_cancel_by_id():

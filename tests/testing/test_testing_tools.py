@@ -556,7 +556,7 @@ for name, task in found.items():
         delivery = Delivery.objects.create(
             user=user, channel=channel, recipient=recipients[channel]
         )
-        result = task.enqueue(delivery.id)
+        result = task.enqueue(delivery.id, user_id=user.id)
         results[name] = {
             "status": result.status,
             "return_value": result.return_value if result.is_finished else None,

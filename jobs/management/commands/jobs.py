@@ -2,7 +2,6 @@ import argparse
 import getpass
 import json
 import sys
-import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +15,7 @@ from django.tasks.exceptions import InvalidTask
 from jobs import metrics, operations
 from jobs.backend import find_task
 from jobs.exceptions import JobStateError
+from jobs.ids import job_named
 from jobs.management.backends import queue_backend
 from jobs.management.base import BaseCommand, deprecation_notice
 from jobs.models import Job, JobStatus
@@ -169,9 +169,13 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No jobs match.")
             return
+        self.stdout.write(
+            f"{'id':<36}  {'status':<10} {'attempts':<8}  {'queue':<14} {'task'}  (enqueued)"
+        )
         for row in rows:
+            attempts = f"{row['attempts']}/{row['max_attempts']}"
             self.stdout.write(
-                f"{row['id']}  {row['status']:<10} {row['attempts']}/{row['max_attempts']}  "
+                f"{row['id']}  {row['status']:<10} {attempts:<8}  "
                 f"{row['queue']:<14} {row['task_path']}  {row['enqueued_at']:%Y-%m-%d %H:%M:%S}"
             )
 
@@ -284,8 +288,8 @@ class Command(BaseCommand):
             if changed[name]:
                 self.stdout.write(self.style.SUCCESS(f"Queue {name!r} {done}."))
             else:
-                was = "paused" if done == "paused" else "not paused"
-                self.stdout.write(f"Queue {name!r} was {was} already.")
+                state = "paused already" if done == "paused" else "not paused: nothing to resume"
+                self.stdout.write(f"Queue {name!r} was {state}.")
         if self.options["json"]:
             self._print({"changed": changed}, "")
 
@@ -304,9 +308,7 @@ class Command(BaseCommand):
         if job_ids and any(chosen.values()):
             raise CommandError(f"Give job ids or filters to {verb}, not both.")
         if job_ids:
-            for job_id in job_ids:
-                self._get_job(job_id)
-            targets: Iterable[str] = job_ids
+            targets: Iterable[str] = [str(self._get_job(job_id).id) for job_id in job_ids]
         elif any(chosen.values()):
             if chosen["status"] and chosen["status"] not in statuses:
                 named = f"{', '.join(statuses[:-1])} or {statuses[-1]}"
@@ -345,11 +347,9 @@ class Command(BaseCommand):
 
     def _get_job(self, job_id: str) -> Job:
         try:
-            return self.jobs.get(id=uuid.UUID(job_id))
-        except ValueError:
-            raise CommandError(f"{job_id!r} is not a job id.") from None
-        except Job.DoesNotExist:
-            raise CommandError(f"No job with id {job_id}.") from None
+            return job_named(self.jobs, job_id)
+        except LookupError as error:
+            raise CommandError(str(error)) from None
 
     def _filtered(
         self,
