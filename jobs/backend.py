@@ -69,6 +69,13 @@ class PostgresBackend(BaseTaskBackend):
                 f"priority must be a whole number between {TASK_MIN_PRIORITY} and "
                 f"{TASK_MAX_PRIORITY}."
             )
+        # Django's own words ("is not valid for backend") name neither the
+        # setting nor what it allows.
+        if self.queues and task.queue_name not in self.queues:
+            raise InvalidTask(
+                f"Queue {task.queue_name!r} is not in the QUEUES of task backend "
+                f"{self.alias!r}, which allows {', '.join(map(repr, sorted(self.queues)))}."
+            )
         super().validate_task(task)
         max_attempts = getattr(task, "max_attempts", None)
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):

@@ -193,9 +193,13 @@ def test_non_json_argument_fails_at_enqueue_naming_the_argument():
     assert Job.objects.count() == 0
 
 
-def test_queue_not_in_queues_fails_at_enqueue():
-    with pytest.raises(InvalidTask, match="Queue 'nope' is not valid"):
+def test_a_queue_not_in_queues_is_refused_naming_the_setting_and_what_it_allows():
+    with pytest.raises(InvalidTask) as refused:
         add.using(queue_name="nope").enqueue(1, 2)
+    assert str(refused.value) == (
+        "Queue 'nope' is not in the QUEUES of task backend 'default', which allows "
+        "'communications', 'default', 'reports'."
+    )
     assert Job.objects.count() == 0
 
 
