@@ -10,6 +10,7 @@ completer's only writes outcomes.
 
 import json
 import logging
+import pkgutil
 import socket
 import time
 from collections.abc import Collection, Sequence
@@ -145,18 +146,22 @@ class QueueDatabase:
         Why this database cannot hold the queue yet, or None: migrations of
         the jobs app on disk that it has not applied (a database never
         migrated has none applied), which would otherwise end the worker in
-        a raw "relation does not exist" at its first statement.
+        a raw "relation does not exist" at its first statement. One
+        statement, and the migration files' names listed, not imported: it
+        runs at every start.
         """
-        from django.db.migrations.loader import MigrationLoader
+        from .. import migrations
 
         on_disk = {
-            name for app, name in MigrationLoader(None, load=True).disk_migrations if app == "jobs"
+            module.name
+            for module in pkgutil.iter_modules(migrations.__path__)
+            if module.name[:4].isdigit()
         }
-        exists = self._execute("SELECT to_regclass('django_migrations') IS NOT NULL").fetchone()
-        applied = set()
-        if exists[0]:
+        try:
             rows = self._execute("SELECT name FROM django_migrations WHERE app = 'jobs'")
             applied = {name for (name,) in rows.fetchall()}
+        except psycopg.errors.UndefinedTable:
+            applied = set()
         missing = sorted(on_disk - applied)
         if not missing:
             return None
