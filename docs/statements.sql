@@ -255,13 +255,13 @@ FROM job;
 WITH job AS (
     INSERT INTO jobs_job (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context
+        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, retention
     )
     SELECT
         new.id, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
         new.call -> 0, new.call -> 1, 'READY', COALESCE(%(run_after)s, statement_timestamp()),
         %(run_after)s, 0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-        %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb
+        %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, %(retention)s
     FROM ROWS FROM (
         unnest(string_to_array(%(ids)s::text, ',')::uuid[]),
         jsonb_array_elements(%(calls)s::jsonb)
@@ -294,14 +294,14 @@ RETURNING 1, statement_timestamp(),
 -- jobs.queries.enqueue.ENQUEUE_ONE_LABELLED
 INSERT INTO jobs_job (
     id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context
+    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, retention
 )
 VALUES (
     %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
     %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
     COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
     0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-    %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb
+    %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, %(retention)s
 )
 ON CONFLICT (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
@@ -336,13 +336,13 @@ SELECT (SELECT count(*) FROM made) + (SELECT count(*) FROM held) = (SELECT count
 WITH job AS (
     INSERT INTO jobs_job (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, limit_key, shared_limit_key
+        attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, retention, limit_key, shared_limit_key
     )
     SELECT
         new.id, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
         new.call -> 0, new.call -> 1, 'READY', COALESCE(%(run_after)s, statement_timestamp()),
         %(run_after)s, 0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-        %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, new.call -> 2 ->> 0, new.call -> 2 ->> 1
+        %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, %(retention)s, new.call -> 2 ->> 0, new.call -> 2 ->> 1
     FROM ROWS FROM (
         unnest(string_to_array(%(ids)s::text, ',')::uuid[]),
         jsonb_array_elements(%(calls)s::jsonb)
@@ -358,14 +358,14 @@ FROM job;
 -- jobs.queries.enqueue.ENQUEUE_ONE_LIMITED
 INSERT INTO jobs_job (
     id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
-    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, limit_key, shared_limit_key
+    attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags, meta, trace_context, retention, limit_key, shared_limit_key
 )
 VALUES (
     %(ids)s::uuid, %(backend)s, %(task_path)s, %(queue)s, %(priority)s,
     %(calls)s::jsonb -> 0 -> 0, %(calls)s::jsonb -> 0 -> 1, 'READY',
     COALESCE(%(run_after)s, statement_timestamp()), %(run_after)s,
     0, %(max_attempts)s, %(timeout)s, statement_timestamp(), '{}', '[]',
-    %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, %(calls)s::jsonb -> 0 -> 2 ->> 0, %(calls)s::jsonb -> 0 -> 2 ->> 1
+    %(unique_key)s, %(tags)s::varchar[], %(meta)s::jsonb, %(trace_context)s::jsonb, %(retention)s, %(calls)s::jsonb -> 0 -> 2 ->> 0, %(calls)s::jsonb -> 0 -> 2 ->> 1
 )
 ON CONFLICT (unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('READY', 'RUNNING') DO NOTHING
@@ -836,17 +836,61 @@ SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed),
        ARRAY(SELECT id::text FROM rescued WHERE status = 'FAILED' AND has_dependants);
 
--- jobs.queries.finish.PRUNABLE
+-- jobs.queries.finish._PRUNABLE
 SELECT id::text FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND {kept_by}
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
--- jobs.queries.finish.COUNT_PRUNABLE
+-- jobs.queries.finish._COUNT_PRUNABLE
 SELECT count(*) FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
-  AND finished_at < now() - make_interval(secs => %(older_than)s);
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND {kept_by};
+
+-- jobs.queries.finish.PRUNABLE['default']
+SELECT id::text FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND retention IS NULL
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- jobs.queries.finish.PRUNABLE['rule']
+SELECT id::text FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND retention = %(rule)s
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- jobs.queries.finish.PRUNABLE['orphaned']
+SELECT id::text FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND retention IS NOT NULL AND retention <> ALL(%(rules)s::text[])
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- jobs.queries.finish.COUNT_PRUNABLE['default']
+SELECT count(*) FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND retention IS NULL;
+
+-- jobs.queries.finish.COUNT_PRUNABLE['rule']
+SELECT count(*) FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND retention = %(rule)s;
+
+-- jobs.queries.finish.COUNT_PRUNABLE['orphaned']
+SELECT count(*) FROM jobs_job
+WHERE status = ANY(%(statuses)s::text[])
+  AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND retention IS NOT NULL AND retention <> ALL(%(rules)s::text[]);
 
 -- jobs.queries.finish.DELETE_FINISHED
 WITH doomed AS (
@@ -1851,9 +1895,20 @@ CROSS JOIN LATERAL (SELECT LEAST(counter.burst, counter.tokens
     + extract(epoch FROM statement_timestamp() - counter.refilled_at) * counter.rate / counter.period)) AS bucket(tokens)
 WHERE counter.key = ANY(%(keys)s::text[]);
 
+-- jobs.queries.observe._FINISHED_JOBS
+(
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job;
+
 -- jobs.queries.observe.FINISHED_BY_MINUTE
 SELECT queue, status, date_trunc('minute', finished_at), count(*)
-FROM jobs_job
+FROM (
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job
 WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
   AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
 GROUP BY 1, 2, 3;
@@ -1864,7 +1919,11 @@ FROM generate_series(0, 59) AS m;
 
 -- jobs.queries.observe._WAITS
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
-FROM jobs_job
+FROM (
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job
 WHERE status IN ('SUCCESSFUL', 'FAILED')
   AND finished_at >= now() - interval '1 hour'
   AND attempts = 1
@@ -1873,7 +1932,11 @@ WHERE status IN ('SUCCESSFUL', 'FAILED')
 -- jobs.queries.observe.LATENCY
 WITH waits AS (
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
-FROM jobs_job
+FROM (
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job
 WHERE status IN ('SUCCESSFUL', 'FAILED')
   AND finished_at >= now() - interval '1 hour'
   AND attempts = 1
@@ -1894,7 +1957,11 @@ WITH recent AS (
                 THEN extract(epoch FROM finished_at - last_attempted_at)::float8 END AS runtime,
            GREATEST(0, extract(epoch FROM started_at
                     - GREATEST(enqueued_at, COALESCE(run_after, enqueued_at))))::float8 AS wait
-    FROM jobs_job
+    FROM (
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job
     WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
       AND finished_at >= now() - interval '1 day'
       -- A job cancelled before it ever started did not run.
@@ -1923,7 +1990,11 @@ SELECT 'READY', count(*) FROM jobs_job WHERE status = 'READY'
 UNION ALL
 SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'
 UNION ALL
-SELECT status, count(*) FROM jobs_job
+SELECT status, count(*) FROM (
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job
 WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') GROUP BY status;
 
 -- jobs.queries.observe.WORKERS
@@ -2002,7 +2073,7 @@ WITH job AS (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
         attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags,
         meta, trace_context, workflow_id, parents_left, parents_failed, run_when,
-        parent_results, has_dependants, limit_key, shared_limit_key
+        parent_results, has_dependants, limit_key, shared_limit_key, retention
     )
     SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
            (node ->> 'priority')::smallint, call -> 0, call -> 1, node ->> 'status',
@@ -2014,7 +2085,7 @@ WITH job AS (
            COALESCE((node ->> 'meta')::jsonb, '{}'), (node ->> 'trace_context')::jsonb,
            %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0, node ->> 'run_when',
            node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
-           call -> 2 ->> 0, call -> 2 ->> 1
+           call -> 2 ->> 0, call -> 2 ->> 1, node ->> 'retention'
     FROM ROWS FROM (
         jsonb_array_elements(%(jobs)s::jsonb), jsonb_array_elements(%(calls)s::jsonb)
     ) AS new(node, call)

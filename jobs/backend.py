@@ -127,10 +127,11 @@ class PostgresBackend(BaseTaskBackend):
         enqueue_many() and each step of a workflow share, so that a step
         keeps every option an enqueue keeps.
 
-        Jobs with tags, meta, a trace context or a limit have "tags", "meta"
-        and "trace_context"; jobs under a limit have their key rows too
-        ("limit_keys", for queries.enqueue.ENSURE_LIMIT_KEYS) and each call's keys third
-        in "calls".
+        Jobs with tags, meta, a trace context, a limit or a RETAIN rule have
+        "tags", "meta", "trace_context" and "retention"; jobs under a limit
+        have their key rows too ("limit_keys", for
+        queries.enqueue.ENSURE_LIMIT_KEYS) and each call's keys third in
+        "calls".
         """
         self.validate_task(task)
         unique_key = getattr(task, "unique_key", None)
@@ -154,13 +155,15 @@ class PostgresBackend(BaseTaskBackend):
         }
         tags, meta = getattr(task, "tags", ()), getattr(task, "meta", None)
         trace_context = tracing.current_context()
-        limits = self.queue_options.limits
+        limits, retain = self.queue_options.limits, self.queue_options.retain
         job_limits = limits.of(task.module_path, task.queue_name) if limits else None
-        if tags or meta or trace_context or job_limits:
+        retention = retain.rule_of(task.module_path, task.queue_name) if retain else None
+        if tags or meta or trace_context or job_limits or retention:
             params.update(
                 tags=list(tags),
                 meta=dumps(meta or {}),
                 trace_context=dumps(trace_context) if trace_context else None,
+                retention=retention,
             )
         if job_limits is not None:
             keys = [job_limits.keys(task, args, kwargs) for args, kwargs in calls]

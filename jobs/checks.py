@@ -1,7 +1,7 @@
 """
 System checks of the queue beyond its backend's own (jobs.backend.PostgresBackend.check,
 which reports what its OPTIONS get wrong): the schedules declared in
-settings.JOBS_SCHEDULES, the tasks and queues that LIMITS names,
+settings.JOBS_SCHEDULES, the tasks and queues that LIMITS and RETAIN name,
 django.contrib.postgres, and the database's version.
 """
 
@@ -71,49 +71,13 @@ def limit_problems(backend: "PostgresBackend") -> list[checks.CheckMessage]:
     under more limits than a job keeps on its own queue passes every other
     check and then fails every enqueue.
     """
-    from django.tasks.exceptions import InvalidTask
-
-    from .backend import find_task
-
     limits = backend.queue_options.limits
     problems: list[checks.CheckMessage] = []
     task_queues: dict[str, str] = {}
     for limit in limits.all:
-        for task_path in limit.tasks:
-            try:
-                task = find_task(task_path)
-            except InvalidTask as error:
-                problems.append(
-                    checks.Warning(
-                        f"Task backend {backend.alias!r}: limit {limit.name!r} limits nothing "
-                        f"of {task_path!r}. {error}",
-                        hint="Name the task by its module path (task.module_path), "
-                        "such as 'myapp.tasks.send_sms'.",
-                        id="jobs.W010",
-                    )
-                )
-                continue
-            task_queues[task.module_path] = task.queue_name
-            if task.module_path != task_path:
-                problems.append(
-                    checks.Warning(
-                        f"Task backend {backend.alias!r}: limit {limit.name!r} names "
-                        f"{task_path!r}, an alias of {task.module_path!r}; jobs are enqueued "
-                        "under the task's own path, so the limit holds none of them.",
-                        hint=f"Name {task.module_path!r} in the limit.",
-                        id="jobs.W010",
-                    )
-                )
-        for queue in limit.queues:
-            if backend.queues and queue not in backend.queues:
-                problems.append(
-                    checks.Warning(
-                        f"Task backend {backend.alias!r}: limit {limit.name!r} names queue "
-                        f"{queue!r}, which QUEUES does not allow: the limit holds no job.",
-                        hint=f"QUEUES allows {', '.join(map(repr, sorted(backend.queues)))}.",
-                        id="jobs.W011",
-                    )
-                )
+        named = NamedByEntry(backend, f"limit {limit.name!r}", noun="limit", verb="limits")
+        problems += named.problems(limit.tasks, limit.queues)
+        task_queues.update(named.task_queues)
     return [
         checks.Error(
             f"Task backend {backend.alias!r}: {conflict}",
@@ -122,6 +86,81 @@ def limit_problems(backend: "PostgresBackend") -> list[checks.CheckMessage]:
         )
         for conflict in limits.conflicts(task_queues)
     ] + problems
+
+
+@checks.register()
+def check_retention(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """A RETAIN rule that names a task or queue that holds no job keeps nothing."""
+    from django.tasks import task_backends
+
+    from .backend import PostgresBackend
+
+    return [
+        problem
+        for backend in task_backends.all()
+        if isinstance(backend, PostgresBackend)
+        for rule in backend.queue_options.retain.rules
+        for problem in NamedByEntry(
+            backend, f"RETAIN rule {rule.name!r}", noun="rule", verb="keeps"
+        ).problems(rule.tasks, rule.queues)
+    ]
+
+
+class NamedByEntry:
+    """
+    The tasks and queues that one entry of a setting (a limit, a RETAIN
+    rule) names, checked: a task that does not import, or is named by an
+    alias instead of its path (jobs are enqueued under task.module_path),
+    or a queue that QUEUES does not allow, holds no job of the entry's.
+    """
+
+    def __init__(self, backend: "PostgresBackend", owner: str, *, noun: str, verb: str) -> None:
+        self.backend, self.owner, self.noun, self.verb = backend, owner, noun, verb
+        # Each task that imports, and its own queue.
+        self.task_queues: dict[str, str] = {}
+
+    def problems(self, tasks: Any, queues: Any) -> list[checks.CheckMessage]:
+        return [*filter(None, map(self._task_problem, tasks)), *self._queue_problems(queues)]
+
+    def _task_problem(self, task_path: str) -> checks.CheckMessage | None:
+        from django.tasks.exceptions import InvalidTask
+
+        from .backend import find_task
+
+        alias = self.backend.alias
+        try:
+            task = find_task(task_path)
+        except InvalidTask as error:
+            return checks.Warning(
+                f"Task backend {alias!r}: {self.owner} {self.verb} nothing of {task_path!r}. "
+                f"{error}",
+                hint="Name the task by its module path (task.module_path), "
+                "such as 'myapp.tasks.send_sms'.",
+                id="jobs.W010",
+            )
+        self.task_queues[task.module_path] = task.queue_name
+        if task.module_path == task_path:
+            return None
+        return checks.Warning(
+            f"Task backend {alias!r}: {self.owner} names {task_path!r}, an alias of "
+            f"{task.module_path!r}; jobs are enqueued under the task's own path, so the "
+            f"{self.noun} holds none of them.",
+            hint=f"Name {task.module_path!r} in the {self.noun}.",
+            id="jobs.W010",
+        )
+
+    def _queue_problems(self, queues: Any) -> list[checks.CheckMessage]:
+        allowed = self.backend.queues
+        return [
+            checks.Warning(
+                f"Task backend {self.backend.alias!r}: {self.owner} names queue {queue!r}, "
+                f"which QUEUES does not allow: the {self.noun} holds no job.",
+                hint=f"QUEUES allows {', '.join(map(repr, sorted(allowed)))}.",
+                id="jobs.W011",
+            )
+            for queue in queues
+            if allowed and queue not in allowed
+        ]
 
 
 @checks.register(checks.Tags.database)

@@ -19,6 +19,7 @@ from . import queries, transitions
 from .exceptions import JobStateError
 from .jsonb import unstorable
 from .models import Job, JobStatus, PausedQueue
+from .retention import PrunePass
 
 # Jobs a purge deletes per transaction.
 PURGE_BATCH = 5000
@@ -135,12 +136,13 @@ def delete(
 @dataclass(frozen=True)
 class Pruned:
     """
-    What a prune deleted, or with dry_run would delete: for each group of
-    statuses, how long its jobs are kept (None: for ever) and how many went;
-    and how many idle limit keys went (None: none were looked at).
+    What a prune deleted, or with dry_run would delete: for each read of its
+    finished jobs (jobs.retention.PrunePass: a group of statuses, of no RETAIN
+    rule, of one, or of rules taken out of RETAIN), how many went; and how
+    many idle limit keys went (None: none were looked at).
     """
 
-    jobs: list[tuple[tuple[str, ...], float | None, int]]
+    jobs: list[tuple[PrunePass, int]]
     limit_keys: int | None
 
 
@@ -150,33 +152,37 @@ def prune(
     batch_size: int = PRUNE_BATCH,
     using: str | None = None,
     backend: str = DEFAULT_TASK_BACKEND_ALIAS,
-    progress: Callable[[tuple[str, ...], int], None] | None = None,
+    progress: Callable[[PrunePass, int], None] | None = None,
 ) -> Pruned:
     """
-    Delete the finished jobs past the backend's retention (RETAIN_SUCCESSFUL,
-    RETAIN_FAILED), batch_size at a time, each batch a transaction that holds
-    no long lock and keeps what the jobs of workflows waiting for them read
-    (jobs.transitions.prune); then, under limits, the rows of limit keys that
-    hold nothing. Workers do this a batch per heartbeat; this does it all now.
-    `progress` is told each group's count so far after each full batch.
+    Delete the finished jobs past their retention (RETAIN_SUCCESSFUL,
+    RETAIN_FAILED and the rules of RETAIN), batch_size at a time, each batch
+    a transaction that holds no long lock and keeps what the jobs of
+    workflows waiting for them read (jobs.transitions.prune); then, under
+    limits, the rows of limit keys that hold nothing. Workers do this a
+    batch per heartbeat; this does it all now. `progress` is told each
+    read's count so far after each full batch.
     """
     options = task_backends[backend].queue_options
+    rules = options.retain.names
     groups = []
     with connections[using or options.database].cursor() as cursor:
-        for statuses, retain in options.retention:
+        for prune_pass in options.prune_passes(orphaned=True):
             count = 0
-            if retain is not None and dry_run:
-                params = {"statuses": list(statuses), "older_than": retain}
-                cursor.execute(queries.finish.COUNT_PRUNABLE, params)
+            if prune_pass.older_than is not None and dry_run:
+                cursor.execute(
+                    queries.finish.COUNT_PRUNABLE[transitions.prune_kind(prune_pass)],
+                    transitions.prunable_params(prune_pass, rules),
+                )
                 count = cursor.fetchone()[0]
-            elif retain is not None:
-                while (batch := transitions.prune(cursor, statuses, retain, batch_size)) > 0:
+            elif prune_pass.older_than is not None:
+                while (batch := transitions.prune(cursor, prune_pass, batch_size, rules)) > 0:
                     count += batch
                     if batch < batch_size:
                         break
                     if progress is not None:
-                        progress(statuses, count)
-            groups.append((statuses, retain, count))
+                        progress(prune_pass, count)
+            groups.append((prune_pass, count))
         limit_keys = None
         if options.limits and not dry_run:
             limit_keys, after = 0, ""

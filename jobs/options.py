@@ -25,6 +25,7 @@ from typing import Any
 from django.core import checks
 
 from .limits import LimitConfigurationError, Limits, parse_limits
+from .retention import PrunePass, Retention, RetentionConfigurationError, parse_retention
 
 # The part of WORKER_DEAD_AFTER that a worker's lease lasts (jobs.worker.lease):
 # the rest is the time that a worker waking from a freeze has to stop its runs
@@ -97,6 +98,11 @@ def limit_set(value: object) -> Limits:
     return Limits(parse_limits(value))
 
 
+def retention_rules(value: object) -> Retention:
+    # A RetentionConfigurationError says which rule is wrong: the check shows it as it is.
+    return parse_retention(value, delay_or_none)
+
+
 def option(key: str, setting_default: Any, parse: Callable[[Any], Any]) -> Any:
     """A field of QueueOptions: the OPTIONS key it is read from, how, and its default."""
     return field(
@@ -135,6 +141,10 @@ class QueueOptions:
     # (None: kept for ever), by the workers, in small batches.
     retain_successful: float | None = option("RETAIN_SUCCESSFUL", 7 * 24 * 3600.0, delay_or_none)
     retain_failed: float | None = option("RETAIN_FAILED", 30 * 24 * 3600.0, delay_or_none)
+    # Retention of some tasks' or queues' jobs, overriding the two above:
+    # {name: {"tasks" or "queues": [...], "successful": s, "failed": s}}.
+    # See jobs.retention.
+    retain: Retention = option("RETAIN", {}, retention_rules)
     # Prepare the queue's statements once per connection (planning ENQUEUE
     # costs more than running it). Turn off behind a PgBouncer in transaction
     # mode older than 1.21, which cannot keep prepared statements.
@@ -173,6 +183,16 @@ class QueueOptions:
                         f"Task backend {backend_alias!r}: {error}",
                         hint="Fix OPTIONS['LIMITS']; see jobs.limits for its form.",
                         id="jobs.E007",
+                    )
+                )
+            except RetentionConfigurationError as error:
+                errors.append(
+                    checks.Error(
+                        f"Task backend {backend_alias!r}: {error}",
+                        hint="Fix OPTIONS['RETAIN']; see jobs.retention for its form. Until "
+                        "it is fixed, every job is kept as RETAIN_SUCCESSFUL and "
+                        "RETAIN_FAILED say.",
+                        id="jobs.E010",
                     )
                 )
             except OptionValueError as error:
@@ -219,14 +239,10 @@ class QueueOptions:
             )
         ]
 
-    @property
-    def retention(self) -> list[tuple[tuple[str, ...], float | None]]:
+    def prune_passes(self, *, orphaned: bool = False) -> list[PrunePass]:
         """
-        The statuses pruned together, each with how many seconds its jobs are
-        kept once finished (None: for ever). The worker and `jobs prune` both
-        prune by these.
+        The reads of a whole prune (jobs.retention): the jobs under no rule
+        of RETAIN, then each rule's; with `orphaned`, those of rules taken
+        out of RETAIN. The worker and `jobs prune` both prune by these.
         """
-        return [
-            (("SUCCESSFUL",), self.retain_successful),
-            (("FAILED", "CANCELLED"), self.retain_failed),
-        ]
+        return self.retain.passes(self.retain_successful, self.retain_failed, orphaned=orphaned)

@@ -37,6 +37,7 @@ from django.tasks.exceptions import InvalidTask
 from . import queries
 from .exceptions import JobCancelled, class_path
 from .limits import Limits
+from .retention import PrunePass
 
 # How many times enqueue makes and holds its limit keys before it gives up
 # (see queries.enqueue.ENSURE_LIMIT_KEYS): each try loses only to a prune of the same
@@ -301,21 +302,39 @@ def purge(cursor: Any, queue: str, limit: int) -> int:
         return delete(cursor, ids, "Purged") if ids else 0
 
 
-def prune(cursor: Any, statuses: Sequence[str], older_than: float, limit: int) -> int:
+def prune(cursor: Any, prune_pass: PrunePass, limit: int, rules: Sequence[str] = ()) -> int:
     """
-    Delete up to `limit` jobs of `statuses` finished more than `older_than`
-    seconds ago, keeping what their dependants read; returns how many.
+    Delete up to `limit` of the jobs that prune_pass reads, past its
+    retention, keeping what their dependants read; returns how many. An
+    orphaned pass reads the jobs of rules not among `rules`.
     """
     with _atomic(cursor):
         cursor.execute(
-            queries.finish.PRUNABLE,
-            {"statuses": list(statuses), "older_than": older_than, "limit": limit},
+            queries.finish.PRUNABLE[prune_kind(prune_pass)],
+            {**prunable_params(prune_pass, rules), "limit": limit},
         )
         ids = [job_id for (job_id,) in cursor.fetchall()]
         if not ids:
             return 0
         cursor.execute(queries.finish.DELETE_FINISHED, {"ids": ids})
         return cursor.fetchone()[0]
+
+
+def prune_kind(prune_pass: PrunePass) -> str:
+    """Which of queries.finish.PRUNABLE reads the pass's jobs."""
+    if prune_pass.orphaned:
+        return "orphaned"
+    return "default" if prune_pass.rule is None else "rule"
+
+
+def prunable_params(prune_pass: PrunePass, rules: Sequence[str]) -> dict[str, Any]:
+    """The parameters of queries.finish.PRUNABLE and COUNT_PRUNABLE for the pass."""
+    return {
+        "statuses": list(prune_pass.statuses),
+        "older_than": prune_pass.older_than,
+        "rule": prune_pass.rule,
+        "rules": list(rules),
+    }
 
 
 def prune_limit_keys(cursor: Any, after: str, limit: int) -> tuple[int, str | None]:

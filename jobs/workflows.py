@@ -270,6 +270,7 @@ def _row(node: _Node, params: dict[str, Any], *, has_dependants: bool) -> dict[s
         # JSON text already, as the enqueue statements take them.
         "meta": params.get("meta"),
         "trace_context": params.get("trace_context"),
+        "retention": params.get("retention"),
         "status": "WAITING" if node.parents else "READY",
         "parents_left": len(node.parents),
         "run_when": node.run_when,

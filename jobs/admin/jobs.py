@@ -77,6 +77,7 @@ class JobAdmin(JobActions, JobFields, WorkflowFields, JobColumns, JobSearch, adm
                     "shared_limit_key",
                     "tags_list",
                     "meta_json",
+                    "retention",
                     "backend",
                 )
             },

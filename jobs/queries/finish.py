@@ -324,19 +324,35 @@ SELECT (SELECT count(*) FROM dead),
 # LOCKED and a LIMIT keep every batch short, so pruning never holds locks
 # that the claim or the admin would wait on. In no order, for the same reason
 # as PURGEABLE: an order would sort every expired job at each heartbeat.
-PRUNABLE = """
+#
+# Each read keeps to the jobs of one retention (jobs.retention): those under
+# no RETAIN rule, on jobs_job_finished_idx; one rule's, on a range of
+# jobs_job_retained_idx; those of rules no longer in RETAIN, the rest of
+# that index (a read of every retained job, which the worker makes seldom).
+# So the jobs a longer rule keeps are never read by a shorter one's prune.
+_PRUNABLE_BY = {
+    "default": "retention IS NULL",
+    "rule": "retention = %(rule)s",
+    "orphaned": "retention IS NOT NULL AND retention <> ALL(%(rules)s::text[])",
+}
+_PRUNABLE = """
 SELECT id::text FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND {kept_by}
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 """
-
-COUNT_PRUNABLE = """
+_COUNT_PRUNABLE = """
 SELECT count(*) FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
+  AND {kept_by}
 """
+PRUNABLE = {kind: _PRUNABLE.format(kept_by=where) for kind, where in _PRUNABLE_BY.items()}
+COUNT_PRUNABLE = {
+    kind: _COUNT_PRUNABLE.format(kept_by=where) for kind, where in _PRUNABLE_BY.items()
+}
 
 # Delete finished jobs (prune, purge and the admin's delete, after a cancel
 # for a live job: jobs.transitions.delete), locked in id order.

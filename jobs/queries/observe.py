@@ -135,11 +135,23 @@ CROSS JOIN LATERAL (SELECT {TOKENS.format(row="counter")}) AS bucket(tokens)
 WHERE counter.key = ANY(%(keys)s::text[])
 """
 
+# The finished jobs, for a read of a recent range of them: those under no
+# RETAIN rule from jobs_job_finished_idx, the others from
+# jobs_job_retained_idx, as each job is in one of the two partial indexes
+# (jobs.retention). Postgres pushes the read's conditions on status and
+# finished_at into both branches; without the split, neither index would
+# serve the read.
+_FINISHED_JOBS = """(
+    SELECT * FROM jobs_job WHERE retention IS NULL
+    UNION ALL
+    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+) AS job"""
+
 # Jobs finished per queue, status and minute over the last 60 minutes (the
-# current minute included), read from the (status, finished_at) index.
-FINISHED_BY_MINUTE = """
+# current minute included), read from the (status, finished_at) indexes.
+FINISHED_BY_MINUTE = f"""
 SELECT queue, status, date_trunc('minute', finished_at), count(*)
-FROM jobs_job
+FROM {_FINISHED_JOBS}
 WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
   AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
 GROUP BY 1, 2, 3
@@ -158,9 +170,9 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 
 # worker started it, for jobs that finished in the last hour on their first
 # attempt: a retried job's run_at has moved to its retry time, so its first
 # wait can no longer be told.
-_WAITS = """
+_WAITS = f"""
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
-FROM jobs_job
+FROM {_FINISHED_JOBS}
 WHERE status IN ('SUCCESSFUL', 'FAILED')
   AND finished_at >= now() - interval '1 hour'
   AND attempts = 1
@@ -177,9 +189,9 @@ FROM waits
 # Per task, the jobs that ran and finished in the last day, and in the last
 # hour: how many, how many FAILED, the last attempt's run time (p50, p95, p99), the mean
 # wait from due (enqueued, or run_after) to the first start, and the latest
-# failure. One range read of jobs_job_finished_idx per finished status: the
-# cost follows the jobs of the last day, not the history.
-TASK_STATISTICS = """
+# failure. One range read of the finished jobs' indexes per finished status:
+# the cost follows the jobs of the last day, not the history.
+TASK_STATISTICS = f"""
 WITH recent AS (
     SELECT task_path, status, id, finished_at,
            finished_at >= now() - interval '1 hour' AS last_hour,
@@ -189,7 +201,7 @@ WITH recent AS (
                 THEN extract(epoch FROM finished_at - last_attempted_at)::float8 END AS runtime,
            GREATEST(0, extract(epoch FROM started_at
                     - GREATEST(enqueued_at, COALESCE(run_after, enqueued_at))))::float8 AS wait
-    FROM jobs_job
+    FROM {_FINISHED_JOBS}
     WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
       AND finished_at >= now() - interval '1 day'
       -- A job cancelled before it ever started did not run.
@@ -213,15 +225,15 @@ ORDER BY count(*) DESC, task_path
 """
 
 # Every job by status. READY and RUNNING rows are counted on their partial
-# indexes, finished ones on the (status, finished_at) index.
-TOTALS_BY_STATUS = """
+# indexes, finished ones on the (status, finished_at) indexes.
+TOTALS_BY_STATUS = f"""
 SELECT 'WAITING', count(*) FROM jobs_job WHERE status = 'WAITING'
 UNION ALL
 SELECT 'READY', count(*) FROM jobs_job WHERE status = 'READY'
 UNION ALL
 SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'
 UNION ALL
-SELECT status, count(*) FROM jobs_job
+SELECT status, count(*) FROM {_FINISHED_JOBS}
 WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') GROUP BY status
 """
 

@@ -1,6 +1,7 @@
 """
 Every statement of the queue as it runs, in one text: those built from parts
-(the variants of a family, the claim under limits) are read here whole.
+(the variants of a family, the claim under limits) are read here whole, and
+a dict of variants (PRUNABLE["rule"]) as one statement per key.
 docs/statements.sql holds it, and tests/queries/test_rendered.py keeps that
 file equal to what runs:
 
@@ -24,8 +25,14 @@ def render() -> str:
             continue
         for name in _defined(module):
             value = getattr(module, name)
-            if name.isupper() and isinstance(value, str):
-                parts.append(f"\n-- jobs.queries.{family}.{name}\n{value.strip()};\n")
+            if not name.isupper():
+                continue
+            public_dict = isinstance(value, dict) and not name.startswith("_")
+            variants = value.items() if public_dict else [("", value)]
+            for key, statement in variants:
+                if isinstance(statement, str):
+                    label = f"{name}[{key!r}]" if key else name
+                    parts.append(f"\n-- jobs.queries.{family}.{label}\n{statement.strip()};\n")
     return "".join(parts)
 
 

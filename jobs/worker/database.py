@@ -20,6 +20,7 @@ import psycopg
 
 from .. import queries, transitions
 from ..limits import Limits
+from ..retention import PrunePass
 from .attempts import WORKER_LOST, refused_outcome
 from .connection import (
     DATABASE_ERRORS,
@@ -394,8 +395,8 @@ class QueueDatabase:
         self._execute(queries.claim.ANALYZE)
         return not self._execute(queries.claim.NEVER_ANALYZED).fetchone()[0]
 
-    def prune_batch(self, statuses: Sequence[str], older_than: float, limit: int) -> int:
-        return transitions.prune(self._cursor(), statuses, older_than, limit)
+    def prune_batch(self, prune_pass: PrunePass, limit: int, rules: Sequence[str]) -> int:
+        return transitions.prune(self._cursor(), prune_pass, limit, rules)
 
     def prune_limit_keys(self, after: str, limit: int) -> tuple[int, str | None]:
         return transitions.prune_limit_keys(self._cursor(), after, limit)

@@ -18,6 +18,9 @@ from .lease import Lease
 logger = logging.getLogger("jobs.worker")
 
 PRUNE_BATCH_SIZE = 500
+# How often a worker prunes the jobs of rules taken out of RETAIN, a batch
+# each time: that read goes through every job a rule keeps (jobs.retention).
+ORPHANED_PRUNE_INTERVAL = 600.0
 # Idle limit keys looked at per batch, and how often a worker prunes a batch.
 LIMIT_KEYS_PRUNE_BATCH = 1000
 LIMIT_KEYS_PRUNE_INTERVAL = 60.0
@@ -47,7 +50,10 @@ class Maintenance:
         self.slots = slots
         self.interval = options.heartbeat_interval
         self.dead_after = options.worker_dead_after
-        self.retention = options.retention
+        passes = [p for p in options.prune_passes(orphaned=True) if p.older_than is not None]
+        self.prune_passes = [p for p in passes if not p.orphaned]
+        self.orphaned_passes = [p for p in passes if p.orphaned]
+        self.retention_rules = options.retain.names
         self.lease = lease
         self.stop_jobs = stop_jobs
         self.due_at = 0.0
@@ -57,6 +63,7 @@ class Maintenance:
         # Where the next prune of idle limit keys goes on, and when it is due.
         self.limit_keys_after = ""
         self.limit_keys_prune_at = 0.0
+        self.orphaned_prune_at = 0.0
 
     def start(self) -> None:
         """
@@ -191,14 +198,19 @@ class Maintenance:
 
     def prune(self) -> None:
         """
-        Delete one small batch of expired jobs per status group, per heartbeat;
-        and, under limits, the rows of keys that hold nothing any more, a
-        batch every LIMIT_KEYS_PRUNE_INTERVAL seconds (one row per key value
-        ever seen would otherwise stay for ever: one per user, say).
+        Delete one small batch of expired jobs per status group and RETAIN
+        rule, per heartbeat, and of the rules taken out of RETAIN every
+        ORPHANED_PRUNE_INTERVAL seconds; and, under limits, the rows of keys
+        that hold nothing any more, a batch every LIMIT_KEYS_PRUNE_INTERVAL
+        seconds (one row per key value ever seen would otherwise stay for
+        ever: one per user, say).
         """
-        for statuses, retain in self.retention:
-            if retain is not None:
-                self.db.prune_batch(statuses, retain, PRUNE_BATCH_SIZE)
+        passes = self.prune_passes
+        if self.orphaned_passes and time.monotonic() >= self.orphaned_prune_at:
+            passes = passes + self.orphaned_passes
+            self.orphaned_prune_at = time.monotonic() + ORPHANED_PRUNE_INTERVAL
+        for prune_pass in passes:
+            self.db.prune_batch(prune_pass, PRUNE_BATCH_SIZE, self.retention_rules)
         if self.db.limits and time.monotonic() >= self.limit_keys_prune_at:
             _, after = self.db.prune_limit_keys(self.limit_keys_after, LIMIT_KEYS_PRUNE_BATCH)
             self.limit_keys_after = after or ""

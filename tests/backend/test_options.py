@@ -14,6 +14,7 @@ from django.core import checks
 import jobs
 from jobs.backend import PostgresBackend
 from jobs.options import QueueOptions
+from jobs.retention import PrunePass
 
 KEYS = [spec.metadata["key"] for spec in fields(QueueOptions)]
 
@@ -45,7 +46,10 @@ def test_every_key_lands_in_its_field():
     assert (options.retry_backoff_base, options.retry_backoff_max) == (0.5, 60.0)
     assert (options.poll_interval, options.heartbeat_interval) == (2.0, 1.0)
     assert options.worker_dead_after == 10.0
-    assert options.retention == [(("SUCCESSFUL",), None), (("FAILED", "CANCELLED"), 0.0)]
+    assert options.prune_passes() == [
+        PrunePass(("SUCCESSFUL",), None),
+        PrunePass(("FAILED", "CANCELLED"), 0.0),
+    ]
     assert options.prepared_statements is False
     assert options.missing_task_grace is None
     assert [limit.name for limit in options.limits.all] == ["reports"]
@@ -57,9 +61,9 @@ def test_no_setting_gives_the_documented_defaults():
     assert options.database == "default"
     assert options.max_attempts == 3
     assert options.timeout is None
-    assert options.retention == [
-        (("SUCCESSFUL",), 7 * 24 * 3600.0),
-        (("FAILED", "CANCELLED"), 30 * 24 * 3600.0),
+    assert options.prune_passes() == [
+        PrunePass(("SUCCESSFUL",), 7 * 24 * 3600.0),
+        PrunePass(("FAILED", "CANCELLED"), 30 * 24 * 3600.0),
     ]
     assert not options.limits
 

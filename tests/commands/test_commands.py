@@ -46,8 +46,34 @@ def test_prune_tells_in_json_what_it_would_delete():
     assert json.loads(out.getvalue()) == {
         "dry_run": True,
         "jobs": [
-            {"statuses": ["SUCCESSFUL"], "retain": 604800.0, "count": 0},
-            {"statuses": ["FAILED", "CANCELLED"], "retain": 2592000.0, "count": 0},
+            {
+                "statuses": ["SUCCESSFUL"],
+                "rule": None,
+                "orphaned": False,
+                "retain": 604800.0,
+                "count": 0,
+            },
+            {
+                "statuses": ["FAILED", "CANCELLED"],
+                "rule": None,
+                "orphaned": False,
+                "retain": 2592000.0,
+                "count": 0,
+            },
+            {
+                "statuses": ["SUCCESSFUL"],
+                "rule": None,
+                "orphaned": True,
+                "retain": 604800.0,
+                "count": 0,
+            },
+            {
+                "statuses": ["FAILED", "CANCELLED"],
+                "rule": None,
+                "orphaned": True,
+                "retain": 2592000.0,
+                "count": 0,
+            },
         ],
         "limit_keys": None,
     }

@@ -12,6 +12,7 @@ from django.db import OperationalError, connection, connections, transaction
 
 from jobs import operations, transitions
 from jobs.models import Dependency, Job, JobStatus, LimitKey
+from jobs.retention import PrunePass
 from jobs.workflows import batch, chain, step
 from tests.tasks import add, batch_callback, hourly_run, keyed_noop, limited_run
 from tests.transitions.driver import (
@@ -144,7 +145,7 @@ def test_a_pruned_parent_is_still_given_to_its_callback():
     finish(claim_one(b.id), "FAILED")
     age(a.id, 8 * 86400)
     with connection.cursor() as cursor:
-        assert transitions.prune(cursor, ["SUCCESSFUL"], 7 * 86400, 100) == 1
+        assert transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 7 * 86400), 100) == 1
     operations.retry(b.id)
     finish(claim_one(b.id), "SUCCESSFUL", 4)
     assert status(s) == JobStatus.READY
@@ -157,12 +158,12 @@ def test_edges_go_with_their_child():
     finish(claim_one(second.id), "SUCCESSFUL", 7)
     age(first.id, 10)
     with connection.cursor() as cursor:
-        transitions.prune(cursor, ["SUCCESSFUL"], 5, 100)
+        transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 5), 100)
     edge = Dependency.objects.get()
     assert edge.parent_outcome == {"status": "SUCCESSFUL", "return_value": 2, "error": None}
     age(second.id, 10)
     with connection.cursor() as cursor:
-        transitions.prune(cursor, ["SUCCESSFUL"], 5, 100)
+        transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 5), 100)
     assert not Dependency.objects.exists()
 
 

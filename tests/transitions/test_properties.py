@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from jobs import operations, transitions
+from jobs.retention import PrunePass
 from jobs.workflows import batch, chain, step
 from tests.limits_settings import TASKS
 from tests.tasks import add, batch_callback, hourly_run, limited_run
@@ -159,7 +160,7 @@ class Door(RuleBasedStateMachine):
         for (job_id,) in rows("SELECT id FROM jobs_job WHERE status = ANY(%s)", [list(FINISHED)]):
             age(job_id, 3600)
         with connection.cursor() as cursor:
-            transitions.prune(cursor, FINISHED, 60, 1000)
+            transitions.prune(cursor, PrunePass(FINISHED, 60), 1000)
 
     @rule()
     def prune_idle_keys(self) -> None:

@@ -19,6 +19,7 @@ from jobs.ids import job_named
 from jobs.management.backends import queue_backend
 from jobs.management.base import BaseCommand, deprecation_notice
 from jobs.models import Job, JobStatus
+from jobs.retention import PrunePass
 
 # Columns of `jobs list`, and of `show --json`.
 LIST_FIELDS = ("id", "status", "task_path", "queue", "attempts", "max_attempts", "enqueued_at")
@@ -34,6 +35,7 @@ SHOW_FIELDS = (
     "return_value",
     "errors",
     "snoozes",
+    "retention",
 )
 
 
@@ -206,8 +208,10 @@ class Command(BaseCommand):
             dry_run=dry_run, batch_size=batch_size, backend=backend, progress=self._prune_progress
         )
         lines = []
-        for statuses, retain, count in pruned.jobs:
-            label = "/".join(statuses)
+        for prune_pass, count in pruned.jobs:
+            label, retain = prune_pass.label, prune_pass.older_than
+            if prune_pass.orphaned and not count:
+                continue
             if retain is None:
                 lines.append(f"{label}: kept for ever (retention is None)")
             elif dry_run:
@@ -219,8 +223,14 @@ class Command(BaseCommand):
         data = {
             "dry_run": dry_run,
             "jobs": [
-                {"statuses": list(statuses), "retain": retain, "count": count}
-                for statuses, retain, count in pruned.jobs
+                {
+                    "statuses": list(prune_pass.statuses),
+                    "rule": prune_pass.rule,
+                    "orphaned": prune_pass.orphaned,
+                    "retain": prune_pass.older_than,
+                    "count": count,
+                }
+                for prune_pass, count in pruned.jobs
             ],
             "limit_keys": pruned.limit_keys,
         }
@@ -375,9 +385,9 @@ class Command(BaseCommand):
         if input(f"{question} [y/N] ").strip().lower() not in ("y", "yes"):
             raise CommandError("Nothing done.")
 
-    def _prune_progress(self, statuses: tuple[str, ...], deleted: int) -> None:
+    def _prune_progress(self, prune_pass: PrunePass, deleted: int) -> None:
         if not self.options["json"] and self.options["verbosity"] > 0:
-            self.stderr.write(f"{'/'.join(statuses)}: {deleted} deleted so far...")
+            self.stderr.write(f"{prune_pass.label}: {deleted} deleted so far...")
 
     def _purge_progress(self, total: int) -> Callable[[int], None]:
         def progress(deleted: int) -> None:
@@ -431,9 +441,9 @@ def _system_user() -> str:
 
 def _add_prune(actions: Any) -> None:
     about = (
-        "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL and "
-        "RETAIN_FAILED), and the rows of limit keys that hold nothing. Workers do it as "
-        "they go; this does it now."
+        "Delete finished jobs past their retention (the backend's RETAIN_SUCCESSFUL, "
+        "RETAIN_FAILED and the rules of RETAIN), and the rows of limit keys that hold "
+        "nothing. Workers do it as they go; this does it now."
     )
     prune = actions.add_parser("prune", help=about, description=about)
     prune.add_argument(
