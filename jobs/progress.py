@@ -1,6 +1,7 @@
 """
 Progress a running job reports: a number and a short message, which the
-admin's job page and the status API show beside its status.
+admin's job page shows beside its status, and your own code reads with
+get_progress() (a status page's poll, say).
 
     @task(takes_context=True)
     def import_rows(context, upload_id):
@@ -10,17 +11,24 @@ admin's job page and the status API show beside its status.
             if done % 100 == 0:
                 report_progress(context, done / len(rows), f"{done} of {len(rows)} rows")
 
+    progress = get_progress(result)  # the TaskResult enqueue() gave, or its id
+    if progress is not None:
+        print(f"{progress.value:.0%}", progress.message)
+
 The value is any finite number (a fraction, a count); the message at most
 200 characters. Each report is one UPDATE of the job's row, so report every
 so often, not for every item.
 """
 
 import math
+import uuid
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.db import connections
-from django.tasks import task_backends
+from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
 from django.tasks.base import TaskContext
+from django.tasks.exceptions import TaskResultDoesNotExist
 
 from . import queries
 from .calls import dumps
@@ -70,3 +78,38 @@ def progress_of(job: Job) -> Progress | None:
     if job.progress is None and not job.progress_message:
         return None
     return Progress(job.progress, job.progress_message)
+
+
+def get_progress(
+    task_result: TaskResult | str, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> Progress | None:
+    """
+    The last progress a job reported (None: none yet), read fresh from its
+    row: a TaskResult of this queue, or a task id on `backend`. Raises
+    TaskResultDoesNotExist, as get_result() does, for an id that names no job.
+    """
+    if isinstance(task_result, TaskResult):
+        task_id, backend = task_result.id, task_result.backend
+    else:
+        task_id = task_result
+    try:
+        job_id = uuid.UUID(str(task_id))
+    except ValueError:
+        raise TaskResultDoesNotExist(f"{task_id!r} is not a task id.") from None
+    row = (
+        Job.objects.using(task_backends[backend].database)
+        .filter(id=job_id)
+        .values_list("progress", "progress_message")
+        .first()
+    )
+    if row is None:
+        raise TaskResultDoesNotExist(f"No task with id {task_id}.")
+    value, message = row
+    return None if value is None and not message else Progress(value, message)
+
+
+async def aget_progress(
+    task_result: TaskResult | str, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> Progress | None:
+    """get_progress() for async code."""
+    return await sync_to_async(get_progress)(task_result, backend=backend)

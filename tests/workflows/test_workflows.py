@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from jobs import operations, tracing
 from jobs.models import Dependency, Job, JobStatus
+from jobs.progress import Progress, get_progress
 from jobs.testing import run_due_jobs
 from jobs.workflows import batch, chain, group, step
 from tests.conftest import fetch, wait_until
@@ -320,6 +321,7 @@ def test_a_running_job_reports_its_progress_to_the_admin_and_the_status_api(
     wait_until(lambda: job(result).status == JobStatus.SUCCESSFUL, timeout=30)
     done = job(result)
     assert (done.progress, done.progress_message) == (1.0, "4 of 4")
+    assert get_progress(result) == get_progress(result.id) == Progress(1.0, "4 of 4")
 
 
 def test_a_report_of_an_attempt_that_is_no_longer_the_jobs_writes_nothing():
