@@ -60,6 +60,7 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
         "snapshot": snapshot,
         "summary": _summary(snapshot),
         "queue_rows": _queue_rows(snapshot.queues),
+        "paused_queues": [q for q in snapshot.queues if q.paused],
         **_charts(snapshot),
         "workers": [
             {
@@ -86,12 +87,18 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
 
 
 def _summary(snapshot: metrics.Snapshot) -> list[tuple[str, object]]:
-    """The numbers at the top of the page: the backlog now and the last hour."""
+    """
+    The numbers at the top of the page: the backlog now and the last hour.
+    A paused queue's READY jobs are not due (no worker starts them): they
+    are counted apart.
+    """
     queues = snapshot.queues
     finished = sum(m.successful + m.failed + m.cancelled for m in snapshot.minutes)
     failed = sum(m.failed for m in snapshot.minutes)
+    held = sum(q.ready for q in queues if q.paused)
     return [
-        ("Due now", sum(q.ready for q in queues)),
+        ("Due now", sum(q.ready for q in queues if not q.paused)),
+        *([("Held by paused queues", held)] if any(q.paused for q in queues) else []),
         ("Running", sum(q.running for q in queues)),
         ("Finished, last hour", finished),
         ("Failed, last hour", failed),
@@ -117,6 +124,10 @@ def _queue_rows(queues: list[metrics.QueueStats]) -> list[dict]:
     ]
 
 
+def _queue_label(queue: metrics.QueueStats) -> str:
+    return f"{queue.name} (paused)" if queue.paused else queue.name
+
+
 def _charts(snapshot: metrics.Snapshot) -> dict[str, SafeString]:
     """The page's four charts: throughput, backlog, oldest wait and latency."""
     queues = snapshot.queues
@@ -127,9 +138,11 @@ def _charts(snapshot: metrics.Snapshot) -> dict[str, SafeString]:
             "Backlog per queue",
             [
                 (
-                    q.name,
+                    _queue_label(q),
                     [
-                        Segment("ready", q.ready, f"{q.ready} due now"),
+                        Segment("paused", q.ready, f"{q.ready} held: the queue is paused")
+                        if q.paused
+                        else Segment("ready", q.ready, f"{q.ready} due now"),
                         Segment("running", q.running, f"{q.running} running"),
                         Segment("scheduled", q.scheduled, f"{q.scheduled} scheduled later"),
                     ],
@@ -141,8 +154,14 @@ def _charts(snapshot: metrics.Snapshot) -> dict[str, SafeString]:
             "Wait of the oldest due job per queue",
             [
                 (
-                    q.name,
-                    [Segment("age", q.oldest_ready_age or 0.0, duration_text(q.oldest_ready_age))],
+                    _queue_label(q),
+                    [
+                        Segment(
+                            "paused" if q.paused else "age",
+                            q.oldest_ready_age or 0.0,
+                            duration_text(q.oldest_ready_age),
+                        )
+                    ],
                 )
                 for q in queues
             ],

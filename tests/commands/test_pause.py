@@ -215,6 +215,31 @@ def test_the_dashboard_pauses_and_resumes_for_those_allowed(client, admin_client
     assert "Nothing done: Unknown queue" in refused.content.decode()
 
 
+# Committed: in the test's own transaction, now() is older than the jobs' run_at.
+@pytest.mark.django_db(transaction=True)
+def test_the_dashboard_counts_a_paused_queues_jobs_as_held_not_due(admin_client):
+    for _ in range(3):
+        add.using(queue_name="reports").enqueue(1, 1)
+    add.enqueue(1, 1)
+    operations.pause_queue("reports")
+    page = admin_client.get(reverse("admin:jobs_job_dashboard")).content.decode()
+    summary = dict(re.findall(r"<li><strong>([^<]*)</strong>([^<]*)</li>", page))
+    assert summary["1"] == "Due now", summary
+    assert summary["3"] == "Held by paused queues"
+    # Said first, before the charts, not only in the queues' table below them.
+    notice = page.index('id="jobs-paused-notice"')
+    assert notice < page.index('id="jobs-charts"')
+    assert "reports (3 jobs held)" in page[notice : page.index("</p>", notice)]
+    assert '<rect class="bar paused"' in page and "3 held: the queue is paused" in page
+    assert ">reports (paused)<" in page
+
+    operations.resume_queue("reports")
+    page = admin_client.get(reverse("admin:jobs_job_dashboard")).content.decode()
+    summary = dict(re.findall(r"<li><strong>([^<]*)</strong>([^<]*)</li>", page))
+    assert summary["4"] == "Due now" and "Held by paused queues" not in page
+    assert 'id="jobs-paused-notice"' not in page
+
+
 def test_metrics_say_which_queues_are_paused():
     operations.pause_queue("reports")
     queues = {queue.name: queue for queue in metrics.snapshot().queues}
