@@ -19,6 +19,15 @@ def test_the_front_page_leads_to_the_signup_the_admin_and_the_dashboard(client, 
     assert client.post("/").status_code == 405
 
 
+def test_every_page_has_its_icon(client):
+    """Browsers ask /favicon.ico of each page: it is there, not a 404 in every log."""
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/svg+xml"
+    assert response.content.startswith(b"<svg ")
+    assert "max-age=86400" in response["Cache-Control"]
+
+
 @pytest.mark.parametrize("method", ["put", "patch", "delete", "options"])
 def test_the_signup_page_takes_get_and_post_only(client, db, method):
     response = getattr(client, method)(
