@@ -350,6 +350,7 @@ class PostgresBackend(BaseTaskBackend):
                 checks.Error(
                     f"Task backend {self.alias!r} uses database {self.database!r}, "
                     "which is not in DATABASES.",
+                    hint="Name a database of DATABASES in the backend's OPTIONS['DATABASE'].",
                     id="jobs.E002",
                 )
             )
@@ -358,6 +359,10 @@ class PostgresBackend(BaseTaskBackend):
                 checks.Error(
                     f"Task backend {self.alias!r} needs PostgreSQL; database "
                     f"{self.database!r} is {connections[self.database].vendor}.",
+                    hint=f"Set DATABASES[{self.database!r}]['ENGINE'] to "
+                    "'django.db.backends.postgresql' (PostgreSQL 15 or newer, with its "
+                    "NAME, USER, PASSWORD and HOST), or point the backend's "
+                    "OPTIONS['DATABASE'] at such a database.",
                     id="jobs.E003",
                 )
             )

@@ -1,6 +1,9 @@
 """The queue's system checks: each problem named, with an id and a hint."""
 
 import importlib.util
+import os
+import subprocess
+import sys
 
 from django.conf import settings
 from django.core import checks
@@ -8,6 +11,7 @@ from django.tasks import task_backends
 from django.test import override_settings
 
 from jobs import checks as jobs_checks
+from tests.conftest import BASE_DIR
 
 
 def ids(messages: list[checks.CheckMessage]) -> list[str]:
@@ -58,3 +62,23 @@ def test_heartbeats_too_far_apart_for_the_lease_are_named():
     assert error.id == "jobs.E008"
     assert "stops its jobs when it has not heartbeaten for 15 s" in error.msg
     assert "every 7.5 s at most, or raise WORKER_DEAD_AFTER to 27 s" in error.hint
+
+
+def test_a_project_on_sqlite_is_told_what_to_set(tmp_path):
+    """startproject's database: `check` names the setting and the engine to put there."""
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "(jobs.E003) Task backend 'default' needs PostgreSQL; database 'default' is sqlite." in (
+        done.stderr
+    )
+    assert "HINT: Set DATABASES['default']['ENGINE'] to 'django.db.backends.postgresql'" in (
+        done.stderr
+    )

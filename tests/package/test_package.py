@@ -296,6 +296,7 @@ def project(venv: Path, transactional_db, tmp_path: Path) -> Iterator[Project]:
             }
         }
         with open(directory / "mysite" / "settings.py", "a") as settings:
+            # In place of the README's, whose server this machine does not have.
             settings.write(f"\n# The test's PostgreSQL.\nDATABASES = {databases!r}\n")
         for command in instructions.commands:
             run(in_venv(command, venv), directory, env)
