@@ -483,14 +483,7 @@ WITH done AS (
       AND job.attempts = outcome.attempt
     RETURNING job.id, job.status{limit_columns}
 ),
-announced AS (
-    SELECT pg_notify('{finished_channel}', string_agg(id::text, ','))
-    FROM (
-        SELECT id, (row_number() OVER () - 1) / {waiter_chunk} AS chunk
-        FROM done WHERE status <> 'READY'
-    ) AS finished
-    GROUP BY chunk
-){freeing}
+{announced}{freeing}
 SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements{woken};
 
 -- jobs.queries.finish.COMPLETE
@@ -714,6 +707,14 @@ stopped AS (
 told AS (
     SELECT pg_notify('jobs_cancel', id::text || ':' || attempts) FROM stopped
 ),
+announced AS (
+    SELECT pg_notify('jobs_finished', string_agg(id::text, ','))
+    FROM (
+        SELECT id, (row_number() OVER () - 1) / 200 AS chunk
+        FROM cancelled WHERE true
+    ) AS finished
+    GROUP BY chunk
+),
 freed_keys AS (
     SELECT key, count(*)::int AS jobs
     FROM stopped, LATERAL (VALUES (stopped.limit_key), (stopped.shared_limit_key)) AS k(key)
@@ -748,6 +749,7 @@ woken_by_freed AS (
 SELECT target.id::text, target.status, cancelled.id IS NOT NULL,
        COALESCE(cancelled.has_dependants, false),
        (SELECT count(*) FROM told) + (SELECT count(*) FROM woken_by_freed)
+       + (SELECT count(*) FROM announced)
 FROM target LEFT JOIN cancelled USING (id)
 ORDER BY target.id;
 
@@ -799,6 +801,14 @@ woken AS (
     SELECT pg_notify('jobs_ready', queue)
     FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'READY') AS queues
 ),
+announced AS (
+    SELECT pg_notify('jobs_finished', string_agg(id::text, ','))
+    FROM (
+        SELECT id, (row_number() OVER () - 1) / 200 AS chunk
+        FROM rescued WHERE status = 'FAILED'
+    ) AS finished
+    GROUP BY chunk
+),
 freed_keys AS (
     SELECT key, count(*)::int AS jobs
     FROM rescued, LATERAL (VALUES (rescued.limit_key), (rescued.shared_limit_key)) AS k(key)
@@ -833,7 +843,8 @@ woken_by_freed AS (
 SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM rescued WHERE status = 'READY'),
        (SELECT count(*) FROM rescued WHERE status = 'FAILED'),
-       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed),
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed)
+       + (SELECT count(*) FROM announced),
        ARRAY(SELECT id::text FROM rescued WHERE status = 'FAILED' AND has_dependants);
 
 -- jobs.queries.finish._PRUNABLE
@@ -2344,11 +2355,19 @@ woken AS (
     SELECT pg_notify(CASE WHEN limit_key IS NULL THEN 'jobs_ready' ELSE 'jobs_limited_ready' END, queue)
     FROM (SELECT queue, min(limit_key) AS limit_key FROM moved WHERE status = 'READY'
           GROUP BY queue, limit_key IS NULL) AS due
+),
+announced AS (
+    SELECT pg_notify('jobs_finished', string_agg(id::text, ','))
+    FROM (
+        SELECT id, (row_number() OVER () - 1) / 200 AS chunk
+        FROM moved WHERE status = 'CANCELLED'
+    ) AS finished
+    GROUP BY chunk
 )
 SELECT ARRAY(SELECT id::text FROM moved WHERE status = 'CANCELLED'),
        ARRAY(SELECT id::text FROM moved WHERE status = 'READY' AND parent_results IS NOT NULL),
        (SELECT count(*) FROM moved WHERE status = 'READY'),
-       (SELECT count(*) FROM woken);
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM announced);
 
 -- jobs.queries.workflows.REPORT_PROGRESS
 UPDATE jobs_job SET progress = %(value)s, progress_message = %(message)s

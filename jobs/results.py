@@ -10,6 +10,7 @@ import time
 
 import psycopg
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
+from django.tasks.exceptions import TaskResultDoesNotExist
 
 from . import queries
 from .models import FINISHED_STATUSES
@@ -32,14 +33,18 @@ def wait(
     Block until the job finishes (or `timeout` seconds pass) and return its result.
 
     Raises TimeoutError when the job is still READY or RUNNING at the deadline,
-    and TaskResultDoesNotExist for an unknown id.
+    and TaskResultDoesNotExist for an unknown id or a job deleted meanwhile (a
+    purge of its queue). Every path that ends a job announces it, a cancel
+    or a rescue that gives up as well as an outcome: no wait outlives its job.
     """
     result = task_backends[backend].get_result(job_id)
     job_id = result.id
     deadline = None if timeout is None else time.monotonic() + timeout
     with psycopg.connect(**_params(backend), autocommit=True) as conn:
         conn.execute(f"LISTEN {queries.channels.FINISHED_CHANNEL}")
-        while _status(conn, job_id) not in FINISHED_STATUSES:
+        while (status := _status(conn, job_id)) not in FINISHED_STATUSES:
+            if status is None:
+                raise TaskResultDoesNotExist(f"Job {job_id} was deleted while waited for.")
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"Job {job_id} did not finish within {timeout} s.")
@@ -61,7 +66,9 @@ async def await_result(
         await conn.execute(f"LISTEN {queries.channels.FINISHED_CHANNEL}")
         while True:
             row = await (await conn.execute(queries.observe.JOB_STATUS, [job_id])).fetchone()
-            if row is not None and row[0] in FINISHED_STATUSES:
+            if row is None:
+                raise TaskResultDoesNotExist(f"Job {job_id} was deleted while waited for.")
+            if row[0] in FINISHED_STATUSES:
                 break
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:

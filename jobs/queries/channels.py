@@ -9,11 +9,30 @@ READY_CHANNEL = "jobs_ready"
 # a worker with limits runs LIMITED_CLAIM only while such jobs may start.
 LIMITED_READY_CHANNEL = "jobs_limited_ready"
 
-# Channel of the NOTIFY sent when jobs finish; the payload is their ids,
-# comma-separated, at most WAITER_CHUNK of them per notification (Postgres
-# caps a payload at 8000 bytes).
+# Channel of the NOTIFY sent when jobs finish, whatever ends them (an
+# outcome, a cancel, a rescue that gives up, a workflow's cancel of what
+# would not run); the payload is their ids, comma-separated, at most
+# WAITER_CHUNK of them per notification (Postgres caps a payload at 8000 bytes).
 FINISHED_CHANNEL = "jobs_finished"
 WAITER_CHUNK = 200
+
+
+def announce_finished(source: str, where: str = "true") -> str:
+    """
+    A CTE named `announced` that sends FINISHED_CHANNEL the ids of the rows
+    of `source` (a CTE with an `id` column) that `where` keeps; the statement
+    must read it (`SELECT count(*) FROM announced`) for Postgres to run it.
+    No row, no notification.
+    """
+    return f"""announced AS (
+    SELECT pg_notify('{FINISHED_CHANNEL}', string_agg(id::text, ','))
+    FROM (
+        SELECT id, (row_number() OVER () - 1) / {WAITER_CHUNK} AS chunk
+        FROM {source} WHERE {where}
+    ) AS finished
+    GROUP BY chunk
+)"""
+
 
 # Channel of the NOTIFY that tells workers a queue was paused; the payload is
 # the queue. Each gives back the jobs of that queue it holds and has not

@@ -6,11 +6,10 @@ the deletes of purge, prune and the admin.
 
 from .channels import (
     CANCEL_CHANNEL,
-    FINISHED_CHANNEL,
     LIMITED_READY_CHANNEL,
     READY_CHANNEL,
     READY_CHANNEL_OF_JOB,
-    WAITER_CHUNK,
+    announce_finished,
 )
 
 # Free the slots of the jobs in `{ended}` (a CTE of ended runs, with their
@@ -123,17 +122,10 @@ WITH done AS (
       AND job.attempts = outcome.attempt
     RETURNING job.id, job.status{limit_columns}
 ),
-announced AS (
-    SELECT pg_notify('{finished_channel}', string_agg(id::text, ','))
-    FROM (
-        SELECT id, (row_number() OVER () - 1) / {waiter_chunk} AS chunk
-        FROM done WHERE status <> 'READY'
-    ) AS finished
-    GROUP BY chunk
-){freeing}
+{announced}{freeing}
 SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements{woken}
 """
-_COMPLETE_PARTS = {"finished_channel": FINISHED_CHANNEL, "waiter_chunk": WAITER_CHUNK}
+_COMPLETE_PARTS = {"announced": announce_finished("done", "status <> 'READY'")}
 COMPLETE = _COMPLETE.format(limit_columns="", freeing="", woken="", **_COMPLETE_PARTS)
 # COMPLETE for a worker whose backend has limits: the runs that ended free
 # their keys' slots, in the transaction that writes their outcomes.
@@ -232,10 +224,12 @@ stopped AS (
 ),
 told AS (
     SELECT pg_notify('{CANCEL_CHANNEL}', id::text || ':' || attempts) FROM stopped
-){_freeing("stopped")}
+),
+{announce_finished("cancelled")}{_freeing("stopped")}
 SELECT target.id::text, target.status, cancelled.id IS NOT NULL,
        COALESCE(cancelled.has_dependants, false),
        (SELECT count(*) FROM told) + (SELECT count(*) FROM woken_by_freed)
+       + (SELECT count(*) FROM announced)
 FROM target LEFT JOIN cancelled USING (id)
 ORDER BY target.id
 """
@@ -311,11 +305,15 @@ rescued AS (
 woken AS (
     SELECT pg_notify('{READY_CHANNEL}', queue)
     FROM (SELECT DISTINCT queue FROM rescued WHERE status = 'READY') AS queues
-){_freeing("rescued", requeued="rescued.status = 'READY'")}
+),
+{announce_finished("rescued", "status = 'FAILED'")}{
+    _freeing("rescued", requeued="rescued.status = 'READY'")
+}
 SELECT (SELECT count(*) FROM dead),
        (SELECT count(*) FROM rescued WHERE status = 'READY'),
        (SELECT count(*) FROM rescued WHERE status = 'FAILED'),
-       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed),
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM woken_by_freed)
+       + (SELECT count(*) FROM announced),
        ARRAY(SELECT id::text FROM rescued WHERE status = 'FAILED' AND has_dependants)
 """
 

@@ -3,7 +3,7 @@ Workflows (jobs.workflows): the graph's insert, the move of dependants
 when their parents finish, the parents' results, and a retry's resume.
 """
 
-from .channels import READY_CHANNEL_OF_JOB
+from .channels import READY_CHANNEL_OF_JOB, announce_finished
 
 # Insert the jobs of one workflow, all in one statement: each node a JSON
 # object of its own columns, zipped with its call ([args, kwargs], its limit
@@ -268,11 +268,12 @@ woken AS (
     SELECT pg_notify({READY_CHANNEL_OF_JOB}, queue)
     FROM (SELECT queue, min(limit_key) AS limit_key FROM moved WHERE status = 'READY'
           GROUP BY queue, limit_key IS NULL) AS due
-)
+),
+{announce_finished("moved", "status = 'CANCELLED'")}
 SELECT ARRAY(SELECT id::text FROM moved WHERE status = 'CANCELLED'),
        ARRAY(SELECT id::text FROM moved WHERE status = 'READY' AND parent_results IS NOT NULL),
        (SELECT count(*) FROM moved WHERE status = 'READY'),
-       (SELECT count(*) FROM woken)
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM announced)
 """
 
 # Record how far a running attempt got (jobs.progress), fenced as COMPLETE
