@@ -873,7 +873,7 @@ FOR UPDATE SKIP LOCKED;
 SELECT id::text FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
-  AND retention = %(rule)s
+  AND retention = %(rule)s AND backend = %(backend)s
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
@@ -881,7 +881,7 @@ FOR UPDATE SKIP LOCKED;
 SELECT id::text FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
-  AND retention IS NOT NULL AND retention <> ALL(%(rules)s::text[])
+  AND retention IS NOT NULL AND retention <> ALL(%(rules)s::text[]) AND backend = %(backend)s
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
@@ -895,13 +895,13 @@ WHERE status = ANY(%(statuses)s::text[])
 SELECT count(*) FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
-  AND retention = %(rule)s;
+  AND retention = %(rule)s AND backend = %(backend)s;
 
 -- jobs.queries.finish.COUNT_PRUNABLE['orphaned']
 SELECT count(*) FROM jobs_job
 WHERE status = ANY(%(statuses)s::text[])
   AND finished_at < now() - make_interval(secs => %(older_than)s)
-  AND retention IS NOT NULL AND retention <> ALL(%(rules)s::text[]);
+  AND retention IS NOT NULL AND retention <> ALL(%(rules)s::text[]) AND backend = %(backend)s;
 
 -- jobs.queries.finish.DELETE_FINISHED
 WITH doomed AS (
@@ -1906,22 +1906,39 @@ CROSS JOIN LATERAL (SELECT LEAST(counter.burst, counter.tokens
     + extract(epoch FROM statement_timestamp() - counter.refilled_at) * counter.rate / counter.period)) AS bucket(tokens)
 WHERE counter.key = ANY(%(keys)s::text[]);
 
--- jobs.queries.observe._FINISHED_JOBS
+-- jobs.queries.observe._RETENTION_RULES
 (
-    SELECT * FROM jobs_job WHERE retention IS NULL
-    UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
-) AS job;
+    WITH RECURSIVE rule(name) AS (
+        SELECT min(retention) FROM jobs_job
+        WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+        UNION ALL
+        SELECT (SELECT min(retention) FROM jobs_job
+                WHERE retention > rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED'))
+        FROM rule WHERE rule.name IS NOT NULL
+    )
+    SELECT name FROM rule WHERE name IS NOT NULL
+) AS rule;
 
 -- jobs.queries.observe.FINISHED_BY_MINUTE
 SELECT queue, status, date_trunc('minute', finished_at), count(*)
 FROM (
-    SELECT * FROM jobs_job WHERE retention IS NULL
+    SELECT * FROM jobs_job WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
     UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+    SELECT job.* FROM (
+    WITH RECURSIVE rule(name) AS (
+        SELECT min(retention) FROM jobs_job
+        WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+        UNION ALL
+        SELECT (SELECT min(retention) FROM jobs_job
+                WHERE retention > rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED'))
+        FROM rule WHERE rule.name IS NOT NULL
+    )
+    SELECT name FROM rule WHERE name IS NOT NULL
+) AS rule
+    CROSS JOIN LATERAL (
+        SELECT * FROM jobs_job WHERE retention = rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') AND finished_at >= date_trunc('minute', now()) - interval '59 minutes' OFFSET 0
+    ) AS job
 ) AS job
-WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
-  AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
 GROUP BY 1, 2, 3;
 
 -- jobs.queries.observe.MINUTES_OF_LAST_HOUR
@@ -1931,27 +1948,45 @@ FROM generate_series(0, 59) AS m;
 -- jobs.queries.observe._WAITS
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
 FROM (
-    SELECT * FROM jobs_job WHERE retention IS NULL
+    SELECT * FROM jobs_job WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED') AND finished_at >= now() - interval '1 hour' AND attempts = 1 AND started_at IS NOT NULL
     UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
-) AS job
-WHERE status IN ('SUCCESSFUL', 'FAILED')
-  AND finished_at >= now() - interval '1 hour'
-  AND attempts = 1
-  AND started_at IS NOT NULL;
+    SELECT job.* FROM (
+    WITH RECURSIVE rule(name) AS (
+        SELECT min(retention) FROM jobs_job
+        WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+        UNION ALL
+        SELECT (SELECT min(retention) FROM jobs_job
+                WHERE retention > rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED'))
+        FROM rule WHERE rule.name IS NOT NULL
+    )
+    SELECT name FROM rule WHERE name IS NOT NULL
+) AS rule
+    CROSS JOIN LATERAL (
+        SELECT * FROM jobs_job WHERE retention = rule.name AND status IN ('SUCCESSFUL', 'FAILED') AND finished_at >= now() - interval '1 hour' AND attempts = 1 AND started_at IS NOT NULL OFFSET 0
+    ) AS job
+) AS job;
 
 -- jobs.queries.observe.LATENCY
 WITH waits AS (
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
 FROM (
-    SELECT * FROM jobs_job WHERE retention IS NULL
+    SELECT * FROM jobs_job WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED') AND finished_at >= now() - interval '1 hour' AND attempts = 1 AND started_at IS NOT NULL
     UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+    SELECT job.* FROM (
+    WITH RECURSIVE rule(name) AS (
+        SELECT min(retention) FROM jobs_job
+        WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+        UNION ALL
+        SELECT (SELECT min(retention) FROM jobs_job
+                WHERE retention > rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED'))
+        FROM rule WHERE rule.name IS NOT NULL
+    )
+    SELECT name FROM rule WHERE name IS NOT NULL
+) AS rule
+    CROSS JOIN LATERAL (
+        SELECT * FROM jobs_job WHERE retention = rule.name AND status IN ('SUCCESSFUL', 'FAILED') AND finished_at >= now() - interval '1 hour' AND attempts = 1 AND started_at IS NOT NULL OFFSET 0
+    ) AS job
 ) AS job
-WHERE status IN ('SUCCESSFUL', 'FAILED')
-  AND finished_at >= now() - interval '1 hour'
-  AND attempts = 1
-  AND started_at IS NOT NULL
 )
 SELECT count(*), COALESCE(sum(wait), 0),
        percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY wait),
@@ -1968,15 +2003,25 @@ WITH recent AS (
                 THEN extract(epoch FROM finished_at - last_attempted_at)::float8 END AS runtime,
            GREATEST(0, extract(epoch FROM started_at
                     - GREATEST(enqueued_at, COALESCE(run_after, enqueued_at))))::float8 AS wait
+    -- A job cancelled before it ever started did not run.
     FROM (
-    SELECT * FROM jobs_job WHERE retention IS NULL
+    SELECT * FROM jobs_job WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') AND finished_at >= now() - interval '1 day' AND started_at IS NOT NULL
     UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+    SELECT job.* FROM (
+    WITH RECURSIVE rule(name) AS (
+        SELECT min(retention) FROM jobs_job
+        WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+        UNION ALL
+        SELECT (SELECT min(retention) FROM jobs_job
+                WHERE retention > rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED'))
+        FROM rule WHERE rule.name IS NOT NULL
+    )
+    SELECT name FROM rule WHERE name IS NOT NULL
+) AS rule
+    CROSS JOIN LATERAL (
+        SELECT * FROM jobs_job WHERE retention = rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') AND finished_at >= now() - interval '1 day' AND started_at IS NOT NULL OFFSET 0
+    ) AS job
 ) AS job
-    WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
-      AND finished_at >= now() - interval '1 day'
-      -- A job cancelled before it ever started did not run.
-      AND started_at IS NOT NULL
 )
 SELECT task_path,
        count(*) FILTER (WHERE last_hour),
@@ -2002,11 +2047,13 @@ UNION ALL
 SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'
 UNION ALL
 SELECT status, count(*) FROM (
-    SELECT * FROM jobs_job WHERE retention IS NULL
+    SELECT status FROM jobs_job
+    WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
     UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
-) AS job
-WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') GROUP BY status;
+    SELECT status FROM jobs_job
+    WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+) AS finished
+GROUP BY status;
 
 -- jobs.queries.observe.WORKERS
 SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.last_heartbeat,

@@ -145,7 +145,9 @@ def _parse_limit(name: object, spec: object) -> Limit:
         )
     tasks, queues = spec.get("tasks", ()), spec.get("queues", ())
     for label, values in (("tasks", tasks), ("queues", queues)):
-        if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+        if not isinstance(values, list | tuple) or not all(
+            isinstance(v, str) and v for v in values
+        ):
             raise LimitConfigurationError(f"Limit {name!r}: {label} is a list of names.")
     if bool(tasks) == bool(queues):
         raise LimitConfigurationError(f"Limit {name!r} names either tasks or queues, not both.")

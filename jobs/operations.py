@@ -167,7 +167,7 @@ def prune(
     rules = options.retain.names
     groups = []
     with connections[using or options.database].cursor() as cursor:
-        for prune_pass in options.prune_passes(orphaned=True):
+        for prune_pass in options.prune_passes(backend, orphaned=True):
             count = 0
             if prune_pass.older_than is not None and dry_run:
                 cursor.execute(
@@ -176,7 +176,7 @@ def prune(
                 )
                 count = cursor.fetchone()[0]
             elif prune_pass.older_than is not None:
-                while (batch := transitions.prune(cursor, prune_pass, batch_size, rules)) > 0:
+                while (batch := transitions.prune(cursor, prune_pass, batch_size, rules=rules)) > 0:
                     count += batch
                     if batch < batch_size:
                         break

@@ -186,12 +186,13 @@ class QueueOptions:
                     )
                 )
             except RetentionConfigurationError as error:
+                values[spec.name] = Retention(usable=False)
                 errors.append(
                     checks.Error(
                         f"Task backend {backend_alias!r}: {error}",
                         hint="Fix OPTIONS['RETAIN']; see jobs.retention for its form. Until "
-                        "it is fixed, every job is kept as RETAIN_SUCCESSFUL and "
-                        "RETAIN_FAILED say.",
+                        "it is fixed, new jobs are kept as RETAIN_SUCCESSFUL and "
+                        "RETAIN_FAILED say, and those of its rules are kept until it is.",
                         id="jobs.E010",
                     )
                 )
@@ -239,10 +240,13 @@ class QueueOptions:
             )
         ]
 
-    def prune_passes(self, *, orphaned: bool = False) -> list[PrunePass]:
+    def prune_passes(self, backend: str, *, orphaned: bool = False) -> list[PrunePass]:
         """
-        The reads of a whole prune (jobs.retention): the jobs under no rule
-        of RETAIN, then each rule's; with `orphaned`, those of rules taken
-        out of RETAIN. The worker and `jobs prune` both prune by these.
+        The reads of a whole prune (jobs.retention) for the backend of these
+        options: the jobs under no rule of RETAIN, then each rule's; with
+        `orphaned`, those of rules taken out of RETAIN. The worker and `jobs
+        prune` both prune by these.
         """
-        return self.retain.passes(self.retain_successful, self.retain_failed, orphaned=orphaned)
+        return self.retain.passes(
+            self.retain_successful, self.retain_failed, backend=backend, orphaned=orphaned
+        )

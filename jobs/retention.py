@@ -71,6 +71,9 @@ class PrunePass:
     older_than: float | None
     rule: str | None = None
     orphaned: bool = False
+    # The backend whose rules these are: a rule's name is its backend's own,
+    # and two backends on one database may name rules alike, or not at all.
+    backend: str = "default"
 
     @property
     def label(self) -> str:
@@ -87,6 +90,9 @@ class Retention:
     rules: tuple[RetentionRule, ...] = ()
     by_task: Mapping[str, str] = field(default_factory=dict)
     by_queue: Mapping[str, str] = field(default_factory=dict)
+    # False when RETAIN could not be read (jobs.E010): its rules are then
+    # unknown, not absent, and no job is taken for one of a rule taken out.
+    usable: bool = True
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -96,28 +102,37 @@ class Retention:
         return self.by_task.get(task_path) or self.by_queue.get(queue)
 
     def passes(
-        self, successful: float | None, failed: float | None, *, orphaned: bool = False
+        self,
+        successful: float | None,
+        failed: float | None,
+        *,
+        backend: str,
+        orphaned: bool = False,
     ) -> list[PrunePass]:
         """
         The reads of a whole prune, given the backend's own durations: the
         jobs under no rule, then each rule's; with `orphaned`, those of rules
-        taken out of RETAIN too.
+        taken out of RETAIN too, unless RETAIN could not be read.
         """
         passes = [PrunePass(SUCCESSFUL, successful), PrunePass(FAILED, failed)]
         for rule in self.rules:
+            durations = rule.durations
             passes += [
-                PrunePass(SUCCESSFUL, rule.durations.get("successful", successful), rule.name),
-                PrunePass(FAILED, rule.durations.get("failed", failed), rule.name),
+                PrunePass(
+                    SUCCESSFUL, durations.get("successful", successful), rule.name, False, backend
+                ),
+                PrunePass(FAILED, durations.get("failed", failed), rule.name, False, backend),
             ]
-        if orphaned:
+        if orphaned and self.usable:
             passes += [
-                PrunePass(SUCCESSFUL, successful, orphaned=True),
-                PrunePass(FAILED, failed, orphaned=True),
+                PrunePass(SUCCESSFUL, successful, orphaned=True, backend=backend),
+                PrunePass(FAILED, failed, orphaned=True, backend=backend),
             ]
         return passes
 
     @property
     def names(self) -> list[str]:
+        """The rules' names: a job with another name in `retention` is of a rule taken out."""
         return [rule.name for rule in self.rules]
 
 
@@ -168,7 +183,9 @@ def _parse_rule(name: object, spec: object, duration: DurationParser) -> Retenti
         )
     tasks, queues = spec.get("tasks", ()), spec.get("queues", ())
     for label, values in (("tasks", tasks), ("queues", queues)):
-        if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+        if not isinstance(values, list | tuple) or not all(
+            isinstance(v, str) and v for v in values
+        ):
             raise RetentionConfigurationError(f"RETAIN: rule {name!r}: {label} is a list of names.")
     if not tasks and not queues:
         raise RetentionConfigurationError(f"RETAIN: rule {name!r} names no task and no queue.")

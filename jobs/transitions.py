@@ -302,11 +302,12 @@ def purge(cursor: Any, queue: str, limit: int) -> int:
         return delete(cursor, ids, "Purged") if ids else 0
 
 
-def prune(cursor: Any, prune_pass: PrunePass, limit: int, rules: Sequence[str] = ()) -> int:
+def prune(cursor: Any, prune_pass: PrunePass, limit: int, *, rules: Sequence[str]) -> int:
     """
     Delete up to `limit` of the jobs that prune_pass reads, past its
     retention, keeping what their dependants read; returns how many. An
-    orphaned pass reads the jobs of rules not among `rules`.
+    orphaned pass reads the jobs of its backend's rules not among `rules`,
+    the names RETAIN has.
     """
     with _atomic(cursor):
         cursor.execute(
@@ -334,6 +335,7 @@ def prunable_params(prune_pass: PrunePass, rules: Sequence[str]) -> dict[str, An
         "older_than": prune_pass.older_than,
         "rule": prune_pass.rule,
         "rules": list(rules),
+        "backend": prune_pass.backend,
     }
 
 

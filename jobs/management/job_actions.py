@@ -17,7 +17,7 @@ from jobs import operations
 from jobs.backend import find_task
 from jobs.exceptions import JobStateError
 from jobs.ids import job_named
-from jobs.models import Job, JobStatus
+from jobs.models import EITHER_FINISHED_INDEX, FINISHED_STATUSES, Job, JobStatus
 
 # Columns of `jobs list`, and of `show --json`.
 LIST_FIELDS = ("id", "status", "task_path", "queue", "attempts", "max_attempts", "enqueued_at")
@@ -234,6 +234,8 @@ class JobActions:
         jobs = self.jobs.order_by("-id")
         if status:
             jobs = jobs.filter(status=status)
+        if status in FINISHED_STATUSES:
+            jobs = jobs.filter(EITHER_FINISHED_INDEX)
         if queue:
             jobs = jobs.filter(queue=queue)
         if task_path:

@@ -6,12 +6,13 @@ The worker reads and writes them with the hand-written SQL of jobs/queries/; the
 models are for migrations, the admin and everything that is not the hot path.
 """
 
-from .job import FINISHED_STATUSES, Dependency, Job, JobStatus
+from .job import EITHER_FINISHED_INDEX, FINISHED_STATUSES, Dependency, Job, JobStatus
 from .limit_key import LimitKey
 from .schedule import CatchUp, Schedule, default_time_zone, notify_schedulers
 from .worker import PausedQueue, Worker
 
 __all__ = [
+    "EITHER_FINISHED_INDEX",
     "FINISHED_STATUSES",
     "CatchUp",
     "Dependency",

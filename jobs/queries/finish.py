@@ -328,10 +328,14 @@ SELECT (SELECT count(*) FROM dead),
 # jobs_job_retained_idx; those of rules no longer in RETAIN, the rest of
 # that index (a read of every retained job, which the worker makes seldom).
 # So the jobs a longer rule keeps are never read by a shorter one's prune.
+# A rule is its backend's: another backend on the same database may have
+# one of the same name, or none that this one knows.
 _PRUNABLE_BY = {
     "default": "retention IS NULL",
-    "rule": "retention = %(rule)s",
-    "orphaned": "retention IS NOT NULL AND retention <> ALL(%(rules)s::text[])",
+    "rule": "retention = %(rule)s AND backend = %(backend)s",
+    "orphaned": (
+        "retention IS NOT NULL AND retention <> ALL(%(rules)s::text[]) AND backend = %(backend)s"
+    ),
 }
 _PRUNABLE = """
 SELECT id::text FROM jobs_job

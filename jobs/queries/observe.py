@@ -135,25 +135,48 @@ CROSS JOIN LATERAL (SELECT {TOKENS.format(row="counter")}) AS bucket(tokens)
 WHERE counter.key = ANY(%(keys)s::text[])
 """
 
-# The finished jobs, for a read of a recent range of them: those under no
-# RETAIN rule from jobs_job_finished_idx, the others from
-# jobs_job_retained_idx, as each job is in one of the two partial indexes
-# (jobs.retention). Postgres pushes the read's conditions on status and
-# finished_at into both branches; without the split, neither index would
-# serve the read.
-_FINISHED_JOBS = """(
-    SELECT * FROM jobs_job WHERE retention IS NULL
+# The finished jobs that `condition` keeps (it names status and finished_at,
+# unqualified, to read a recent range), from the two partial indexes that
+# hold them (jobs.retention): those under no RETAIN rule from
+# jobs_job_finished_idx; the others rule by rule from jobs_job_retained_idx,
+# whose first column is the rule, its names found by a skip through that
+# index (one probe per rule). Read whole, that index would cost every job a
+# rule keeps (90 days of payments) at each refresh, on a Postgres without
+# skip scans (before 18). OFFSET 0 keeps each rule's read a read of its own.
+_RETENTION_RULES = """(
+    WITH RECURSIVE rule(name) AS (
+        SELECT min(retention) FROM jobs_job
+        WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+        UNION ALL
+        SELECT (SELECT min(retention) FROM jobs_job
+                WHERE retention > rule.name AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED'))
+        FROM rule WHERE rule.name IS NOT NULL
+    )
+    SELECT name FROM rule WHERE name IS NOT NULL
+) AS rule"""
+
+
+def _finished_jobs(condition: str) -> str:
+    return f"""(
+    SELECT * FROM jobs_job WHERE retention IS NULL AND {condition}
     UNION ALL
-    SELECT * FROM jobs_job WHERE retention IS NOT NULL
+    SELECT job.* FROM {_RETENTION_RULES}
+    CROSS JOIN LATERAL (
+        SELECT * FROM jobs_job WHERE retention = rule.name AND {condition} OFFSET 0
+    ) AS job
 ) AS job"""
+
 
 # Jobs finished per queue, status and minute over the last 60 minutes (the
 # current minute included), read from the (status, finished_at) indexes.
 FINISHED_BY_MINUTE = f"""
 SELECT queue, status, date_trunc('minute', finished_at), count(*)
-FROM {_FINISHED_JOBS}
-WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
-  AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+FROM {
+    _finished_jobs(
+        "status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') "
+        "AND finished_at >= date_trunc('minute', now()) - interval '59 minutes'"
+    )
+}
 GROUP BY 1, 2, 3
 """
 
@@ -172,11 +195,12 @@ LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 
 # wait can no longer be told.
 _WAITS = f"""
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
-FROM {_FINISHED_JOBS}
-WHERE status IN ('SUCCESSFUL', 'FAILED')
-  AND finished_at >= now() - interval '1 hour'
-  AND attempts = 1
-  AND started_at IS NOT NULL
+FROM {
+    _finished_jobs(
+        "status IN ('SUCCESSFUL', 'FAILED') AND finished_at >= now() - interval '1 hour' "
+        "AND attempts = 1 AND started_at IS NOT NULL"
+    )
+}
 """
 LATENCY = f"""
 WITH waits AS ({_WAITS})
@@ -201,11 +225,13 @@ WITH recent AS (
                 THEN extract(epoch FROM finished_at - last_attempted_at)::float8 END AS runtime,
            GREATEST(0, extract(epoch FROM started_at
                     - GREATEST(enqueued_at, COALESCE(run_after, enqueued_at))))::float8 AS wait
-    FROM {_FINISHED_JOBS}
-    WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
-      AND finished_at >= now() - interval '1 day'
-      -- A job cancelled before it ever started did not run.
-      AND started_at IS NOT NULL
+    -- A job cancelled before it ever started did not run.
+    FROM {
+    _finished_jobs(
+        "status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') "
+        "AND finished_at >= now() - interval '1 day' AND started_at IS NOT NULL"
+    )
+}
 )
 SELECT task_path,
        count(*) FILTER (WHERE last_hour),
@@ -225,16 +251,22 @@ ORDER BY count(*) DESC, task_path
 """
 
 # Every job by status. READY and RUNNING rows are counted on their partial
-# indexes, finished ones on the (status, finished_at) indexes.
-TOTALS_BY_STATUS = f"""
+# indexes, finished ones on the two indexes of finished jobs, each whole.
+TOTALS_BY_STATUS = """
 SELECT 'WAITING', count(*) FROM jobs_job WHERE status = 'WAITING'
 UNION ALL
 SELECT 'READY', count(*) FROM jobs_job WHERE status = 'READY'
 UNION ALL
 SELECT 'RUNNING', count(*) FROM jobs_job WHERE status = 'RUNNING'
 UNION ALL
-SELECT status, count(*) FROM {_FINISHED_JOBS}
-WHERE status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED') GROUP BY status
+SELECT status, count(*) FROM (
+    SELECT status FROM jobs_job
+    WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+    UNION ALL
+    SELECT status FROM jobs_job
+    WHERE retention IS NOT NULL AND status IN ('SUCCESSFUL', 'FAILED', 'CANCELLED')
+) AS finished
+GROUP BY status
 """
 
 # The registered workers, each with its heartbeat's age and its RUNNING jobs.

@@ -113,6 +113,7 @@ class Coordinator:
             options,
             self.lease,
             self._stop_jobs,
+            backend=config.backend,
         )
         self.stopping = False
         self.unstarted_skipped = False

@@ -396,7 +396,7 @@ class QueueDatabase:
         return not self._execute(queries.claim.NEVER_ANALYZED).fetchone()[0]
 
     def prune_batch(self, prune_pass: PrunePass, limit: int, rules: Sequence[str]) -> int:
-        return transitions.prune(self._cursor(), prune_pass, limit, rules)
+        return transitions.prune(self._cursor(), prune_pass, limit, rules=rules)
 
     def prune_limit_keys(self, after: str, limit: int) -> tuple[int, str | None]:
         return transitions.prune_limit_keys(self._cursor(), after, limit)

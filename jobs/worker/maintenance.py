@@ -43,6 +43,8 @@ class Maintenance:
         options: QueueOptions,
         lease: Lease,
         stop_jobs: Callable[[], tuple[int, int]],
+        *,
+        backend: str,
     ) -> None:
         self.db = db
         self.worker_id = worker_id
@@ -50,7 +52,9 @@ class Maintenance:
         self.slots = slots
         self.interval = options.heartbeat_interval
         self.dead_after = options.worker_dead_after
-        passes = [p for p in options.prune_passes(orphaned=True) if p.older_than is not None]
+        passes = [
+            p for p in options.prune_passes(backend, orphaned=True) if p.older_than is not None
+        ]
         self.prune_passes = [p for p in passes if not p.orphaned]
         self.orphaned_passes = [p for p in passes if p.orphaned]
         self.retention_rules = options.retain.names

@@ -46,7 +46,7 @@ def test_every_key_lands_in_its_field():
     assert (options.retry_backoff_base, options.retry_backoff_max) == (0.5, 60.0)
     assert (options.poll_interval, options.heartbeat_interval) == (2.0, 1.0)
     assert options.worker_dead_after == 10.0
-    assert options.prune_passes() == [
+    assert options.prune_passes("default") == [
         PrunePass(("SUCCESSFUL",), None),
         PrunePass(("FAILED", "CANCELLED"), 0.0),
     ]
@@ -61,7 +61,7 @@ def test_no_setting_gives_the_documented_defaults():
     assert options.database == "default"
     assert options.max_attempts == 3
     assert options.timeout is None
-    assert options.prune_passes() == [
+    assert options.prune_passes("default") == [
         PrunePass(("SUCCESSFUL",), 7 * 24 * 3600.0),
         PrunePass(("FAILED", "CANCELLED"), 30 * 24 * 3600.0),
     ]

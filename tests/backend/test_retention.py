@@ -112,6 +112,20 @@ def test_the_jobs_of_a_rule_taken_out_of_retain_are_kept_as_the_backend_says(ret
 
 
 @pytest.mark.django_db
+def test_a_backends_prune_leaves_the_rules_of_another_backend_alone(retaining_backend):
+    """Two backends on one database: a rule's name is its own backend's."""
+    theirs_kept, theirs_gone_rule = noop.enqueue().id, noop.enqueue().id
+    Job.objects.filter(id=theirs_kept).update(backend="other")  # their "pings" keeps a year
+    Job.objects.filter(id=theirs_gone_rule).update(backend="other", retention="unknown-here")
+    ours = noop.enqueue().id
+    for job_id in (theirs_kept, theirs_gone_rule, ours):
+        finish(job_id, days_ago=40)
+    operations.prune()
+    assert exists(theirs_kept) and exists(theirs_gone_rule)
+    assert not exists(ours)
+
+
+@pytest.mark.django_db
 def test_jobs_prune_reports_each_rule(retaining_backend):
     ping = noop.enqueue().id
     finish(ping, days_ago=1)
@@ -148,6 +162,8 @@ def test_jobs_prune_reports_each_rule(retaining_backend):
         ({"r": ["a.b"]}, "rule 'r' is a dict, not list."),
         ({"r": {"tasks": ["a.b"], "succesful": 1}}, "unknown settings succesful"),
         ({"r": {"tasks": "a.b", "successful": 1}}, "rule 'r': tasks is a list of names."),
+        ({"r": {"tasks": None, "successful": 1}}, "rule 'r': tasks is a list of names."),
+        ({"r": {"queues": {"q": 1}, "failed": 1}}, "rule 'r': queues is a list of names."),
         ({"r": {"successful": 1}}, "rule 'r' names no task and no queue."),
         ({"r": {"queues": ["q"]}}, "rule 'r' sets neither successful nor failed"),
         (
@@ -165,8 +181,10 @@ def test_a_retain_that_cannot_be_used_is_a_check_error(setting, message):
     [error] = errors
     assert error.id == "jobs.E010"
     assert message in error.msg
-    assert "every job is kept as RETAIN_SUCCESSFUL and RETAIN_FAILED say" in error.hint
+    assert "new jobs are kept as RETAIN_SUCCESSFUL and RETAIN_FAILED say" in error.hint
     assert not options.retain
+    # Its rules are unknown, not gone: no job is pruned as one of a rule taken out.
+    assert not any(p.orphaned for p in options.prune_passes("default", orphaned=True))
 
 
 def test_a_rule_naming_a_task_or_queue_that_holds_no_job_is_a_warning():
@@ -188,7 +206,7 @@ def test_a_rule_naming_a_task_or_queue_that_holds_no_job_is_a_warning():
 
 def test_the_passes_read_every_retention_once():
     options, _ = QueueOptions.parse("default", {"RETAIN": RETAIN, "RETAIN_FAILED": None})
-    assert options.prune_passes(orphaned=True) == [
+    assert options.prune_passes("default", orphaned=True) == [
         PrunePass(("SUCCESSFUL",), 7 * DAY),
         PrunePass(("FAILED", "CANCELLED"), None),
         PrunePass(("SUCCESSFUL",), 1.0, "pings"),
@@ -249,6 +267,7 @@ def test_each_prune_reads_its_own_index(kind, index):
         "older_than": 60.0,
         "rule": "pings",
         "rules": ["pings"],
+        "backend": "default",
         "limit": 10,
     }
     with connection.cursor() as cursor:
@@ -273,3 +292,15 @@ def test_the_readme_retention_example_passes_the_checks():
     assert options.retain.rule_of("accounts.reports.send_signup_report", "reports") == "reports"
     with override_settings(TASKS=namespace["TASKS"]):
         assert check_retention() == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["FINISHED_BY_MINUTE", "LATENCY", "TASK_STATISTICS"])
+def test_the_dashboards_reads_of_recent_jobs_read_each_rules_range(name):
+    """Not every job a rule keeps: a range of the retained index per rule, by its name."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(f"EXPLAIN {getattr(queries.observe, name)}")
+        plan = "\n".join(row for (row,) in cursor.fetchall())
+    assert re.search(r"Index Cond: .*\(retention\)::text = rule\.name", plan), plan
+    assert "jobs_job_finished_idx" in plan, plan

@@ -145,7 +145,7 @@ def test_a_pruned_parent_is_still_given_to_its_callback():
     finish(claim_one(b.id), "FAILED")
     age(a.id, 8 * 86400)
     with connection.cursor() as cursor:
-        assert transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 7 * 86400), 100) == 1
+        assert transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 7 * 86400), 100, rules=()) == 1
     operations.retry(b.id)
     finish(claim_one(b.id), "SUCCESSFUL", 4)
     assert status(s) == JobStatus.READY
@@ -158,12 +158,12 @@ def test_edges_go_with_their_child():
     finish(claim_one(second.id), "SUCCESSFUL", 7)
     age(first.id, 10)
     with connection.cursor() as cursor:
-        transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 5), 100)
+        transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 5), 100, rules=())
     edge = Dependency.objects.get()
     assert edge.parent_outcome == {"status": "SUCCESSFUL", "return_value": 2, "error": None}
     age(second.id, 10)
     with connection.cursor() as cursor:
-        transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 5), 100)
+        transitions.prune(cursor, PrunePass(("SUCCESSFUL",), 5), 100, rules=())
     assert not Dependency.objects.exists()
 
 

@@ -160,7 +160,7 @@ class Door(RuleBasedStateMachine):
         for (job_id,) in rows("SELECT id FROM jobs_job WHERE status = ANY(%s)", [list(FINISHED)]):
             age(job_id, 3600)
         with connection.cursor() as cursor:
-            transitions.prune(cursor, PrunePass(FINISHED, 60), 1000)
+            transitions.prune(cursor, PrunePass(FINISHED, 60), 1000, rules=())
 
     @rule()
     def prune_idle_keys(self) -> None:
