@@ -69,6 +69,20 @@ def client_address(request: HttpRequest) -> str:
     return str(ip)
 
 
+def lockout_address(request: HttpRequest) -> str | None:
+    """
+    The client address, as the login lockout (django-axes, AXES_CLIENT_IP_CALLABLE)
+    keeps it in an inet column: an IPv6 client's /64 by its first address.
+    None (one shared address for the lockout) when the request has none to
+    give, such as an empty REMOTE_ADDR, rather than a failed insert.
+    """
+    try:
+        network = ipaddress.ip_network(client_address(request), strict=False)
+    except ValueError:
+        return None
+    return str(network.network_address)
+
+
 def signup_limits(address: str, phone: str) -> list[Limit]:
     """The limits a signup from address to phone counts against (SIGNUP_RATE_LIMITS)."""
     rates = settings.SIGNUP_RATE_LIMITS

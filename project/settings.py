@@ -11,6 +11,7 @@ for production"). scripts/run.sh asks for DEBUG on a development machine.
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -98,6 +99,7 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "jobs",
     "accounts",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -109,6 +111,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns a login that the lockout refused into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -195,6 +199,30 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Logins (the admin's) are throttled by django-axes: after AXES_FAILURE_LIMIT
+# failures a username is locked out from that one client address for
+# AXES_COOLOFF_TIME after the last attempt, and a success clears the count.
+# By the pair rather than by either alone, so that someone guessing at an
+# account cannot lock its owner out from elsewhere, nor lock out everyone
+# behind a shared address. The address is the one the signup limits count by
+# (TRUSTED_PROXIES). The lockout backend comes first so that it refuses a
+# locked-out pair before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "accounts.limits.lockout_address"
+AXES_COOLOFF_MESSAGE = (
+    "Too many failed logins to this account from your address. Try again in "
+    f"{int(AXES_COOLOFF_TIME.total_seconds()) // 60} minutes: every attempt until then, "
+    "even with the right password, is refused and starts the wait again."
+)
+
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = os.environ.get("DJANGO_TIME_ZONE", "UTC")
