@@ -16,11 +16,16 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.utils import timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 
 from .. import queries
 from ..ids import task_id_range, uuid7_floor
 from ..jsonb import unstorable
 from .reads import recent_values
+
+# A dot that a line may break after.
+DOT_BREAK = mark_safe(".<wbr>")
 
 
 class EnqueuedFilter(admin.SimpleListFilter):
@@ -82,6 +87,13 @@ class TaskFilter(RecentValuesFilter):
     title = "task"
     parameter_name = "task"
     sample_sql = queries.observe.RECENT_TASK_PATHS
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        """Task paths that wrap in the narrow filter column after a dot, not inside a name."""
+        return [
+            (value, format_html_join(DOT_BREAK, "{}", ((part,) for part in value.split("."))))
+            for value, _ in super().lookups(request, model_admin)
+        ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(task_path=self.value()) if self.value() else queryset

@@ -7,11 +7,12 @@ an estimate, and its columns read nothing but the job's own row.
 """
 
 import json
+from datetime import datetime
 
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -55,8 +56,9 @@ class EstimatedCountPaginator(Paginator):
 class JobColumns:
     """
     The job list's columns, narrow enough for a 1366 px screen with the
-    admin's sidebars open: times are relative (the exact one on hover), the
-    rest is on the job's page, where some of them are shown too.
+    admin's sidebars open: one line a job, the long values cut (styles.html
+    caps their width) with the whole of them on hover, the rest on the job's
+    page.
     """
 
     @admin.display(description="id")
@@ -74,6 +76,17 @@ class JobColumns:
             '<span class="jobs-status jobs-status-{}">{}</span>', job.status.lower(), job.status
         )
 
+    @admin.display(description="status")
+    def status_and_attempts(self, job: Job) -> SafeString:
+        """Status and attempts together: "FAILED 5/5" has run out of them, "READY 2/5" not."""
+        return format_html(
+            '{} <span class="jobs-attempts" title="attempts: {} of at most {}">{}</span>',
+            self.status_label(job),
+            job.attempts,
+            job.max_attempts,
+            self.attempts_label(job),
+        )
+
     @admin.display(description="task")
     def task_name(self, job: Job) -> SafeString | str:
         """The task's name now: a job queued under an alias shows the task that answers to it."""
@@ -88,6 +101,20 @@ class JobColumns:
         current = current_task_path(job.task_path)
         title = current if current == job.task_path else f"{current} (queued as {job.task_path})"
         return format_html('<span title="{}">{}</span>', title, current.rsplit(".", 1)[-1])
+
+    @admin.display(description="queue")
+    def queue_label(self, job: Job) -> SafeString:
+        """The queue, and an arrow for a priority other than the default (its number on hover)."""
+        if not job.priority:
+            return format_html('<span title="{}">{}</span>', job.queue, job.queue)
+        return format_html(
+            '<span title="{}, priority {}">{}</span> <small title="priority {}">{}</small>',
+            job.queue,
+            job.priority,
+            job.queue,
+            job.priority,
+            "↑" if job.priority > 0 else "↓",
+        )
 
     @admin.display(description="arguments")
     def arguments(self, job: Job) -> SafeString | str:
@@ -111,9 +138,13 @@ class JobColumns:
 
     @admin.display(description="enqueued", ordering="id")
     def enqueued(self, job: Job) -> SafeString:
-        """How long ago, to the second; the exact time on hover."""
-        ago = duration_text((timezone.now() - job.enqueued_at).total_seconds())
-        return format_html('<span title="{}">{} ago</span>', when(job.enqueued_at), ago)
+        """When, as short as tells it apart (compact_time); to the millisecond on hover."""
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            job.enqueued_at.isoformat(),
+            when(job.enqueued_at),
+            compact_time(job.enqueued_at),
+        )
 
     @admin.display(description="duration")
     def duration(self, job: Job) -> str:
@@ -121,3 +152,17 @@ class JobColumns:
             return "—"
         end = job.finished_at or (timezone.now() if job.status == JobStatus.RUNNING else None)
         return duration_text((end - job.started_at).total_seconds()) if end else "—"
+
+
+def compact_time(moment: datetime) -> str:
+    """
+    A moment in as few characters as a list column needs: the time of day
+    today, the day earlier this year, the date before that.
+    """
+    local = timezone.localtime(moment)
+    today = timezone.localdate()
+    if local.date() == today:
+        return dateformat.format(local, "H:i:s")
+    if local.year == today.year:
+        return dateformat.format(local, "M j")
+    return dateformat.format(local, "Y-m-d")

@@ -2,6 +2,10 @@
 A job's page: why it waits, its progress, its timeline, its workflow, what it
 was called with and what came of it.
 
+It opens on an overview (status, task, attempts, times, progress, the last
+error) that fits a laptop's first screen; what only some jobs have is left
+out of the others' pages, and sections with nothing in them are folded.
+
 Each field reads the job's row, or a few rows an index finds (its workflow,
 its limit keys, its worker), so the page costs the same on any size of table.
 """
@@ -14,7 +18,6 @@ from django.http import HttpRequest
 from django.tasks import task_backends
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.formats import localize
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
@@ -26,14 +29,92 @@ from ..progress import progress_of
 from .actions import backend_alias
 from .charts import duration_text
 from .reads import workflow_counts
-from .text import moment, pretty_json, when
+from .text import cut, moment, pretty_json, when
 
 # Jobs a workflow's job lists as its parents or children; the rest are a link away.
 LINKED_JOBS = 20
 
+# Characters of the last error's message in the overview; all of it is under Errors.
+OVERVIEW_ERROR_LENGTH = 300
+
+# Sections of the page that would say nothing about some jobs: left out of theirs.
+SECTION_SHOWN = {
+    "Errors": lambda job: bool(job.errors),
+    "Result": lambda job: job.status == JobStatus.SUCCESSFUL,
+    "Workflow": lambda job: job.workflow_id is not None,
+}
+
+# Sections whose fields are all empty for some jobs: folded on theirs, named so.
+SECTION_EMPTY = {
+    "Arguments": lambda job: not job.args and not job.kwargs,
+    "Keys, tags and meta": lambda job: (
+        not (job.unique_key or job.limit_key or job.shared_limit_key or job.tags or job.meta)
+    ),
+    "Workers": lambda job: not job.worker_ids,
+}
+
+# Lines of the overview that only some jobs have.
+OVERVIEW_LINES = {
+    "progress_bar": lambda job: progress_of(job) is not None,
+    "last_error": lambda job: bool(job.errors),
+}
+
 
 class JobFields:
     """The fields of a job's page, but for its workflow's."""
+
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> tuple:
+        """The page's sections for this job (SECTION_SHOWN, SECTION_EMPTY, OVERVIEW_LINES)."""
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        sections = []
+        for name, options in fieldsets:
+            if name in SECTION_SHOWN and not SECTION_SHOWN[name](obj):
+                continue
+            fields = tuple(
+                line
+                for line in options["fields"]
+                if line not in OVERVIEW_LINES or OVERVIEW_LINES[line](obj)
+            )
+            classes = options.get("classes", ())
+            if name in SECTION_EMPTY and SECTION_EMPTY[name](obj):
+                name, classes = f"{name} (none)", (*classes, "collapse")
+            sections.append((name, {**options, "fields": fields, "classes": classes}))
+        return tuple(sections)
+
+    @admin.display(description="enqueued")
+    def enqueued_time(self, job: Job) -> str:
+        return when(job.enqueued_at)
+
+    @admin.display(description="started")
+    def started_time(self, job: Job) -> str:
+        """Its first attempt's start; the timeline has the others'."""
+        return when(job.started_at) if job.started_at else self.get_empty_value_display()
+
+    @admin.display(description="finished")
+    def finished_time(self, job: Job) -> str:
+        return when(job.finished_at) if job.finished_at else self.get_empty_value_display()
+
+    @admin.display(description="last error")
+    def last_error(self, job: Job) -> SafeString | str:
+        """
+        What the latest failed attempt raised: its message's first line (a
+        database error's next ones quote the SQL); the rest and the traceback
+        are under Errors.
+        """
+        if not job.errors:
+            return self.get_empty_value_display()
+        error = job.errors[-1]
+        lines = str(error.get("message", "")).splitlines() or [""]
+        headline = lines[0] + (" …" if len(lines) > 1 else "")
+        return format_html(
+            '<span class="jobs-last-error"><strong>{}</strong>: {}</span> '
+            '<span class="jobs-quiet">(attempt {}; <a href="#jobs-errors">traceback</a>)</span>',
+            error.get("exception_class_path", "").rsplit(".", 1)[-1] or "Error",
+            cut(headline, OVERVIEW_ERROR_LENGTH),
+            error.get("attempt", "?"),
+        )
 
     @admin.display(description="progress")
     def progress_bar(self, job: Job) -> SafeString | str:
@@ -59,14 +140,14 @@ class JobFields:
         database = task_backends[backend_alias(job.backend)].database
         pause = PausedQueue.objects.using(database).filter(queue=job.queue).first()
         if pause is not None:
-            since = localize(timezone.localtime(pause.paused_at))
+            since = when(pause.paused_at)
             by = f" by {pause.paused_by}" if pause.paused_by else ""
             return (
                 f"Queue {job.queue!r} is paused (since {since}{by}): no job of it starts "
                 "until it is resumed."
             )
         if job.run_at > timezone.now():
-            return f"Not due until {localize(timezone.localtime(job.run_at))}."
+            return f"Not due until {when(job.run_at)}."
         if held := held_back_by(job, database):
             return held
         return "Due: the next worker of its queue with room takes it."
@@ -123,24 +204,7 @@ class JobFields:
     def errors_html(self, job: Job) -> SafeString | str:
         if not job.errors:
             return "—"
-        return format_html_join(
-            "",
-            '<div class="jobs-error"><p><strong>Attempt {}</strong> · {} · {} · worker {}</p>'
-            "<p>{}</p><p>{}</p><pre>{}</pre></div>",
-            (
-                (
-                    error.get("attempt", "?"),
-                    when(moment(error.get("at"))) if error.get("at") else "—",
-                    error.get("exception_class_path", ""),
-                    error.get("worker_id") or "—",
-                    error.get("message", ""),
-                    # What the attempt led to, and by which retry policy.
-                    error.get("retry", ""),
-                    error.get("traceback") or "(no traceback)",
-                )
-                for error in job.errors
-            ),
-        )
+        return format_html('<div id="jobs-errors">{}</div>', _error_entries(job.errors))
 
     @admin.display(description="timeline")
     def timeline(self, job: Job) -> SafeString:
@@ -155,6 +219,28 @@ class JobFields:
                 ),
             ),
         )
+
+
+def _error_entries(errors: list[dict]) -> SafeString:
+    """Each attempt's error: when, what, on which worker, what came of it, and its traceback."""
+    return format_html_join(
+        "",
+        '<div class="jobs-error"><p><strong>Attempt {}</strong> · {} · {} · worker {}</p>'
+        '<p class="jobs-error-message">{}</p><p>{}</p><pre>{}</pre></div>',
+        (
+            (
+                error.get("attempt", "?"),
+                when(moment(error.get("at"))) if error.get("at") else "—",
+                error.get("exception_class_path", ""),
+                error.get("worker_id") or "—",
+                error.get("message", ""),
+                # What the attempt led to, and by which retry policy.
+                error.get("retry", ""),
+                error.get("traceback") or "(no traceback)",
+            )
+            for error in errors
+        ),
+    )
 
 
 def _events(job: Job) -> list[tuple[datetime, str]]:
@@ -218,13 +304,6 @@ def held_back_by(job: Job, database: str) -> str | None:
 
 class WorkflowFields:
     """A workflow's job's section of its page: the workflow's progress and the jobs it links."""
-
-    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> tuple:
-        """The Workflow section only for a job of a workflow."""
-        fieldsets = super().get_fieldsets(request, obj)
-        if obj is None or obj.workflow_id is None:
-            return tuple(entry for entry in fieldsets if entry[0] != "Workflow")
-        return fieldsets
 
     @admin.display(description="workflow")
     def workflow_progress(self, job: Job) -> SafeString | str:

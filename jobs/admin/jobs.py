@@ -9,6 +9,7 @@ dashboard and statistics (their pages).
 """
 
 from django.contrib import admin
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -29,12 +30,10 @@ class JobAdmin(JobActions, JobFields, WorkflowFields, JobColumns, JobSearch, adm
 
     list_display = (
         "short_id",
-        "status_label",
+        "status_and_attempts",
         "task_short",
-        "queue",
-        "priority",
+        "queue_label",
         "arguments",
-        "attempts_label",
         "enqueued",
         "duration",
     )
@@ -58,37 +57,41 @@ class JobAdmin(JobActions, JobFields, WorkflowFields, JobColumns, JobSearch, adm
     actions = ("retry_jobs", "cancel_jobs", "run_jobs_now", "delete_selected")
     change_form_template = "admin/jobs/job/change_form.html"
     change_list_template = "admin/jobs/job/change_list.html"
+    # A job's page opens on what an operator looks at first; job_page.JobFields
+    # leaves out the lines and sections that say nothing for the job at hand.
     fieldsets = (
         (
             None,
             {
+                "classes": ("jobs-overview",),
                 "fields": (
-                    "id",
-                    "status_label",
-                    "progress_bar",
+                    ("status_label", "task_link", "queue", "priority", "attempts_label"),
+                    "last_error",
+                    ("enqueued_time", "started_time", "finished_time", "duration"),
                     "waiting_reason",
-                    "task_link",
-                    "queue",
-                    "priority",
-                    "attempts_label",
-                    "timeout",
-                    "unique_key",
-                    "limit_key",
-                    "shared_limit_key",
+                    "progress_bar",
+                ),
+            },
+        ),
+        ("Errors", {"fields": ("errors_html",)}),
+        ("Result", {"fields": ("return_value_json",)}),
+        ("Timeline", {"fields": ("timeline",)}),
+        ("Workflow", {"fields": ("workflow_progress", "waits_for", "waited_for_by")}),
+        ("Arguments", {"fields": ("args_json", "kwargs_json")}),
+        (
+            "Keys, tags and meta",
+            {
+                "fields": (
+                    ("unique_key", "limit_key", "shared_limit_key"),
                     "tags_list",
                     "meta_json",
-                    "retention",
-                    "backend",
                 )
             },
         ),
-        ("Timeline", {"fields": ("timeline", "duration")}),
-        ("Workflow", {"fields": ("workflow_progress", "waits_for", "waited_for_by")}),
-        ("Workers", {"fields": ("worker_link", "worker_history")}),
-        ("Arguments", {"fields": ("args_json", "kwargs_json")}),
-        ("Result", {"fields": ("return_value_json", "errors_html")}),
+        ("Workers", {"fields": (("worker_link", "worker_history"),)}),
+        ("Details", {"fields": (("id", "timeout", "retention", "backend"),)}),
     )
-    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -118,9 +118,10 @@ class TestList:
         body = response.content.decode()
         assert str(failed.id) in body
         assert str(done.id) not in body
-        for header in ("Status", "Task", "Queue", "Priority", "Attempts", "Duration"):
+        for header in ("Status", "Task", "Queue", "Arguments", "Enqueued", "Duration"):
             assert header in body
         assert "250 ms" in body
+        assert 'title="attempts: 1 of at most 1">1/1</span>' in body
 
     def test_queue_task_and_time_filters(self, admin_client, db):
         recent = make_job(queue="reports", task_path="tests.tasks.noop")

@@ -17,16 +17,21 @@ import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 
+from accounts.tasks import record_welcome_outcome
 from jobs.models import JobStatus, Schedule
 from tests import tasks
 from tests.conftest import job_status, wait_for_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 
+# A common laptop screen: the job list and a job's page are made to fit it.
+LAPTOP = {"width": 1366, "height": 768}
+WIDE = {"width": 1680, "height": 900}
+
 
 @pytest.fixture
 def page(monkeypatch, live_server) -> Iterator:
-    """A logged-out Chromium page, wide enough for every column of the job list."""
+    """A logged-out Chromium page on a wide screen."""
     if not CHROMIUM.exists():
         missing = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
         if os.environ.get("REQUIRE_BROWSER_TESTS"):
@@ -44,10 +49,23 @@ def page(monkeypatch, live_server) -> Iterator:
             headless=True,
             args=["--no-sandbox", "--disable-background-networking"],
         )
-        context = browser.new_context(viewport={"width": 1680, "height": 900})
+        context = browser.new_context(viewport=WIDE)
         context.set_default_timeout(15_000)
         yield context.new_page()
         browser.close()
+
+
+@pytest.fixture
+def csp_violations(page) -> list[str]:
+    """What the browser refused under the site's Content-Security-Policy, as its console says."""
+    refused: list[str] = []
+
+    def note(message) -> None:
+        if "Content Security Policy" in message.text:
+            refused.append(f"{page.url}: {message.text}")
+
+    page.on("console", note)
+    return refused
 
 
 @pytest.fixture
@@ -61,8 +79,59 @@ def screenshot(tmp_path) -> Callable[..., None]:
     return take
 
 
+def assert_job_list_fits(page) -> None:
+    """
+    The job list as a person sees it on a laptop, the admin's nav sidebar
+    open (its default): every column inside the results' own scroll box and
+    inside the screen, a job's id on one line, and the filter's task paths
+    broken after a dot, never inside a name.
+    """
+    box = page.evaluate(
+        """() => {
+            const results = document.querySelector("#changelist .results");
+            return {scrollWidth: results.scrollWidth, clientWidth: results.clientWidth};
+        }"""
+    )
+    assert box["scrollWidth"] <= box["clientWidth"], (
+        f"the job list is {box['scrollWidth']} px wide in a {box['clientWidth']} px box"
+    )
+    headers = page.locator("#result_list thead th")
+    for index in range(headers.count()):
+        header = headers.nth(index).bounding_box()
+        assert 0 <= header["x"] and header["x"] + header["width"] <= LAPTOP["width"], (
+            f"column {headers.nth(index).inner_text()!r} is off the screen: {header}"
+        )
+    id_lines = page.evaluate(
+        """Array.from(document.querySelectorAll("#result_list .field-short_id span"),
+            id => id.getClientRects().length)"""
+    )
+    assert id_lines and set(id_lines) == {1}, f"ids over {id_lines} lines"
+    name_lines = page.evaluate(
+        """Array.from(document.querySelectorAll("#changelist-filter a[href*='task=']"),
+            link => Array.from(link.childNodes).filter(node => node.nodeType === Node.TEXT_NODE)
+                .map(text => { const range = document.createRange();
+                    range.selectNodeContents(text); return range.getClientRects().length; }))
+            .flat()"""
+    )
+    assert name_lines and set(name_lines) == {1}, f"a task path broken inside a name: {name_lines}"
+
+
+def assert_overview_on_first_screen(page) -> None:
+    """A failed job's status, task, attempts and error, on a laptop's screen without scrolling."""
+    for name, selector in (
+        ("status", ".fieldBox.field-status_label .readonly"),
+        ("task", ".fieldBox.field-task_link .readonly"),
+        ("attempts", ".fieldBox.field-attempts_label .readonly"),
+        ("last error", ".field-last_error .jobs-last-error"),
+    ):
+        box = page.locator(selector).bounding_box()
+        assert box is not None, f"no {name} on the page"
+        assert box["y"] + box["height"] < LAPTOP["height"], f"the {name} is below the fold: {box}"
+        assert box["x"] + box["width"] <= LAPTOP["width"], f"the {name} is off the screen: {box}"
+
+
 def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboard(
-    page, live_server, start_worker, screenshot, request
+    page, live_server, start_worker, screenshot, csp_violations, request
 ):
     from playwright.sync_api import expect
 
@@ -72,6 +141,9 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     broken = tasks.record_run.using(max_attempts=1).enqueue("browser")
     done = [tasks.add.enqueue(n, n) for n in range(5)]
     done.append(tasks.add.using(tags=["browser"]).enqueue(5, 5))
+    # A wide row: a long task path, a queue and a priority, long arguments.
+    outcomes = [{"channel": channel, "status": "SUCCESSFUL"} for channel in ("email", "sms")]
+    done.append(record_welcome_outcome.using(priority=5).enqueue(outcomes, user_id=1))
     worker = start_worker("--concurrency", "2")
     wait_for_status(broken.id, (JobStatus.FAILED,))
     for result in done:
@@ -86,14 +158,10 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     page.fill("#id_password", "correct horse")
     page.click("input[type=submit]")
     page.click("a[href='/admin/jobs/job/']")
-    expect(page.locator("#result_list tbody tr")).to_have_count(8)
+    expect(page.locator("#result_list tbody tr")).to_have_count(9)
+    page.set_viewport_size(LAPTOP)
     screenshot(page, "job-list")
-    # Every column fits a 1366 px screen, the admin's sidebars open.
-    page.set_viewport_size({"width": 1366, "height": 768})
-    page.reload()
-    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 0, f"the job list is {overflow} px wider than a 1366 px screen"
-    page.set_viewport_size({"width": 1680, "height": 900})
+    assert_job_list_fits(page)
 
     page.locator("#changelist-filter").get_by_role("link", name="browser", exact=True).click()
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
@@ -102,9 +170,17 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     page.locator("#changelist-filter").get_by_role("link", name="Failed", exact=True).click()
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
     page.locator("#result_list tbody tr th a").click()
-    expect(page.locator(".jobs-error pre")).to_contain_text('relation "test_ledger" does not exist')
+    expect(page.locator(".jobs-last-error")).to_contain_text(
+        'relation "test_ledger" does not exist'
+    )
+    expect(page.locator(".fieldBox.field-attempts_label")).to_contain_text("1/1")
+    assert_overview_on_first_screen(page)
     expect(page.locator(".jobs-error pre")).to_contain_text("Traceback (most recent call last)")
+    # A section with nothing in it is folded, and says so.
+    expect(page.get_by_text("Keys, tags and meta (none)")).to_be_visible()
+    expect(page.locator(".field-meta_json")).to_be_hidden()
     screenshot(page, "job-detail", full_page=True)
+    page.set_viewport_size(WIDE)
 
     page.click("#job-retry")
     expect(page.locator(".messagelist")).to_contain_text("Retried")
@@ -155,3 +231,4 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     page.click("#job-cancel-confirmed")
     expect(page.locator(".messagelist")).to_contain_text("Cancelled")
     assert job_status(running.id) == JobStatus.CANCELLED
+    assert csp_violations == []
