@@ -510,7 +510,7 @@ announced AS (
     SELECT pg_notify('jobs_finished', string_agg(id::text, ','))
     FROM (
         SELECT id, (row_number() OVER () - 1) / 200 AS chunk
-        FROM done WHERE status <> 'READY'
+        FROM done WHERE true
     ) AS finished
     GROUP BY chunk
 )
@@ -540,7 +540,7 @@ announced AS (
     SELECT pg_notify('jobs_finished', string_agg(id::text, ','))
     FROM (
         SELECT id, (row_number() OVER () - 1) / 200 AS chunk
-        FROM done WHERE status <> 'READY'
+        FROM done WHERE true
     ) AS finished
     GROUP BY chunk
 ),
@@ -2062,6 +2062,25 @@ SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.last_he
         WHERE j.status = 'RUNNING' AND j.worker_ids[cardinality(j.worker_ids)] = w.id)
 FROM jobs_worker AS w
 ORDER BY w.started_at, w.id;
+
+-- jobs.queries.observe.TAIL_NEW_JOBS
+SELECT id::text, task_path, queue, status, attempts, max_attempts, tags, enqueued_at, run_at
+FROM jobs_job
+WHERE id >= %(after)s::uuid
+ORDER BY id
+LIMIT %(limit)s;
+
+-- jobs.queries.observe.TAIL_RUNNING_JOBS
+SELECT id::text, task_path, queue, status, attempts, max_attempts, tags, last_attempted_at,
+       worker_ids[cardinality(worker_ids)]
+FROM jobs_job
+WHERE status = 'RUNNING';
+
+-- jobs.queries.observe.TAIL_JOBS_BY_ID
+SELECT id::text, task_path, queue, status, attempts, max_attempts, tags, last_attempted_at,
+       finished_at, run_at, errors -> -1 ->> 'message', worker_ids[cardinality(worker_ids)]
+FROM jobs_job
+WHERE id = ANY(%(ids)s::uuid[]);
 
 -- jobs.queries.schedules.CLAIM_SCHEDULES
 SELECT *, COALESCE(%(now)s, statement_timestamp()) AS claimed_at

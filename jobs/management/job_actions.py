@@ -3,20 +3,23 @@ The `jobs` command's actions on jobs: enqueue a task by its path, show one
 job, list them, and retry or cancel them by id or by filter.
 """
 
+import argparse
 import json
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+import math
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.tasks.exceptions import InvalidTask
+from django.utils import timezone
 
 from jobs import operations
 from jobs.backend import find_task
 from jobs.exceptions import JobStateError
-from jobs.ids import job_named
+from jobs.ids import job_named, uuid7_floor
 from jobs.models import EITHER_FINISHED_INDEX, FINISHED_STATUSES, Job, JobStatus
 
 # Columns of `jobs list`, and of `show --json`.
@@ -35,6 +38,10 @@ SHOW_FIELDS = (
     "snoozes",
     "retention",
 )
+
+
+# The filters that choose jobs to act on, beside their ids.
+FILTERS = ("status", "queue", "task_path", "tags", "meta", "older_than")
 
 
 class JobActions:
@@ -75,6 +82,22 @@ class JobActions:
         parser.add_argument("--status", choices=JobStatus.values, help="Only jobs in this status.")
         parser.add_argument("--queue", help="Only jobs of this queue.")
         parser.add_argument("--task", dest="task_path", help="Only jobs of this task path.")
+        add_tag_filter(parser)
+        parser.add_argument(
+            "--meta",
+            action="append",
+            default=[],
+            type=_meta_pair,
+            metavar="KEY=VALUE",
+            help="Only jobs whose meta has KEY at VALUE (read as JSON when it is, such as "
+            "42 or true, else as text); repeat it for all of several.",
+        )
+        parser.add_argument(
+            "--older-than",
+            type=_age,
+            metavar="AGE",
+            help="Only jobs enqueued more than AGE ago: seconds, or a number with s, m, h or d.",
+        )
 
     # The actions.
 
@@ -177,7 +200,7 @@ class JobActions:
         **filters: Any,
     ) -> None:
         past = "cancelled" if verb == "cancel" else "retried"
-        chosen = {name: filters.get(name) for name in ("status", "queue", "task_path")}
+        chosen = {name: filters.get(name) for name in FILTERS}
         if job_ids and any(chosen.values()):
             raise CommandError(f"Give job ids or filters to {verb}, not both.")
         if job_ids:
@@ -229,6 +252,9 @@ class JobActions:
         status: str | None = None,
         queue: str | None = None,
         task_path: str | None = None,
+        tags: Sequence[str] = (),
+        meta: Sequence[tuple[str, Any]] = (),
+        older_than: timedelta | None = None,
         **_: Any,
     ) -> QuerySet:
         jobs = self.jobs.order_by("-id")
@@ -240,7 +266,51 @@ class JobActions:
             jobs = jobs.filter(queue=queue)
         if task_path:
             jobs = jobs.filter(task_path=task_path)
+        if tags:
+            jobs = jobs.filter(tags__contains=list(tags))
+        if meta:
+            jobs = jobs.filter(meta__contains=dict(meta))
+        if older_than is not None:
+            # Ids are UUIDv7: "enqueued before" is a range of the primary key.
+            jobs = jobs.filter(id__lt=uuid7_floor(timezone.now() - older_than))
         return jobs
+
+
+def add_tag_filter(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="Only jobs with this tag; repeat it for jobs with all of them.",
+    )
+
+
+def _meta_pair(text: str) -> tuple[str, Any]:
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE.")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _age(text: str) -> timedelta:
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _AGE_UNITS else (text, "s")
+    try:
+        seconds = float(number) * _AGE_UNITS[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an age: seconds, or a number with s, m, h or d (90s, 15m, 2h, 7d)."
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age of 0 or more.")
+    return timedelta(seconds=seconds)
 
 
 def _json_option(name: str, text: str, kind: type) -> Any:

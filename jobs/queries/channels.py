@@ -11,7 +11,8 @@ LIMITED_READY_CHANNEL = "jobs_limited_ready"
 
 # Channel of the NOTIFY sent when jobs finish, whatever ends them (an
 # outcome, a cancel, a rescue that gives up, a workflow's cancel of what
-# would not run); the payload is their ids, comma-separated, at most
+# would not run), and when an attempt fails and its job waits for a retry;
+# the payload is their ids, comma-separated, at most
 # WAITER_CHUNK of them per notification (Postgres caps a payload at 8000 bytes).
 FINISHED_CHANNEL = "jobs_finished"
 WAITER_CHUNK = 200

@@ -101,7 +101,9 @@ def _freeing(ended: str, *, requeued: str = "false", refund: bool = False) -> st
 # statement takes 7 ms instead of 10 for 350 outcomes.
 #
 # Jobs that finished are announced on FINISHED_CHANNEL, so that code waiting
-# for a result wakes at once instead of polling.
+# for a result wakes at once instead of polling; so are those whose attempt
+# failed and that wait for their retry, for `jobs tail` to tell (a waiter
+# reads them still READY and waits on).
 _COMPLETE = """
 WITH done AS (
     UPDATE jobs_job AS job
@@ -125,7 +127,7 @@ WITH done AS (
 {announced}{freeing}
 SELECT done.id::text FROM done, (SELECT count(*) FROM announced) AS announcements{woken}
 """
-_COMPLETE_PARTS = {"announced": announce_finished("done", "status <> 'READY'")}
+_COMPLETE_PARTS = {"announced": announce_finished("done")}
 COMPLETE = _COMPLETE.format(limit_columns="", freeing="", woken="", **_COMPLETE_PARTS)
 # COMPLETE for a worker whose backend has limits: the runs that ended free
 # their keys' slots, in the transaction that writes their outcomes.

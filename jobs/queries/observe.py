@@ -278,3 +278,29 @@ SELECT w.id, w.hostname, w.pid, w.queues, w.concurrency, w.started_at, w.last_he
 FROM jobs_worker AS w
 ORDER BY w.started_at, w.id
 """
+
+# `manage.py jobs tail` (jobs.job_events). The jobs enqueued since an id,
+# oldest first, from the primary key: ids are UUIDv7, which grow with time.
+TAIL_NEW_JOBS = """
+SELECT id::text, task_path, queue, status, attempts, max_attempts, tags, enqueued_at, run_at
+FROM jobs_job
+WHERE id >= %(after)s::uuid
+ORDER BY id
+LIMIT %(limit)s
+"""
+
+# The jobs that run now, each with its attempt and worker, from their partial index.
+TAIL_RUNNING_JOBS = """
+SELECT id::text, task_path, queue, status, attempts, max_attempts, tags, last_attempted_at,
+       worker_ids[cardinality(worker_ids)]
+FROM jobs_job
+WHERE status = 'RUNNING'
+"""
+
+# Jobs that finished or left RUNNING: how they ended, or when they run again.
+TAIL_JOBS_BY_ID = """
+SELECT id::text, task_path, queue, status, attempts, max_attempts, tags, last_attempted_at,
+       finished_at, run_at, errors -> -1 ->> 'message', worker_ids[cardinality(worker_ids)]
+FROM jobs_job
+WHERE id = ANY(%(ids)s::uuid[])
+"""

@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 import uuid
 
 import pytest
@@ -168,3 +169,42 @@ def test_purge_under_its_old_name_says_so_and_purges():
         "the same.\n"
     )
     assert not Job.objects.exists()
+
+
+def test_list_and_act_by_tag_meta_and_age():
+    tagged = add.using(tags=["billing", "eu"], meta={"customer": 42}).enqueue(1, 2)
+    other_tag = add.using(tags=["billing"], meta={"customer": "42"}).enqueue(1, 3)
+    old_id = uuid.UUID(int=old_id_int(days=3))
+    Job.objects.filter(id=add.enqueue(1, 4).id).update(id=old_id)
+
+    def listed(*args: str) -> list[str]:
+        return [row["id"] for row in json.loads(jobs("list", "--json", *args))]
+
+    assert set(listed("--tag", "billing")) == {tagged.id, other_tag.id}
+    assert listed("--tag", "billing", "--tag", "eu") == [tagged.id]
+    # A value that is JSON is compared as JSON: 42 is not "42".
+    assert listed("--meta", "customer=42") == [tagged.id]
+    assert listed("--meta", 'customer="42"') == [other_tag.id]
+    assert listed("--older-than", "2d") == [str(old_id)]
+    assert listed("--older-than", "4d") == []
+    assert jobs("cancel", "--tag", "eu", "--yes") == "1 job(s) cancelled.\n"
+    assert Job.objects.get(id=tagged.id).status == JobStatus.CANCELLED
+
+
+def old_id_int(days: float) -> int:
+    """A UUIDv7 of `days` ago, as an int: ids are the enqueue time first."""
+    moment = int((time.time() - days * 86400) * 1000)
+    return (moment << 80) | (0x7 << 76) | (0b10 << 62) | 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["list", "--meta", "customer"], "'customer' is not KEY=VALUE"),
+        (["list", "--older-than", "soon"], "'soon' is not an age"),
+        (["list", "--older-than=-1h"], "'-1h' is not an age of 0 or more"),
+    ],
+)
+def test_a_filter_that_cannot_be_read_is_refused_by_name(args, message):
+    with pytest.raises(CommandError, match=message):
+        jobs(*args)

@@ -16,15 +16,17 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS
 from jobs.management.backends import queue_backend
 from jobs.management.base import BaseCommand, deprecation_notice
 from jobs.management.job_actions import JobActions
+from jobs.management.job_tail import TailAction, add_tail
 from jobs.management.queue_actions import QueueActions, add_prune, add_queue_actions
 from jobs.models import Job
 
 
-class Command(JobActions, QueueActions, BaseCommand):
+class Command(JobActions, QueueActions, TailAction, BaseCommand):
     help = (
         "Look at jobs and act on them from the command line: enqueue a task by its path, "
         "show or list jobs, retry or cancel them by id or by filter, prune the finished "
-        "ones past their retention; list, pause, resume or purge queues. Acting on a "
+        "ones past their retention, or follow them as they run (tail); list, pause, "
+        "resume or purge queues. Acting on a "
         "filter asks first (--yes for scripts); --json prints machine-readable output."
     )
 
@@ -36,6 +38,7 @@ class Command(JobActions, QueueActions, BaseCommand):
         )
         actions = parser.add_subparsers(dest="action", required=True, metavar="action")
         self.add_job_actions(actions)
+        add_tail(actions)
         add_prune(actions)
         queue_actions = add_queue_actions(actions)
         for subparser in actions.choices.values():
