@@ -23,7 +23,6 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 from django.tasks import task_backends
@@ -33,6 +32,7 @@ from ..health import HealthFile
 from ..stop_signals import StopSignals
 from .attempts import backend_backoff, given_back, lost_attempts
 from .completer import Completer, HeldWrites
+from .config import WorkerConfig
 from .connection import (
     DATABASE_ERRORS,
     START_BACKOFF_MAX,
@@ -41,12 +41,14 @@ from .connection import (
     describe,
     first_line,
 )
-from .database import QueueDatabase, Reconnector
+from .database import QueueDatabase
 from .executor_handle import Executor, LostWork
 from .job_runner import retry_rules_of
 from .lease import Lease
 from .maintenance import Maintenance
 from .pool import ExecutorPool
+from .queue_slots import QueueSlots
+from .reconnector import Reconnector
 
 logger = logging.getLogger("jobs.worker")
 
@@ -59,21 +61,6 @@ REPEATED_SIGNAL_WINDOW = 1.0
 # interval, so a stream of enqueues does not break a busy pool's large claims
 # into one per notification.
 EAGER_CLAIM_INTERVAL = 0.01
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """What `runworker` asks of one worker."""
-
-    queues: tuple[str, ...]  # empty: every queue
-    concurrency: int
-    prefetch: int | None = None  # None: adaptive
-    threads: int = 1  # per executor process
-    backend: str = "default"
-    shutdown_timeout: float = 30.0
-    max_tasks_per_child: int | None = None
-    max_memory_per_child: int | None = None  # bytes of resident memory
-    health_file: str | None = None  # see jobs.health
 
 
 class Coordinator:
@@ -114,6 +101,9 @@ class Coordinator:
             self.lease,
             self._stop_jobs,
             backend=config.backend,
+        )
+        self.slots = (
+            QueueSlots(config.queues, config.queue_slots, self.pool) if config.queue_slots else None
         )
         self.stopping = False
         self.unstarted_skipped = False
@@ -163,7 +153,7 @@ class Coordinator:
             "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
             "prefetch %s, database %s",
             self.worker_id,
-            ",".join(self.config.queues) or "every queue",
+            self.config.queues_text,
             self.config.concurrency,
             self.config.threads,
             self.config.prefetch or "adaptive",
@@ -252,6 +242,8 @@ class Coordinator:
             self.claim_due_at = min(self.claim_due_at, retry_due_at)
 
         finished, lost = self.pool.receive(ready)
+        if self.slots is not None and self.slots.freed(finished):
+            self.claim_due_at = 0.0
         if (snoozed_until := self.writes.hold(finished)) is not None:
             self.claim_due_at = min(self.claim_due_at, snoozed_until)
         for work in lost:
@@ -325,17 +317,22 @@ class Coordinator:
         self.claimed_at = time.monotonic()
         self.eager_claim_at = None
         limit = self.pool.free_slots
-        jobs = self.db.claim(self.worker_id, limit)
+        if self.slots is None:
+            jobs = self.db.claim(self.worker_id, limit)
+            full = len(jobs) == limit
+        else:
+            jobs, full = self.db.claim_by_queue(self.worker_id, limit, self.slots.groups())
         if jobs:
             self.pool.dispatch(jobs)
-        if len(jobs) == limit or (self.db.keys_left and jobs):
+        if full or (self.db.keys_left and jobs):
             # A full claim: there may be more due jobs; claim again as soon as
             # slots free up. Keys the claim did not reach yet may have jobs
             # to start too, if this one found some (a scan of keys that are
             # all blocked waits for a wake-up, not a loop).
             self.claim_due_at = 0.0
             return
-        seconds = self.db.seconds_until_next_due()
+        open_queues = None if self.slots is None else self.slots.open_queues()
+        seconds = self.db.seconds_until_next_due(open_queues)
         wait_for = self.poll_interval
         if seconds is not None:
             wait_for = min(wait_for, max(seconds, 0.0))

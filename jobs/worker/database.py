@@ -4,8 +4,8 @@ The coordinator's own database connections.
 Each is a plain psycopg connection in autocommit mode, apart from Django's:
 each statement of jobs/queries/ is its own short transaction, and psycopg
 prepares the ones that repeat. The coordinator's main connection claims and
-LISTENs for new jobs, and a Reconnector carries it through an outage; its
-completer's only writes outcomes.
+LISTENs for new jobs, and a Reconnector (jobs.worker.reconnector) carries
+it through an outage; its completer's only writes outcomes.
 """
 
 import json
@@ -23,10 +23,6 @@ from ..limits import Limits
 from ..retention import PrunePass
 from .attempts import WORKER_LOST, refused_outcome
 from .connection import (
-    DATABASE_ERRORS,
-    RECONNECT_BACKOFF_MAX,
-    RECONNECT_DELAY_MIN,
-    Backoff,
     connection_params,
     describe,
     first_line,
@@ -221,8 +217,12 @@ class QueueDatabase:
         """The paused queues: read after a reconnect, whose NOTIFYs may have been lost."""
         return {name for (name,) in self._execute(queries.workers.PAUSED_QUEUES).fetchall()}
 
-    def claim(self, worker_id: str, limit: int) -> list[ClaimedJob]:
-        params = {"queues": self.queues, "limit": limit, "worker_id": worker_id}
+    def claim(
+        self, worker_id: str, limit: int, queues: Sequence[str] | None = None
+    ) -> list[ClaimedJob]:
+        """Up to `limit` due jobs of `queues` (by default the worker's), started."""
+        queues = self.queues if queues is None else list(queues)
+        params = {"queues": queues, "limit": limit, "worker_id": worker_id}
         if self.limits and (self.limited_due or time.monotonic() >= self.limited_due_at):
             params.update(
                 after=json.dumps(self.key_cursor),
@@ -230,15 +230,17 @@ class QueueDatabase:
                 skip=KEYS_SKIPPED if self.full_keys_met else 0,
                 plain_served=self.plain_served,
             )
-            rows = transitions.claim(
-                self._cursor(), params, limited=True, every_queue=not self.queues
-            )
+            rows = transitions.claim(self._cursor(), params, limited=True, every_queue=not queues)
             # The last row says where the scans of keys stopped, and how many
             # jobs under limits were claimed.
             *rows, last = rows
             state = json.loads(last[STATE_COLUMN])
-            self.key_cursor = {queue: key for queue, key in state["after"].items() if key}
-            self.keys_left = bool(self.key_cursor)
+            after = {queue: key for queue, key in state["after"].items() if key}
+            self.keys_left = bool(after)
+            if queues is not self.queues:
+                # A claim of some of the worker's queues leaves the others' scans where they are.
+                after = {**{q: k for q, k in self.key_cursor.items() if q not in queues}, **after}
+            self.key_cursor = after
             # A key that had room gave a job (it took a turn in the batch
             # beside the first plain job), so none that is left may start
             # now: a slot that frees, or a due time, says when one may, and
@@ -252,9 +254,7 @@ class QueueDatabase:
             self.limited_due_at = time.monotonic() + self.limited_poll
         else:
             self.keys_left = False
-            rows = transitions.claim(
-                self._cursor(), params, limited=False, every_queue=not self.queues
-            )
+            rows = transitions.claim(self._cursor(), params, limited=False, every_queue=not queues)
         jobs = [ClaimedJob(*row) for row in rows]
         # A claim stamps the jobs it starts with its own time.
         self.plain_served = max(
@@ -263,12 +263,49 @@ class QueueDatabase:
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
 
-    def seconds_until_next_due(self) -> float | None:
+    def claim_by_queue(
+        self, worker_id: str, free: int, groups: Sequence[tuple[Sequence[str], int | None]]
+    ) -> tuple[list[ClaimedJob], bool]:
+        """
+        One claim round of a worker with slots per queue (jobs.worker.queue_slots):
+        each group of queues with its room (None: whatever is free), in order.
+        The round claims jobs under limits in each group if it does in the
+        first, and learns what any of its claims learned. Returns the jobs, and
+        whether a group filled its room (there may be more due).
+        """
+        limited_round = bool(self.limits) and (
+            self.limited_due or time.monotonic() >= self.limited_due_at
+        )
+        jobs: list[ClaimedJob] = []
+        full, learned = False, []
+        for queues, room in groups:
+            limit = free - len(jobs) if room is None else min(room, free - len(jobs))
+            if limit <= 0:
+                continue
+            self.limited_due = self.limited_due or limited_round
+            claimed = self.claim(worker_id, limit, queues)
+            learned.append(
+                (self.keys_left, self.limited_due, self.limited_jobs_seen, self.full_keys_met)
+            )
+            full = full or len(claimed) == limit
+            jobs += claimed
+        if learned:
+            self.keys_left, self.limited_due, self.limited_jobs_seen, self.full_keys_met = (
+                any(flags) for flags in zip(*learned, strict=True)
+            )
+        jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
+        return jobs, full
+
+    def seconds_until_next_due(self, queues: Sequence[str] | None = None) -> float | None:
+        """Seconds until the next job of `queues` (by default the worker's) is due; None: none."""
+        queues = self.queues if queues is None else list(queues)
+        if not queues and self.queues:
+            return None
         statement = queries.limits.next_due_statement(
-            limited=bool(self.limits) and self.limited_jobs_seen, every_queue=not self.queues
+            limited=bool(self.limits) and self.limited_jobs_seen, every_queue=not queues
         )
         params = {
-            "queues": self.queues,
+            "queues": queues,
             "visit": KEYS_PER_WAIT,
             "skip": KEYS_SKIPPED if self.full_keys_met else 0,
         }
@@ -432,52 +469,3 @@ class QueueDatabase:
             return [
                 key for (key,) in self._execute(queries.limits.RECOUNT_LIMIT_KEYS, {"keys": keys})
             ]
-
-
-class Reconnector:
-    """
-    The coordinator's main connection through an outage: closed when an
-    operation fails, tried again with backoff, and how long it was gone. The
-    coordinator's deadlines wait for it meanwhile (see Coordinator._wait_timeout).
-
-    The backoff stops at a quarter of WORKER_DEAD_AFTER (`dead_after`) if
-    that is shorter: once the database is back, the worker is back well
-    within the time the first worker back gives the others to heartbeat
-    (Maintenance.connected).
-    """
-
-    def __init__(self, db: QueueDatabase, dead_after: float) -> None:
-        self.db = db
-        self.backoff = Backoff(
-            maximum=max(RECONNECT_DELAY_MIN, min(RECONNECT_BACKOFF_MAX, dead_after / 4))
-        )
-        self.due_at = 0.0
-        self.lost_at: float | None = None
-
-    def lost(self, error: Exception) -> None:
-        if self.lost_at is None:
-            self.lost_at = time.monotonic()
-            logger.error(
-                "Database unreachable (%s); executors go on, outcomes are held, "
-                "reconnecting with backoff up to %g s",
-                first_line(error),
-                self.backoff.maximum,
-            )
-        self.db.close()
-        self.due_at = time.monotonic() + self.backoff.next()
-
-    def reconnect(self) -> float | None:
-        """Try again if it is time: the seconds the connection was gone, once it is back."""
-        if time.monotonic() < self.due_at:
-            return None
-        try:
-            self.db.connect()
-        except DATABASE_ERRORS:
-            self.db.close()
-            self.due_at = time.monotonic() + self.backoff.next()
-            return None
-        now = time.monotonic()
-        gone = now - (self.lost_at or now)
-        self.lost_at = None
-        self.backoff.reset()
-        return gone

@@ -9,7 +9,9 @@ from jobs.exceptions import WorkerCannotStart
 from jobs.management.backends import check_health_file, queue_backend
 from jobs.management.base import BaseCommand
 from jobs.management.command_logging import configure_command_logging
-from jobs.worker.coordinator import Coordinator, WorkerConfig
+from jobs.worker.config import WorkerConfig
+from jobs.worker.coordinator import Coordinator
+from jobs.worker.queue_slots import QueueSlotsError, parse_queues
 
 
 def default_concurrency() -> int:
@@ -35,9 +37,12 @@ class Command(BaseCommand):
         backend = queue_backend(options["backend"], "runworker")
         # No QUEUES (an empty list) allows any queue name, as in Django: the
         # worker then works every queue unless --queues names some.
-        queues = sorted(backend.queues)
+        queues, queue_slots = sorted(backend.queues), {}
         if options["queues"] is not None:
-            queues = [name.strip() for name in options["queues"].split(",") if name.strip()]
+            try:
+                queues, queue_slots = parse_queues(options["queues"])
+            except QueueSlotsError as error:
+                raise CommandError(str(error)) from None
             if not queues:
                 raise CommandError(
                     f"--queues {options['queues']!r} names no queue; leave it out to work "
@@ -66,6 +71,7 @@ class Command(BaseCommand):
             raise CommandError("--prefetch must be at least 1.")
         config = WorkerConfig(
             queues=tuple(queues),
+            queue_slots=queue_slots,
             concurrency=options["concurrency"],
             threads=options["threads"],
             prefetch=options["prefetch"],
@@ -91,7 +97,9 @@ def _add_jobs_options(group: Any) -> None:
         default=None,
         help=(
             "Comma-separated queues to take jobs from (default: the backend's QUEUES, or "
-            "every queue when QUEUES is empty)."
+            "every queue when QUEUES is empty). A queue may name its slots in this worker, "
+            "reports:2,default: at most 2 jobs of reports at once here, the other queues "
+            "sharing the rest."
         ),
     )
     group.add_argument(
