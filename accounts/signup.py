@@ -165,7 +165,7 @@ class SignupForm(forms.Form):
                             for delivery in deliveries
                         ],
                         on_finish=step(record_welcome_outcome, user_id=user.id),
-                    ).enqueue()
+                    ).enqueue(name=f"welcome messages of user {user.id}")
                     channel_jobs = sends.results[: len(deliveries)]
                     for delivery, result in zip(deliveries, channel_jobs, strict=True):
                         delivery.task_id = result.id

@@ -1821,7 +1821,7 @@ WITH RECURSIVE recent(id, n) AS (
 SELECT recent.id::text, counts.*
 FROM recent
 CROSS JOIN LATERAL (
-    SELECT count(*), count(*) FILTER (WHERE status = 'SUCCESSFUL'),
+    SELECT max(workflow_name), count(*), count(*) FILTER (WHERE status = 'SUCCESSFUL'),
            count(*) FILTER (WHERE status IN ('FAILED', 'CANCELLED')),
            count(*) FILTER (WHERE status = 'RUNNING'), min(enqueued_at)
     FROM jobs_job WHERE workflow_id = recent.id
@@ -2150,7 +2150,7 @@ WITH job AS (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
         attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags,
         meta, trace_context, workflow_id, parents_left, parents_failed, run_when,
-        parent_results, has_dependants, limit_key, shared_limit_key, retention
+        parent_results, has_dependants, limit_key, shared_limit_key, retention, workflow_name
     )
     SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
            (node ->> 'priority')::smallint, call -> 0, call -> 1, node ->> 'status',
@@ -2162,7 +2162,7 @@ WITH job AS (
            COALESCE((node ->> 'meta')::jsonb, '{}'), (node ->> 'trace_context')::jsonb,
            %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0, node ->> 'run_when',
            node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
-           call -> 2 ->> 0, call -> 2 ->> 1, node ->> 'retention'
+           call -> 2 ->> 0, call -> 2 ->> 1, node ->> 'retention', %(workflow_name)s
     FROM ROWS FROM (
         jsonb_array_elements(%(jobs)s::jsonb), jsonb_array_elements(%(calls)s::jsonb)
     ) AS new(node, call)

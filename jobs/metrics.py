@@ -227,35 +227,6 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
     )
 
 
-@dataclass(frozen=True)
-class WorkflowStats:
-    """A recent workflow: its jobs, how many succeeded, failed or were cancelled, and run now."""
-
-    id: str
-    total: int
-    successful: int
-    failed: int
-    running: int
-    enqueued_at: datetime
-
-    @property
-    def finished(self) -> int:
-        return self.successful + self.failed
-
-
-# Workflows the dashboard lists, the most recent first.
-RECENT_WORKFLOWS = 10
-
-
-def recent_workflows(
-    using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
-) -> list[WorkflowStats]:
-    """The most recent workflows and their progress (see queries.observe.RECENT_WORKFLOWS)."""
-    with connections[using or task_backends[backend].database].cursor() as cursor:
-        rows = _fetch(cursor, queries.observe.RECENT_WORKFLOWS, {"limit": RECENT_WORKFLOWS})
-    return [WorkflowStats(*row) for row in rows]
-
-
 def key_verdicts(
     keys: Sequence[str], using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> dict[str, KeyVerdict]:

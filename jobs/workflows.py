@@ -41,6 +41,8 @@ from django.tasks.signals import task_enqueued
 from . import queries, transitions
 from .backend import PostgresBackend, ready_result
 from .calls import dumps
+from .jsonb import unstorable
+from .models import Job
 from .uniqueness import held_over_time
 
 
@@ -91,6 +93,7 @@ class WorkflowResult:
 
     id: str
     results: list[TaskResult | None]
+    name: str | None = None
 
 
 class Workflow:
@@ -103,8 +106,10 @@ class Workflow:
         self.nodes.append(_Node(item, str(uuid_utils.uuid7()), **options))
         return len(self.nodes) - 1
 
-    def enqueue(self, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) -> WorkflowResult:
-        return enqueue(self, backend=backend)
+    def enqueue(
+        self, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS, name: str | None = None
+    ) -> WorkflowResult:
+        return enqueue(self, backend=backend, name=name)
 
 
 def chain(*steps: Step) -> Workflow:
@@ -171,18 +176,22 @@ def _steps(steps: Sequence[Step]) -> list[Step]:
     return list(steps)
 
 
-def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) -> WorkflowResult:
+def enqueue(
+    workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS, name: str | None = None
+) -> WorkflowResult:
     """
     Insert every job of the workflow and the edges between them in one
     transaction on the backend's database, inside the caller's own if it has
     one. Each step is checked and keeps its options as an enqueue of it
     would (PostgresBackend.enqueue_params); one with run_after waits for its
-    parents and for its time.
+    parents and for its time. `name` is what the admin and the dashboard
+    call the workflow ("welcome messages of user 7"), beside its id.
     """
     _check_waiting_steps(workflow)
+    _check_name(name)
     jobs_backend = task_backends[backend]
     if not isinstance(jobs_backend, PostgresBackend):
-        return _enqueue_elsewhere(workflow, backend)
+        return replace(_enqueue_elsewhere(workflow, backend), name=name)
     workflow_id = str(uuid_utils.uuid7())
     children = {index for node in workflow.nodes for index in node.parents}
     rows, calls, edges, results, key_rows = [], [], [], [], {}
@@ -210,6 +219,7 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
                 {
                     "backend": backend,
                     "workflow_id": workflow_id,
+                    "workflow_name": name,
                     "jobs": dumps(rows),
                     "calls": f"[{','.join(calls)}]",
                     "poll_interval": jobs_backend.queue_options.poll_interval,
@@ -221,7 +231,19 @@ def enqueue(workflow: Workflow, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS) ->
     for result in results:
         object.__setattr__(result, "enqueued_at", enqueued_at)
         task_enqueued.send(type(jobs_backend), task_result=result)
-    return WorkflowResult(workflow_id, results)
+    return WorkflowResult(workflow_id, results, name)
+
+
+def _check_name(name: object) -> None:
+    max_length = Job._meta.get_field("workflow_name").max_length
+    if name is not None and (
+        not isinstance(name, str) or not name.strip() or len(name) > max_length
+    ):
+        raise InvalidTask(
+            f"A workflow's name is a string of 1 to {max_length} characters, not {name!r}."
+        )
+    if name is not None and (reason := unstorable(dumps(name))):
+        raise InvalidTask(f"A workflow's name holds {reason}, which Postgres cannot store.")
 
 
 def _check_waiting_steps(workflow: Workflow) -> None:

@@ -7,9 +7,15 @@ the job admin (admin/jobs/job/dashboard/), linked from the Jobs app's admin
 page and the job list on any admin site, and from the admin index of a site
 whose index_template is "admin/jobs/index.html" (an opt-in: the app leaves a
 project's admin templates as they are).
+
+The page's live part (dashboard_live.html) is also served alone, as the
+fragment its script fetches every LIVE_SECONDS and folds into the page: one
+rendering of the numbers, whether reloaded or polled.
 """
 
 import logging
+import threading
+import time
 from datetime import datetime, timedelta
 
 from django.contrib import admin, messages
@@ -20,10 +26,11 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from django.tasks.exceptions import InvalidTask
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 
-from .. import metrics, operations
+from .. import metrics, operations, workflow_status
 from ..ids import uuid7_floor
 from ..models import Job, JobStatus, PausedQueue, Schedule
 from ..scheduler.runner import unique_key
@@ -32,8 +39,16 @@ from .charts import Segment, bar_chart, duration_text, throughput_chart
 
 logger = logging.getLogger("jobs.admin")
 
-# Seconds between the page's reloads.
+# Seconds between the page's reloads, when the browser runs no script.
 REFRESH_SECONDS = 10
+
+# Seconds between two fetches of the live part by the page's script.
+LIVE_SECONDS = 2
+
+# The live part's reads, shared by the dashboards of a process (_SharedReads):
+# one a second at most, and no more than this share of the time.
+SHARED_SECONDS = 1.0
+READ_SHARE = 0.05
 
 # Upcoming ticks shown per schedule.
 NEXT_RUNS = 3
@@ -51,12 +66,45 @@ def _changelist(**filters: str) -> str:
 
 def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateResponse:
     """The dashboard page, read fresh on every request."""
-    snapshot = metrics.snapshot()
     context = {
         **model_admin.admin_site.each_context(request),
         "title": "Jobs dashboard",
         "opts": model_admin.opts,
         "refresh_seconds": REFRESH_SECONDS,
+        "changelist_url": _changelist(),
+        **_live_context(request, _shared.get(fresh=True)),
+    }
+    request.current_app = model_admin.admin_site.name
+    return TemplateResponse(request, "admin/jobs/dashboard.html", context)
+
+
+def render_live(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateResponse:
+    """
+    The page's live part alone, for its script, from the shared reads.
+    Without the admin's own context (the app list, the site's titles),
+    which the fragment does not show.
+    """
+    request.current_app = model_admin.admin_site.name
+    context = _live_context(request, _shared.get())
+    return TemplateResponse(request, "admin/jobs/dashboard_live.html", context)
+
+
+def _live_context(request: HttpRequest, reads: dict) -> dict:
+    """The numbers, and what this user may see and do with them."""
+    return {
+        **reads,
+        "live_seconds": LIVE_SECONDS,
+        "schedules": reads["schedules"] if request.user.has_perm("jobs.view_schedule") else [],
+        "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
+        "can_pause_queues": request.user.has_perm("jobs.pause_queue"),
+    }
+
+
+def _read() -> dict:
+    """What the live part shows, the same for every user."""
+    snapshot = metrics.snapshot()
+    return {
+        "read_at": timezone.now(),
         "snapshot": snapshot,
         "summary": _summary(snapshot),
         "queue_rows": _queue_rows(snapshot.queues),
@@ -70,20 +118,46 @@ def render(model_admin: admin.ModelAdmin, request: HttpRequest) -> TemplateRespo
             }
             for worker in snapshot.workers
         ],
-        "changelist_url": _changelist(),
-        "schedules": _schedules(request),
+        "schedules": _schedules(),
         "workflows": [
             {
                 "stats": workflow,
                 "url": _changelist(q=f"workflow:{workflow.id}"),
+                "page_url": reverse("admin:jobs_job_workflow", args=[workflow.id]),
             }
-            for workflow in metrics.recent_workflows()
+            for workflow in workflow_status.recent_workflows()
         ],
-        "can_run_schedules": request.user.has_perm("jobs.run_job_now"),
-        "can_pause_queues": request.user.has_perm("jobs.pause_queue"),
     }
-    request.current_app = model_admin.admin_site.name
-    return TemplateResponse(request, "admin/jobs/dashboard.html", context)
+
+
+class _SharedReads:
+    """
+    The live part's numbers, shared by every dashboard this process serves.
+
+    A read counts every job that finished in the last hour (its charts),
+    which a busy queue makes many: however many dashboards are open, this
+    process reads at most once a SHARED_SECONDS, and after a slow read waits
+    until the read's time is at most READ_SHARE of the time since it began.
+    A page (a reload, the answer to a pause) reads afresh, and the
+    dashboards that follow show that read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reads: dict = {}
+        self._until = 0.0
+
+    def get(self, *, fresh: bool = False) -> dict:
+        with self._lock:
+            if fresh or time.monotonic() >= self._until:
+                began = time.monotonic()
+                self._reads = _read()
+                took = time.monotonic() - began
+                self._until = began + max(SHARED_SECONDS, took / READ_SHARE)
+            return self._reads
+
+
+_shared = _SharedReads()
 
 
 def _summary(snapshot: metrics.Snapshot) -> list[tuple[str, object]]:
@@ -198,10 +272,8 @@ def _tick_job(schedule: Schedule) -> Job | None:
     )
 
 
-def _schedules(request: HttpRequest) -> list[dict]:
+def _schedules() -> list[dict]:
     """Each schedule in words, with its next ticks and its latest tick's outcome."""
-    if not request.user.has_perm("jobs.view_schedule"):
-        return []
     rows = []
     for schedule in Schedule.objects.order_by("name"):
         next_runs: list[datetime] = []

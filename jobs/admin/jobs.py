@@ -22,10 +22,13 @@ from .actions import JobActions
 from .filters import EnqueuedFilter, JobSearch, QueueFilter, TagFilter, TaskFilter
 from .job_list import EstimatedCountPaginator, JobColumns
 from .job_page import JobFields, WorkflowFields
+from .workflows import WorkflowPages
 
 
 @admin.register(Job)
-class JobAdmin(JobActions, JobFields, WorkflowFields, JobColumns, JobSearch, admin.ModelAdmin):
+class JobAdmin(
+    JobActions, WorkflowPages, JobFields, WorkflowFields, JobColumns, JobSearch, admin.ModelAdmin
+):
     """The job browser: read-only rows, changed only through the queue's operations."""
 
     list_display = (
@@ -109,12 +112,23 @@ class JobAdmin(JobActions, JobFields, WorkflowFields, JobColumns, JobSearch, adm
         wrap = self.admin_site.admin_view
         return [
             path("dashboard/", wrap(self.dashboard_view), name=f"{info}_dashboard"),
+            path("dashboard/live/", wrap(self.dashboard_live_view), name=f"{info}_dashboard_live"),
             path(
                 "dashboard/schedules/<int:schedule_id>/run-now/",
                 wrap(require_POST(self.run_schedule_now_view)),
                 name=f"{info}_run_schedule_now",
             ),
             path("dashboard/tasks/", wrap(self.statistics_view), name=f"{info}_statistics"),
+            path(
+                "workflows/<str:workflow_id>/",
+                wrap(self.workflow_page_view),
+                name=f"{info}_workflow",
+            ),
+            path(
+                "workflows/<str:workflow_id>/<slug:name>/",
+                wrap(require_POST(self.workflow_operation_view)),
+                name=f"{info}_workflow_operation",
+            ),
             path(
                 "dashboard/queues/pause/",
                 wrap(require_POST(self.pause_queue_view)),
@@ -135,6 +149,17 @@ class JobAdmin(JobActions, JobFields, WorkflowFields, JobColumns, JobSearch, adm
         if not self.has_view_permission(request):
             raise PermissionDenied
         return dashboard.render(self, request)
+
+    def dashboard_live_view(self, request: HttpRequest) -> TemplateResponse:
+        """The dashboard's live part, which its script fetches (never cached: admin_view)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return dashboard.render_live(self, request)
+
+    def workflow_page_view(self, request: HttpRequest, workflow_id: str) -> TemplateResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return self.workflow_view(request, workflow_id)
 
     def statistics_view(self, request: HttpRequest) -> TemplateResponse:
         if not self.has_view_permission(request):

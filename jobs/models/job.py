@@ -85,6 +85,8 @@ class Job(models.Model):
     # when it runs ("success", "failure", "finish" of those), what it is
     # given of their results, and whether jobs wait for it.
     workflow_id = models.UUIDField(null=True, blank=True)
+    # The name its enqueue gave the workflow (`enqueue(name=...)`), on each of its jobs.
+    workflow_name = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     parents_left = models.IntegerField(default=0, db_default=0)
     parents_failed = models.IntegerField(default=0, db_default=0)
     run_when = models.CharField(max_length=8, null=True, blank=True)  # noqa: DJ001

@@ -30,7 +30,7 @@ WITH RECURSIVE recent(id, n) AS (
 SELECT recent.id::text, counts.*
 FROM recent
 CROSS JOIN LATERAL (
-    SELECT count(*), count(*) FILTER (WHERE status = 'SUCCESSFUL'),
+    SELECT max(workflow_name), count(*), count(*) FILTER (WHERE status = 'SUCCESSFUL'),
            count(*) FILTER (WHERE status IN ('FAILED', 'CANCELLED')),
            count(*) FILTER (WHERE status = 'RUNNING'), min(enqueued_at)
     FROM jobs_job WHERE workflow_id = recent.id

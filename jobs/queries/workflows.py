@@ -19,7 +19,7 @@ WITH job AS (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
         attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags,
         meta, trace_context, workflow_id, parents_left, parents_failed, run_when,
-        parent_results, has_dependants, limit_key, shared_limit_key, retention
+        parent_results, has_dependants, limit_key, shared_limit_key, retention, workflow_name
     )
     SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
            (node ->> 'priority')::smallint, call -> 0, call -> 1, node ->> 'status',
@@ -31,7 +31,7 @@ WITH job AS (
            COALESCE((node ->> 'meta')::jsonb, '{{}}'), (node ->> 'trace_context')::jsonb,
            %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0, node ->> 'run_when',
            node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
-           call -> 2 ->> 0, call -> 2 ->> 1, node ->> 'retention'
+           call -> 2 ->> 0, call -> 2 ->> 1, node ->> 'retention', %(workflow_name)s
     FROM ROWS FROM (
         jsonb_array_elements(%(jobs)s::jsonb), jsonb_array_elements(%(calls)s::jsonb)
     ) AS new(node, call)

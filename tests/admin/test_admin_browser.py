@@ -24,6 +24,16 @@ from tests.conftest import job_status, wait_for_status
 
 CHROMIUM = Path("/usr/bin/chromium")
 
+DASHBOARD = "/admin/jobs/job/dashboard/"
+
+# Counts the page's fetches in the page itself, at the moment each is asked
+# for: read back right after a timer fires, with nothing to wait for.
+COUNT_FETCHES = """
+window.jobsFetches = 0;
+const fetchOfThePage = window.fetch;
+window.fetch = (...args) => { window.jobsFetches += 1; return fetchOfThePage(...args); };
+"""
+
 # A common laptop screen: the job list and a job's page are made to fit it.
 LAPTOP = {"width": 1366, "height": 768}
 WIDE = {"width": 1680, "height": 900}
@@ -77,6 +87,29 @@ def screenshot(tmp_path) -> Callable[..., None]:
         page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
 
     return take
+
+
+def sign_in(page, live_server) -> None:
+    User.objects.create_superuser("admin", "admin@example.com", "correct horse")
+    # Else still open when the test database is dropped, in a test without
+    # start_worker (whose teardown closes it).
+    connection.close()
+    page.goto(f"{live_server.url}/admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "correct horse")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{live_server.url}/admin/")
+
+
+def set_visibility(page, state: str) -> None:
+    """The tab hidden or shown, as the browser tells a page when its tab is switched."""
+    page.evaluate(
+        """state => {
+            Object.defineProperty(document, "visibilityState", {value: state, configurable: true});
+            document.dispatchEvent(new Event("visibilitychange"));
+        }""",
+        state,
+    )
 
 
 def assert_job_list_fits(page) -> None:
@@ -231,4 +264,63 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     page.click("#job-cancel-confirmed")
     expect(page.locator(".messagelist")).to_contain_text("Cancelled")
     assert job_status(running.id) == JobStatus.CANCELLED
+    assert csp_violations == []
+
+
+def test_the_dashboard_follows_a_worker_without_reloading(
+    page, live_server, start_worker, csp_violations
+):
+    from playwright.sync_api import expect
+
+    sign_in(page, live_server)
+    page.goto(f"{live_server.url}{DASHBOARD}")
+    status = page.locator("#jobs-live-status")
+    running = page.locator(".jobs-summary li", has_text="Running").locator("strong")
+    queue_row = page.locator("#jobs-queues tbody tr", has=page.locator("th", has_text="default"))
+    due_now = queue_row.locator("td").first
+    expect(status).to_contain_text("Live · updated")
+    expect(running).to_have_text("0")
+    expect(due_now).to_have_text("0")
+    # Gone if the page were loaded again.
+    page.evaluate("window.jobsSameDocument = true")
+
+    for _ in range(3):
+        tasks.sleep_for.enqueue(30)
+    expect(due_now).to_have_text("3")
+    worker = start_worker("--concurrency", "2")
+    expect(running).not_to_have_text("0")
+    expect(due_now).not_to_have_text("3")
+    expect(page.locator("#jobs-workers tbody")).to_contain_text(str(worker.pid))
+    expect(page.locator("svg.jobs-chart")).to_have_count(4)
+    assert page.evaluate("window.jobsSameDocument") is True
+    assert csp_violations == []
+
+
+def test_a_hidden_dashboard_asks_for_nothing_and_catches_up_when_shown(
+    page, live_server, csp_violations
+):
+    from playwright.sync_api import expect
+
+    def fetches() -> int:
+        return page.evaluate("window.jobsFetches")
+
+    sign_in(page, live_server)
+    # The page's timers run only when the test moves this clock.
+    page.clock.install()
+    page.add_init_script(COUNT_FETCHES)
+    page.goto(f"{live_server.url}{DASHBOARD}")
+    status = page.locator("#jobs-live-status")
+    expect(status).to_contain_text("Live · updated")
+
+    set_visibility(page, "hidden")
+    expect(status).to_have_text("Paused while the tab is hidden")
+    page.clock.run_for(60_000)
+    assert fetches() == 0
+
+    set_visibility(page, "visible")
+    assert fetches() == 1
+    expect(status).to_contain_text("Live · updated")
+    with page.expect_response(lambda response: response.url.endswith("/dashboard/live/")):
+        page.clock.run_for(2_000)
+    assert fetches() == 2
     assert csp_violations == []

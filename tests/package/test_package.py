@@ -337,12 +337,13 @@ def test_the_wheel_holds_the_jobs_app_its_migrations_and_templates(wheel: Path):
         for path in package.rglob("*")
         if path.is_file()
         and "__pycache__" not in path.parts
-        and (path.suffix == ".py" or "templates" in path.relative_to(package).parts)
+        and (path.suffix == ".py" or {"templates", "static"} & set(path.relative_to(package).parts))
     ]
     missing = {str(path.relative_to(BASE_DIR)) for path in shipped} - names
     assert not missing, f"not in the wheel: {sorted(missing)}"
     assert any(name.startswith("jobs/migrations/0001_") for name in names)
     assert any(name.startswith("jobs/templates/admin/jobs/") for name in names)
+    assert "jobs/static/jobs/dashboard.js" in names
 
     # Every library the code imports is a declared dependency, required or extra.
     required = {
