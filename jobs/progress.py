@@ -24,8 +24,8 @@ import math
 import uuid
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.db import connections
+from django.db.models import QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
 from django.tasks.base import TaskContext
 from django.tasks.exceptions import TaskResultDoesNotExist
@@ -88,6 +88,17 @@ def get_progress(
     row: a TaskResult of this queue, or a task id on `backend`. Raises
     TaskResultDoesNotExist, as get_result() does, for an id that names no job.
     """
+    return _progress(_progress_row(task_result, backend).first(), task_result)
+
+
+async def aget_progress(
+    task_result: TaskResult | str, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
+) -> Progress | None:
+    """get_progress() for async code, on Django's async ORM."""
+    return _progress(await _progress_row(task_result, backend).afirst(), task_result)
+
+
+def _progress_row(task_result: TaskResult | str, backend: str) -> QuerySet:
     if isinstance(task_result, TaskResult):
         task_id, backend = task_result.id, task_result.backend
     else:
@@ -96,20 +107,16 @@ def get_progress(
         job_id = uuid.UUID(str(task_id))
     except ValueError:
         raise TaskResultDoesNotExist(f"{task_id!r} is not a task id.") from None
-    row = (
+    return (
         Job.objects.using(task_backends[backend].database)
         .filter(id=job_id)
         .values_list("progress", "progress_message")
-        .first()
     )
+
+
+def _progress(row: tuple | None, task_result: TaskResult | str) -> Progress | None:
     if row is None:
+        task_id = task_result.id if isinstance(task_result, TaskResult) else task_result
         raise TaskResultDoesNotExist(f"No task with id {task_id}.")
     value, message = row
     return None if value is None and not message else Progress(value, message)
-
-
-async def aget_progress(
-    task_result: TaskResult | str, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
-) -> Progress | None:
-    """get_progress() for async code."""
-    return await sync_to_async(get_progress)(task_result, backend=backend)

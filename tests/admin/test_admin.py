@@ -397,6 +397,16 @@ class TestLiveDashboard:
         make_job(status=JobStatus.RUNNING, attempts=1, started_at=timezone.now())
         make_job(enqueued_at=timezone.now() - timedelta(minutes=1))
         Schedule.objects.create(name="nightly", task_path="tests.tasks.noop", cron="0 3 * * *")
+        now = timezone.now()
+        Worker.objects.create(
+            id="host-2-def",
+            hostname="host-2",
+            pid=4242,
+            queues=["default"],
+            concurrency=8,
+            started_at=now,
+            last_heartbeat=now,
+        )
 
         page = admin_client.get(DASHBOARD).content.decode()
         response = admin_client.get(DASHBOARD_LIVE)
@@ -412,6 +422,8 @@ class TestLiveDashboard:
         assert re.findall(ids, body) == re.findall(ids, page[page.index('id="jobs-live"') :])
         assert set(re.findall(ids, body)) >= {"jobs-charts", "jobs-queues", "jobs-workers"}
         assert 'id="jobs-schedules"' in body and "Run now</button>" in body
+        worker_url = reverse("admin:jobs_worker_change", args=["host-2-def"])
+        assert f'<td><a href="{worker_url}">host-2-def</a></td>' in body
 
     def test_open_dashboards_share_the_last_read(self, admin_client, client, db, monkeypatch):
         # Reads of its own, kept for a minute: the other tests' are left as they were.
