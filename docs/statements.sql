@@ -1967,7 +1967,7 @@ FROM (
 ) AS job;
 
 -- jobs.queries.observe.LATENCY
-WITH waits AS (
+WITH waits AS MATERIALIZED (
 SELECT GREATEST(0, extract(epoch FROM started_at - GREATEST(enqueued_at, run_at)))::float8 AS wait
 FROM (
     SELECT * FROM jobs_job WHERE retention IS NULL AND status IN ('SUCCESSFUL', 'FAILED') AND finished_at >= now() - interval '1 hour' AND attempts = 1 AND started_at IS NOT NULL
