@@ -43,30 +43,11 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from bench import database, driver
-from bench.ours import Ours
+from bench.ours import HISTORY, Ours
 from bench.paired import A, median_interval, pair_order, paired_ratios
 
 LIVE_PATH = "/admin/jobs/job/dashboard/live/"
 HISTORY_TASK = "bench.history"
-
-# Finished jobs, ids time-ordered like uuid7 and spread evenly up to now; one
-# in 50 FAILED; over the three queues of the project's settings.
-HISTORY = """
-INSERT INTO jobs_job (id, backend, task_path, queue, priority, args, kwargs, status, run_at,
-    attempts, max_attempts, enqueued_at, started_at, last_attempted_at, finished_at,
-    worker_ids, return_value, errors)
-SELECT
-    (lpad(to_hex((extract(epoch FROM t.at) * 1000)::bigint), 12, '0')
-        || '7' || substr(md5(i::text), 1, 3) || '8' || substr(md5(i::text), 5, 15))::uuid,
-    'default', %(task)s, (ARRAY['default', 'communications', 'reports'])[1 + i %% 3], 0,
-    '[]', '{}', CASE WHEN i %% 50 = 7 THEN 'FAILED' ELSE 'SUCCESSFUL' END, t.at,
-    1, 3, t.at, t.at + interval '3 milliseconds', t.at + interval '3 milliseconds',
-    t.at + interval '8 milliseconds', ARRAY['bench-history']::varchar[], 'null', '[]'
-FROM generate_series(1, %(rows)s) AS i
-CROSS JOIN LATERAL (
-    SELECT now() - %(hours)s * interval '1 hour' * (1 - i::float8 / %(rows)s) AS at
-) AS t
-"""
 
 
 @dataclass
@@ -139,7 +120,18 @@ class DashboardLoad(Ours):
             return
         driver.say(f"history: inserting {rows:,} finished jobs over the last {hours:g} h")
         self.reset()
-        self.connection.execute(HISTORY, {"rows": rows, "hours": hours, "task": HISTORY_TASK})
+        # Up to now, one in 50 FAILED, over the three queues of the project's settings.
+        self.connection.execute(
+            HISTORY,
+            {
+                "rows": rows,
+                "task": HISTORY_TASK,
+                "queues": ["default", "communications", "reports"],
+                "failed_every": 50,
+                "span_hours": hours,
+                "end_hours_ago": 0,
+            },
+        )
         self.connection.execute("VACUUM ANALYZE jobs_job")
 
     def round(self, count: int, dashboards: Dashboards | None) -> float | None:

@@ -24,9 +24,13 @@ from contextlib import AbstractContextManager
 
 from bench import driver, neighbour, remote
 
-# A million SUCCESSFUL jobs of the last six days, ids time-ordered like
-# uuid7 (48 bits of milliseconds first), so new jobs land at the index's right
-# edge as they do in production, and too young for the workers' pruning.
+# Finished jobs as history: `rows` of them spread evenly over `span_hours`
+# that end `end_hours_ago`, of `task` over `queues` in turn, one in
+# `failed_every` FAILED (NULL: none). Ids time-ordered like uuid7 (48 bits of
+# milliseconds first), so new jobs land at the index's right edge as they do
+# in production. This benchmark's is a million SUCCESSFUL jobs of the six
+# days before the last hour, too young for the workers' pruning
+# (HISTORY_PARAMS); bench.dashboard_load fills its own.
 HISTORY = """
 INSERT INTO jobs_job (id, backend, task_path, queue, priority, args, kwargs, status, run_at,
     attempts, max_attempts, enqueued_at, started_at, last_attempted_at, finished_at,
@@ -34,15 +38,23 @@ INSERT INTO jobs_job (id, backend, task_path, queue, priority, args, kwargs, sta
 SELECT
     (lpad(to_hex((extract(epoch FROM t.at) * 1000)::bigint), 12, '0')
         || '7' || substr(md5(i::text), 1, 3) || '8' || substr(md5(i::text), 5, 15))::uuid,
-    'default', 'bench.tasks.noop', 'default', 0, '[]', '{}', 'SUCCESSFUL', t.at,
-    1, 3, t.at, t.at, t.at, t.at + interval '5 milliseconds',
-    ARRAY['bench-history']::varchar[], 'null', '[]'
+    'default', %(task)s, (%(queues)s::text[])[1 + i %% cardinality(%(queues)s::text[])], 0,
+    '[]', '{}', CASE WHEN i %% %(failed_every)s::int = 7 THEN 'FAILED' ELSE 'SUCCESSFUL' END,
+    t.at, 1, 3, t.at, t.at + interval '3 milliseconds', t.at + interval '3 milliseconds',
+    t.at + interval '8 milliseconds', ARRAY['bench-history']::varchar[], 'null', '[]'
 FROM generate_series(1, %(rows)s) AS i
 CROSS JOIN LATERAL (
-    SELECT now() - interval '6 days' + (i * interval '6 days' / %(rows)s) - interval '1 hour'
-        AS at
+    SELECT now() - %(end_hours_ago)s * interval '1 hour'
+           - %(span_hours)s * interval '1 hour' * (1 - i::float8 / %(rows)s) AS at
 ) AS t
 """
+HISTORY_PARAMS = {
+    "task": "bench.tasks.noop",
+    "queues": ["default"],
+    "failed_every": None,
+    "span_hours": 6 * 24,
+    "end_hours_ago": 1,
+}
 
 
 # The queue of the benchmark's jobs, paused while the scale phase's workers start.
@@ -174,7 +186,7 @@ class Ours(driver.Queue):
         driver.say(f"history: {rows:,} finished jobs")
         self.reset()
         started = time.perf_counter()
-        self.connection.execute(HISTORY, {"rows": rows})
+        self.connection.execute(HISTORY, {**HISTORY_PARAMS, "rows": rows})
         self.connection.execute("VACUUM ANALYZE jobs_job")
         driver.say(f"  inserted and vacuumed in {time.perf_counter() - started:.0f} s")
         for _ in range(self.options.repeat):

@@ -88,17 +88,20 @@ def get_progress(
     row: a TaskResult of this queue, or a task id on `backend`. Raises
     TaskResultDoesNotExist, as get_result() does, for an id that names no job.
     """
-    return _progress(_progress_row(task_result, backend).first(), task_result)
+    task_id, row = _progress_row(task_result, backend)
+    return _progress(row.first(), task_id)
 
 
 async def aget_progress(
     task_result: TaskResult | str, *, backend: str = DEFAULT_TASK_BACKEND_ALIAS
 ) -> Progress | None:
     """get_progress() for async code, on Django's async ORM."""
-    return _progress(await _progress_row(task_result, backend).afirst(), task_result)
+    task_id, row = _progress_row(task_result, backend)
+    return _progress(await row.afirst(), task_id)
 
 
-def _progress_row(task_result: TaskResult | str, backend: str) -> QuerySet:
+def _progress_row(task_result: TaskResult | str, backend: str) -> tuple[str, QuerySet]:
+    """The job's id, and the read of its progress on its backend's database."""
     if isinstance(task_result, TaskResult):
         task_id, backend = task_result.id, task_result.backend
     else:
@@ -107,16 +110,12 @@ def _progress_row(task_result: TaskResult | str, backend: str) -> QuerySet:
         job_id = uuid.UUID(str(task_id))
     except ValueError:
         raise TaskResultDoesNotExist(f"{task_id!r} is not a task id.") from None
-    return (
-        Job.objects.using(task_backends[backend].database)
-        .filter(id=job_id)
-        .values_list("progress", "progress_message")
-    )
+    jobs = Job.objects.using(task_backends[backend].database)
+    return str(task_id), jobs.filter(id=job_id).values_list("progress", "progress_message")
 
 
-def _progress(row: tuple | None, task_result: TaskResult | str) -> Progress | None:
+def _progress(row: tuple | None, task_id: str) -> Progress | None:
     if row is None:
-        task_id = task_result.id if isinstance(task_result, TaskResult) else task_result
         raise TaskResultDoesNotExist(f"No task with id {task_id}.")
     value, message = row
     return None if value is None and not message else Progress(value, message)

@@ -28,7 +28,7 @@ def test_tail_tells_enqueue_start_retry_and_finish_in_order(start_worker, worker
             wait_for_status(result.id)
 
         def told(job_id: str, count: int) -> list[dict]:
-            return [event for event in events(tail) if event["id"] == job_id][:count] or []
+            return [event for event in events(tail) if event["id"] == job_id][:count]
 
         def failing_told() -> bool:
             """the failing job's five events were told"""
