@@ -42,7 +42,9 @@ logger = logging.getLogger("jobs.admin")
 # Seconds between the page's reloads, when the browser runs no script.
 REFRESH_SECONDS = 10
 
-# Seconds between two fetches of the live part by the page's script.
+# Seconds between two fetches of a live page's live part by its script
+# (live.js): the dashboard, and the job list and a workflow's page while
+# their "Live" box is ticked.
 LIVE_SECONDS = 2
 
 # The live part's reads, shared by the dashboards of a process (_SharedReads):

@@ -104,7 +104,11 @@ class JobAdmin(
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None):
         """The job list, with a link to the dashboard."""
-        extra_context = {**(extra_context or {}), "dashboard_url": self._dashboard_url()}
+        extra_context = {
+            **(extra_context or {}),
+            "dashboard_url": self._dashboard_url(),
+            "live_seconds": dashboard.LIVE_SECONDS,
+        }
         return super().changelist_view(request, extra_context)
 
     def get_urls(self) -> list:

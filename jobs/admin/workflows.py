@@ -29,6 +29,7 @@ from ..progress import progress_of
 from ..workflow_status import workflow_jobs, workflow_stats
 from .actions import backend_alias, cancel
 from .charts import duration_text
+from .dashboard import LIVE_SECONDS
 
 # What an operator may do to a workflow: the permission, the jobs it acts
 # on, in the order it acts, the operation and what the log says.
@@ -68,6 +69,7 @@ class WorkflowPages:
             "stats": stats,
             "rows": rows,
             "dashboard_url": reverse("admin:jobs_job_dashboard"),
+            "live_seconds": LIVE_SECONDS,
             "jobs_url": reverse("admin:jobs_job_changelist") + f"?q=workflow:{stats.id}",
             "can_cancel": self.has_cancel_permission(request)
             and bool(statuses & {JobStatus.WAITING, JobStatus.READY}),

@@ -454,7 +454,7 @@ class TestLiveDashboard:
         response = admin_client.get(DASHBOARD)
         body = response.content.decode()
         script = re.search(
-            r'<script src="/static/jobs/dashboard.js" nonce="([^"]+)" defer></script>', body
+            r'<script src="/static/jobs/live.js" nonce="([^"]+)" defer></script>', body
         )
         assert script, "no dashboard script with a nonce"
         assert f"'nonce-{script[1]}'" in response["Content-Security-Policy"]
@@ -462,7 +462,7 @@ class TestLiveDashboard:
         assert body.count('http-equiv="refresh"') == 1
         # An inline handler would be refused by the policy.
         assert not re.search(r"\son[a-z]+=", body)
-        assert finders.find("jobs/dashboard.js"), "collectstatic would not find the script"
+        assert finders.find("jobs/live.js"), "collectstatic would not find the script"
 
 
 class TestDashboardSchedules:

@@ -264,7 +264,7 @@ def test_operator_finds_a_failure_retries_it_cancels_a_job_and_reads_the_dashboa
     page.click("#job-cancel-confirmed")
     expect(page.locator(".messagelist")).to_contain_text("Cancelled")
     assert job_status(running.id) == JobStatus.CANCELLED
-    assert csp_violations == []
+    assert csp_violations == [], csp_violations
 
 
 def test_the_dashboard_follows_a_worker_without_reloading(
@@ -293,7 +293,7 @@ def test_the_dashboard_follows_a_worker_without_reloading(
     expect(page.locator("#jobs-workers tbody")).to_contain_text(str(worker.pid))
     expect(page.locator("svg.jobs-chart")).to_have_count(4)
     assert page.evaluate("window.jobsSameDocument") is True
-    assert csp_violations == []
+    assert csp_violations == [], csp_violations
 
 
 def test_a_hidden_dashboard_asks_for_nothing_and_catches_up_when_shown(
@@ -323,4 +323,81 @@ def test_a_hidden_dashboard_asks_for_nothing_and_catches_up_when_shown(
     with page.expect_response(lambda response: response.url.endswith("/dashboard/live/")):
         page.clock.run_for(2_000)
     assert fetches() == 2
-    assert csp_violations == []
+    assert csp_violations == [], csp_violations
+
+
+def test_the_job_list_follows_its_jobs_while_live_is_ticked(page, live_server, csp_violations):
+    from playwright.sync_api import expect
+
+    def fetches() -> int:
+        return page.evaluate("window.jobsFetches")
+
+    sign_in(page, live_server)
+    page.clock.install()
+    page.add_init_script(COUNT_FETCHES)
+    page.goto(f"{live_server.url}/admin/jobs/job/")
+    toggle = page.locator("#jobs-live-toggle")
+    status = page.locator("#jobs-live-status")
+    rows = page.locator("#result_list tbody tr")
+
+    def row(job_id: str):
+        return rows.filter(has=page.locator(f'input.action-select[value="{job_id}"]'))
+
+    expect(toggle).not_to_be_checked()
+    # Off by default: a list that changes under the reader's eyes is a choice.
+    page.clock.run_for(10_000)
+    assert fetches() == 0
+
+    first = tasks.add.enqueue(1, 2)
+    with page.expect_response(lambda response: "/admin/jobs/job/" in response.url):
+        toggle.check()
+    expect(status).to_contain_text("Live · updated")
+    expect(row(first.id)).to_have_count(1)
+
+    second = tasks.add.enqueue(3, 4)
+    with page.expect_response(lambda response: "/admin/jobs/job/" in response.url):
+        page.clock.run_for(2_000)
+    expect(row(second.id)).to_have_count(1)
+    page.evaluate("window.jobsSameDocument = true")
+
+    # A ticked row holds the list still: its box must stay on its job.
+    row(first.id).locator("input.action-select").check()
+    expect(status).to_have_text("Paused while rows are selected")
+    asked = fetches()
+    tasks.add.enqueue(5, 6)
+    page.clock.run_for(10_000)
+    assert fetches() == asked
+    expect(rows).to_have_count(2)
+    assert page.evaluate("window.jobsSameDocument") is True
+
+    # Remembered for the next list; unticked, it asks for nothing.
+    page.reload()
+    expect(toggle).to_be_checked()
+    expect(rows).to_have_count(3)
+    toggle.uncheck()
+    asked = fetches()
+    page.clock.run_for(10_000)
+    assert fetches() == asked
+    assert csp_violations == [], csp_violations
+
+
+def test_a_workflows_page_follows_its_jobs_while_live_is_ticked(
+    page, live_server, start_worker, csp_violations
+):
+    from playwright.sync_api import expect
+
+    from jobs.workflows import chain, step
+
+    sign_in(page, live_server)
+    result = chain(step(tasks.add, 1, 2), step(tasks.add, 3)).enqueue(name="two sums")
+    page.goto(f"{live_server.url}/admin/jobs/job/workflows/{result.id}/")
+    page.locator("#jobs-live-toggle").check()
+    statuses = page.locator("#jobs-workflow-jobs tbody .jobs-status")
+    expect(statuses).to_have_text(["READY", "WAITING"])
+    page.evaluate("window.jobsSameDocument = true")
+
+    start_worker()
+    expect(statuses).to_have_text(["SUCCESSFUL", "SUCCESSFUL"])
+    expect(page.locator("#jobs-workflow-summary")).to_contain_text("2 of 2 jobs finished")
+    assert page.evaluate("window.jobsSameDocument") is True
+    assert csp_violations == [], csp_violations

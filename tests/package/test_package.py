@@ -343,7 +343,7 @@ def test_the_wheel_holds_the_jobs_app_its_migrations_and_templates(wheel: Path):
     assert not missing, f"not in the wheel: {sorted(missing)}"
     assert any(name.startswith("jobs/migrations/0001_") for name in names)
     assert any(name.startswith("jobs/templates/admin/jobs/") for name in names)
-    assert "jobs/static/jobs/dashboard.js" in names
+    assert "jobs/static/jobs/live.js" in names
 
     # Every library the code imports is a declared dependency, required or extra.
     required = {

@@ -1,9 +1,16 @@
 /*
- * The dashboard, live: its numbers are fetched again every few seconds,
- * rendered by the server's own template (dashboard_live.html), and folded
- * into the page node by node, so that a button being pressed, the focus and
- * the scroll position stay as they were. A hidden tab asks for nothing.
- * Without this script the page reloads itself instead (its <noscript>).
+ * The admin's live pages. The dashboard, the job list and a workflow's page
+ * each mark their live part (#jobs-live); this script fetches it again every
+ * few seconds, rendered by the server's own template, and folds it into the
+ * page node by node, so that a button being pressed, the focus and the
+ * scroll position stay as they were. A hidden tab asks for nothing.
+ *
+ * The dashboard is always live (without this script it reloads itself: its
+ * <noscript>) and fetches its live part alone (data-url). The job list and a
+ * workflow's page fetch themselves, and only while their "Live" box is
+ * ticked, a choice the browser remembers for each kind of page
+ * (data-remember). Rows ticked for an action pause the updates: a row that
+ * moved under a ticked box would change what the action acts on.
  */
 "use strict";
 
@@ -14,7 +21,9 @@
     return;
   }
   const every = Number(live.dataset.seconds) * 1000;
-  // A dashboard whose server is down or overloaded asks less and less often.
+  const toggle = live.dataset.toggle ? document.getElementById(live.dataset.toggle) : null;
+  const remembered = live.dataset.remember ? `jobs-live:${live.dataset.remember}` : null;
+  // A page whose server is down or overloaded asks less and less often.
   const longest = 60000;
   // A request that takes longer counts as failed, so that a hung one does
   // not stop the updates (only one request is in flight at a time).
@@ -31,18 +40,42 @@
   // When the server read the numbers shown: dashboards share a read, which
   // may be a little older than the fetch that brought it.
   function readAt() {
-    return new Date(Number(live.dataset.readAt) * 1000).toLocaleTimeString([], { hour12: false });
+    const at = live.dataset.readAt ? new Date(Number(live.dataset.readAt) * 1000) : new Date();
+    return at.toLocaleTimeString([], { hour12: false });
   }
 
   function hidden() {
     return document.visibilityState === "hidden";
   }
 
+  function switchedOff() {
+    return toggle !== null && !toggle.checked;
+  }
+
+  function selecting() {
+    return live.querySelector("input.action-select:checked") !== null;
+  }
+
+  // Why the page is not updating now, if it is not.
+  function halted() {
+    if (switchedOff()) {
+      return ["", "off"];
+    }
+    if (hidden()) {
+      return ["Paused while the tab is hidden", "paused"];
+    }
+    if (selecting()) {
+      return ["Paused while rows are selected", "paused"];
+    }
+    return null;
+  }
+
   function plan(delay) {
     clearTimeout(timer);
     timer = null;
-    if (hidden()) {
-      say("Paused while the tab is hidden", "paused");
+    const reason = halted();
+    if (reason) {
+      say(...reason);
     } else {
       timer = setTimeout(refresh, delay);
     }
@@ -84,12 +117,12 @@
   }
 
   async function refresh() {
-    if (busy || hidden()) {
+    if (busy || halted()) {
       return;
     }
     busy = true;
     try {
-      const response = await fetch(live.dataset.url, {
+      const response = await fetch(live.dataset.url || window.location.href, {
         credentials: "same-origin",
         cache: "no-store",
         headers: { Accept: "text/html" },
@@ -103,12 +136,18 @@
       if (!response.ok) {
         throw new Error(`HTTP ${response.status}`);
       }
-      const page = new DOMParser().parseFromString(await response.text(), "text/html");
+      // A whole page's <style> carries that response's nonce, not this page's:
+      // parsed here it would be refused under the CSP. Only #jobs-live is used.
+      const text = (await response.text()).replace(/<style[\s\S]*?<\/style>/gi, "");
+      const page = new DOMParser().parseFromString(text, "text/html");
       const next = page.getElementById("jobs-live");
       if (!next) {
         throw new Error("no live part in the answer");
       }
-      morph(live, next);
+      // Rows ticked while the answer was on its way: keep what they show.
+      if (!selecting()) {
+        morph(live, next);
+      }
       failures = 0;
       say(`Live · updated ${readAt()}`, "live");
       plan(every);
@@ -122,13 +161,34 @@
     }
   }
 
-  document.addEventListener("visibilitychange", () => {
-    if (hidden()) {
-      plan(every);
-    } else {
+  function resume() {
+    if (!halted()) {
       refresh();
+    } else {
+      plan(every);
     }
-  });
-  say(`Live · updated ${readAt()}`, "live");
-  plan(every);
+  }
+
+  document.addEventListener("visibilitychange", resume);
+  if (toggle) {
+    toggle.closest("label").hidden = false;
+    toggle.checked = remembered !== null && window.localStorage.getItem(remembered) === "on";
+    toggle.addEventListener("change", () => {
+      if (remembered) {
+        window.localStorage.setItem(remembered, toggle.checked ? "on" : "off");
+      }
+      resume();
+    });
+    live.addEventListener("change", (event) => {
+      if (event.target.classList.contains("action-select") || event.target.id === "action-toggle") {
+        resume();
+      }
+    });
+  }
+  if (switchedOff()) {
+    say("", "off");
+  } else {
+    say(`Live · updated ${readAt()}`, "live");
+    plan(every);
+  }
 })();
