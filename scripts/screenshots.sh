@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Refresh the README's screenshots in docs/screenshots/: the browser test
+# Refresh the documentation's screenshots in docs/screenshots/: the browser test
 # (tests/admin/test_admin_browser.py: Chromium, a live server, a real worker) saves
 # them there instead of in a temporary folder. Needs /usr/bin/chromium
 # (apt-get install chromium).

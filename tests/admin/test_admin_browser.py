@@ -3,7 +3,7 @@ The job browser and the dashboard in a real browser: Chromium driven by
 Playwright against a live server, with a real worker running the jobs.
 
 Its screenshots go to a temporary folder, or to SCREENSHOTS_DIR when set:
-scripts/screenshots.sh sets it to docs/screenshots/ to refresh the README's.
+scripts/screenshots.sh sets it to docs/screenshots/ to refresh the docs' own.
 Without Chromium the test is skipped, unless REQUIRE_BROWSER_TESTS is set (as
 .ci/run does, which installs it): then it fails, so a browser test cannot
 quietly stop running.

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from jobs.models import Job, JobStatus
 from jobs.workflows import batch, chain, step
-from tests.conftest import BASE_DIR
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, batch_callback
 from tests.transitions.driver import claim_one, finish
 
@@ -96,11 +96,9 @@ def test_a_workflow_that_does_not_exist_is_a_404(admin_client, workflow_id):
 def test_the_readme_example_names_its_workflow():
     from accounts import tasks
 
-    readme = (BASE_DIR / "README.md").read_text()
-    section = readme[readme.index("A workflow may be named as it is enqueued") :]
-    start = section.index("```python\n") + len("```python\n")
+    [block] = python_blocks(section("Naming a workflow"))
     names = {name: getattr(tasks, name) for name in dir(tasks) if not name.startswith("_")}
-    exec(section[start : section.index("\n```", start)], names)
+    exec(block, names)
     jobs = Job.objects.filter(workflow_name="welcome messages of user 7")
     assert sorted(jobs.values_list("task_path", flat=True)) == [
         "accounts.tasks.record_welcome_outcome",

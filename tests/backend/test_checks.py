@@ -11,7 +11,9 @@ from django.tasks import task_backends
 from django.test import override_settings
 
 from jobs import checks as jobs_checks
+from jobs.backend import PostgresBackend
 from tests.conftest import BASE_DIR
+from tests.docs.pages import python_blocks, section
 
 
 def ids(messages: list[checks.CheckMessage]) -> list[str]:
@@ -19,6 +21,20 @@ def ids(messages: list[checks.CheckMessage]) -> list[str]:
 
 
 def test_a_project_set_up_as_documented_passes_every_check(db):
+    assert checks.run_checks(databases=["default"]) == []
+
+
+def test_the_enqueue_guides_settings_are_the_projects_and_pass_every_check(db, settings):
+    block, _ = python_blocks(section("Enqueue jobs and read their results"))
+    namespace = {}
+    exec(block, namespace)
+    # "Already in project/settings.py": the apps, the backend and its queues.
+    _, *apps = namespace["INSTALLED_APPS"]
+    assert set(apps) <= set(settings.INSTALLED_APPS)
+    guide, project = namespace["TASKS"]["default"], settings.TASKS["default"]
+    assert (guide["BACKEND"], guide["QUEUES"]) == (project["BACKEND"], project["QUEUES"])
+    settings.TASKS = namespace["TASKS"]
+    assert isinstance(task_backends["default"], PostgresBackend)
     assert checks.run_checks(databases=["default"]) == []
 
 

@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.tasks import TaskResultStatus, default_task_backend, task_backends
+from django.tasks.signals import task_finished
 from django.test import override_settings
 from django.utils import timezone
 
 from jobs.backend import PostgresBackend
 from jobs.models import Job
 from jobs.options import QueueOptions
+from jobs.testing import run_due_jobs
 from tests.conftest import job_status, wait_for_status, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import (
     add,
     calls_exit,
@@ -200,6 +203,21 @@ def test_the_signals_task_is_the_one_enqueued_with_its_queue_and_run_after(
     started = signals(signals_file, enqueued.id)[0]
     assert started["queue_name"] == "reports"
     assert started["run_after"] == run_after.isoformat()
+
+
+@pytest.mark.django_db
+def test_the_docs_receiver_prints_a_job_that_failed_for_good_once(capsys):
+    [block] = python_blocks(section("Signals"))
+    namespace = {}
+    exec(block, namespace)
+    try:
+        failed = fails_twice.enqueue()
+        add.enqueue(1, 2)
+        # Two attempts of fails_twice: the first finishes READY, to be retried.
+        assert run_due_jobs(include_retries=True).attempts == 3
+    finally:
+        task_finished.disconnect(namespace["count_failures"])
+    assert capsys.readouterr().out == f"failed: tests.tasks.fails_twice {failed.id}\n"
 
 
 # QUEUES = [] allows any queue name.

@@ -1,5 +1,6 @@
 """Enqueue and get_result through Django's Tasks API, without a worker."""
 
+import importlib
 import uuid
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ from django.utils import timezone
 from jobs.backend import PostgresBackend
 from jobs.models import Job
 from tests.conftest import database_url_for_subprocesses, job_status
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, async_add, noop, patient, sleep_for
 
 pytestmark = pytest.mark.django_db
@@ -83,6 +85,40 @@ def test_enqueue_many_is_one_round_trip():
     assert len(results) == 500
     assert Job.objects.count() == 500
     assert sorted(Job.objects.values_list("args", flat=True))[0] == [0, 0]
+
+
+def test_the_docs_example_enqueues_with_each_option_it_shows(tmp_path, monkeypatch):
+    _, block = python_blocks(section("Enqueue jobs and read their results"))
+    (tmp_path / "docs_enqueue_example.py").write_text(block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    example = importlib.import_module("docs_enqueue_example")
+    user_id = example.user.id
+    jobs = list(Job.objects.order_by("id"))
+    assert {
+        (job.task_path, job.queue, job.max_attempts, job.timeout, tuple(job.args)) for job in jobs
+    } == {
+        (
+            "docs_enqueue_example.send_welcome_email",
+            "communications",
+            5,
+            timedelta(seconds=30),
+            (user_id,),
+        )
+    }
+    # In the order the example enqueues them.
+    first, later, keyed, _, at_nine, _, tagged = jobs
+    assert str(first.id) == example.result.id
+    assert (example.result.status, example.result.attempts, example.result.errors) == (
+        TaskResultStatus.READY,
+        0,
+        [],
+    )
+    assert 59 < (later.run_at - later.enqueued_at).total_seconds() < 61
+    assert at_nine.run_at == example.tomorrow_9am
+    assert timezone.localtime(at_nine.run_at).hour == 9
+    assert [job.priority for job in jobs] == [0, 0, 0, 0, 0, 50, 0]
+    assert keyed.unique_key == f"welcome:{user_id}"
+    assert (tagged.tags, tagged.meta) == (["onboarding"], {"account": 42})
 
 
 @pytest.mark.django_db(transaction=True)

@@ -1,12 +1,21 @@
 """Cancel, retry and run-now of single jobs, without a worker."""
 
+import sys
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
+from django.tasks import TaskResultStatus
 
 from jobs import operations
 from jobs.exceptions import JobStateError
 from jobs.models import Job
+from jobs.results import wait
+from jobs.testing import run_due_jobs
+from tests.conftest import wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add
 
 pytestmark = pytest.mark.django_db
@@ -46,3 +55,45 @@ def test_operations_on_unknown_or_malformed_ids():
             operation(str(uuid.uuid4()))
         with pytest.raises(Job.DoesNotExist):
             operation("nonsense")
+
+
+def inside(thread_id: int, function) -> bool:
+    """Whether the thread is running function now."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code is function.__code__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_docs_operations_cancel_retry_run_now_and_wait_for_the_job():
+    [block] = python_blocks(section("What happens when things go wrong"))
+    task_id = add.using(countdown=3600).enqueue(1, 2).id
+    example = threading.get_ident()
+
+    def run_the_job_once_waited_for():
+        """A worker's part, played once the example blocks in wait()."""
+        wait_until(lambda: inside(example, wait))
+        try:
+            return run_due_jobs()
+        finally:
+            connection.close()
+
+    namespace = {"task_id": task_id}
+    with ThreadPoolExecutor(1) as pool:
+        ran = pool.submit(run_the_job_once_waited_for)
+        exec(block, namespace)
+    assert ran.result().attempts == 1
+    result = namespace["result"]
+    assert (result.id, result.status, result.return_value) == (
+        task_id,
+        TaskResultStatus.SUCCESSFUL,
+        3,
+    )
+    # The cancel is on record, and the retry kept the attempts the job had left.
+    assert [error.exception_class_path for error in result.errors] == [
+        "jobs.exceptions.JobCancelled"
+    ]
+    assert (result.attempts, Job.objects.get(id=task_id).max_attempts) == (1, 3)

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 from django.core import checks
+from django.tasks import task_backends
 
 import jobs
 from jobs.backend import PostgresBackend
+from jobs.models import Job
 from jobs.options import QueueOptions
 from jobs.retention import PrunePass
+from tests.docs.pages import python_blocks, section
+from tests.tasks import add
 
 KEYS = [spec.metadata["key"] for spec in fields(QueueOptions)]
 
@@ -102,6 +106,21 @@ def test_the_backend_reports_what_its_options_get_wrong():
     ids = [message.id for message in backend.check()]
     assert "jobs.E009" in ids and "jobs.E001" in ids
     assert backend.queue_options.max_attempts == 3
+
+
+@pytest.mark.django_db
+def test_the_settings_reference_example_makes_a_backend_that_enqueues_with_its_options(
+    settings,
+):
+    [block] = python_blocks(section("`TASKS`"))
+    namespace = {}
+    exec(block, namespace)
+    settings.TASKS = namespace["TASKS"]
+    backend = task_backends["default"]
+    assert isinstance(backend, PostgresBackend) and backend.check() == []
+    assert backend.queues == {"default", "communications", "reports"}
+    # OPTIONS["MAX_ATTEMPTS"] is the attempts of a job whose task sets none.
+    assert Job.objects.get(id=add.using(queue_name="reports").enqueue(1, 2).id).max_attempts == 5
 
 
 def option_keys_read(path: Path) -> list[str]:

@@ -10,7 +10,7 @@ from django.tasks.exceptions import TaskResultDoesNotExist
 
 from jobs.models import Job
 from jobs.progress import Progress, aget_progress, get_progress
-from tests.conftest import BASE_DIR
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,10 +37,8 @@ def test_an_id_that_names_no_job_is_refused(task_id):
 
 
 def test_the_readme_example_prints_the_last_report(capsys):
-    readme = (BASE_DIR / "README.md").read_text()
-    section = readme[readme.index("a bar, and your code reads the last report:") :]
-    start = section.index("```python\n") + len("```python\n")
+    [block] = python_blocks(section("Report and read progress"))
     result = add.enqueue(1, 2)
     Job.objects.filter(id=result.id).update(progress=0.4, progress_message="40 of 100 rows")
-    exec(section[start : section.index("\n```", start)], {"result": result})
+    exec(block, {"result": result})
     assert capsys.readouterr().out == "40% 40 of 100 rows\n"

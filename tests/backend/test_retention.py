@@ -20,7 +20,8 @@ from jobs.models import Job
 from jobs.options import QueueOptions
 from jobs.retention import PrunePass
 from jobs.workflows import chain, step
-from tests.conftest import BASE_DIR, fetch_value, wait_for_status, wait_until
+from tests.conftest import fetch_value, wait_for_status, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.retention_settings import RETAIN, TASKS
 from tests.tasks import add, multiply, noop
 from tests.transitions.driver import age
@@ -278,11 +279,9 @@ def test_each_prune_reads_its_own_index(kind, index):
 
 
 def test_the_readme_retention_example_passes_the_checks():
-    readme = (BASE_DIR / "README.md").read_text()
-    section = readme[readme.index("### Retention per task and per queue") :]
-    start = section.index("```python\n") + len("```python\n")
+    [block] = python_blocks(section("Retention per task and per queue"))
     namespace: dict = {}
-    exec(section[start : section.index("\n```", start)], namespace)
+    exec(block, namespace)
     backend = namespace["TASKS"]["default"]
     options, errors = QueueOptions.parse("default", backend["OPTIONS"])
     assert errors == []

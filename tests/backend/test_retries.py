@@ -17,6 +17,7 @@ from jobs.models import Job
 from jobs.retries import Retry, RetryRules
 from jobs.testing import run_due_jobs
 from tests.conftest import wait_for_status
+from tests.docs.pages import python_blocks, section
 from tests.tasks import (
     BadNumber,
     ProviderBusy,
@@ -26,7 +27,6 @@ from tests.tasks import (
     send_under_policy,
     send_with_delay_callable,
 )
-from tests.testing.test_testing_tools import python_blocks, readme_section
 
 BACKEND = Retry(base=1.0, cap=10.0)
 
@@ -157,8 +157,8 @@ def test_the_job_page_and_jobs_show_say_what_each_failed_attempt_led_to(admin_cl
 
 
 def test_the_readmes_retry_policies_do_what_it_says(tmp_path, monkeypatch):
-    section = readme_section("Retry policies")
-    [block] = python_blocks(section)
+    text = section("Retry policies")
+    [block] = python_blocks(text)
     (tmp_path / "readme_retry_tasks.py").write_text(block)
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("readme_retry_tasks")

@@ -16,8 +16,8 @@ from jobs.exceptions import Snooze
 from jobs.models import Job
 from jobs.testing import run_due_jobs
 from tests.conftest import wait_for_status
+from tests.docs.pages import python_blocks, section
 from tests.tasks import always_snooze, provider_delay, snooze_twice
-from tests.testing.test_testing_tools import python_blocks, readme_section
 
 
 @pytest.mark.parametrize("seconds", [-1, float("inf"), "5", True])
@@ -77,7 +77,7 @@ def _iso(epoch: float) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_readmes_snooze_example_snoozes_until_the_provider_is_ready(tmp_path, monkeypatch):
-    [block] = python_blocks(readme_section("Snooze: run again later without spending an attempt"))
+    [block] = python_blocks(section("Snooze: run again later without spending an attempt"))
     stub = (
         "READY = set()\n\n\ndef provider_has_it_ready(report_id):\n    return report_id in READY\n"
     )

@@ -15,8 +15,8 @@ from django.tasks.exceptions import InvalidTask
 from jobs.models import Job
 from jobs.workflows import chain, step
 from tests.conftest import BASE_DIR, database_url_for_subprocesses, wait_for_status, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, sleep_for
-from tests.testing.test_testing_tools import python_blocks, readme_section
 
 
 @pytest.mark.parametrize(
@@ -106,7 +106,7 @@ def test_eight_processes_enqueueing_one_key_at_once_make_one_job(mode, tmp_path)
 
 @pytest.mark.django_db
 def test_the_readmes_examples_make_one_job_per_key_when_run_twice(tmp_path, monkeypatch):
-    [block] = python_blocks(readme_section("Unique jobs over time, and debounce"))
+    [block] = python_blocks(section("Unique jobs over time, and debounce"))
     (tmp_path / "readme_unique_tasks.py").write_text(block)
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module("readme_unique_tasks")

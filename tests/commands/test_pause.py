@@ -1,5 +1,6 @@
 """Paused queues: from Python, the command line and the admin, held by every worker."""
 
+import ast
 import io
 import json
 import re
@@ -17,6 +18,7 @@ from jobs import metrics, operations
 from jobs.models import Job, JobStatus, PausedQueue
 from jobs.worker.database import QueueDatabase
 from tests.conftest import fetch_value, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, sleep_for
 
 pytestmark = pytest.mark.django_db
@@ -30,6 +32,28 @@ def test_pause_and_resume_say_whether_they_changed_anything():
     assert operations.resume_queue("reports") is True
     assert operations.resume_queue("reports") is False
     assert operations.paused_queues() == []
+
+
+def values_shown(block: str) -> list:
+    """Run the block statement by statement, as a shell would; the value of each expression."""
+    namespace, values = {}, []
+    for statement in ast.parse(block).body:
+        if isinstance(statement, ast.Expr):
+            expression = compile(ast.Expression(statement.value), "<docs>", "eval")
+            values.append(eval(expression, namespace))
+        else:
+            exec(compile(ast.Module([statement], type_ignores=[]), "<docs>", "exec"), namespace)
+    return values
+
+
+def test_the_docs_example_pauses_and_resumes_its_queue_and_lists_the_paused_ones():
+    [block] = python_blocks(section("Pausing a queue"))
+    operations.pause_queue("reports", by="night shift")
+    paused, resumed, rows = values_shown(block)
+    # It paused "communications", which was not paused, and resumed it.
+    assert (paused, resumed) == (True, True)
+    assert [(row.queue, row.paused_by) for row in rows] == [("reports", "night shift")]
+    assert rows[0].paused_at <= timezone.now()
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,8 @@ from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
 from jobs.models import Job, JobStatus, LimitKey
 from jobs.worker.database import QueueDatabase
 from jobs.worker.protocol import ClaimedJob, Outcome
-from project.settings import BASE_DIR
 from tests.conftest import fetch, fetch_value, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.limits_settings import LIMITS, TASKS
 from tests.tasks import add, hourly_run, keyed_noop, limited_run, limited_sleep, rate_limited_run
 
@@ -185,10 +185,7 @@ def test_a_limit_naming_a_task_or_queue_that_does_not_exist_is_a_warning_with_a_
 
 
 def test_the_readme_limits_example_names_real_tasks_and_passes_the_checks():
-    readme = (BASE_DIR / "README.md").read_text()
-    section = readme[readme.index("### Limits: concurrency, rates and fair shares") :]
-    start = section.index("```python\n") + len("```python\n")
-    block = section[start : section.index("\n```", start)]
+    block = python_blocks(section("Limits: concurrency, rates and fair shares"))[0]
     namespace: dict = {}
     exec(block, namespace)
     options = namespace["TASKS"]["default"]["OPTIONS"]

@@ -34,10 +34,11 @@ from django.db import connection
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import BASE_DIR, database_url_for_subprocesses, wait_until
+from tests.docs.pages import section
 
 pytestmark = pytest.mark.processes
 
-README_SECTION = "## Add it to your project"
+README_SECTION = "Add it to your project"
 PACKAGE = "django-pgjobs"
 METRICS_TOKEN = "scrape-me"
 # A command's output when it fails, cut to what an assertion message can show.
@@ -69,12 +70,9 @@ class Instructions:
 
 def read_instructions() -> Instructions:
     """Parse the README's section, refusing any block the test would not know how to follow."""
-    readme = (BASE_DIR / "README.md").read_text()
-    start = readme.index(f"\n{README_SECTION}\n")
-    end = readme.find("\n## ", start + 1)
-    section = readme[start : end if end != -1 else None]
     instructions = Instructions()
-    for match in re.finditer(r"^```(\w*)\n(.*?)^```$", section, re.DOTALL | re.MULTILINE):
+    text = section(README_SECTION)
+    for match in re.finditer(r"^```(\w*)\n(.*?)^```$", text, re.DOTALL | re.MULTILINE):
         language, body = match.groups()
         if language == "python":
             header, _, code = body.partition("\n")

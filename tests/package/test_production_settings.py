@@ -1,7 +1,7 @@
 """
 The project's settings default to production: DEBUG off, a secret key
 required, HTTPS only. `manage.py check --deploy` passes with the environment
-the README documents, and a missing secret says how to set one.
+the documentation gives, and a missing secret says how to set one.
 """
 
 import os
@@ -11,8 +11,9 @@ import subprocess
 import sys
 
 from tests.conftest import BASE_DIR
+from tests.docs.pages import section
 
-# The variables of the README's "Settings for production" that a deployment
+# The variables of the documentation's "Settings for production" that a deployment
 # must set, with example values.
 PRODUCTION_ENV = {
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
@@ -45,17 +46,10 @@ def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
-def readme_production_section() -> str:
-    text = (BASE_DIR / "README.md").read_text()
-    start = text.index("\n## Settings for production\n")
-    end = re.compile(r"^## ", re.MULTILINE).search(text, start + 5).start()
-    return text[start:end]
-
-
-def test_the_readme_documents_the_production_environment_used_here():
-    section = readme_production_section()
+def test_the_docs_document_the_production_environment_used_here():
+    text = section("Settings for production")
     for name in PRODUCTION_ENV:
-        assert re.search(rf"^export {name}=", section, re.MULTILINE), name
+        assert re.search(rf"^export {name}=", text, re.MULTILINE), name
 
 
 def test_check_deploy_finds_no_issue_with_the_documented_production_environment():

@@ -4,6 +4,7 @@ listed by the schedules command beside those made in the admin.
 """
 
 import re
+import sys
 from datetime import timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from accounts.reports import send_signup_report
 from jobs.checks import check_declared_schedules
 from jobs.models import Schedule
 from jobs.scheduler.declared import sync_declared
+from tests.docs.pages import python_blocks, section
 from tests.scheduler.conftest import make_schedule
 
 REPORT = {"task": "accounts.reports.send_signup_report", "cron": "0 18 * * 1-5"}
@@ -102,6 +104,39 @@ def test_check_and_sync_refuse_bad_declarations_and_save_nothing(db, settings):
     with pytest.raises(SystemCheckError, match="JOBS_SCHEDULES\\['bad-zone'\\]"):
         call_command("runscheduler", skip_checks=False)  # as manage.py runs it
     assert not Schedule.objects.exists()
+
+
+@pytest.fixture
+def readers_app(tmp_path, monkeypatch):
+    """The reader's own `myapp.tasks.tidy_up`, which the docs' example declares."""
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "tasks.py").write_text(
+        "from django.tasks import task\n\n\n@task\ndef tidy_up() -> None: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("myapp.tasks", None)
+    sys.modules.pop("myapp", None)
+
+
+def test_the_docs_declarations_pass_the_check_and_sync_as_described(db, settings, readers_app):
+    [block] = python_blocks(section("Periodic tasks"))
+    namespace = {}
+    exec(block, namespace)
+    declared = namespace["JOBS_SCHEDULES"]
+    # "The shipped example is the one above."
+    assert declared["signup-report"] == settings.JOBS_SCHEDULES["signup-report"]
+    settings.JOBS_SCHEDULES = declared
+    assert check_declared_schedules() == []
+    assert sync_declared().created == ["signup-report", "tidy-up"]
+    report, tidy_up = Schedule.objects.order_by("name")
+    assert (report.cron, report.time_zone, report.queue) == (
+        "0 18 * * 1-5",
+        settings.TIME_ZONE,
+        "reports",
+    )
+    assert (report.catch_up, report.catch_up_window, report.enabled) == ("latest", 86400, True)
+    assert (tidy_up.task_path, tidy_up.interval) == ("myapp.tasks.tidy_up", 90)
 
 
 # The seed's example, and the listing.

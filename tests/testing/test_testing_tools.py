@@ -32,6 +32,7 @@ from jobs.testing import (
 )
 from jobs.workflows import chain, step
 from tests.conftest import BASE_DIR, database_url_for_subprocesses
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, noop
 from tests.testing_tasks import (
     always_fails,
@@ -623,25 +624,12 @@ def test_test_settings_with_the_immediate_backend_run_every_account_task(transac
     assert report["emails"] == [["ada@example.com"], ["grace@example.com"]]
 
 
-# The README's section "Testing your tasks".
-
-README = BASE_DIR / "README.md"
-
-
-def readme_section(title: str) -> str:
-    text = README.read_text()
-    start = text.index(f"\n### {title}\n")
-    end = re.compile(r"^##", re.MULTILINE).search(text, start + 1 + len(title) + 5).start()
-    return text[start:end]
-
-
-def python_blocks(section: str) -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```$", section, re.MULTILINE | re.DOTALL)
+# The section "Testing your tasks" of the documentation.
 
 
 def test_the_readmes_example_tests_pass_as_written(tmp_path):
     files = {}
-    for block in python_blocks(readme_section("Testing your tasks")):
+    for block in python_blocks(section("Testing your tasks")):
         first_line = block.splitlines()[0]
         if re.fullmatch(r"# \w+\.py", first_line):
             files[first_line[2:]] = block
@@ -671,7 +659,7 @@ def test_the_readmes_example_tests_pass_as_written(tmp_path):
 def test_the_readmes_test_settings_make_a_backend_that_runs_the_queues_tasks(settings):
     [tasks_setting] = [
         block
-        for block in python_blocks(readme_section("Testing your tasks"))
+        for block in python_blocks(section("Testing your tasks"))
         if block.startswith("TASKS = ")
     ]
     namespace = {}

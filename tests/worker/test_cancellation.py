@@ -15,8 +15,8 @@ from jobs import operations
 from jobs.cancellation import cancel_requested, wait_for_cancel, watching
 from jobs.models import Job
 from tests.conftest import executors_of, wait_for_status, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import async_stops_when_cancelled, sleep_for, stops_when_cancelled
-from tests.testing.test_testing_tools import python_blocks, readme_section
 
 
 def test_outside_a_worker_nothing_is_cancelled_and_the_wait_is_a_sleep():
@@ -53,7 +53,7 @@ def test_a_task_that_looks_ends_within_the_grace_and_its_neighbour_finishes(
 
 
 def test_the_readmes_example_stops_at_its_cancel(tmp_path, monkeypatch):
-    [block] = python_blocks(readme_section("Cooperative cancellation"))
+    [block] = python_blocks(section("Cooperative cancellation"))
     (tmp_path / "readme_cancel_tasks.py").write_text(block)
     monkeypatch.syspath_prepend(str(tmp_path))
     export_rows = importlib.import_module("readme_cancel_tasks").export_rows

@@ -4,6 +4,7 @@ can, its attempt not spent; a renamed task still runs the jobs queued under
 its old path.
 """
 
+import importlib
 import sys
 import textwrap
 from datetime import timedelta
@@ -16,6 +17,7 @@ from jobs.backend import current_task_path
 from jobs.models import Job
 from jobs.testing import run_due_jobs
 from tests.conftest import wait_for_status, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, multiply
 
 NEW_TASK_MODULE = """
@@ -83,6 +85,21 @@ def test_an_alias_from_a_module_that_is_gone_names_the_current_task(db):
     assert current_task_path("tests.legacy_tasks.multiply") == "tests.tasks.multiply"
     assert current_task_path("tests.tasks.multiply") == "tests.tasks.multiply"
     assert current_task_path("tests.tasks.never_existed") == "tests.tasks.never_existed"
+
+
+@pytest.mark.django_db
+def test_the_docs_renamed_task_runs_the_jobs_queued_under_each_old_path(tmp_path, monkeypatch):
+    [block] = python_blocks(section("Renamed tasks and rolling deploys"))
+    (tmp_path / "docs_renamed_tasks.py").write_text(block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = importlib.import_module("docs_renamed_tasks").send_welcome_email
+    old_paths = ["myapp.tasks.send_welcome", "myapp.emails.send_welcome_email"]
+    queued = [task.enqueue(7).id for _ in old_paths]
+    for job_id, old_path in zip(queued, old_paths, strict=True):
+        Job.objects.filter(id=job_id).update(task_path=old_path)
+    assert run_due_jobs().counts == {"SUCCESSFUL": 2}
+    for job_id in queued:
+        assert task.get_result(job_id).task.module_path == "docs_renamed_tasks.send_welcome_email"
 
 
 def test_the_admin_shows_an_aliased_job_under_its_current_name(admin_client):

@@ -3,6 +3,7 @@ Workflows (jobs.workflows): chains, groups and batches with callbacks, each
 dependant moved once, in the transaction of its last parent's fenced outcome.
 """
 
+import importlib
 import signal
 import uuid
 from datetime import timedelta
@@ -19,6 +20,7 @@ from jobs.progress import Progress, get_progress
 from jobs.testing import run_due_jobs
 from jobs.workflows import batch, chain, group, step
 from tests.conftest import fetch, wait_until
+from tests.docs.pages import python_blocks, section
 from tests.tasks import add, batch_callback, batch_member, chain_link, fail
 
 pytestmark = pytest.mark.django_db
@@ -126,6 +128,80 @@ def test_cancelling_a_workflow_cancels_what_has_not_run():
     assert operations.cancel_workflow(result.id) == 4
     assert {job(r).status for r in result.results} == {JobStatus.CANCELLED}
     assert run_due_jobs().attempts == 0
+
+
+# The tasks and values that the docs' example names: fetch and parse return
+# what shows each step given the previous one's return value.
+DOCS_EXAMPLE_TASKS = """\
+from django.tasks import task
+
+url = "https://example.com/feed"
+accounts = [1, 2, 3]
+
+@task
+def fetch(url):
+    return f"<items of {url}>"
+
+@task
+def parse(page):
+    return page.strip("<>")
+
+@task
+def store(items, overwrite): ...
+
+@task
+def export(): ...
+
+@task
+def notify_team(message): ...
+
+@task
+def count(channel): ...
+
+@task
+def send_invoice(account_id): ...
+
+@task
+def report(values): ...
+
+@task
+def alert(outcomes): ...
+
+@task
+def cleanup(outcomes): ...
+
+"""
+
+
+def test_the_docs_example_enqueues_each_workflow_it_shows(tmp_path, monkeypatch):
+    block = python_blocks(section("Workflows: chains, groups and batches"))[0]
+    (tmp_path / "docs_workflows.py").write_text(DOCS_EXAMPLE_TASKS + block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = importlib.import_module("docs_workflows").result
+    rows = Job.objects.order_by("id").values_list("task_path", "status")
+    # The batch's jobs, cancelled by the example's last line, ran none of them.
+    assert [(path.removeprefix("docs_workflows."), status) for path, status in rows] == [
+        ("fetch", "READY"),
+        ("parse", "WAITING"),
+        ("store", "WAITING"),
+        ("export", "READY"),
+        ("notify_team", "WAITING"),
+        ("count", "READY"),
+        ("count", "READY"),
+        *[("send_invoice", "CANCELLED")] * 3,
+        ("report", "CANCELLED"),
+        ("alert", "CANCELLED"),
+        ("cleanup", "CANCELLED"),
+    ]
+    batch_ids = Job.objects.filter(workflow_id=result.id).values_list("id", flat=True)
+    assert sorted(r.id for r in result.results) == sorted(map(str, batch_ids))
+    assert run_due_jobs().counts == {"SUCCESSFUL": 7}
+    stored = Job.objects.get(task_path="docs_workflows.store")
+    assert (stored.args, stored.kwargs) == (
+        ["items of https://example.com/feed"],
+        {"overwrite": True},
+    )
+    assert Job.objects.get(task_path="docs_workflows.notify_team").args == ["done"]
 
 
 @pytest.mark.parametrize(
