@@ -314,13 +314,26 @@ WITH wanted AS (
     FROM jsonb_array_elements(%(limit_keys)s::jsonb) AS row
     ORDER BY row ->> 0
 ),
+settled AS (
+    SELECT wanted.key, wanted.row ->> 1 AS name,
+        COALESCE(own.concurrency, every.concurrency, (wanted.row ->> 2)::int) AS concurrency,
+        CASE WHEN own.rate IS NOT NULL THEN own.rate WHEN every.rate IS NOT NULL THEN every.rate ELSE (wanted.row ->> 3)::int END AS rate,
+        CASE WHEN own.rate IS NOT NULL THEN own.period WHEN every.rate IS NOT NULL THEN every.period ELSE (wanted.row ->> 4)::float8 END AS period,
+        CASE WHEN own.rate IS NOT NULL THEN own.burst WHEN every.rate IS NOT NULL THEN every.burst ELSE (wanted.row ->> 5)::int END AS burst
+    FROM wanted
+    LEFT JOIN jobs_limit_override AS own
+        ON own.name = wanted.row ->> 1
+       AND own.key = substr(wanted.key, length(wanted.row ->> 1) + 2)
+    LEFT JOIN jobs_limit_override AS every
+        ON every.name = wanted.row ->> 1 AND every.key = ''
+),
 made AS (
     INSERT INTO jobs_limit_key (
         key, name, concurrency, rate, period, burst, running, tokens, refilled_at
     )
-    SELECT key, row ->> 1, (row ->> 2)::int, (row ->> 3)::int, (row ->> 4)::float8,
-           (row ->> 5)::int, 0, COALESCE((row ->> 5)::float8, 0), statement_timestamp()
-    FROM wanted
+    SELECT key, name, concurrency, rate, period, burst, 0, COALESCE(burst, 0),
+           statement_timestamp()
+    FROM settled
     ORDER BY key
     ON CONFLICT (key) DO NOTHING
     RETURNING key
@@ -929,18 +942,60 @@ unlinked AS (
 )
 SELECT count(*) FROM gone;
 
+-- jobs.queries.limit_values.SETTLED
+settled AS (
+    SELECT wanted.key, wanted.row ->> 1 AS name,
+        COALESCE(own.concurrency, every.concurrency, (wanted.row ->> 2)::int) AS concurrency,
+        CASE WHEN own.rate IS NOT NULL THEN own.rate WHEN every.rate IS NOT NULL THEN every.rate ELSE (wanted.row ->> 3)::int END AS rate,
+        CASE WHEN own.rate IS NOT NULL THEN own.period WHEN every.rate IS NOT NULL THEN every.period ELSE (wanted.row ->> 4)::float8 END AS period,
+        CASE WHEN own.rate IS NOT NULL THEN own.burst WHEN every.rate IS NOT NULL THEN every.burst ELSE (wanted.row ->> 5)::int END AS burst
+    FROM wanted
+    LEFT JOIN jobs_limit_override AS own
+        ON own.name = wanted.row ->> 1
+       AND own.key = substr(wanted.key, length(wanted.row ->> 1) + 2)
+    LEFT JOIN jobs_limit_override AS every
+        ON every.name = wanted.row ->> 1 AND every.key = ''
+);
+
+-- jobs.queries.limit_values.KEYS_OF_LIMIT
+SELECT key FROM jobs_limit_key WHERE name = %(name)s ORDER BY key;
+
+-- jobs.queries.limit_values.SYNC_LIMIT_KEYS
+WITH wanted AS (
+    SELECT row ->> 0 AS key, row FROM jsonb_array_elements(%(limit_keys)s::jsonb) AS row
+),
+settled AS (
+    SELECT wanted.key, wanted.row ->> 1 AS name,
+        COALESCE(own.concurrency, every.concurrency, (wanted.row ->> 2)::int) AS concurrency,
+        CASE WHEN own.rate IS NOT NULL THEN own.rate WHEN every.rate IS NOT NULL THEN every.rate ELSE (wanted.row ->> 3)::int END AS rate,
+        CASE WHEN own.rate IS NOT NULL THEN own.period WHEN every.rate IS NOT NULL THEN every.period ELSE (wanted.row ->> 4)::float8 END AS period,
+        CASE WHEN own.rate IS NOT NULL THEN own.burst WHEN every.rate IS NOT NULL THEN every.burst ELSE (wanted.row ->> 5)::int END AS burst
+    FROM wanted
+    LEFT JOIN jobs_limit_override AS own
+        ON own.name = wanted.row ->> 1
+       AND own.key = substr(wanted.key, length(wanted.row ->> 1) + 2)
+    LEFT JOIN jobs_limit_override AS every
+        ON every.name = wanted.row ->> 1 AND every.key = ''
+),
+changed AS (
+    UPDATE jobs_limit_key AS counter
+    SET concurrency = settled.concurrency, rate = settled.rate, period = settled.period,
+        burst = settled.burst, tokens = LEAST(counter.tokens, COALESCE(settled.burst, 0))
+    FROM settled
+    WHERE counter.key = settled.key
+      AND (counter.concurrency, counter.rate, counter.period, counter.burst)
+          IS DISTINCT FROM (settled.concurrency, settled.rate, settled.period, settled.burst)
+    RETURNING counter.key
+),
+notified AS (
+    SELECT pg_notify('jobs_limited_ready', '') FROM (SELECT FROM changed LIMIT 1) AS any_row
+)
+SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM notified);
+
 -- jobs.queries.limits.LIMITED_JOBS_WAIT
 SELECT count(*) FROM (
     SELECT FROM jobs_job WHERE status = 'READY' AND limit_key IS NOT NULL LIMIT 1000
 ) AS waiting;
-
--- jobs.queries.limits.SYNC_LIMIT
-UPDATE jobs_limit_key
-SET concurrency = %(concurrency)s, rate = %(rate)s, period = %(period)s, burst = %(burst)s,
-    tokens = LEAST(tokens, COALESCE(%(burst)s, 0))
-WHERE name = %(name)s
-  AND (concurrency, rate, period, burst) IS DISTINCT FROM
-      (%(concurrency)s::int, %(rate)s::int, %(period)s::float8, %(burst)s::int);
 
 -- jobs.queries.limits.ROOM
 LEAST(
@@ -1865,6 +1920,10 @@ CROSS JOIN LATERAL (
     )
 ) AS oldest(run_at)
 WHERE oldest.run_at IS NOT NULL;
+
+-- jobs.queries.observe.LIMIT_OVERRIDES
+SELECT name, key, concurrency, rate, period, burst, changed_by, changed_at
+FROM jobs_limit_override ORDER BY name, key;
 
 -- jobs.queries.observe.LIMIT_KEYS_IN_USE
 WITH waiting AS (

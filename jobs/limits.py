@@ -20,17 +20,23 @@ Without one it holds for all its jobs together.
 A job is under at most two limits: its own (the keyed one, else its task's,
 else its queue's), whose key also groups jobs for fair shares, and one shared
 with other keys (a task's or a queue's limit over a keyed one).
+
+A keyed limit's values may differ by key (`per_key`: a dict from key to
+values, or a callable asked when the key's row is made), and any limit's may
+be changed at runtime (jobs.limit_overrides). Each key row holds the values
+it runs with; the claim reads nothing else.
 """
 
 import inspect
 import json
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.tasks.base import Task
 from django.tasks.exceptions import InvalidTask
+from django.utils.module_loading import import_string
 
 # The longest key a job can name (the column's length).
 KEY_LENGTH = 255
@@ -62,6 +68,12 @@ class Limit:
     rate: int | None = None
     period: float | None = None
     burst: int | None = None
+    # The values of some keys: a dict from key (its text, as key_text() gives
+    # it) to the values it replaces, or a callable from key to such a dict or
+    # None (LIMITS' `per_key`).
+    per_key: Mapping[str, "Values"] | Callable[[str], object] | None = field(
+        default=None, compare=False
+    )
 
     @property
     def keyed(self) -> bool:
@@ -79,9 +91,57 @@ class Limit:
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         return f"{self.name}:{text}"
 
+    def key_text(self, key: str) -> str:
+        """A key row's key without the limit's name: the argument's value, as text."""
+        return key.removeprefix(f"{self.name}:")
+
+    @property
+    def defaults(self) -> "Values":
+        """The values of a key that per_key does not name."""
+        return Values(self.concurrency, self.rate, self.period, self.burst)
+
+    def values(self, key: str) -> "Values":
+        """What a key row of this limit runs with, before any runtime override."""
+        base = self.defaults
+        if self.per_key is None:
+            return base
+        text = self.key_text(key)
+        if callable(self.per_key):
+            answer = self.per_key(text)
+            if answer is None:
+                return base
+            try:
+                return parse_values(answer, base, f"per_key({text!r}) of limit {self.name!r}")
+            except LimitConfigurationError as error:
+                raise InvalidTask(str(error)) from None
+        return self.per_key.get(text, base)
+
     def row(self, key: str) -> list[Any]:
         """The jobs_limit_key row to create for a key, as ENSURE_LIMIT_KEYS takes it."""
-        return [key, self.name, self.concurrency, self.rate, self.period, self.burst]
+        return [key, self.name, *self.values(key)]
+
+    def describe(self) -> str:
+        per = f" per {self.key}" if self.keyed else ""
+        varies = "; some keys their own" if self.per_key is not None else ""
+        return (
+            Values(self.concurrency, self.rate, self.period, self.burst).describe() + per + varies
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Values:
+    """A limit's values for one key: concurrency, and a rate as starts per period with its burst."""
+
+    concurrency: int | None
+    rate: int | None
+    period: float | None
+    burst: int | None
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.astuple())
+
+    def astuple(self) -> tuple[int | None, int | None, float | None, int | None]:
+        return (self.concurrency, self.rate, self.period, self.burst)
 
     def describe(self) -> str:
         parts = []
@@ -89,10 +149,66 @@ class Limit:
             parts.append(f"{self.concurrency} at once")
         if self.rate is not None:
             parts.append(f"{self.rate} per {_period_text(self.period)} (burst {self.burst})")
-        if not parts:
-            parts.append("fair shares only")
-        per = f" per {self.key}" if self.keyed else ""
-        return ", ".join(parts) + per
+        return ", ".join(parts) or "fair shares only"
+
+
+_VALUE_KEYS = {"concurrency", "rate", "burst"}
+
+
+def parse_values(spec: object, base: Values, where: str) -> Values:
+    """
+    `{"concurrency": ..., "rate": ..., "burst": ...}`, each optional, over
+    `base`: what it names replaces base's; a new rate brings its own burst
+    (its count) unless it names one.
+    """
+    if not isinstance(spec, Mapping):
+        raise LimitConfigurationError(f"{where} is a dict of concurrency, rate and burst.")
+    unknown = sorted(set(spec) - _VALUE_KEYS)
+    if unknown:
+        raise LimitConfigurationError(
+            f"{where} has unknown settings {', '.join(map(str, unknown))}; "
+            f"known: {', '.join(sorted(_VALUE_KEYS))}."
+        )
+    concurrency, rate, period, burst = base
+    if "concurrency" in spec:
+        concurrency = _whole(spec["concurrency"], f"{where}: concurrency")
+    if spec.get("rate") is not None:
+        rate, period = parse_rate(spec["rate"])
+        burst = rate
+    if spec.get("burst") is not None:
+        if rate is None:
+            raise LimitConfigurationError(f"{where}: burst goes with a rate.")
+        burst = _whole(spec["burst"], f"{where}: burst")
+    return Values(concurrency, rate, period, burst)
+
+
+def _whole(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise LimitConfigurationError(f"{what} is a whole number of at least 1.")
+    return value
+
+
+def _parse_per_key(name: str, spec: object, base: Values) -> object:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        try:
+            spec = import_string(spec)
+        except ImportError as error:
+            raise LimitConfigurationError(
+                f"Limit {name!r}: per_key {spec!r} does not import ({error})."
+            ) from None
+    if callable(spec):
+        return spec
+    if not isinstance(spec, Mapping):
+        raise LimitConfigurationError(
+            f"Limit {name!r}: per_key is a dict from key to values, or a callable "
+            "(or its dotted path) that returns them for a key."
+        )
+    return {
+        str(key): parse_values(values, base, f"Limit {name!r}: per_key[{key!r}]")
+        for key, values in spec.items()
+    }
 
 
 def _period_text(period: float | None) -> str:
@@ -127,7 +243,7 @@ def parse_limits(setting: object) -> tuple[Limit, ...]:
     return tuple(_parse_limit(name, spec) for name, spec in setting.items())
 
 
-_KNOWN = {"tasks", "queues", "key", "concurrency", "rate", "burst"}
+_KNOWN = {"tasks", "queues", "key", "concurrency", "rate", "burst", "per_key"}
 
 
 def _parse_limit(name: object, spec: object) -> Limit:
@@ -158,24 +274,18 @@ def _parse_limit(name: object, spec: object) -> Limit:
         raise LimitConfigurationError(
             f"Limit {name!r}: a key names an argument of its tasks, so a keyed limit names tasks."
         )
-    concurrency = spec.get("concurrency")
-    if concurrency is not None and (
-        not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
-    ):
-        raise LimitConfigurationError(
-            f"Limit {name!r}: concurrency is a whole number of at least 1."
-        )
-    rate = period = burst = None
-    if spec.get("rate") is not None:
-        rate, period = parse_rate(spec["rate"])
-        burst = spec.get("burst", rate)
-        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
-            raise LimitConfigurationError(f"Limit {name!r}: burst is a whole number of at least 1.")
-    elif spec.get("burst") is not None:
-        raise LimitConfigurationError(f"Limit {name!r}: burst goes with a rate.")
+    concurrency, rate, period, burst = parse_values(
+        {field: spec[field] for field in _VALUE_KEYS if spec.get(field) is not None},
+        Values(None, None, None, None),
+        f"Limit {name!r}",
+    )
     if concurrency is None and rate is None and key is None:
         raise LimitConfigurationError(
             f"Limit {name!r} sets neither concurrency nor rate, nor a key to share fairly by."
+        )
+    if spec.get("per_key") is not None and key is None:
+        raise LimitConfigurationError(
+            f"Limit {name!r}: per_key gives keys their own values, so it goes with a key."
         )
     return Limit(
         name=name,
@@ -186,6 +296,7 @@ def _parse_limit(name: object, spec: object) -> Limit:
         rate=rate,
         period=period,
         burst=burst,
+        per_key=_parse_per_key(name, spec.get("per_key"), Values(concurrency, rate, period, burst)),
     )
 
 

@@ -18,8 +18,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 
 from . import queries
-from .limits import Limits
-from .models import FINISHED_STATUSES, JobStatus
+from .limit_overrides import describe as describe_override
+from .limits import Limit, Limits
+from .models import FINISHED_STATUSES, JobStatus, LimitOverride
 from .queries.observe import LATENCY_BUCKETS
 
 
@@ -132,6 +133,16 @@ class KeyStats(KeyVerdict):
 
 
 @dataclass
+class OverrideStats:
+    """An override in force: for which key ("" for every key), the values, who set it and when."""
+
+    key: str
+    values: str
+    changed_by: str
+    changed_at: datetime
+
+
+@dataclass
 class LimitStats:
     """A limit of LIMITS: its keys in use, how many of its jobs run and wait."""
 
@@ -143,6 +154,8 @@ class LimitStats:
     # Waiting jobs whose key lets nothing start now.
     held: int = 0
     busiest: list[KeyStats] = field(default_factory=list)
+    # Its values changed at runtime (jobs.limit_overrides), for every key or some.
+    overrides: list[OverrideStats] = field(default_factory=list)
 
 
 # Keys of each limit that the dashboard lists, the ones with most waiting first.
@@ -189,6 +202,7 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
         bounds = _fetch(cursor, queries.observe.MINUTES_OF_LAST_HOUR)
         workers = _fetch(cursor, queries.observe.WORKERS)
         keys = _fetch(cursor, queries.observe.LIMIT_KEYS_IN_USE) if options.limits else []
+        overrides = _fetch(cursor, queries.observe.LIMIT_OVERRIDES) if options.limits else []
         verdicts = _key_verdicts(cursor, [row[1] for row in keys]) if keys else {}
 
     queues = {
@@ -223,7 +237,7 @@ def snapshot(using: str | None = None, *, backend: str = DEFAULT_TASK_BACKEND_AL
             count, total, p50, p95, p99, tuple(zip(LATENCY_BUCKETS, cumulative, strict=True))
         ),
         workers=[WorkerStats(*row, alive=row[7] <= options.worker_dead_after) for row in workers],
-        limits=_limit_stats(options.limits, keys, verdicts),
+        limits=_limit_stats(options.limits, keys, verdicts, overrides),
     )
 
 
@@ -241,7 +255,7 @@ def _key_verdicts(cursor, keys: Sequence[str]) -> dict[str, KeyVerdict]:
 
 
 def _limit_stats(
-    limits: Limits, rows: list[tuple], verdicts: dict[str, KeyVerdict]
+    limits: Limits, rows: list[tuple], verdicts: dict[str, KeyVerdict], overrides: list[tuple]
 ) -> list[LimitStats]:
     """
     Each configured limit with its keys in use (rows of queries.observe.LIMIT_KEYS_IN_USE)
@@ -262,6 +276,13 @@ def _limit_stats(
             limit.held += waiting
         if len(limit.busiest) < BUSIEST_KEYS:
             limit.busiest.append(KeyStats(**vars(verdict), waiting=waiting))
+    for name, key, concurrency, rate, period, burst, changed_by, changed_at in overrides:
+        if name in stats:
+            override = LimitOverride(
+                name=name, key=key, concurrency=concurrency, rate=rate, period=period, burst=burst
+            )
+            values = describe_override(override, limits.by_name.get(name) or Limit(name))
+            stats[name].overrides.append(OverrideStats(key, values, changed_by, changed_at))
     return list(stats.values())
 
 

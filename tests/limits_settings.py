@@ -18,6 +18,20 @@ LIMITS = {
     # One at a time per key, under a shared rate, as the signup's text messages.
     "user": {"tasks": ["tests.tasks.limited_sleep"], "key": "user_id", "concurrency": 1},
     "shared": {"tasks": ["tests.tasks.limited_sleep"], "concurrency": 3},
+    # Keys with values of their own: "gold" 3 at once, every other key 1.
+    "tiered": {
+        "tasks": ["tests.tasks.tiered_run"],
+        "key": "key",
+        "concurrency": 1,
+        "per_key": {"gold": {"concurrency": 3}},
+    },
+    # Values a callable gives each key as its row is made.
+    "by-tenant": {
+        "tasks": ["tests.tasks.tenant_noop"],
+        "key": "tenant",
+        "concurrency": 1,
+        "per_key": "tests.tasks.tier_of",
+    },
 }
 
 TASKS = {

@@ -262,6 +262,24 @@ def keyed_noop(tenant: str) -> None:
     return None
 
 
+@task(takes_context=True)
+def tiered_run(context, key: str, seconds: float = 0.02) -> None:
+    """limited_run under the "tiered" limit, whose keys have values of their own."""
+    limited_run.call(context, key, seconds)
+
+
+@task
+def tenant_noop(tenant: str) -> None:
+    return None
+
+
+def tier_of(key: str) -> dict | None:
+    """The "by-tenant" limit's values of a key: what a project would read from its plans."""
+    if key.startswith("premium-"):
+        return {"concurrency": 4, "rate": "100/s"}
+    return None
+
+
 @task(takes_context=True, max_attempts=3)
 def limited_sleep(context, user_id: int, seconds: float) -> None:
     note_start(context)

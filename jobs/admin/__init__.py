@@ -1,4 +1,4 @@
-"""The queue in the Django admin: jobs, workers and the dashboard."""
+"""The queue in the Django admin: jobs, workers, limits changed at runtime and the dashboard."""
 
-from . import jobs, workers  # noqa: F401
+from . import jobs, limits, workers  # noqa: F401
 from .schedules import ScheduleAdmin  # noqa: F401

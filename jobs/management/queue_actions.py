@@ -77,7 +77,7 @@ class QueueActions:
         )
 
     def _queues_pause(self, queues: list[str], by: str | None, backend: str, **_: Any) -> None:
-        by = _system_user() if by is None else by
+        by = system_user() if by is None else by
         self._change_queues(
             queues, "paused", lambda name: operations.pause_queue(name, by=by, backend=backend)
         )
@@ -145,7 +145,8 @@ def _queue_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _system_user() -> str:
+def system_user() -> str:
+    """Who runs the command, as the system names them ("" when it cannot tell)."""
     try:
         return getpass.getuser()
     except OSError:

@@ -8,6 +8,7 @@ models are for migrations, the admin and everything that is not the hot path.
 
 from .job import EITHER_FINISHED_INDEX, FINISHED_STATUSES, Dependency, Job, JobStatus
 from .limit_key import LimitKey
+from .limit_override import LimitChange, LimitOverride
 from .schedule import CatchUp, Schedule, default_time_zone, notify_schedulers
 from .worker import PausedQueue, Worker
 
@@ -18,7 +19,9 @@ __all__ = [
     "Dependency",
     "Job",
     "JobStatus",
+    "LimitChange",
     "LimitKey",
+    "LimitOverride",
     "PausedQueue",
     "Schedule",
     "Worker",

@@ -6,7 +6,8 @@ waiting for a result and the schedulers, and what each payload carries.
 # Channel of the NOTIFY sent when a job becomes due now; the payload is its queue.
 READY_CHANNEL = "jobs_ready"
 # The same for a job under a limit (jobs.limits), or a slot of one that frees:
-# a worker with limits runs LIMITED_CLAIM only while such jobs may start.
+# a worker with limits runs LIMITED_CLAIM only while such jobs may start. An
+# empty payload is every queue: a limit's values changed.
 LIMITED_READY_CHANNEL = "jobs_limited_ready"
 
 # Channel of the NOTIFY sent when jobs finish, whatever ends them (an

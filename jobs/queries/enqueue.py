@@ -4,6 +4,7 @@ transaction, and the limit keys they count against.
 """
 
 from .channels import LIMITED_READY_CHANNEL, READY_CHANNEL
+from .limit_values import SETTLED
 
 # Enqueue one or many jobs of one task in a single INSERT on the caller's
 # connection, so the jobs exist only if the caller's transaction commits.
@@ -102,6 +103,11 @@ ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
 # starts full. New rows are inserted in key order, so two enqueues that make
 # the same new keys wait for each other's commit, never deadlock.
 #
+# A row is made with the values its limit's settings give its key under the
+# overrides in force (queries.limit_values.SETTLED). A row made by an enqueue
+# that read the overrides just before one changed, and committed after the
+# change rewrote its limit's rows, has the old values: the workers' next
+# heartbeat brings it up to date (jobs.limit_overrides.RECENT_CHANGES).
 # A row that exists already is held FOR KEY SHARE until the enqueue commits:
 # that lock does not conflict with the claim's and the completion's FOR NO
 # KEY UPDATE, nor with another enqueue's, so enqueues of one key never wait
@@ -110,19 +116,20 @@ ENQUEUE_ONE_LABELLED = _ENQUEUE_ONE.format(**_LABELLED)
 # happens wholly before it. A row deleted or made by another transaction
 # after this statement's snapshot is neither held nor made here: the result
 # is false, and the caller runs the statement again (jobs.transitions).
-ENSURE_LIMIT_KEYS = """
+ENSURE_LIMIT_KEYS = f"""
 WITH wanted AS (
     SELECT DISTINCT ON (row ->> 0) row ->> 0 AS key, row
     FROM jsonb_array_elements(%(limit_keys)s::jsonb) AS row
     ORDER BY row ->> 0
 ),
+{SETTLED},
 made AS (
     INSERT INTO jobs_limit_key (
         key, name, concurrency, rate, period, burst, running, tokens, refilled_at
     )
-    SELECT key, row ->> 1, (row ->> 2)::int, (row ->> 3)::int, (row ->> 4)::float8,
-           (row ->> 5)::int, 0, COALESCE((row ->> 5)::float8, 0), statement_timestamp()
-    FROM wanted
+    SELECT key, name, concurrency, rate, period, burst, 0, COALESCE(burst, 0),
+           statement_timestamp()
+    FROM settled
     ORDER BY key
     ON CONFLICT (key) DO NOTHING
     RETURNING key

@@ -20,16 +20,6 @@ SELECT count(*) FROM (
 ) AS waiting
 """
 
-# Bring the key rows of a limit to its settings, when a worker starts.
-SYNC_LIMIT = """
-UPDATE jobs_limit_key
-SET concurrency = %(concurrency)s, rate = %(rate)s, period = %(period)s, burst = %(burst)s,
-    tokens = LEAST(tokens, COALESCE(%(burst)s, 0))
-WHERE name = %(name)s
-  AND (concurrency, rate, period, burst) IS DISTINCT FROM
-      (%(concurrency)s::int, %(rate)s::int, %(period)s::float8, %(burst)s::int)
-"""
-
 # How many jobs a key row lets start now: its free slots (concurrency less
 # running) and the whole tokens of its bucket, refilled to this statement's
 # time; a limit it does not set allows the claim's whole batch.

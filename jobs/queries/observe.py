@@ -87,6 +87,12 @@ CROSS JOIN LATERAL (
 WHERE oldest.run_at IS NOT NULL
 """
 
+# The limits' values changed at runtime (jobs.limit_overrides), a handful of rows.
+LIMIT_OVERRIDES = """
+SELECT name, key, concurrency, rate, period, burst, changed_by, changed_at
+FROM jobs_limit_override ORDER BY name, key
+"""
+
 # The keys of limits that run jobs now or have due jobs waiting, with their
 # state: for each, its limits, how many run, its bucket's tokens now, and its
 # due READY jobs (as their own key, or as their shared one). Reads the READY

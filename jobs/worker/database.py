@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from .. import queries, transitions
+from .. import limit_overrides, queries, transitions
 from ..limits import Limits
 from ..retention import PrunePass
 from .attempts import WORKER_LOST, refused_outcome
@@ -203,7 +203,7 @@ class QueueDatabase:
             if notify.channel == queries.channels.CANCEL_CHANNEL:
                 job_id, _, attempt = notify.payload.partition(":")
                 news.cancelled.add((job_id, int(attempt) if attempt else None))
-            elif self.queues and notify.payload not in self.queues:
+            elif self.queues and notify.payload and notify.payload not in self.queues:
                 continue
             elif notify.channel == queries.channels.PAUSE_CHANNEL:
                 news.paused.add(notify.payload)
@@ -442,19 +442,18 @@ class QueueDatabase:
         """How many READY jobs are under limits (counted up to 1,000)."""
         return self._execute(queries.limits.LIMITED_JOBS_WAIT).fetchone()[0]
 
-    def sync_limits(self) -> None:
-        """Bring the key rows of every limit to the settings this worker runs with."""
+    def sync_limits(self, names: Sequence[str] | None = None) -> None:
+        """
+        Bring the key rows of every limit (or of those named) to the values
+        this worker's settings give them, under the overrides in force.
+        """
         for limit in self.limits.all:
-            self._execute(
-                queries.limits.SYNC_LIMIT,
-                {
-                    "name": limit.name,
-                    "concurrency": limit.concurrency,
-                    "rate": limit.rate,
-                    "period": limit.period,
-                    "burst": limit.burst,
-                },
-            )
+            if names is None or limit.name in names:
+                limit_overrides.sync_limit(self._cursor(), limit)
+
+    def recently_changed_limits(self) -> list[str]:
+        """The limits whose values changed at runtime lately (jobs.limit_overrides)."""
+        return limit_overrides.recently_changed(self._cursor())
 
     def reconcile_limits(self) -> list[str]:
         """

@@ -111,6 +111,7 @@ class Maintenance:
         """One heartbeat's upkeep; prune=False while the worker stops."""
         self.heartbeat()
         self.rescue()
+        self.settle_changed_limits()
         self.reconcile_limits()
         self.analyze_if_never_analyzed()
         if prune:
@@ -170,6 +171,17 @@ class Maintenance:
                 ready,
                 failed,
             )
+
+    def settle_changed_limits(self) -> None:
+        """
+        Rewrite the key rows of limits changed at runtime lately: a row made
+        by an enqueue that raced the change holds the old values until then
+        (see jobs.limit_overrides.RECENT_CHANGES).
+        """
+        if not self.db.limits:
+            return
+        if changed := self.db.recently_changed_limits():
+            self.db.sync_limits(changed)
 
     def reconcile_limits(self) -> None:
         """Recount the running jobs of limit keys whose count went wrong (see queries.limits)."""

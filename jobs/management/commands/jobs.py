@@ -17,16 +17,17 @@ from jobs.management.backends import queue_backend
 from jobs.management.base import BaseCommand, deprecation_notice
 from jobs.management.job_actions import JobActions
 from jobs.management.job_tail import TailAction, add_tail
+from jobs.management.limit_actions import LimitActions, add_limit_actions
 from jobs.management.queue_actions import QueueActions, add_prune, add_queue_actions
 from jobs.models import Job
 
 
-class Command(JobActions, QueueActions, TailAction, BaseCommand):
+class Command(JobActions, QueueActions, LimitActions, TailAction, BaseCommand):
     help = (
         "Look at jobs and act on them from the command line: enqueue a task by its path, "
         "show or list jobs, retry or cancel them by id or by filter, prune the finished "
         "ones past their retention, or follow them as they run (tail); list, pause, "
-        "resume or purge queues. Acting on a "
+        "resume or purge queues; list limits and change them at runtime. Acting on a "
         "filter asks first (--yes for scripts); --json prints machine-readable output."
     )
 
@@ -41,10 +42,11 @@ class Command(JobActions, QueueActions, TailAction, BaseCommand):
         add_tail(actions)
         add_prune(actions)
         queue_actions = add_queue_actions(actions)
+        limit_actions = add_limit_actions(actions)
         for subparser in actions.choices.values():
             _add_output_options(subparser)
-        # After the queue action too; `jobs queues` alone lists them.
-        for subparser in queue_actions.choices.values():
+        # After the queue or limit action too; `jobs queues` alone lists them.
+        for subparser in [*queue_actions.choices.values(), *limit_actions.choices.values()]:
             _add_output_options(subparser, json_default=argparse.SUPPRESS)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -57,6 +59,8 @@ class Command(JobActions, QueueActions, TailAction, BaseCommand):
             action = "queues_purge"
         elif action == "queues":
             action = f"queues_{options['queue_action'] or 'list'}"
+        elif action == "limits":
+            action = f"limits_{options['limit_action'] or 'list'}"
         getattr(self, f"_{action}")(**options)
 
     def _confirm(self, question: str, yes: bool) -> None:
