@@ -2204,28 +2204,55 @@ SELECT count(*) > 0,
 FROM resumed;
 
 -- jobs.queries.workflows.ENQUEUE_WORKFLOW
-WITH job AS (
+WITH task AS (
+    SELECT position, t ->> 'task_path' AS task_path, t ->> 'queue' AS queue,
+           (t ->> 'priority')::smallint AS priority,
+           (t ->> 'run_after')::timestamptz AS run_after,
+           (t ->> 'max_attempts')::int AS max_attempts,
+           make_interval(secs => (t ->> 'timeout')::float8) AS timeout,
+           t ->> 'unique_key' AS unique_key,
+           ARRAY(SELECT jsonb_array_elements_text(t -> 'tags'))::varchar[] AS tags,
+           COALESCE((t ->> 'meta')::jsonb, '{}') AS meta,
+           (t ->> 'trace_context')::jsonb AS trace_context, t ->> 'retention' AS retention
+    FROM jsonb_array_elements(%(tasks)s::jsonb) WITH ORDINALITY AS tasks(t, position)
+),
+ids AS (SELECT string_to_array(%(ids)s::text, ',')::uuid[] AS of_node),
+job AS (
     INSERT INTO jobs_job (
         id, backend, task_path, queue, priority, args, kwargs, status, run_at, run_after,
         attempts, max_attempts, timeout, enqueued_at, worker_ids, errors, unique_key, tags,
         meta, trace_context, workflow_id, parents_left, parents_failed, run_when,
         parent_results, has_dependants, limit_key, shared_limit_key, retention, workflow_name
     )
-    SELECT (node ->> 'id')::uuid, %(backend)s, node ->> 'task_path', node ->> 'queue',
-           (node ->> 'priority')::smallint, call -> 0, call -> 1, node ->> 'status',
-           COALESCE((node ->> 'run_after')::timestamptz, statement_timestamp()),
-           (node ->> 'run_after')::timestamptz, 0, (node ->> 'max_attempts')::int,
-           make_interval(secs => (node ->> 'timeout')::float8), statement_timestamp(), '{}',
-           '[]', node ->> 'unique_key',
-           ARRAY(SELECT jsonb_array_elements_text(node -> 'tags'))::varchar[],
-           COALESCE((node ->> 'meta')::jsonb, '{}'), (node ->> 'trace_context')::jsonb,
-           %(workflow_id)s::uuid, (node ->> 'parents_left')::int, 0, node ->> 'run_when',
-           node ->> 'parent_results', (node ->> 'has_dependants')::boolean,
-           call -> 2 ->> 0, call -> 2 ->> 1, node ->> 'retention', %(workflow_name)s
+    SELECT new.id, %(backend)s, task.task_path, task.queue, task.priority,
+           call -> 0, call -> 1,
+           CASE WHEN new.parents_left > 0 THEN 'WAITING' ELSE 'READY' END,
+           COALESCE(task.run_after, statement_timestamp()), task.run_after, 0,
+           task.max_attempts, task.timeout, statement_timestamp(), '{}', '[]',
+           task.unique_key, task.tags, task.meta, task.trace_context, %(workflow_id)s::uuid,
+           new.parents_left, 0, NULLIF(new.run_when, ''), NULLIF(new.parent_results, ''),
+           new.has_dependants, call -> 2 ->> 0, call -> 2 ->> 1, task.retention,
+           %(workflow_name)s
     FROM ROWS FROM (
-        jsonb_array_elements(%(jobs)s::jsonb), jsonb_array_elements(%(calls)s::jsonb)
-    ) AS new(node, call)
+        unnest((SELECT of_node FROM ids)),
+        unnest(string_to_array(%(tasks_of)s::text, ',')::int[]),
+        unnest(string_to_array(%(parents_left)s::text, ',')::int[]),
+        unnest(string_to_array(%(run_when)s::text, ',')),
+        unnest(string_to_array(%(parent_results)s::text, ',')),
+        unnest(string_to_array(%(has_dependants)s::text, ',')::boolean[]),
+        jsonb_array_elements(%(calls)s::jsonb)
+    ) AS new(id, task, parents_left, run_when, parent_results, has_dependants, call)
+    JOIN task ON task.position = new.task
     RETURNING queue, status, run_at, limit_key
+),
+edge AS (
+    INSERT INTO jobs_dependency (parent_id, child_id, position)
+    SELECT ids.of_node[edge.parent], ids.of_node[edge.child], edge.position
+    FROM ids, ROWS FROM (
+        unnest(string_to_array(%(edge_parents)s::text, ',')::int[]),
+        unnest(string_to_array(%(edge_children)s::text, ',')::int[]),
+        unnest(string_to_array(%(edge_positions)s::text, ',')::int[])
+    ) AS edge(parent, child, position)
 )
 SELECT statement_timestamp(),
        (SELECT count(pg_notify(CASE WHEN limit_key IS NULL THEN 'jobs_ready' ELSE 'jobs_limited_ready' END, queue))
@@ -2233,11 +2260,6 @@ SELECT statement_timestamp(),
               WHERE status = 'READY'
                 AND run_at <= statement_timestamp() + make_interval(secs => %(poll_interval)s)
               GROUP BY queue, limit_key IS NULL) AS due);
-
--- jobs.queries.workflows.ENQUEUE_DEPENDENCIES
-INSERT INTO jobs_dependency (parent_id, child_id, position)
-SELECT (edge ->> 0)::uuid, (edge ->> 1)::uuid, (edge ->> 2)::int
-FROM jsonb_array_elements(%(edges)s::jsonb) AS edge;
 
 -- jobs.queries.workflows._PARENTS
 jobs_dependency AS edge

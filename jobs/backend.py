@@ -209,7 +209,7 @@ class PostgresBackend(BaseTaskBackend):
                 # the results are made while Postgres inserts the rows (each
                 # takes about as long), instead of after. An error may come
                 # at any of the three steps: each is Django's, as for one job.
-                with cursor.db.wrap_database_errors, _pipeline(cursor.cursor.connection):
+                with cursor.db.wrap_database_errors, pipeline(cursor.cursor.connection):
                     cursor.execute(many, params)
                     results = self._ready_results(task, ids, calls)
                     _, enqueued_at, _ = cursor.fetchone()
@@ -406,7 +406,7 @@ def current_task_path(task_path: str) -> str:
         return task_path
 
 
-def _pipeline(connection: Any) -> AbstractContextManager[Any]:
+def pipeline(connection: Any) -> AbstractContextManager[Any]:
     """
     psycopg's pipeline mode on the caller's connection, where its libpq has
     it (14 and newer); otherwise statements simply wait for their results.

@@ -295,6 +295,23 @@ def chain_link(context, previous: str = "", label: str = "", seconds: float = 0.
     return f"{previous}>{label}" if previous else label
 
 
+@task(takes_context=True, max_attempts=3)
+def graph_node(
+    context, previous: str | list | None = None, label: str = "", seconds: float = 0.0
+) -> str:
+    """
+    A node of a nested workflow: its side effect (the ledger's row) comes
+    after its work, and it returns what it was given, then its label:
+    "(a+b)>c" is c given a's and b's results.
+    """
+    note_start(context)
+    time.sleep(seconds)
+    record_run.call(context, label)
+    if isinstance(previous, list):
+        previous = "(" + "+".join(previous) + ")"
+    return f"{previous}>{label}" if previous else label
+
+
 @task(takes_context=True, max_attempts=1)
 def batch_member(context, n: int, fail: bool = False) -> int:
     record_run.call(context, str(n))

@@ -24,12 +24,13 @@ from django.urls import reverse
 
 from .. import operations
 from ..exceptions import JobStateError
-from ..models import Job, JobStatus
+from ..models import Dependency, Job, JobStatus
 from ..progress import progress_of
 from ..workflow_status import workflow_jobs, workflow_stats
 from .actions import backend_alias, cancel
 from .charts import duration_text
 from .dashboard import LIVE_SECONDS
+from .workflow_graph import MOST_JOBS_DRAWN, workflow_graph
 
 # What an operator may do to a workflow: the permission, the jobs it acts
 # on, in the order it acts, the operation and what the log says.
@@ -62,12 +63,20 @@ class WorkflowPages:
             for job in jobs
         ]
         statuses = {job.status for job in jobs}
+        edges = Dependency.objects.using(jobs[0]._state.db).filter(
+            child_id__in=[job.pk for job in jobs]
+        )
+        graph = workflow_graph(
+            jobs, list(edges), lambda job: reverse("admin:jobs_job_change", args=[job.pk])
+        )
         context = {
             **self.admin_site.each_context(request),
             "title": stats.label,
             "opts": self.opts,
             "stats": stats,
             "rows": rows,
+            "graph": graph,
+            "most_drawn": MOST_JOBS_DRAWN,
             "dashboard_url": reverse("admin:jobs_job_dashboard"),
             "live_seconds": LIVE_SECONDS,
             "jobs_url": reverse("admin:jobs_job_changelist") + f"?q=workflow:{stats.id}",

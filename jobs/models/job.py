@@ -219,11 +219,15 @@ class Dependency(models.Model):
     An edge of a workflow: the child waits for the parent to finish.
 
     Plain ids rather than foreign keys: the rows are written and read by the
-    queue's own SQL (jobs.queries.workflows: ENQUEUE_DEPENDENCIES,
+    queue's own SQL (jobs.queries.workflows: ENQUEUE_WORKFLOW,
     ADVANCE_WORKFLOWS, the parent results), and a finished parent may be deleted first, its outcome
     kept here. An edge is deleted with its child (jobs.transitions).
     """
 
+    # The child and the parent's place among its parents name an edge: no
+    # sequence to draw from and one index less per edge, for graphs of
+    # thousands of edges inserted in one statement.
+    pk = models.CompositePrimaryKey("child_id", "position")
     parent_id = models.UUIDField()
     child_id = models.UUIDField()
     # The parent's place among the child's: the order of the results it is given.
@@ -237,7 +241,6 @@ class Dependency(models.Model):
         default_permissions = ("view",)
         indexes = [
             models.Index("parent_id", name="jobs_dependency_parent_idx"),
-            models.Index("child_id", "position", name="jobs_dependency_child_idx"),
         ]
 
     def __str__(self) -> str:

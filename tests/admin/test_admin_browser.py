@@ -382,7 +382,7 @@ def test_the_job_list_follows_its_jobs_while_live_is_ticked(page, live_server, c
 
 
 def test_a_workflows_page_follows_its_jobs_while_live_is_ticked(
-    page, live_server, start_worker, csp_violations
+    page, live_server, start_worker, csp_violations, screenshot
 ):
     from playwright.sync_api import expect
 
@@ -399,5 +399,8 @@ def test_a_workflows_page_follows_its_jobs_while_live_is_ticked(
     start_worker()
     expect(statuses).to_have_text(["SUCCESSFUL", "SUCCESSFUL"])
     expect(page.locator("#jobs-workflow-summary")).to_contain_text("2 of 2 jobs finished")
+    # The graph's boxes change colour with the table.
+    expect(page.locator("svg.jobs-graph rect.jobs-graph-successful")).to_have_count(2)
     assert page.evaluate("window.jobsSameDocument") is True
+    screenshot(page, "workflow")
     assert csp_violations == [], csp_violations

@@ -4,14 +4,17 @@ their statuses, and the operator's two operations on it (cancel what has not
 run, retry the failed steps), each under its permission.
 """
 
+import re
+
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.tasks.exceptions import InvalidTask
 from django.urls import reverse
 
+from jobs.admin.workflow_graph import MOST_JOBS_DRAWN
 from jobs.models import Job, JobStatus
-from jobs.workflows import batch, chain, step
+from jobs.workflows import batch, chain, dag, step
 from tests.docs.pages import python_blocks, section
 from tests.tasks import add, batch_callback
 from tests.transitions.driver import claim_one, finish
@@ -42,6 +45,47 @@ def test_a_workflow_is_named_on_its_page_and_on_the_dashboard(admin_client):
     dashboard = admin_client.get(reverse("admin:jobs_job_dashboard")).content.decode()
     assert "sums of user 7" in dashboard
     assert reverse("admin:jobs_job_workflow", args=[named.id]) in dashboard
+
+
+def boxes(page: str) -> dict[str, tuple[int, str]]:
+    """Each drawn job's x and status class, by the job's id (its link)."""
+    found = re.findall(
+        r'<a href="/admin/jobs/job/([0-9a-f-]+)/change/"><title>[^<]*</title>'
+        r'<rect class="jobs-graph-node jobs-graph-(\w+)" x="(\d+)"',
+        page,
+    )
+    return {job_id: (int(x), status) for job_id, status, x in found}
+
+
+def test_the_page_draws_the_graph_with_each_jobs_status(admin_client):
+    enqueued = dag(
+        a=step(add, 1, 1),
+        b=step(add, 2, 2),
+        c=step(add, 5).after("a", "b"),
+        d=step(add, 6).after("c"),
+    ).enqueue()
+    a, b, c, d = (result.id for result in enqueued.results)
+    finish(claim_one(a))
+    drawn = boxes(page_of(admin_client, enqueued.id))
+    assert {job_id: status for job_id, (_, status) in drawn.items()} == {
+        a: "successful",
+        b: "ready",
+        c: "waiting",
+        d: "waiting",
+    }
+    # Each job stands right of what it waits for; a and b side by side.
+    assert drawn[a][0] == drawn[b][0] < drawn[c][0] < drawn[d][0]
+    assert page_of(admin_client, enqueued.id).count('class="jobs-graph-edge"') == 3
+
+
+def test_a_workflow_too_large_to_draw_is_listed(admin_client):
+    enqueued = batch(
+        [step(add, n, n) for n in range(MOST_JOBS_DRAWN)], on_success=step(add, 0)
+    ).enqueue()
+    page = page_of(admin_client, enqueued.id)
+    assert '<svg class="jobs-graph"' not in page
+    assert f"drawn for workflows of up to {MOST_JOBS_DRAWN} jobs" in page
+    assert page.count('<tr data-status="') == MOST_JOBS_DRAWN + 1
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 201, 7, "nul\x00"])

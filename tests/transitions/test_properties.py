@@ -226,7 +226,7 @@ class Door(RuleBasedStateMachine):
         assert (
             rows(
                 """
-            SELECT e.id FROM jobs_dependency AS e
+            SELECT e.child_id, e.position FROM jobs_dependency AS e
             WHERE NOT EXISTS (SELECT FROM jobs_job WHERE id = e.child_id)
                OR (NOT EXISTS (SELECT FROM jobs_job WHERE id = e.parent_id)
                    AND e.parent_outcome IS NULL)
