@@ -20,6 +20,7 @@ The value is any finite number (a fraction, a count); the message at most
 so often, not for every item.
 """
 
+import asyncio
 import math
 import uuid
 from dataclasses import dataclass
@@ -71,6 +72,11 @@ def report_progress(context: TaskContext, value: float, message: str = "") -> bo
             },
         )
         return cursor.fetchone() is not None
+
+
+async def areport_progress(context: TaskContext, value: float, message: str = "") -> bool:
+    """report_progress() for an async task: the write runs in a thread, off the event loop."""
+    return await asyncio.to_thread(report_progress, context, value, message)
 
 
 def progress_of(job: Job) -> Progress | None:

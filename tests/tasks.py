@@ -408,3 +408,31 @@ async def async_stops_when_cancelled(context) -> str:
             return "stopped"
         await asyncio.sleep(0.1)
     return "never cancelled"
+
+
+@task(takes_context=True)
+async def async_wait(context, seconds: float) -> float:
+    """An I/O-bound async task: it awaits, as a call to a provider would, and reports progress."""
+    from jobs.progress import areport_progress
+
+    await asyncio.sleep(seconds)
+    await areport_progress(context, 1.0, "waited")
+    return seconds
+
+
+@task(max_attempts=1, timeout=1)
+async def async_blocks_its_loop() -> None:
+    """Awaits a little, then blocks its event loop (a sync sleep) far past its timeout."""
+    await asyncio.sleep(0.3)
+    time.sleep(60)
+
+
+@task(max_attempts=1, timeout=1)
+async def async_awaits_past_its_timeout() -> None:
+    await asyncio.sleep(60)
+
+
+@task(max_attempts=1)
+async def async_ignores_its_cancel() -> None:
+    """Never looks at cancel_requested(): its coroutine is cancelled for it."""
+    await asyncio.sleep(60)

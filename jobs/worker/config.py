@@ -11,6 +11,8 @@ class WorkerConfig:
     concurrency: int
     prefetch: int | None = None  # None: adaptive
     threads: int = 1  # per executor process
+    # Async tasks each executor runs at once on its event loop, beside its threads.
+    async_slots: int = 0
     backend: str = "default"
     shutdown_timeout: float = 30.0
     max_tasks_per_child: int | None = None

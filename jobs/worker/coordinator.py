@@ -85,6 +85,7 @@ class Coordinator:
             self.worker_id,
             self.lease,
             threads=config.threads,
+            async_slots=config.async_slots,
             max_tasks_per_child=config.max_tasks_per_child,
             max_memory_per_child=config.max_memory_per_child,
             backend=config.backend,
@@ -96,7 +97,7 @@ class Coordinator:
         self.maintenance = Maintenance(
             self.db,
             self.worker_id,
-            config.concurrency * config.threads,
+            config.concurrency * (config.threads + config.async_slots),
             options,
             self.lease,
             self._stop_jobs,
@@ -150,12 +151,13 @@ class Coordinator:
             raise WorkerCannotStart(problem)
         self.maintenance.start()
         logger.info(
-            "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s), "
+            "Worker %s started: queues %s, concurrency %d (processes) x %d thread(s)%s, "
             "prefetch %s, database %s",
             self.worker_id,
             self.config.queues_text,
             self.config.concurrency,
             self.config.threads,
+            f" + {self.config.async_slots} async slot(s)" if self.config.async_slots else "",
             self.config.prefetch or "adaptive",
             describe(self.backend.database),
         )

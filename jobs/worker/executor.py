@@ -24,6 +24,7 @@ from queue import Empty, SimpleQueue
 import django
 
 from .. import cancellation
+from .async_slots import AsyncSlots
 from .job_runner import JobRunner
 from .lease import lapsed
 from .protocol import ClaimedJob, Outcome, receive_message, send_message, skipped
@@ -66,6 +67,7 @@ def executor_main(
     threads: int,
     running: "ctypes.Array[ctypes.c_longlong]",
     lease: ctypes.c_longlong,
+    async_slots: int = 0,
 ) -> None:
     """
     The executor process's entry point.
@@ -95,7 +97,7 @@ def executor_main(
         setup()
     runner = JobRunner(worker_id, backend)
     sender = OutcomeSender(conn)
-    jobs = start_reader(conn, sender, running, lease)
+    jobs = start_reader(conn, sender, running, lease, mixed=async_slots > 0)
 
     work = (jobs, runner, sender, running)
     others = [
@@ -104,6 +106,9 @@ def executor_main(
         )
         for slot in range(1, threads)
     ]
+    if async_slots:
+        loop = AsyncSlots(range(threads, threads + async_slots), *work)
+        others.append(threading.Thread(target=loop.run, name="jobs-executor-loop", daemon=True))
     for thread in others:
         thread.start()
     run_jobs(0, *work)
@@ -129,8 +134,10 @@ def run_jobs(
     coordinator sees the executor die and fails the job in its slot, instead
     of waiting for ever on a silent thread.
     """
+    # Beside an event loop, the threads leave the async jobs to it.
+    only = (lambda job: not runner.is_async(job)) if jobs.mixed else None
     with exit_on_failure("a job ended its thread"):
-        while (job := jobs.take(slot)) is not None:
+        while (job := jobs.take(slot, only)) is not None:
             with cancellation.watching(jobs.cancel_request(job)):
                 outcome = runner.run(job)
             jobs.ended(job)
@@ -219,7 +226,14 @@ class WaitingJobs:
         running: "ctypes.Array[ctypes.c_longlong]",
         lease: ctypes.c_longlong,
         refuse: Callable[[ClaimedJob], None],
+        *,
+        mixed: bool = False,
     ) -> None:
+        # With an event loop beside the threads (mixed), the loop takes the
+        # async jobs and the threads the others, each only the first job
+        # waiting, so that jobs still start in order: every change of the
+        # first job wakes every taker.
+        self.mixed = mixed
         self._jobs: OrderedDict[tuple[str, int], tuple[int, ClaimedJob]] = OrderedDict()
         self._running = running
         self._lease = lease
@@ -227,6 +241,9 @@ class WaitingJobs:
         self._received = 0
         self._ended = False
         self._ready = threading.Condition()
+        # Told of each cancel of a running job (the event loop's, to cancel
+        # its coroutine: jobs.worker.async_slots).
+        self.on_cancel: Callable[[tuple[str, int]], None] | None = None
         # The cancel request of each job that runs now, made as it is taken:
         # a cancel that comes once the coordinator sees the job's number in
         # its slot always finds it (see request_cancel).
@@ -237,11 +254,16 @@ class WaitingJobs:
             for job in jobs:
                 self._received += 1
                 self._jobs[job.id, job.attempt] = (self._received, job)
-            self._ready.notify(len(jobs))
+            if self.mixed:
+                self._ready.notify_all()
+            else:
+                self._ready.notify(len(jobs))
 
     def withdraw(self, key: tuple[str, int]) -> ClaimedJob | None:
         with self._ready:
             _, job = self._jobs.pop(key, (0, None))
+            if self.mixed:
+                self._ready.notify_all()
             return job
 
     def end(self) -> None:
@@ -250,14 +272,25 @@ class WaitingJobs:
             self._ended = True
             self._ready.notify_all()
 
-    def take(self, slot: int) -> ClaimedJob | None:
+    def take(
+        self, slot: int, only: Callable[[ClaimedJob], bool] | None = None
+    ) -> ClaimedJob | None:
+        """
+        The first waiting job, for the thread of `slot`: when `only` is given,
+        once the first job is one it accepts (jobs start in the order they
+        came, whichever slot runs them). None once the jobs have ended.
+        """
         with self._ready:
             while True:
-                while not self._jobs and not self._ended:
+                while not self._ended and (
+                    not self._jobs or (only is not None and not only(self._first()))
+                ):
                     self._ready.wait()
-                if not self._jobs:
+                if not self._jobs or (only is not None and not only(self._first())):
                     return None
                 number, job = self._jobs.popitem(last=False)[1]
+                if self.mixed:
+                    self._ready.notify_all()
                 # A worker frozen past its lease may have been rescued: its
                 # jobs are someone else's to run. Checked here, as the job
                 # would start, since the whole process group wakes at once and
@@ -268,6 +301,9 @@ class WaitingJobs:
                     self._running[-1] = number
                     return job
                 self._refuse(job)
+
+    def _first(self) -> ClaimedJob:
+        return next(iter(self._jobs.values()))[1]
 
     def cancel_request(self, job: ClaimedJob) -> threading.Event:
         """The cancel request of a job this thread has taken."""
@@ -281,8 +317,11 @@ class WaitingJobs:
     def request_cancel(self, key: tuple[str, int]) -> None:
         """Tell a running job's task that it was cancelled; nothing for a job that has ended."""
         with self._ready:
-            if (request := self._cancel_requests.get(key)) is not None:
+            request = self._cancel_requests.get(key)
+            if request is not None:
                 request.set()
+        if request is not None and self.on_cancel is not None:
+            self.on_cancel(key)
 
 
 def start_reader(
@@ -290,6 +329,8 @@ def start_reader(
     sender: OutcomeSender,
     running: "ctypes.Array[ctypes.c_longlong]",
     lease: ctypes.c_longlong,
+    *,
+    mixed: bool = False,
 ) -> WaitingJobs:
     """
     Read the coordinator's messages in a thread of their own, as they come.
@@ -306,7 +347,7 @@ def start_reader(
     def answer_skipped(job: ClaimedJob) -> None:
         sender.put(skipped(job, time.time()))
 
-    jobs = WaitingJobs(running, lease, answer_skipped)
+    jobs = WaitingJobs(running, lease, answer_skipped, mixed=mixed)
 
     def read() -> None:
         with exit_on_failure("its pipe reader failed"):

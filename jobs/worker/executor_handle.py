@@ -17,6 +17,11 @@ from multiprocessing.connection import Connection
 
 from .protocol import ClaimedJob, Finished, send_message
 
+# Seconds past its timeout that a coroutine on an executor's event loop has
+# to end once the loop cancelled it (jobs.worker.async_slots), before the
+# executor is killed: a coroutine that blocks its loop cannot be cancelled.
+ASYNC_TIMEOUT_GRACE = 2.0
+
 
 @dataclass
 class Executor:
@@ -28,8 +33,10 @@ class Executor:
     # the job the thread runs now, 0 when it runs none; and a last slot with
     # the highest number taken so far (see executor.py: executor_main, WaitingJobs).
     slots: "ctypes.Array[ctypes.c_longlong]"
-    # Jobs it runs at once, each in a thread of its own.
+    # Jobs it runs at once, each in a thread of its own; then async jobs on
+    # its event loop, one slot each after the threads' (jobs.worker.async_slots).
     threads: int = 1
+    async_slots: int = 0
     # Jobs sent and not yet answered, by (id, attempt), in the order they were
     # sent. The attempt is part of the key: a worker that was declared dead
     # may claim again a job it still runs.
@@ -109,9 +116,21 @@ class Executor:
         """The jobs whose code runs now: read from the slots, so exact."""
         return [
             self.assigned[self.by_number[number]]
-            for number in self.slots[: self.threads]
+            for number in self.slots[: self.threads + self.async_slots]
             if number in self.by_number
         ]
+
+    def timeout_grace(self, job: ClaimedJob) -> float:
+        """
+        Seconds past its timeout before a running job's executor is killed:
+        none on a thread; on the event loop, the time its cancellation has to
+        end it (a coroutine that blocks the loop does not end).
+        """
+        if not self.async_slots:
+            return 0.0
+        number = self.numbers.get((job.id, job.attempt))
+        loop_slots = self.slots[self.threads : self.threads + self.async_slots]
+        return ASYNC_TIMEOUT_GRACE if number in loop_slots else 0.0
 
     def not_running(self) -> list[ClaimedJob]:
         """
@@ -135,7 +154,7 @@ class Executor:
         """
         now = time.monotonic()
         running = self.running()
-        last_taken = self.slots[self.threads]
+        last_taken = self.slots[self.threads + self.async_slots]
         unreported, unstarted = [], []
         for job in self.not_running():
             begun = self.numbers[job.id, job.attempt] <= last_taken

@@ -5,6 +5,8 @@ the attempt ended. The executor runs it on each of its threads; jobs.testing
 runs it in the test's own process.
 """
 
+import asyncio
+import inspect
 import json
 import logging
 import time
@@ -22,7 +24,7 @@ from django.tasks.signals import task_finished, task_started
 from django.utils.json import normalize_json
 
 from .. import tracing
-from ..exceptions import Snooze, class_path
+from ..exceptions import JobTimeout, Snooze, class_path
 from ..jsonb import unstorable
 from ..retries import Retry, RetryRules
 from .attempts import (
@@ -47,6 +49,15 @@ def loads(text: str) -> Any:
     if text == "{}":
         return {}
     return json.loads(text)
+
+
+def stored(value: Any) -> tuple[Any, str]:
+    """A task's return value as Django's API gives it back, and as jsonb stores it."""
+    value = normalize_json(value)
+    return_value = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    if reason := unstorable(return_value):
+        raise ValueError(f"The return value holds {reason}, which Postgres cannot store in jsonb.")
+    return value, return_value
 
 
 def as_datetime(epoch: float) -> datetime:
@@ -127,12 +138,7 @@ class JobRunner:
                 value = task.call(TaskContext(task_result=result), *args, **kwargs)
             else:
                 value = task.call(*args, **kwargs)
-            value = normalize_json(value)
-            return_value = json.dumps(value, allow_nan=False, ensure_ascii=False)
-            if reason := unstorable(return_value):
-                raise ValueError(
-                    f"The return value holds {reason}, which Postgres cannot store in jsonb."
-                )
+            value, return_value = stored(value)
         except Snooze as error:
             outcome = self._snoozed(job, task, backend, error, time.monotonic() - started)
             if outcome.status != SNOOZED:
@@ -160,6 +166,80 @@ class JobRunner:
             # its traceback.
             self._finished(backend, result, outcome)
         return outcome
+
+    def is_async(self, job: ClaimedJob) -> bool:
+        """Whether a job's task is a coroutine function (False when it does not load here)."""
+        try:
+            task, _ = self._task(job)
+        except Exception:
+            return False
+        return inspect.iscoroutinefunction(task.func)
+
+    async def arun(self, job: ClaimedJob) -> Outcome:
+        """
+        Run a job of an async task on this thread's event loop (jobs.worker.async_slots),
+        as run() runs any job: its signals are sent from a thread, where their
+        receivers may use the ORM, and a timeout cancels the coroutine.
+        """
+        if not tracing.enabled():
+            return await self._arun(job)
+        carrier = loads(job.trace_context) if job.trace_context else None
+        with tracing.attempt_span(job.task_path, job.queue, job.id, job.attempt, carrier) as span:
+            outcome = await self._arun(job)
+            tracing.record_outcome(span, outcome.status)
+            return outcome
+
+    async def _arun(self, job: ClaimedJob) -> Outcome:
+        started = time.monotonic()
+        try:
+            task, backend = self._task(job)
+        except Exception as error:
+            return self._task_missing(job, error)
+        args, kwargs = loads(job.args), loads(job.kwargs)
+        result = self._task_result(job, task, args, kwargs)
+        await asyncio.to_thread(task_started.send, sender=type(backend), task_result=result)
+        error: BaseException | None = None
+        value, return_value = None, "null"
+        try:
+            async with asyncio.timeout(job.timeout):
+                if task.takes_context:
+                    value = await task.acall(TaskContext(task_result=result), *args, **kwargs)
+                else:
+                    value = await task.acall(*args, **kwargs)
+            value, return_value = stored(value)
+        except TimeoutError as timed_out:
+            error = JobTimeout(f"Timed out after {time.monotonic() - started:.1f} s")
+            error.__cause__ = timed_out
+        except BaseException as raised:
+            error = raised
+        duration = time.monotonic() - started
+        if isinstance(error, Snooze):
+            outcome = await asyncio.to_thread(self._snoozed, job, task, backend, error, duration)
+        elif error is not None:
+            outcome = self._failed(job, task, error, duration)
+        else:
+            outcome = Outcome(
+                job.id, job.attempt, SUCCESSFUL, time.time(), None, return_value, None, duration
+            )
+        await asyncio.to_thread(self._finished_raising, backend, result, outcome, value, error)
+        return outcome
+
+    def _finished_raising(
+        self,
+        backend: BaseTaskBackend,
+        result: TaskResult,
+        outcome: Outcome,
+        value: Any,
+        error: BaseException | None,
+    ) -> None:
+        """_finished() inside an except clause for the error, as run() sends it."""
+        if error is None or outcome.status == SNOOZED:
+            self._finished(backend, result, outcome, value=value)
+            return
+        try:
+            raise error
+        except BaseException:
+            self._finished(backend, result, outcome, error=error)
 
     def _failed(
         self, job: ClaimedJob, task: Task, error: BaseException, duration: float

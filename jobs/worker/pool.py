@@ -51,6 +51,7 @@ class ExecutorPool:
         lease: Lease,
         *,
         threads: int = 1,
+        async_slots: int = 0,
         max_tasks_per_child: int | None = None,
         max_memory_per_child: int | None = None,
         backend: str = DEFAULT_TASK_BACKEND_ALIAS,
@@ -59,6 +60,9 @@ class ExecutorPool:
         # None: adaptive, see PREFETCH_WINDOW.
         self.prefetch = prefetch
         self.threads = threads
+        self.async_slots = async_slots
+        # Jobs an executor runs at once: on its threads, and on its event loop.
+        self.slots = threads + async_slots
         self.average_duration: float | None = None
         self.worker_id = worker_id
         # The worker's task backend, whose options apply to a job that names
@@ -94,7 +98,7 @@ class ExecutorPool:
     def _spawn(self, context: multiprocessing.context.BaseContext | None = None) -> Executor:
         context = context or self._context
         parent_conn, child_conn = context.Pipe()
-        slots = context.RawArray("q", self.threads + 1)
+        slots = context.RawArray("q", self.slots + 1)
         # A forked child has Django set up already; a spawned one sets it up,
         # with the log levels that runworker gave this process.
         setup = None
@@ -112,13 +116,20 @@ class ExecutorPool:
                 self.threads,
                 slots,
                 self.lease.shared,
+                self.async_slots,
             ),
             name="jobs-executor",
             daemon=True,
         )
         process.start()
         child_conn.close()
-        return Executor(process=process, conn=parent_conn, slots=slots, threads=self.threads)
+        return Executor(
+            process=process,
+            conn=parent_conn,
+            slots=slots,
+            threads=self.threads,
+            async_slots=self.async_slots,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -135,14 +146,14 @@ class ExecutorPool:
     def jobs_per_executor(self) -> int:
         """
         How many jobs each executor may hold: those running and those queued
-        behind them; never fewer than its threads, so none of them idles.
+        behind them; never fewer than its slots, so none of them idles.
         """
         if self.prefetch is not None:
-            return max(self.prefetch, self.threads)
+            return max(self.prefetch, self.slots)
         if self.average_duration is None:
-            return self.threads
-        window = self.threads * PREFETCH_WINDOW / max(self.average_duration, 1e-6)
-        return max(self.threads, min(PREFETCH_LIMIT, int(window)))
+            return self.slots
+        window = self.slots * PREFETCH_WINDOW / max(self.average_duration, 1e-6)
+        return max(self.slots, min(PREFETCH_LIMIT, int(window)))
 
     def claim_size(self, *, eager: bool = False) -> int:
         """
@@ -159,7 +170,7 @@ class ExecutorPool:
         if (
             eager
             or free * 2 >= capacity
-            or any(self._room(e) and len(e.assigned) < e.threads for e in self.executors)
+            or any(self._room(e) and len(e.assigned) < self.slots for e in self.executors)
         ):
             return free
         return 0
@@ -305,7 +316,8 @@ class ExecutorPool:
                 job
                 for job in executor.running()
                 if job.timeout is not None
-                and now - executor.started.get((job.id, job.attempt), now) >= job.timeout
+                and now - executor.started.get((job.id, job.attempt), now)
+                >= job.timeout + executor.timeout_grace(job)
             ]
             if jobs:
                 late.append((executor, jobs))
@@ -314,7 +326,9 @@ class ExecutorPool:
     def next_deadline(self) -> float | None:
         """When the next running job times out, or a cancelled one's grace ends (monotonic)."""
         deadlines = [
-            executor.started.get((job.id, job.attempt), time.monotonic()) + job.timeout
+            executor.started.get((job.id, job.attempt), time.monotonic())
+            + job.timeout
+            + executor.timeout_grace(job)
             for executor in self.executors
             for job in executor.running()
             if job.timeout is not None

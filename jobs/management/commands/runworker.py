@@ -59,6 +59,8 @@ class Command(BaseCommand):
         for name in ("concurrency", "threads"):
             if options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1.")
+        if options["async_slots"] < 0:
+            raise CommandError("--async-slots must be 0 or more.")
         for name in ("max_tasks_per_child", "max_memory_per_child"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name.replace('_', '-')} must be at least 1.")
@@ -74,6 +76,7 @@ class Command(BaseCommand):
             queue_slots=queue_slots,
             concurrency=options["concurrency"],
             threads=options["threads"],
+            async_slots=options["async_slots"],
             prefetch=options["prefetch"],
             backend=options["backend"],
             shutdown_timeout=options["shutdown_timeout"],
@@ -125,6 +128,17 @@ def _add_capacity_options(group: Any) -> None:
             "tasks (HTTP calls, e-mail). Jobs run at once = concurrency x threads. A job "
             "that times out or is cancelled stops its whole process, interrupting the "
             "jobs beside it (retried while attempts remain). Default: 1."
+        ),
+    )
+    group.add_argument(
+        "--async-slots",
+        type=int,
+        default=0,
+        help=(
+            "Async tasks (async def) each executor process runs at once on an event loop, "
+            "beside its threads: many I/O-bound tasks for one thread's cost. A coroutine past "
+            "its timeout, or cancelled, is cancelled; one that blocks the loop has its process "
+            "killed. Default: 0 (async tasks run on the threads, one at a time each)."
         ),
     )
     group.add_argument(
