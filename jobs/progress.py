@@ -20,11 +20,11 @@ The value is any finite number (a fraction, a count); the message at most
 so often, not for every item.
 """
 
-import asyncio
 import math
 import uuid
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.db import connections
 from django.db.models import QuerySet
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, TaskResult, task_backends
@@ -75,8 +75,12 @@ def report_progress(context: TaskContext, value: float, message: str = "") -> bo
 
 
 async def areport_progress(context: TaskContext, value: float, message: str = "") -> bool:
-    """report_progress() for an async task: the write runs in a thread, off the event loop."""
-    return await asyncio.to_thread(report_progress, context, value, message)
+    """
+    report_progress() for an async task: the write runs off the event loop, in
+    the one thread (and database connection) that Django's sync_to_async
+    gives the process's sync work.
+    """
+    return await sync_to_async(report_progress)(context, value, message)
 
 
 def progress_of(job: Job) -> Progress | None:

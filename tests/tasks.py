@@ -415,6 +415,7 @@ async def async_wait(context, seconds: float) -> float:
     """An I/O-bound async task: it awaits, as a call to a provider would, and reports progress."""
     from jobs.progress import areport_progress
 
+    note_start(context)
     await asyncio.sleep(seconds)
     await areport_progress(context, 1.0, "waited")
     return seconds

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from django.db import DatabaseError, close_old_connections
 from django.tasks import TaskContext, TaskResult, TaskResultStatus, task_backends
 from django.tasks.backends.base import BaseTaskBackend
@@ -178,8 +179,9 @@ class JobRunner:
     async def arun(self, job: ClaimedJob) -> Outcome:
         """
         Run a job of an async task on this thread's event loop (jobs.worker.async_slots),
-        as run() runs any job: its signals are sent from a thread, where their
-        receivers may use the ORM, and a timeout cancels the coroutine.
+        as run() runs any job: its signals are sent from Django's sync thread
+        (sync_to_async), where their receivers may use the ORM, and a timeout
+        cancels the coroutine.
         """
         if not tracing.enabled():
             return await self._arun(job)
@@ -197,7 +199,9 @@ class JobRunner:
             return self._task_missing(job, error)
         args, kwargs = loads(job.args), loads(job.kwargs)
         result = self._task_result(job, task, args, kwargs)
-        await asyncio.to_thread(task_started.send, sender=type(backend), task_result=result)
+        if self.close_connections:
+            await sync_to_async(close_old_connections)()
+        await sync_to_async(task_started.send)(sender=type(backend), task_result=result)
         error: BaseException | None = None
         value, return_value = None, "null"
         try:
@@ -214,14 +218,14 @@ class JobRunner:
             error = raised
         duration = time.monotonic() - started
         if isinstance(error, Snooze):
-            outcome = await asyncio.to_thread(self._snoozed, job, task, backend, error, duration)
+            outcome = await sync_to_async(self._snoozed)(job, task, backend, error, duration)
         elif error is not None:
             outcome = self._failed(job, task, error, duration)
         else:
             outcome = Outcome(
                 job.id, job.attempt, SUCCESSFUL, time.time(), None, return_value, None, duration
             )
-        await asyncio.to_thread(self._finished_raising, backend, result, outcome, value, error)
+        await sync_to_async(self._finished_raising)(backend, result, outcome, value, error)
         return outcome
 
     def _finished_raising(

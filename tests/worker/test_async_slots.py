@@ -6,6 +6,7 @@ cancels and Django's signals as on a thread.
 
 import importlib
 import json
+import signal
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -98,6 +99,16 @@ def test_a_cancelled_coroutine_is_cancelled_before_its_process_would_be_killed(s
     assert wait_for_status(after.id) == JobStatus.SUCCESSFUL
     assert Job.objects.get(id=running.id).status == JobStatus.CANCELLED
     assert executors_of(worker.pid) == [executor]
+
+
+def test_sigterm_lets_the_running_coroutines_finish(start_worker, started):
+    worker = start_worker("--concurrency", "1", "--async-slots", "10")
+    ids = [r.id for r in async_wait.enqueue_many([((1.0,), {})] * 10)]
+    wait_until(started(*ids))
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    statuses = set(Job.objects.filter(id__in=ids).values_list("status", flat=True))
+    assert statuses == {JobStatus.SUCCESSFUL}
 
 
 def test_the_signals_of_an_async_job_are_sent_as_for_any_job(start_worker, worker_env, tmp_path):
