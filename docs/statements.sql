@@ -957,6 +957,9 @@ settled AS (
         ON every.name = wanted.row ->> 1 AND every.key = ''
 );
 
+-- jobs.queries.limit_values.LOCK_LIMIT
+SELECT pg_advisory_xact_lock(hashtext('jobs_limit:' || %(name)s));
+
 -- jobs.queries.limit_values.KEYS_OF_LIMIT
 SELECT key FROM jobs_limit_key WHERE name = %(name)s ORDER BY key;
 

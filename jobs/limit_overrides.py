@@ -26,6 +26,7 @@ from typing import Any
 
 from django.db import connections, transaction
 from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+from django.tasks.exceptions import InvalidTask
 from django.utils import timezone
 
 from . import queries
@@ -154,14 +155,29 @@ def sync_limit(cursor: Any, limit: Limit) -> int:
     changed. The one place that rewrites key rows' values: a worker that
     starts, a change of an override, and the heartbeat after one call it.
     """
+    cursor.execute(queries.limit_values.LOCK_LIMIT, {"name": limit.name})
     cursor.execute(queries.limit_values.KEYS_OF_LIMIT, {"name": limit.name})
     keys = [key for (key,) in cursor.fetchall()]
     changed = 0
     for batch in _batches(keys, SYNC_BATCH):
-        rows = json.dumps([limit.row(key) for key in batch], separators=(",", ":"))
+        rows = json.dumps([_row(limit, key) for key in batch], separators=(",", ":"))
         cursor.execute(queries.limit_values.SYNC_LIMIT_KEYS, {"limit_keys": rows})
         changed += cursor.fetchone()[0]
     return changed
+
+
+def _row(limit: Limit, key: str) -> list[Any]:
+    """
+    A key row's settings; the limit's own when its per_key callable fails
+    for the key: a project's callable that raises must not stop a worker.
+    """
+    try:
+        return limit.row(key)
+    except Exception as error:
+        logger.warning(
+            "Limit %s: per_key failed for %r (%s); its defaults apply", limit.name, key, error
+        )
+        return [key, limit.name, *limit.defaults]
 
 
 def recently_changed(cursor: Any) -> list[str]:
@@ -187,7 +203,12 @@ def _limit(name: str, key: str | None, backend: str, *, known: bool = True) -> L
 
 def describe(override: LimitOverride, limit: Limit) -> str:
     """The values a limit (or its key) runs with under an override, in words."""
-    base = limit.values(limit.key_of(override.key)) if override.key else limit.defaults
+    base = limit.defaults
+    if override.key:
+        try:
+            base = limit.values(limit.key_of(override.key))
+        except InvalidTask:
+            pass
     if override.concurrency is None and override.rate is None:
         return f"{base.describe()} (settings)"
     rated = override if override.rate is not None else base

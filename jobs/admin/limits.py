@@ -43,7 +43,7 @@ class LimitOverrideForm(forms.ModelForm):
         self.fields["name"].choices = [(limit.name, limit.name) for limit in limits.all]
         override = self.instance
         if override.pk and override.rate is not None:
-            self.initial["rate_text"] = f"{override.rate}/{override.period:g}s"
+            self.initial["rate_text"] = rate_text(override)
         if override.pk:
             self.fields["name"].disabled = self.fields["key"].disabled = True
 
@@ -62,6 +62,13 @@ class LimitOverrideForm(forms.ModelForm):
         return data
 
 
+def rate_text(override: LimitOverride) -> str:
+    """An override's rate as LIMITS writes it, which parse_rate reads back."""
+    period = override.period
+    seconds = str(int(period)) if float(period).is_integer() else repr(period)
+    return f"{override.rate}/{seconds}s"
+
+
 @admin.register(LimitOverride)
 class LimitOverrideAdmin(admin.ModelAdmin):
     form = LimitOverrideForm
@@ -76,7 +83,7 @@ class LimitOverrideAdmin(admin.ModelAdmin):
     def rate_shown(self, override: LimitOverride) -> str:
         if override.rate is None:
             return "—"
-        return f"{override.rate}/{override.period:g}s (burst {override.burst})"
+        return f"{rate_text(override)} (burst {override.burst})"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("jobs.change_limit")

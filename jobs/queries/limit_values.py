@@ -42,6 +42,14 @@ SETTLED = """settled AS (
     )
 )
 
+# Rewrites of one limit's key rows go one at a time: two overrides changed at
+# once (one key's, every key's) would each write values computed without the
+# other. Held to the end of the caller's transaction (a change's); a worker's
+# sync, outside one, holds it for the statement.
+LOCK_LIMIT = """
+SELECT pg_advisory_xact_lock(hashtext('jobs_limit:' || %(name)s))
+"""
+
 # The key rows of one limit, for a worker or an override to bring up to date.
 KEYS_OF_LIMIT = """
 SELECT key FROM jobs_limit_key WHERE name = %(name)s ORDER BY key

@@ -76,11 +76,14 @@ class AsyncSlots:
             while True:
                 await room.acquire()
                 slot = self.free.pop()
-                job = await loop.run_in_executor(taker, self.jobs.take, slot, self.runner.is_async)
+                job = await loop.run_in_executor(taker, self.jobs.take, slot, True)
                 if job is None:
                     break
                 task = asyncio.create_task(self._run(slot, job, room))
                 self.tasks[job.id, job.attempt] = (task, job)
+                # A cancel that came before the task was known here.
+                if self.jobs.cancel_request(job).is_set():
+                    self._cancel((job.id, job.attempt))
         if self.tasks:
             await asyncio.wait([task for task, _ in self.tasks.values()])
 

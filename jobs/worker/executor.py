@@ -97,7 +97,9 @@ def executor_main(
         setup()
     runner = JobRunner(worker_id, backend)
     sender = OutcomeSender(conn)
-    jobs = start_reader(conn, sender, running, lease, mixed=async_slots > 0)
+    jobs = start_reader(
+        conn, sender, running, lease, classify=runner.is_async if async_slots else None
+    )
 
     work = (jobs, runner, sender, running)
     others = [
@@ -135,9 +137,9 @@ def run_jobs(
     of waiting for ever on a silent thread.
     """
     # Beside an event loop, the threads leave the async jobs to it.
-    only = (lambda job: not runner.is_async(job)) if jobs.mixed else None
+    want_async = False if jobs.mixed else None
     with exit_on_failure("a job ended its thread"):
-        while (job := jobs.take(slot, only)) is not None:
+        while (job := jobs.take(slot, want_async)) is not None:
             with cancellation.watching(jobs.cancel_request(job)):
                 outcome = runner.run(job)
             jobs.ended(job)
@@ -234,6 +236,7 @@ class WaitingJobs:
         # waiting, so that jobs still start in order: every change of the
         # first job wakes every taker.
         self.mixed = mixed
+        self._async: set[tuple[str, int]] = set()
         self._jobs: OrderedDict[tuple[str, int], tuple[int, ClaimedJob]] = OrderedDict()
         self._running = running
         self._lease = lease
@@ -249,11 +252,18 @@ class WaitingJobs:
         # its slot always finds it (see request_cancel).
         self._cancel_requests: dict[tuple[str, int], threading.Event] = {}
 
-    def add(self, jobs: list[ClaimedJob]) -> None:
+    def add(self, jobs: list[ClaimedJob], kinds: list[bool] | None = None) -> None:
+        """
+        Jobs to run, in order; beside an event loop, with whether each is
+        async (found by the reader, outside the lock: it may import a module).
+        """
+        kinds = kinds or [False] * len(jobs)
         with self._ready:
-            for job in jobs:
+            for job, is_async in zip(jobs, kinds, strict=True):
                 self._received += 1
                 self._jobs[job.id, job.attempt] = (self._received, job)
+                if is_async:
+                    self._async.add((job.id, job.attempt))
             if self.mixed:
                 self._ready.notify_all()
             else:
@@ -262,6 +272,7 @@ class WaitingJobs:
     def withdraw(self, key: tuple[str, int]) -> ClaimedJob | None:
         with self._ready:
             _, job = self._jobs.pop(key, (0, None))
+            self._async.discard(key)
             if self.mixed:
                 self._ready.notify_all()
             return job
@@ -272,23 +283,21 @@ class WaitingJobs:
             self._ended = True
             self._ready.notify_all()
 
-    def take(
-        self, slot: int, only: Callable[[ClaimedJob], bool] | None = None
-    ) -> ClaimedJob | None:
+    def take(self, slot: int, want_async: bool | None = None) -> ClaimedJob | None:
         """
-        The first waiting job, for the thread of `slot`: when `only` is given,
-        once the first job is one it accepts (jobs start in the order they
-        came, whichever slot runs them). None once the jobs have ended.
+        The first waiting job, for the thread of `slot`: when `want_async` is
+        given (beside an event loop), once the first job is of that kind
+        (jobs start in the order they came, whichever slot runs them). None
+        once the jobs have ended.
         """
         with self._ready:
             while True:
-                while not self._ended and (
-                    not self._jobs or (only is not None and not only(self._first()))
-                ):
+                while not self._ended and (not self._jobs or not self._first_is(want_async)):
                     self._ready.wait()
-                if not self._jobs or (only is not None and not only(self._first())):
+                if not self._jobs or not self._first_is(want_async):
                     return None
                 number, job = self._jobs.popitem(last=False)[1]
+                self._async.discard((job.id, job.attempt))
                 if self.mixed:
                     self._ready.notify_all()
                 # A worker frozen past its lease may have been rescued: its
@@ -302,8 +311,10 @@ class WaitingJobs:
                     return job
                 self._refuse(job)
 
-    def _first(self) -> ClaimedJob:
-        return next(iter(self._jobs.values()))[1]
+    def _first_is(self, want_async: bool | None) -> bool:
+        if want_async is None:
+            return True
+        return (next(iter(self._jobs)) in self._async) == want_async
 
     def cancel_request(self, job: ClaimedJob) -> threading.Event:
         """The cancel request of a job this thread has taken."""
@@ -330,7 +341,7 @@ def start_reader(
     running: "ctypes.Array[ctypes.c_longlong]",
     lease: ctypes.c_longlong,
     *,
-    mixed: bool = False,
+    classify: Callable[[ClaimedJob], bool] | None = None,
 ) -> WaitingJobs:
     """
     Read the coordinator's messages in a thread of their own, as they come.
@@ -347,7 +358,7 @@ def start_reader(
     def answer_skipped(job: ClaimedJob) -> None:
         sender.put(skipped(job, time.time()))
 
-    jobs = WaitingJobs(running, lease, answer_skipped, mixed=mixed)
+    jobs = WaitingJobs(running, lease, answer_skipped, mixed=classify is not None)
 
     def read() -> None:
         with exit_on_failure("its pipe reader failed"):
@@ -361,7 +372,8 @@ def start_reader(
                     return
                 kind, body = message
                 if kind == "run":
-                    jobs.add([ClaimedJob(*row) for row in body])
+                    claimed = [ClaimedJob(*row) for row in body]
+                    jobs.add(claimed, [classify(job) for job in claimed] if classify else None)
                 elif kind == "cancel":
                     jobs.request_cancel(tuple(body))
                 elif (job := jobs.withdraw(tuple(body))) is not None:

@@ -141,8 +141,12 @@ class Executor:
         return [job for key, job in self.assigned.items() if key not in running]
 
     def note_starts(self, now: float) -> None:
-        for key in islice(self.assigned, self.threads):
-            self.started.setdefault(key, now)
+        # The first jobs sent start at once on idle threads; beside an event
+        # loop, which takes only async jobs, they may wait: there a job's
+        # clock starts only when a slot shows it.
+        if not self.async_slots:
+            for key in islice(self.assigned, self.threads):
+                self.started.setdefault(key, now)
         for job in self.running():
             self.started.setdefault((job.id, job.attempt), now)
 

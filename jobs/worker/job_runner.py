@@ -193,6 +193,10 @@ class JobRunner:
 
     async def _arun(self, job: ClaimedJob) -> Outcome:
         started = time.monotonic()
+        # The timeout counts from the take, as the coordinator's clock does,
+        # the signals before the task's code included.
+        loop_time = asyncio.get_running_loop().time()
+        deadline = None if job.timeout is None else loop_time + job.timeout
         try:
             task, backend = self._task(job)
         except Exception as error:
@@ -204,18 +208,20 @@ class JobRunner:
         await sync_to_async(task_started.send)(sender=type(backend), task_result=result)
         error: BaseException | None = None
         value, return_value = None, "null"
+        scope = asyncio.timeout_at(deadline)
         try:
-            async with asyncio.timeout(job.timeout):
+            async with scope:
                 if task.takes_context:
                     value = await task.acall(TaskContext(task_result=result), *args, **kwargs)
                 else:
                     value = await task.acall(*args, **kwargs)
             value, return_value = stored(value)
-        except TimeoutError as timed_out:
-            error = JobTimeout(f"Timed out after {time.monotonic() - started:.1f} s")
-            error.__cause__ = timed_out
         except BaseException as raised:
             error = raised
+            # Its own timeout, not one the task's code met (an HTTP client's).
+            if isinstance(raised, TimeoutError) and scope.expired():
+                error = JobTimeout(f"Timed out after {time.monotonic() - started:.1f} s")
+                error.__cause__ = raised
         duration = time.monotonic() - started
         if isinstance(error, Snooze):
             outcome = await sync_to_async(self._snoozed)(job, task, backend, error, duration)

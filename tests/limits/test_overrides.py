@@ -10,6 +10,7 @@ import logging
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.tasks.exceptions import InvalidTask
 from django.test import override_settings
 from django.urls import reverse
@@ -174,6 +175,32 @@ def test_a_row_made_by_an_enqueue_that_raced_a_change_is_settled_at_the_next_hea
     assert db.recently_changed_limits() == ["per-key"]
     db.sync_limits(db.recently_changed_limits())
     assert values("per-key:a")[0] == 1
+
+
+def test_a_per_key_callable_that_fails_leaves_the_worker_running_on_the_defaults(
+    db, monkeypatch, caplog
+):
+    tenant_noop.enqueue("premium-acme")
+    LimitKey.objects.filter(key="by-tenant:premium-acme").update(concurrency=9)
+
+    def broken(key: str) -> dict:
+        raise RuntimeError("the plans table is away")
+
+    monkeypatch.setattr("tests.tasks.tier_of", broken)
+    limits = parse_limits(
+        {
+            "by-tenant": {
+                "tasks": ["tests.tasks.tenant_noop"],
+                "key": "tenant",
+                "concurrency": 1,
+                "per_key": "tests.tasks.tier_of",
+            }
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="jobs.limits"):
+        limit_overrides.sync_limit(connection.cursor(), limits[0])
+    assert values("by-tenant:premium-acme") == (1, None, None, None)
+    assert "per_key failed for 'by-tenant:premium-acme'" in caplog.text
 
 
 @pytest.mark.parametrize(
