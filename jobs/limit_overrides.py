@@ -155,7 +155,6 @@ def sync_limit(cursor: Any, limit: Limit) -> int:
     changed. The one place that rewrites key rows' values: a worker that
     starts, a change of an override, and the heartbeat after one call it.
     """
-    cursor.execute(queries.limit_values.LOCK_LIMIT, {"name": limit.name})
     cursor.execute(queries.limit_values.KEYS_OF_LIMIT, {"name": limit.name})
     keys = [key for (key,) in cursor.fetchall()]
     changed = 0
@@ -225,6 +224,7 @@ def _record(
 ) -> LimitChange:
     """Rewrite the limit's key rows and record the change, in the caller's transaction."""
     with connections[database].cursor() as cursor:
+        cursor.execute(queries.limit_values.LOCK_LIMIT, {"name": limit.name})
         sync_limit(cursor, limit)
     change = LimitChange.objects.using(database).create(
         changed_at=timezone.now(),

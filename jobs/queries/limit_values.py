@@ -42,10 +42,11 @@ SETTLED = """settled AS (
     )
 )
 
-# Rewrites of one limit's key rows go one at a time: two overrides changed at
-# once (one key's, every key's) would each write values computed without the
-# other. Held to the end of the caller's transaction (a change's); a worker's
-# sync, outside one, holds it for the statement.
+# Changes of one limit's overrides go one at a time: two at once (one key's,
+# every key's) would each rewrite the key rows with values computed without
+# the other. Taken by a change before it rewrites the rows, held to its
+# commit. A worker's sync takes none: the heartbeat after a change settles
+# what a sync that raced it wrote (RECENTLY_CHANGED).
 LOCK_LIMIT = """
 SELECT pg_advisory_xact_lock(hashtext('jobs_limit:' || %(name)s))
 """
