@@ -85,7 +85,11 @@ def executors_of(pid: int) -> list[psutil.Process]:
 
 
 def gone(process: psutil.Process) -> bool:
-    return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    """Ended, or a zombie; a process that ends between the two questions is gone too."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 class ManageProcess:
