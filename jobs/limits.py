@@ -163,12 +163,7 @@ def parse_values(spec: object, base: Values, where: str) -> Values:
     """
     if not isinstance(spec, Mapping):
         raise LimitConfigurationError(f"{where} is a dict of concurrency, rate and burst.")
-    unknown = sorted(set(spec) - _VALUE_KEYS)
-    if unknown:
-        raise LimitConfigurationError(
-            f"{where} has unknown settings {', '.join(map(str, unknown))}; "
-            f"known: {', '.join(sorted(_VALUE_KEYS))}."
-        )
+    _refuse_unknown(spec, _VALUE_KEYS, where)
     concurrency, rate, period, burst = base
     if "concurrency" in spec:
         concurrency = _whole(spec["concurrency"], f"{where}: concurrency")
@@ -180,6 +175,14 @@ def parse_values(spec: object, base: Values, where: str) -> Values:
             raise LimitConfigurationError(f"{where}: burst goes with a rate.")
         burst = _whole(spec["burst"], f"{where}: burst")
     return Values(concurrency, rate, period, burst)
+
+
+def _refuse_unknown(spec: Mapping, known: set[str], where: str) -> None:
+    unknown = sorted(map(str, set(spec) - known))
+    if unknown:
+        raise LimitConfigurationError(
+            f"{where} has unknown settings {', '.join(unknown)}; known: {', '.join(sorted(known))}."
+        )
 
 
 def _whole(value: object, what: str) -> int:
@@ -253,12 +256,7 @@ def _parse_limit(name: object, spec: object) -> Limit:
         )
     if not isinstance(spec, Mapping):
         raise LimitConfigurationError(f"Limit {name!r} is a dict, not {type(spec).__name__}.")
-    unknown = sorted(set(spec) - _KNOWN)
-    if unknown:
-        raise LimitConfigurationError(
-            f"Limit {name!r} has unknown settings {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_KNOWN))}."
-        )
+    _refuse_unknown(spec, _KNOWN, f"Limit {name!r}")
     tasks, queues = spec.get("tasks", ()), spec.get("queues", ())
     for label, values in (("tasks", tasks), ("queues", queues)):
         if not isinstance(values, list | tuple) or not all(

@@ -151,12 +151,11 @@ class _Graph:
 
     def results(self, ids: list[str], backend: str) -> list[TaskResult]:
         """Each job's TaskResult, in graph order."""
-        return [
-            ready_result(task, job_id, args, kwargs, backend)
-            for job_id, (task, args, kwargs) in zip(
-                ids, (self.made[index] for index in range(len(ids))), strict=True
-            )
-        ]
+        results = []
+        for index, job_id in enumerate(ids):
+            task, args, kwargs = self.made[index]
+            results.append(ready_result(task, job_id, args, kwargs, backend))
+        return results
 
 
 def _check_name(name: object) -> None:

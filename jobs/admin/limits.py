@@ -16,6 +16,7 @@ from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, task_backends
 from .. import limit_overrides
 from ..limit_overrides import LimitOverrideError
 from ..models import LimitChange, LimitOverride
+from .read_only import ReadOnlyAdmin
 
 
 class LimitOverrideForm(forms.ModelForm):
@@ -121,18 +122,9 @@ class LimitOverrideAdmin(admin.ModelAdmin):
 
 
 @admin.register(LimitChange)
-class LimitChangeAdmin(admin.ModelAdmin):
+class LimitChangeAdmin(ReadOnlyAdmin):
     """Every change of a limit at runtime, newest first; a record, so never edited."""
 
     list_display = ("changed_at", "name", "key", "before", "after", "changed_by", "via")
     list_filter = ("name", "via")
     date_hierarchy = "changed_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False

@@ -10,6 +10,7 @@ from django.utils.safestring import SafeString
 
 from ..models import Worker
 from .charts import duration_text
+from .read_only import ReadOnlyAdmin
 from .reads import running_jobs_of, with_jobs_in_flight
 
 # RUNNING jobs listed on a worker's page.
@@ -17,7 +18,7 @@ WORKER_PAGE_JOBS = 100
 
 
 @admin.register(Worker)
-class WorkerAdmin(admin.ModelAdmin):
+class WorkerAdmin(ReadOnlyAdmin):
     """The registered workers with their jobs in flight; a worker's page lists them."""
 
     list_display = (
@@ -79,12 +80,3 @@ class WorkerAdmin(admin.ModelAdmin):
                 rows,
             ),
         )
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Worker | None = None) -> bool:
-        return False

@@ -257,13 +257,16 @@ class WaitingJobs:
         Jobs to run, in order; beside an event loop, with whether each is
         async (found by the reader, outside the lock: it may import a module).
         """
-        kinds = kinds or [False] * len(jobs)
         with self._ready:
-            for job, is_async in zip(jobs, kinds, strict=True):
+            for job in jobs:
                 self._received += 1
                 self._jobs[job.id, job.attempt] = (self._received, job)
-                if is_async:
-                    self._async.add((job.id, job.attempt))
+            if kinds:
+                self._async.update(
+                    (job.id, job.attempt)
+                    for job, is_async in zip(jobs, kinds, strict=True)
+                    if is_async
+                )
             if self.mixed:
                 self._ready.notify_all()
             else:
@@ -272,8 +275,8 @@ class WaitingJobs:
     def withdraw(self, key: tuple[str, int]) -> ClaimedJob | None:
         with self._ready:
             _, job = self._jobs.pop(key, (0, None))
-            self._async.discard(key)
             if self.mixed:
+                self._async.discard(key)
                 self._ready.notify_all()
             return job
 
@@ -297,8 +300,8 @@ class WaitingJobs:
                 if not self._jobs or not self._first_is(want_async):
                     return None
                 number, job = self._jobs.popitem(last=False)[1]
-                self._async.discard((job.id, job.attempt))
                 if self.mixed:
+                    self._async.discard((job.id, job.attempt))
                     self._ready.notify_all()
                 # A worker frozen past its lease may have been rescued: its
                 # jobs are someone else's to run. Checked here, as the job

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 import traceback
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,12 @@ def stored(value: Any) -> tuple[Any, str]:
     if reason := unstorable(return_value):
         raise ValueError(f"The return value holds {reason}, which Postgres cannot store in jsonb.")
     return value, return_value
+
+
+def _attempt_span(job: ClaimedJob) -> AbstractContextManager[Any]:
+    """The attempt's span, a child of the enqueuer's (jobs.tracing)."""
+    carrier = loads(job.trace_context) if job.trace_context else None
+    return tracing.attempt_span(job.task_path, job.queue, job.id, job.attempt, carrier)
 
 
 def as_datetime(epoch: float) -> datetime:
@@ -112,8 +119,7 @@ class JobRunner:
     def run(self, job: ClaimedJob) -> Outcome:
         if not tracing.enabled():
             return self._run(job)
-        carrier = loads(job.trace_context) if job.trace_context else None
-        with tracing.attempt_span(job.task_path, job.queue, job.id, job.attempt, carrier) as span:
+        with _attempt_span(job) as span:
             outcome = self._run(job)
             tracing.record_outcome(span, outcome.status)
             return outcome
@@ -185,8 +191,7 @@ class JobRunner:
         """
         if not tracing.enabled():
             return await self._arun(job)
-        carrier = loads(job.trace_context) if job.trace_context else None
-        with tracing.attempt_span(job.task_path, job.queue, job.id, job.attempt, carrier) as span:
+        with _attempt_span(job) as span:
             outcome = await self._arun(job)
             tracing.record_outcome(span, outcome.status)
             return outcome
@@ -195,8 +200,7 @@ class JobRunner:
         started = time.monotonic()
         # The timeout counts from the take, as the coordinator's clock does,
         # the signals before the task's code included.
-        loop_time = asyncio.get_running_loop().time()
-        deadline = None if job.timeout is None else loop_time + job.timeout
+        deadline = None if job.timeout is None else asyncio.get_running_loop().time() + job.timeout
         try:
             task, backend = self._task(job)
         except Exception as error:

@@ -33,14 +33,6 @@ from tests.tasks import add, hourly_run, keyed_noop, limited_run, limited_sleep,
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("limited_backend")]
 
 
-@pytest.fixture
-def db(limited_backend):
-    database = QueueDatabase("default", ["default"], limits=limited_backend.queue_options.limits)
-    database.connect()
-    yield database
-    database.close()
-
-
 def succeeded(job: ClaimedJob) -> Outcome:
     return Outcome(job.id, job.attempt, "SUCCESSFUL", time.time(), None, "null", None, 0.1)
 

@@ -19,7 +19,6 @@ from jobs import limit_overrides
 from jobs.limit_overrides import LimitOverrideError
 from jobs.limits import LimitConfigurationError, Values, parse_limits
 from jobs.models import Job, JobStatus, LimitChange, LimitKey, LimitOverride
-from jobs.worker.database import QueueDatabase
 from tests.conftest import fetch, fetch_value, wait_until
 from tests.docs.pages import python_blocks, section
 from tests.limits.test_limits import most_at_once
@@ -27,14 +26,6 @@ from tests.tasks import limited_run, tenant_noop, tiered_run
 
 # The worker's connection (QueueDatabase) sees only what was committed.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("limited_backend")]
-
-
-@pytest.fixture
-def db(limited_backend):
-    database = QueueDatabase("default", ["default"], limits=limited_backend.queue_options.limits)
-    database.connect()
-    yield database
-    database.close()
 
 
 def values(key: str) -> tuple:
