@@ -41,4 +41,3 @@ exclude_patterns = ["_build", "screenshots", "statements.sql"]
 myst_heading_anchors = 3
 html_theme = "furo"
 html_title = "django-pgjobs"
-suppress_warnings: list[str] = []

@@ -19,9 +19,9 @@ and logged on the `jobs.limits` logger.
 The admin (Limit overrides) and `manage.py jobs limits set|reset` call these.
 """
 
+import itertools
 import json
 import logging
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.db import connections, transaction
@@ -158,7 +158,7 @@ def sync_limit(cursor: Any, limit: Limit) -> int:
     cursor.execute(queries.limit_values.KEYS_OF_LIMIT, {"name": limit.name})
     keys = [key for (key,) in cursor.fetchall()]
     changed = 0
-    for batch in _batches(keys, SYNC_BATCH):
+    for batch in itertools.batched(keys, SYNC_BATCH):
         rows = json.dumps([_row(limit, key) for key in batch], separators=(",", ":"))
         cursor.execute(queries.limit_values.SYNC_LIMIT_KEYS, {"limit_keys": rows})
         changed += cursor.fetchone()[0]
@@ -245,8 +245,3 @@ def _record(
         via,
     )
     return change
-
-
-def _batches(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -151,4 +150,5 @@ def test_every_link_of_the_readme_leads_to_a_file_or_a_heading():
 
 def test_the_readme_keeps_to_what_a_newcomer_needs_first():
     assert len(README.read_text().splitlines()) < 400
-    assert textwrap.dedent(section("Add it to your project"))
+    # The section that test_package follows whole stays in the README.
+    assert "## Add it to your project" in README.read_text()
