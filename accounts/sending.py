@@ -1,27 +1,31 @@
 """
 Sending one delivery so that retries and re-runs never send it twice.
 
-What holds, for each delivery:
+A send is three steps: count the attempt, call the provider, record what it
+said. No transaction and no row lock spans the provider's round trip, so a
+send can await it on an event loop (many at once per worker process) without
+holding a database connection idle in a transaction. What holds, for each
+delivery:
 
-- Once it is recorded "sent", no attempt calls the provider again.
-- At most one attempt talks to the provider at a time: the delivery row stays
-  locked (SELECT ... FOR UPDATE) from before the call until "sent" is
-  committed. A worker presumed dead that wakes up waits for that lock, then
-  sees "sent" and stops.
-- The one window left is a crash (or a lost database) after the provider took
-  the message and before "sent" is committed. The lock dies with the
-  connection, the job is rescued, and the next attempt sends again with the
-  same idempotency key. A provider that honours the key (the local outbox
-  does) returns the first message: exactly one message. A provider without
-  one may deliver a second copy in that window, and only in that window: at
-  least once, never more than once otherwise. E-mail keeps the same
-  Message-ID on every attempt, so a copy sent twice is recognisably the same.
+- "sent" is final: once it is recorded, no attempt calls the provider again
+  (the attempt is counted only while the delivery is pending, and reads back
+  what it counted), and no later write takes it back.
+- Every attempt hands the provider the same idempotency key. Two attempts
+  can overlap only where the queue has given up on the first one (its worker
+  crashed or stopped heartbeating) while its call was still in flight, or
+  when a worker crashes after the provider took the message and before "sent"
+  is committed: the next attempt sends again with the same key. A provider
+  that honours the key (the local outbox and the HTTP stand-in do) returns
+  the first message: exactly one message. A provider without one may deliver
+  a second copy in that window, and only in that window. E-mail keeps the
+  same Message-ID on every attempt, so a copy sent twice is recognisably the
+  same.
 """
 
 import logging
 from typing import Any
 
-from django.db import transaction
+from asgiref.sync import async_to_sync
 from django.db.models import F
 from django.utils import timezone
 
@@ -50,7 +54,7 @@ def welcome_message(delivery: Delivery) -> Message:
     )
 
 
-def deliver(delivery_id: int, *, final: bool = False) -> dict[str, Any]:
+async def adeliver(delivery_id: int, *, final: bool = False) -> dict[str, Any]:
     """
     Send the delivery unless it went out already, and say what became of it.
 
@@ -58,37 +62,64 @@ def deliver(delivery_id: int, *, final: bool = False) -> dict[str, Any]:
     job retries; `final` (an inline send, which has no retry) marks the
     delivery failed instead of leaving it pending.
     """
-    Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).update(
+    await Delivery.objects.filter(id=delivery_id, status=DeliveryStatus.PENDING).aupdate(
         attempts=F("attempts") + 1, last_attempted_at=timezone.now()
     )
-    failure = None
-    with transaction.atomic():
-        try:
-            delivery = (
-                Delivery.objects.select_for_update(of=("self",))
-                .select_related("user")
-                .get(id=delivery_id)
-            )
-        except Delivery.DoesNotExist:
-            raise DoNotRetry(f"Delivery {delivery_id} no longer exists.") from None
-        if delivery.status != DeliveryStatus.PENDING:
-            return summary(delivery)
-        try:
-            message_id = provider_for(delivery.channel).send(welcome_message(delivery))
-        except Exception as error:
-            failure = error
-            delivery.last_error = f"{type(error).__name__}: {error}"
-            if final or isinstance(error, ProviderRejected):
-                delivery.status = DeliveryStatus.FAILED
-        else:
-            delivery.status = DeliveryStatus.SENT
-            delivery.sent_at = timezone.now()
-            delivery.provider_message_id = message_id
-            delivery.last_error = ""
-        delivery.save(update_fields=["status", "sent_at", "provider_message_id", "last_error"])
-    if failure is not None:
-        raise failure
-    return summary(delivery)
+    try:
+        delivery = await Delivery.objects.select_related("user").aget(id=delivery_id)
+    except Delivery.DoesNotExist:
+        raise DoNotRetry(f"Delivery {delivery_id} no longer exists.") from None
+    if delivery.status != DeliveryStatus.PENDING:
+        return summary(delivery)
+    try:
+        message_id = await provider_for(delivery.channel).asend(welcome_message(delivery))
+    except Exception as error:
+        gives_up = final or isinstance(error, ProviderRejected)
+        await record_failure(delivery, error, gives_up=gives_up)
+        raise
+    return summary(await record_sent(delivery, message_id))
+
+
+def deliver(delivery_id: int, *, final: bool = False) -> dict[str, Any]:
+    """adeliver() for synchronous callers."""
+    return async_to_sync(adeliver)(delivery_id, final=final)
+
+
+async def record_sent(delivery: Delivery, message_id: str) -> Delivery:
+    """
+    Record that the provider took the message. A failure another attempt
+    recorded meanwhile is overwritten: the provider's word is the truth. If
+    another attempt recorded "sent" first, its record stands.
+    """
+    delivery.status = DeliveryStatus.SENT
+    delivery.sent_at = timezone.now()
+    delivery.provider_message_id = message_id
+    delivery.last_error = ""
+    recorded = await (
+        Delivery.objects.filter(id=delivery.id)
+        .exclude(status=DeliveryStatus.SENT)
+        .aupdate(
+            status=delivery.status,
+            sent_at=delivery.sent_at,
+            provider_message_id=message_id,
+            last_error="",
+        )
+    )
+    if not recorded:
+        await delivery.arefresh_from_db()
+    return delivery
+
+
+async def record_failure(delivery: Delivery, error: Exception, *, gives_up: bool) -> None:
+    """Record why an attempt failed, on a delivery that no attempt has sent."""
+    changes: dict[str, Any] = {"last_error": f"{type(error).__name__}: {error}"}
+    if gives_up:
+        changes["status"] = DeliveryStatus.FAILED
+    await (
+        Delivery.objects.filter(id=delivery.id)
+        .exclude(status=DeliveryStatus.SENT)
+        .aupdate(**changes)
+    )
 
 
 def deliver_inline(deliveries: list[Delivery]) -> None:

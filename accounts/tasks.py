@@ -3,6 +3,8 @@ The signup's three communications, one task per channel.
 
 Each channel is its own job, so a text message provider that is down retries
 the text message alone and never re-sends the e-mail that already went out.
+The sends are coroutines: a worker with async slots (`runworker --async-slots
+N`) has up to N of them waiting on providers at once in each executor process.
 """
 
 from typing import Any
@@ -11,7 +13,7 @@ from django.tasks import task
 from django.utils import timezone
 
 from .models import Channel, Profile
-from .sending import deliver
+from .sending import adeliver
 
 # Five attempts spread over about half a minute with the default backoff; an
 # attempt that hangs on a provider is killed after 30 s and counts as failed.
@@ -25,18 +27,18 @@ SEND_OPTIONS = {"queue_name": "communications", "max_attempts": 5, "timeout": 30
 
 
 @task(**SEND_OPTIONS)
-def send_welcome_email(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
-    return deliver(delivery_id)
+async def send_welcome_email(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
+    return await adeliver(delivery_id)
 
 
 @task(**SEND_OPTIONS)
-def send_welcome_sms(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
-    return deliver(delivery_id)
+async def send_welcome_sms(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
+    return await adeliver(delivery_id)
 
 
 @task(**SEND_OPTIONS)
-def send_welcome_push(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
-    return deliver(delivery_id)
+async def send_welcome_push(delivery_id: int, user_id: int | None = None) -> dict[str, Any]:
+    return await adeliver(delivery_id)
 
 
 @task(queue_name="communications", max_attempts=5)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import provider_standin, views
 
 app_name = "accounts"
 
@@ -15,4 +15,5 @@ urlpatterns = [
         name="communications",
     ),
     path("api/v1/tasks/<str:task_id>", views.task_status, name="task-status"),
+    path("provider/messages", provider_standin.messages, name="provider-standin"),
 ]

@@ -263,6 +263,14 @@ SIGNUP_PROVIDERS = {
         ("push", "accounts.providers.LocalPushProvider"),
     )
 }
+# accounts.providers.HTTPProvider posts to this URL; the project serves a
+# stand-in for it (accounts.provider_standin) where SIGNUP_PROVIDER_STANDIN is on.
+SIGNUP_PROVIDER_URL = os.environ.get(
+    "SIGNUP_PROVIDER_URL", "http://127.0.0.1:8000/provider/messages"
+)
+SIGNUP_PROVIDER_TIMEOUT = float(os.environ.get("SIGNUP_PROVIDER_TIMEOUT", "10"))
+SIGNUP_PROVIDER_STANDIN = env_flag("SIGNUP_PROVIDER_STANDIN", DEBUG)
+SIGNUP_PROVIDER_STANDIN_LATENCY = float(os.environ.get("SIGNUP_PROVIDER_STANDIN_LATENCY", "0.2"))
 # Seconds every send waits first, "0.3-1.0" for a range: a real provider's
 # round trip, for measuring. 0 outside benchmarks.
 SIGNUP_PROVIDER_DELAY = os.environ.get("SIGNUP_PROVIDER_DELAY", "0")

@@ -27,23 +27,6 @@ STRONG_PASSWORD = "correct-horse-battery-staple-42"
 ONE_JOB_PER_EXECUTOR = ("--concurrency", "3", "--prefetch", "1")
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """Hashing with Django's default takes a good part of a second, per signup."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def signup_env(worker_env, tmp_path) -> dict[str, str]:
-    """Worker settings with short heartbeats and backoff, and e-mail kept in the outbox."""
-    return {
-        **worker_env,
-        "DJANGO_SETTINGS_MODULE": "tests.worker_settings",
-        "DJANGO_EMAIL_BACKEND": "accounts.outbox.OutboxEmailBackend",
-        "SIGNUP_TEST_STATE_DIR": str(tmp_path),
-    }
-
-
 # A signup's jobs: one per channel, and the follow-up that waits for them.
 FOLLOW_UP = "accounts.tasks.record_welcome_outcome"
 JOBS_PER_SIGNUP = 4

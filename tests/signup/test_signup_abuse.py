@@ -27,11 +27,6 @@ from tests.signup.test_signup import JOBS_PER_SIGNUP, STRONG_PASSWORD, post_form
 NO_LIMITS = {"address": None, "phone": None, "texts": None}
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def post_json(
     client: Client, payload: dict, address: str = "127.0.0.1", **headers: str
 ) -> HttpResponse:
