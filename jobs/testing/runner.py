@@ -26,8 +26,8 @@ from psycopg.pq import TransactionStatus
 from .. import transitions
 from ..backend import PostgresBackend
 from ..models import Job, JobStatus
-from ..worker.database import KEYS_SKIPPED
 from ..worker.job_runner import JobRunner
+from ..worker.key_scan import KEYS_SKIPPED
 from ..worker.protocol import POSTPONED, SNOOZED, ClaimedJob, Outcome, complete_batch
 
 # Jobs claimed at once; a round claims this many at most.

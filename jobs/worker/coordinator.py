@@ -326,7 +326,7 @@ class Coordinator:
             jobs, full = self.db.claim_by_queue(self.worker_id, limit, self.slots.groups())
         if jobs:
             self.pool.dispatch(jobs)
-        if full or (self.db.keys_left and jobs):
+        if full or (self.db.scan.keys_left and jobs):
             # A full claim: there may be more due jobs; claim again as soon as
             # slots free up. Keys the claim did not reach yet may have jobs
             # to start too, if this one found some (a scan of keys that are

@@ -8,7 +8,6 @@ LISTENs for new jobs, and a Reconnector (jobs.worker.reconnector) carries
 it through an outage; its completer's only writes outcomes.
 """
 
-import json
 import logging
 import pkgutil
 import socket
@@ -27,6 +26,7 @@ from .connection import (
     describe,
     first_line,
 )
+from .key_scan import KEYS_PER_WAIT, KeyScan
 from .protocol import ClaimedJob, Outcome, complete_batch
 
 logger = logging.getLogger("jobs.worker")
@@ -34,18 +34,6 @@ logger = logging.getLogger("jobs.worker")
 # Errors of a statement that Postgres refused for what one of its rows holds,
 # not for the connection: the rows are written apart to find that one.
 REFUSED_ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
-
-# Keys with room of a queue that one claim visits at least (see
-# queries.limits.LIMITED_CLAIM), and that a claim, or the search for the next
-# due job, visits at most.
-KEYS_PER_CLAIM = 16
-KEYS_PER_WAIT = 1000
-# Keys without room that a claim, or the search for the next due job, passes
-# over at most (two index probes each, see queries.limits._KEY_SCAN) while this worker's
-# claims meet such keys: when every key is full, the scan ends there.
-KEYS_SKIPPED = 2000
-# Where LIMITED_CLAIM's last row says where its scans stopped.
-STATE_COLUMN = ClaimedJob._fields.index("trace_context")
 
 
 @dataclass
@@ -83,17 +71,7 @@ class QueueDatabase:
         # With limits, the claim, the completion and the release are their
         # LIMITED_ forms, which count the runs of limited jobs in and out.
         self.limits = limits or Limits(())
-        # Where each queue's scan of keys stopped (see queries.limits.LIMITED_CLAIM), and
-        # whether a scan stopped before the last key.
-        self.key_cursor: dict[str, str] = {}
-        self.keys_left = False
-        # How many keys with room a claim visits: fewer while the keys it
-        # visits fill its batch (see _limited_claim).
-        self.keys_to_visit = KEYS_PER_WAIT
-        # Whether the last LIMITED_CLAIM met keys without room: until one
-        # meets none, the scans pass over such keys (KEYS_SKIPPED) instead of
-        # spending their visits on them.
-        self.full_keys_met = True
+        self.scan = KeyScan()
         # When this worker's claims last started a job under no limit (epoch
         # seconds, the database's clock), which takes its turn among the keys
         # as one more key last served then (see queries.limits.LIMITED_CLAIM).
@@ -227,16 +205,34 @@ class QueueDatabase:
         queues = self.queues if queues is None else list(queues)
         params = {"queues": queues, "limit": limit, "worker_id": worker_id}
         if self.limits and (self.limited_due or time.monotonic() >= self.limited_due_at):
-            began_past_first_key = any(self.key_cursor.get(q) for q in queues or self.key_cursor)
-            rows = self._limited_claim(params, queues)
-            if began_past_first_key and not self.keys_left and len(rows) < limit:
-                # The scans began past a queue's first key and reached its
-                # last: the keys before where they began were not looked at.
-                due = self.limited_due
-                rows += self._limited_claim({**params, "limit": limit - len(rows)}, queues)
-                self.limited_due = self.limited_due or due
+            rows: list[tuple] = []
+            due = False
+            while True:
+                began_past_first_key = self.scan.began_past_first_key(queues)
+                batch = {**params, "limit": limit - len(rows), "plain_served": self.plain_served}
+                claimed, state = self.scan.claim(
+                    self._cursor(), batch, every_queue=not queues, own=queues is self.queues
+                )
+                rows += claimed
+                # A key that had room gave a job (it took a turn in the batch
+                # beside the first plain job), so none that is left may start
+                # now: a slot that frees, or a due time, says when one may,
+                # and the limited claim runs again within limited_poll seconds
+                # anyway. A full batch may have left keys with room for plain jobs.
+                due = due or (
+                    self.scan.keys_left
+                    or state["limited"] > 0
+                    or (len(claimed) == batch["limit"] and state["keys"] > 0)
+                )
+                self.limited_jobs_seen = state["keys"] > 0
+                # A scan that began past a queue's first key and reached its
+                # last did not look at the keys before where it began.
+                if not began_past_first_key or self.scan.keys_left or len(rows) == limit:
+                    break
+            self.limited_due = due
+            self.limited_due_at = time.monotonic() + self.limited_poll
         else:
-            self.keys_left = False
+            self.scan.keys_left = False
             rows = transitions.claim(self._cursor(), params, limited=False, every_queue=not queues)
         jobs = [ClaimedJob(*row) for row in rows]
         # A claim stamps the jobs it starts with its own time.
@@ -245,48 +241,6 @@ class QueueDatabase:
         )
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs
-
-    def _limited_claim(self, params: dict, queues: list[str]) -> list[tuple]:
-        """LIMITED_CLAIM's rows of jobs, and what its last row says, learned."""
-        limit = params["limit"]
-        params = {
-            **params,
-            "after": json.dumps(self.key_cursor),
-            "visit": min(max(limit, KEYS_PER_CLAIM), self.keys_to_visit),
-            "skip": KEYS_SKIPPED if self.full_keys_met else 0,
-            "plain_served": self.plain_served,
-        }
-        rows = transitions.claim(self._cursor(), params, limited=True, every_queue=not queues)
-        # The last row says where the scans of keys stopped, and how many
-        # jobs under limits were claimed.
-        *rows, last = rows
-        state = json.loads(last[STATE_COLUMN])
-        after = {queue: key for queue, key in state["after"].items() if key}
-        self.keys_left = bool(after)
-        if queues is not self.queues:
-            # A claim of some of the worker's queues leaves the others' scans where they are.
-            after = {**{q: k for q, k in self.key_cursor.items() if q not in queues}, **after}
-        self.key_cursor = after
-        # Keys that filled the batch have jobs enough for a larger share
-        # each: the next claim visits fewer, and so locks and counts fewer
-        # key rows for as many jobs. Keys that left it short while more
-        # were left unvisited: the next claim visits more.
-        if len(rows) == limit:
-            self.keys_to_visit = max(KEYS_PER_CLAIM, self.keys_to_visit // 2)
-        elif self.keys_left:
-            self.keys_to_visit = min(KEYS_PER_WAIT, self.keys_to_visit * 2)
-        # A key that had room gave a job (it took a turn in the batch
-        # beside the first plain job), so none that is left may start
-        # now: a slot that frees, or a due time, says when one may, and
-        # the limited claim runs again within limited_poll seconds anyway.
-        # A full batch may have left keys with room for plain jobs.
-        self.limited_due = (
-            self.keys_left or state["limited"] > 0 or (len(rows) == limit and state["keys"] > 0)
-        )
-        self.limited_jobs_seen = state["keys"] > 0
-        self.full_keys_met = state["full"] > 0
-        self.limited_due_at = time.monotonic() + self.limited_poll
-        return rows
 
     def claim_by_queue(
         self, worker_id: str, free: int, groups: Sequence[tuple[Sequence[str], int | None]]
@@ -310,14 +264,22 @@ class QueueDatabase:
             self.limited_due = self.limited_due or limited_round
             claimed = self.claim(worker_id, limit, queues)
             learned.append(
-                (self.keys_left, self.limited_due, self.limited_jobs_seen, self.full_keys_met)
+                (
+                    self.scan.keys_left,
+                    self.limited_due,
+                    self.limited_jobs_seen,
+                    self.scan.full_keys_met,
+                )
             )
             full = full or len(claimed) == limit
             jobs += claimed
         if learned:
-            self.keys_left, self.limited_due, self.limited_jobs_seen, self.full_keys_met = (
-                any(flags) for flags in zip(*learned, strict=True)
-            )
+            (
+                self.scan.keys_left,
+                self.limited_due,
+                self.limited_jobs_seen,
+                self.scan.full_keys_met,
+            ) = (any(flags) for flags in zip(*learned, strict=True))
         jobs.sort(key=lambda job: (-job.priority, job.run_at, job.id))
         return jobs, full
 
@@ -332,7 +294,7 @@ class QueueDatabase:
         params = {
             "queues": queues,
             "visit": KEYS_PER_WAIT,
-            "skip": KEYS_SKIPPED if self.full_keys_met else 0,
+            "skip": self.scan.skip,
         }
         seconds, *limited = self._execute(statement, params).fetchone()
         if limited:
