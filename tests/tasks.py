@@ -421,6 +421,18 @@ async def async_wait(context, seconds: float) -> float:
     return seconds
 
 
+@task(takes_context=True)
+async def async_wait_timed(context, seconds: float) -> list[float]:
+    """async_wait that returns when its await began and ended (epoch seconds), to count overlaps."""
+    from jobs.progress import areport_progress
+
+    began = time.time()
+    await asyncio.sleep(seconds)
+    ended = time.time()
+    await areport_progress(context, 1.0, "waited")
+    return [began, ended]
+
+
 @task(max_attempts=1, timeout=1)
 async def async_blocks_its_loop() -> None:
     """Awaits a little, then blocks its event loop (a sync sleep) far past its timeout."""

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from jobs import operations
 from jobs.models import Job, JobStatus
 from jobs.testing import run_due_jobs
-from tests.conftest import executors_of, fetch, wait_for_status, wait_until
+from tests.conftest import executors_of, wait_for_status, wait_until
 from tests.docs.pages import python_blocks, section
 from tests.tasks import (
     add,
@@ -22,32 +22,42 @@ from tests.tasks import (
     async_blocks_its_loop,
     async_ignores_its_cancel,
     async_wait,
+    async_wait_timed,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_one_process_runs_as_many_async_jobs_at_once_as_it_has_slots(start_worker, tmp_path):
-    ids = [r.id for r in async_wait.enqueue_many([((0.2,), {})] * 1000)]
+    ids = [r.id for r in async_wait_timed.enqueue_many([((0.2,), {})] * 1000)]
     start_worker("--concurrency", "1", "--async-slots", "100")
     done = Job.objects.filter(id__in=ids, status=JobStatus.SUCCESSFUL)
     wait_until(lambda: done.count() == len(ids), timeout=60)
-    runs = [
-        (float(start), float(end))
-        for start, end in fetch(
-            "SELECT extract(epoch FROM started_at), extract(epoch FROM finished_at) "
-            "FROM jobs_job WHERE id = ANY(%s::uuid[])",
-            [ids],
-        )
-    ]
-    took = max(end for _, end in runs) - min(start for start, _ in runs)
+    awaits = [tuple(job.return_value) for job in done]
+    took = max(end for _, end in awaits) - min(start for start, _ in awaits)
     ideal = 1000 * 0.2 / 100
+    at_once = most_at_once(awaits)
     print(f"1,000 jobs awaiting 0.2 s on 100 slots: {took:.2f} s (ideal {ideal:.1f} s)")
-    # Never more than 100 at once (no faster than the ideal), and most of the
-    # time about 100 (a claim's start is its time in the table, not on the loop).
-    assert ideal <= took < 2 * ideal
+    print(f"at most {at_once} at once")
+    # Never more than 100 at once, and 100 at once at the busiest. What a job
+    # does besides its await (signals, progress, the outcome) goes through
+    # the one thread that serves the loop's database calls, so the whole
+    # takes longer than the ideal by 0.5 to 3 ms a job on this machine, as
+    # its speed goes (200 s one at a time).
+    assert at_once == 100
+    assert ideal <= took < 4 * ideal
     # Each reported its progress from the loop.
     assert Job.objects.filter(id__in=ids, progress_message="waited").count() == len(ids)
+
+
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of the intervals that overlap at one instant."""
+    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    at_once = most = 0
+    for _, change in edges:
+        at_once += change
+        most = max(most, at_once)
+    return most
 
 
 def test_sync_jobs_run_on_the_threads_beside_them(start_worker):
