@@ -94,7 +94,9 @@ def test_a_frozen_worker_that_wakes_cannot_overwrite_the_rerun(start_worker, fas
 
 def test_a_worker_declared_dead_does_not_start_the_jobs_it_held(start_worker, fast_env, ledger):
     """The rescue gave its queued jobs to another worker: they must run there only."""
-    long = slow_on_first_attempt.enqueue(10)
+    # Longer than the freeze can last on a slow machine (the second worker's
+    # start, the rescue, five jobs): it must still be running on waking.
+    long = slow_on_first_attempt.enqueue(60)
     queued = [r.id for r in record_run.enqueue_many([(("queued",), {})] * 5)]
     frozen = start_worker("--concurrency", "1", "--prefetch", "10", env=fast_env)
     wait_until(lambda: Job.objects.filter(status="RUNNING").count() == 6)
