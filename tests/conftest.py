@@ -37,6 +37,16 @@ def wait_until(condition: Callable[[], object], timeout: float = 30.0, interval:
         time.sleep(interval)
 
 
+def most_at_once(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals that overlap at any instant (an end before a start at a tie)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most
+
+
 FINAL_STATUSES = ("SUCCESSFUL", "FAILED", "CANCELLED")
 
 

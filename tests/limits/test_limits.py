@@ -25,7 +25,7 @@ from jobs.limits import LimitConfigurationError, parse_limits, parse_rate
 from jobs.models import Job, JobStatus, LimitKey
 from jobs.worker.database import QueueDatabase
 from jobs.worker.protocol import ClaimedJob, Outcome
-from tests.conftest import fetch, fetch_value, wait_until
+from tests.conftest import fetch, fetch_value, most_at_once, wait_until
 from tests.docs.pages import python_blocks, section
 from tests.limits_settings import LIMITS, TASKS
 from tests.tasks import add, hourly_run, keyed_noop, limited_run, limited_sleep, rate_limited_run
@@ -553,16 +553,6 @@ def test_the_verdict_names_each_limit_a_key_is_at():
 
 
 # Real workers.
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals that overlap at any instant (an end before a start at a tie)."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    most = now = 0
-    for _, step in events:
-        now += step
-        most = max(most, now)
-    return most
 
 
 @pytest.mark.django_db(transaction=True)

@@ -14,7 +14,7 @@ from django.db import transaction
 from accounts.models import Delivery, OutboxMessage
 from accounts.providers import HTTPProvider, Message, ProviderError, ProviderRejected
 from jobs.limit_overrides import set_override
-from tests.conftest import wait_until
+from tests.conftest import most_at_once, wait_until
 from tests.signup.test_signup import sign_up
 from tests.tcp_proxy import free_port
 
@@ -32,16 +32,6 @@ def standin(settings, live_server) -> str:
     settings.SIGNUP_PROVIDER_STANDIN_LATENCY = LATENCY
     settings.SIGNUP_PROVIDER_URL = f"{live_server.url}/provider/messages"
     return settings.SIGNUP_PROVIDER_URL
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of the intervals that overlap at one instant."""
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    at_once = most = 0
-    for _, change in edges:
-        at_once += change
-        most = max(most, at_once)
-    return most
 
 
 def sent(signups: int):

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 from jobs import operations
 from jobs.models import Job, JobStatus
 from jobs.testing import run_due_jobs
-from tests.conftest import executors_of, wait_for_status, wait_until
+from tests.conftest import executors_of, most_at_once, wait_for_status, wait_until
 from tests.docs.pages import python_blocks, section
 from tests.tasks import (
     add,
@@ -48,16 +48,6 @@ def test_one_process_runs_as_many_async_jobs_at_once_as_it_has_slots(start_worke
     assert ideal <= took < 4 * ideal
     # Each reported its progress from the loop.
     assert Job.objects.filter(id__in=ids, progress_message="waited").count() == len(ids)
-
-
-def most_at_once(intervals: list[tuple[float, float]]) -> int:
-    """The largest number of the intervals that overlap at one instant."""
-    edges = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    at_once = most = 0
-    for _, change in edges:
-        at_once += change
-        most = max(most, at_once)
-    return most
 
 
 def test_sync_jobs_run_on_the_threads_beside_them(start_worker):
