@@ -234,6 +234,17 @@ def test_nested_shapes_with_a_worker_killed_mid_run_run_each_node_once(
     slow = [nested.results[1].id, fanned.results[1].id]
     worker = start_worker("--concurrency", "2", env=env)
     wait_until(started(*slow))
+
+    def written():
+        """every step that ran before the slow ones has its outcome written"""
+        ran = {job_id for (job_id,) in fetch("SELECT job_id::text FROM test_ledger")}
+        done = Job.objects.filter(id__in=ran, status=JobStatus.SUCCESSFUL).count()
+        return done == len(ran)
+
+    # A step that ran while the coordinator held its outcome for the next
+    # write would run again after the kill (at least once, as documented):
+    # the kill comes once only the slow steps are left running.
+    wait_until(written)
     worker.signal(signal.SIGKILL)
     worker.wait()
     # The slow steps' work is cut short before their side effects; another
